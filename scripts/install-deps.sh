@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything qnet builds and runs with: Debian packages (as root) and PyTorch & co. from
+# PyPI into $QNET_PYTHON (default python3). Safe to re-run; installs only what is missing.
+set -euo pipefail
+PY=${QNET_PYTHON:-python3}
+
+debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev
+  libboost-dev libboost-system-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
+  libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang-format)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+pips=(torch torchvision onnx onnxruntime numpy grpcio grpcio-tools)
+if ! "$PY" -c "import torch, torchvision, onnx, onnxruntime, numpy, grpc, grpc_tools" 2>/dev/null; then
+  echo "installing Python packages into $("$PY" -c 'import sys; print(sys.prefix)'): ${pips[*]}"
+  "$PY" -m pip install -q "${pips[@]}" 2>/dev/null \
+    || "$PY" -m pip install -q --break-system-packages "${pips[@]}"
+fi

@@ -1,0 +1,1 @@
+#include "workers/engine/quantizer.h"

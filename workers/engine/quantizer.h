@@ -1,0 +1,37 @@
+// The Quantization Networks quantizer (QN.md): y = alpha * (sum_i s_i * sigmoid(T*(beta*x - b_i)) + q_0)
+// in soft mode, with the unit step H in place of the sigmoid in hard mode.
+//
+// One fused pass over the data for forward and one for backward, with exact gradients for x,
+// alpha, beta and (optionally) the thresholds. CPU tensors run a vectorised multi-threaded loop,
+// CUDA tensors a fused kernel (when built with CUDA); other devices use the composite ATen path.
+// The argument T*(beta*x - b_i) is clamped to [-kClampWindow, kClampWindow] in both directions.
+//
+//   torch::Tensor levels = torch::tensor({-1.0, 0.0, 1.0});          // sorted q_0..q_n
+//   torch::Tensor thresholds = torch::tensor({-0.05, 0.05});          // b_1..b_n
+//   torch::Tensor y = qnet::engine::Quantize(x, alpha, beta, levels, thresholds,
+//                                            /*temperature=*/20.0, /*hard=*/false);
+//   y.sum().backward();  // gradients reach x, alpha, beta (and thresholds if it requires grad)
+#ifndef QNET_WORKERS_ENGINE_QUANTIZER_H_
+#define QNET_WORKERS_ENGINE_QUANTIZER_H_
+
+#include <torch/torch.h>
+
+namespace qnet::engine {
+
+inline constexpr double kClampWindow = 10.0;
+
+// x: any shape, float or double. alpha, beta: 0-dim tensors (learnable). levels: 1-D, n+1 sorted
+// values. thresholds: 1-D, n values. Returns a tensor shaped like x.
+torch::Tensor Quantize(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& beta,
+                       const torch::Tensor& levels, const torch::Tensor& thresholds,
+                       double temperature, bool hard);
+
+// The same function written as a plain composition of ATen ops (sum of sigmoids); autograd
+// differentiates it. The reference in tests and benchmarks, and the fallback for other devices.
+torch::Tensor QuantizeComposite(const torch::Tensor& x, const torch::Tensor& alpha,
+                                const torch::Tensor& beta, const torch::Tensor& levels,
+                                const torch::Tensor& thresholds, double temperature, bool hard);
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_QUANTIZER_H_
