@@ -1,0 +1,75 @@
+// Image-classification datasets for the engine: IDX (MNIST / Fashion-MNIST, .gz or raw) and CIFAR-10
+// binary batches, held in memory as normalised float tensors, with seeded shuffling, optional
+// crop/flip augmentation, a held-out test split and subset limits for quick runs.
+//
+//   absl::StatusOr<qnet::engine::DatasetSplits> d =
+//       qnet::engine::LoadDataset("/usr/share/datasets/fashion-mnist", "idx", {.max_train = 6000});
+//   qnet::engine::BatchIterator it(d->train, /*batch_size=*/128, /*seed=*/1, /*epoch=*/0,
+//                                  /*augment=*/false);
+//   while (auto batch = it.Next()) { model.forward({batch->images}); ... }
+#ifndef QNET_WORKERS_ENGINE_DATA_H_
+#define QNET_WORKERS_ENGINE_DATA_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+
+namespace qnet::engine {
+
+// N images [N, C, H, W] float32 normalised per channel, labels [N] int64.
+struct TensorDataset {
+  torch::Tensor images;
+  torch::Tensor labels;
+  int64_t size() const { return labels.size(0); }
+};
+
+struct DatasetSplits {
+  TensorDataset train;
+  TensorDataset test;  // the held-out split (the dataset's own test files)
+  int64_t num_classes = 10;
+  int64_t channels = 1, height = 28, width = 28;
+};
+
+struct LoadOptions {
+  int64_t max_train = 0;  // 0: all; otherwise the first N after a seeded shuffle
+  int64_t max_test = 0;
+  uint64_t seed = 1;
+};
+
+// format "idx": train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* in `dir`.
+// format "cifar10": data_batch_1..5.bin and test_batch.bin (optionally under cifar-10-batches-bin/).
+// Malformed input returns INVALID_ARGUMENT naming the file and the problem (bad magic, truncated,
+// count mismatch, label out of range); a missing file NOT_FOUND. Never throws.
+absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::string& format,
+                                          const LoadOptions& options);
+
+struct Batch {
+  torch::Tensor images;  // [B, C, H, W]
+  torch::Tensor labels;  // [B]
+};
+
+// Iterates one epoch in a permutation fixed by (seed, epoch); the last partial batch is kept.
+// Augmentation (training only): random crop with 4-pixel zero padding and horizontal flip.
+class BatchIterator {
+ public:
+  BatchIterator(const TensorDataset& data, int64_t batch_size, uint64_t seed, int64_t epoch,
+                bool augment);
+  std::optional<Batch> Next();
+  int64_t num_batches() const;
+
+ private:
+  const TensorDataset& data_;
+  int64_t batch_size_;
+  bool augment_;
+  torch::Tensor order_;
+  torch::Generator generator_;
+  int64_t position_ = 0;
+};
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_DATA_H_
