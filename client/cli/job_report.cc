@@ -1,0 +1,154 @@
+#include "client/cli/job_report.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/progress_line.h"
+
+namespace qnet::cli {
+namespace {
+
+// Left-aligned columns sized to their widest cell, two spaces apart.
+std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, row[i]);
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string Bits(const v1::JobSpec& spec) {
+  std::string s = absl::StrCat("W", spec.weight_bits());
+  if (spec.weight_levels_size() > 0) s = absl::StrCat("L", spec.weight_levels_size());
+  absl::StrAppend(&s, spec.activation_bits() > 0 ? absl::StrCat("A", spec.activation_bits()) : "");
+  return s;
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "";
+  const time_t seconds = static_cast<time_t>(t.seconds());
+  struct tm utc;
+  gmtime_r(&seconds, &utc);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &utc);
+  return buf;
+}
+
+}  // namespace
+
+std::string FormatBytes(int64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  int unit = 0;
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%.1f %s", value, units[unit]);
+}
+
+std::string FormatPercent(double fraction) {
+  if (fraction == 0) return "-";
+  return absl::StrFormat("%.2f%%", 100 * fraction);
+}
+
+std::string FormatMetricsTable(const v1::Metrics& m) {
+  std::string ratio = "-";
+  if (m.compression_ratio() > 0) ratio = absl::StrFormat("%.1fx", m.compression_ratio());
+  std::vector<std::vector<std::string>> rows = {
+      {"", "float", "quantized"},
+      {"top-1", FormatPercent(m.float_top1()), FormatPercent(m.quantized_top1())},
+      {"top-5", FormatPercent(m.float_top5()), FormatPercent(m.quantized_top5())},
+      {"soft top-1", "", FormatPercent(m.soft_top1())},
+      {"hard top-1 (before BN re-est.)", "", FormatPercent(m.hard_top1())},
+      {"size", m.float_size_bytes() > 0 ? FormatBytes(m.float_size_bytes()) : "-",
+       m.packed_size_bytes() > 0 ? FormatBytes(m.packed_size_bytes()) : "-"},
+      {"compression ratio", "", ratio},
+  };
+  std::string out = RenderTable(rows);
+  if (!m.device().empty()) absl::StrAppend(&out, "device: ", m.device(), "\n");
+  return out;
+}
+
+std::string FormatArtifacts(const google::protobuf::RepeatedPtrField<v1::Artifact>& artifacts) {
+  if (artifacts.empty()) return "artifacts: none\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Artifact& a : artifacts) {
+    rows.push_back({" ", a.kind(), a.filename(), FormatBytes(a.size_bytes()), a.digest()});
+  }
+  return absl::StrCat("artifacts:\n", RenderTable(rows));
+}
+
+std::string FormatJobSummary(const v1::Job& job) {
+  const v1::JobSpec& spec = job.spec();
+  std::string out = absl::StrCat("job ", job.id(), "  ", v1::JobState_Name(job.state()));
+  if (job.attempt() > 0) absl::StrAppend(&out, "  attempt ", job.attempt());
+  if (job.cancel_requested() && job.state() == v1::RUNNING) absl::StrAppend(&out, "  (cancelling)");
+  absl::StrAppend(&out, "\n  model ", spec.model(), "  dataset ", spec.dataset(), "  ", Bits(spec),
+                  "\n");
+  if (!job.worker_id().empty()) absl::StrAppend(&out, "  worker ", job.worker_id(), "\n");
+  const std::string created = FormatTime(job.create_time());
+  if (!created.empty()) absl::StrAppend(&out, "  created ", created, "\n");
+  if (job.state() == v1::RUNNING || job.state() == v1::QUEUED) {
+    absl::StrAppend(&out, "  ", FormatProgressLine(job), "\n");
+  }
+  if (!job.error().empty()) absl::StrAppend(&out, "  error: ", job.error(), "\n");
+  if (job.state() == v1::SUCCEEDED) {
+    absl::StrAppend(&out, FormatMetricsTable(job.metrics()), FormatArtifacts(job.artifacts()));
+  }
+  return out;
+}
+
+std::string FormatJobTable(const std::vector<v1::Job>& jobs) {
+  if (jobs.empty()) return "no jobs\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "STATE", "MODEL", "DATASET", "BITS", "ATTEMPT", "PROGRESS / TOP-1"}};
+  for (const v1::Job& job : jobs) {
+    std::string progress;
+    if (job.state() == v1::SUCCEEDED) {
+      progress = FormatPercent(job.metrics().quantized_top1());
+    } else if (job.state() == v1::RUNNING && job.progress().total_epochs() > 0) {
+      progress = absl::StrFormat("%s %d/%d %.0f%%", job.progress().phase(), job.progress().epoch(),
+                                 job.progress().total_epochs(), 100 * RunFraction(job.progress()));
+    } else if (!job.error().empty()) {
+      progress = job.error().substr(0, 60);
+    }
+    std::string model = job.spec().model();
+    if (model.starts_with("sha256:") && model.size() > 19) model = model.substr(0, 19) + "...";
+    rows.push_back({job.id(), v1::JobState_Name(job.state()), model, job.spec().dataset(),
+                    Bits(job.spec()), absl::StrCat(job.attempt()), progress});
+  }
+  return RenderTable(rows);
+}
+
+std::string FormatDatasetTable(const std::vector<v1::Dataset>& datasets) {
+  if (datasets.empty()) return "no datasets\n";
+  std::vector<std::vector<std::string>> rows = {{"NAME", "FORMAT", "SHAPE", "CLASSES"}};
+  for (const v1::Dataset& d : datasets) {
+    rows.push_back({d.name(), d.format(),
+                    absl::StrCat(d.channels(), "x", d.height(), "x", d.width()),
+                    absl::StrCat(d.num_classes())});
+  }
+  return RenderTable(rows);
+}
+
+std::string FormatModelTable(const std::vector<v1::Model>& models) {
+  if (models.empty()) return "no models\n";
+  std::vector<std::vector<std::string>> rows = {{"NAME", "INPUT", "DESCRIPTION"}};
+  for (const v1::Model& m : models) rows.push_back({m.name(), m.input_shape(), m.description()});
+  return RenderTable(rows);
+}
+
+}  // namespace qnet::cli

@@ -1,0 +1,322 @@
+#include "client/qnet_client.h"
+
+#include <filesystem>
+#include <fstream>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "client/grpc_status.h"
+#include "common/digest.h"
+
+namespace qnet::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t FileSizeOrZero(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(size);
+}
+
+bool Retryable(absl::StatusCode code) {
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+         code == absl::StatusCode::kAborted || code == absl::StatusCode::kInternal ||
+         code == absl::StatusCode::kUnknown;
+}
+
+}  // namespace
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
+}
+
+std::unique_ptr<QnetClient> QnetClient::Connect(const std::string& address, ClientOptions options) {
+  grpc::ChannelArguments args;
+  // Downloads stream 1 MiB chunks plus framing; leave room above gRPC's 4 MiB default anyway.
+  args.SetMaxReceiveMessageSize(16 << 20);
+  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return std::make_unique<QnetClient>(std::move(channel), address, options);
+}
+
+QnetClient::QnetClient(std::shared_ptr<grpc::Channel> channel, std::string address,
+                       ClientOptions options)
+    : channel_(std::move(channel)),
+      address_(std::move(address)),
+      options_(options),
+      jobs_(v1::JobService::NewStub(channel_)),
+      blobs_(v1::BlobService::NewStub(channel_)) {}
+
+void QnetClient::SetDeadline(grpc::ClientContext& context) const {
+  context.set_deadline(std::chrono::system_clock::now() + options_.call_timeout);
+}
+
+absl::StatusOr<v1::Job> QnetClient::SubmitJob(const v1::JobSpec& spec,
+                                              const std::string& request_id) {
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = spec;
+  request.set_request_id(request_id);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::Job job;
+  grpc::Status s = jobs_->SubmitJob(&context, request, &job);
+  if (!s.ok()) return FromGrpc(s, "SubmitJob", address_);
+  return job;
+}
+
+absl::StatusOr<v1::Job> QnetClient::GetJob(const std::string& id) {
+  v1::GetJobRequest request;
+  request.set_id(id);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::Job job;
+  grpc::Status s = jobs_->GetJob(&context, request, &job);
+  if (!s.ok()) return FromGrpc(s, "GetJob", address_);
+  return job;
+}
+
+absl::StatusOr<std::vector<v1::Job>> QnetClient::ListJobs(v1::JobState state) {
+  std::vector<v1::Job> jobs;
+  v1::ListJobsRequest request;
+  request.set_state(state);
+  request.set_page_size(options_.list_page_size);
+  // A server repeating a token would loop forever; no real listing has this many pages.
+  for (int page = 0; page < 100000; ++page) {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    v1::ListJobsResponse response;
+    grpc::Status s = jobs_->ListJobs(&context, request, &response);
+    if (!s.ok()) return FromGrpc(s, "ListJobs", address_);
+    for (auto& job : *response.mutable_jobs()) jobs.push_back(std::move(job));
+    if (response.next_page_token().empty()) return jobs;
+    if (response.next_page_token() == request.page_token()) {
+      return absl::InternalError("ListJobs: the server returned the same page token twice");
+    }
+    request.set_page_token(response.next_page_token());
+  }
+  return absl::InternalError("ListJobs: too many pages");
+}
+
+absl::Status QnetClient::WatchJob(const std::string& id,
+                                  const std::function<bool(const v1::Job&)>& on_snapshot) {
+  v1::WatchJobRequest request;
+  request.set_id(id);
+  grpc::ClientContext context;
+  auto reader = jobs_->WatchJob(&context, request);
+  v1::Job job;
+  bool stopped = false;
+  while (reader->Read(&job)) {
+    if (!on_snapshot(job)) {
+      stopped = true;
+      context.TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (stopped) return absl::OkStatus();
+  return FromGrpc(s, "WatchJob", address_);
+}
+
+absl::StatusOr<v1::Job> QnetClient::CancelJob(const std::string& id) {
+  v1::CancelJobRequest request;
+  request.set_id(id);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::Job job;
+  grpc::Status s = jobs_->CancelJob(&context, request, &job);
+  if (!s.ok()) return FromGrpc(s, "CancelJob", address_);
+  return job;
+}
+
+absl::StatusOr<std::vector<v1::Dataset>> QnetClient::ListDatasets() {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::ListDatasetsResponse response;
+  grpc::Status s = jobs_->ListDatasets(&context, v1::ListDatasetsRequest(), &response);
+  if (!s.ok()) return FromGrpc(s, "ListDatasets", address_);
+  return std::vector<v1::Dataset>(response.datasets().begin(), response.datasets().end());
+}
+
+absl::StatusOr<std::vector<v1::Model>> QnetClient::ListModels() {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::ListModelsResponse response;
+  grpc::Status s = jobs_->ListModels(&context, v1::ListModelsRequest(), &response);
+  if (!s.ok()) return FromGrpc(s, "ListModels", address_);
+  return std::vector<v1::Model>(response.models().begin(), response.models().end());
+}
+
+absl::StatusOr<int64_t> QnetClient::StatBlob(const std::string& digest) {
+  v1::StatBlobRequest request;
+  request.set_digest(digest);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::StatBlobResponse response;
+  grpc::Status s = blobs_->StatBlob(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s, "StatBlob", address_);
+  return response.size_bytes();
+}
+
+absl::StatusOr<UploadResult> QnetClient::UploadFile(const std::string& path,
+                                                    const std::string& kind) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("upload: ", path, " is not a readable file"));
+  }
+  const int64_t size = FileSizeOrZero(path);
+  absl::StatusOr<std::string> digest = FileDigest(path);
+  if (!digest.ok()) return digest.status();
+
+  UploadResult result{.digest = *digest, .size_bytes = size};
+  absl::StatusOr<int64_t> stat = StatBlob(*digest);
+  if (stat.ok() && *stat == size) {
+    result.already_present = true;
+    return result;
+  }
+  if (!stat.ok() && stat.status().code() != absl::StatusCode::kNotFound &&
+      stat.status().code() != absl::StatusCode::kUnimplemented) {
+    return stat.status();
+  }
+
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("upload: cannot open ", path));
+  grpc::ClientContext context;
+  v1::UploadResponse response;
+  auto writer = blobs_->Upload(&context, &response);
+  v1::UploadRequest header;
+  header.mutable_header()->set_size_bytes(size);
+  header.mutable_header()->set_digest(*digest);
+  header.mutable_header()->set_kind(kind);
+  // A failed Write means the server ended the call; Finish() carries its reason.
+  bool open = writer->Write(header);
+  std::string buffer(options_.upload_chunk_bytes, '\0');
+  int64_t sent = 0;
+  while (open && in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto n = static_cast<size_t>(in.gcount());
+    if (n == 0) break;
+    v1::UploadRequest chunk;
+    chunk.set_chunk(buffer.data(), n);
+    open = writer->Write(chunk);
+    sent += static_cast<int64_t>(n);
+  }
+  if (in.bad()) {
+    context.TryCancel();
+    writer->Finish();
+    return absl::DataLossError(absl::StrCat("upload: read error in ", path));
+  }
+  if (open) writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("Upload ", path), address_);
+  if (open && sent != size) {
+    return absl::DataLossError(absl::StrCat("upload: ", path, " changed while uploading (", sent,
+                                            " of ", size, " bytes)"));
+  }
+  if (response.digest() != *digest) {
+    return absl::DataLossError(absl::StrCat("upload: server stored ", path, " as ",
+                                            response.digest(), ", expected ", *digest));
+  }
+  result.size_bytes = response.size_bytes();
+  return result;
+}
+
+absl::Status QnetClient::DownloadOnce(const std::string& digest, const std::string& part,
+                                      int64_t* total_size) {
+  const int64_t start = FileSizeOrZero(part);
+  v1::DownloadRequest request;
+  request.set_digest(digest);
+  request.set_offset(start);
+  grpc::ClientContext context;
+  auto reader = blobs_->Download(&context, request);
+  std::ofstream out(part, std::ios::binary | std::ios::app);
+  if (!out) {
+    context.TryCancel();
+    reader->Finish();
+    return absl::PermissionDeniedError(absl::StrCat("download: cannot write ", part));
+  }
+  int64_t offset = start;
+  v1::DownloadChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (chunk.offset() != offset) {
+      context.TryCancel();
+      reader->Finish();
+      return absl::InternalError(absl::StrCat("download ", digest, ": server sent offset ",
+                                              chunk.offset(), ", expected ", offset));
+    }
+    *total_size = chunk.total_size();
+    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    if (!out) {
+      context.TryCancel();
+      reader->Finish();
+      return absl::ResourceExhaustedError(absl::StrCat("download: write to ", part, " failed"));
+    }
+    offset += static_cast<int64_t>(chunk.data().size());
+  }
+  out.close();
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("Download ", digest), address_);
+  if (*total_size >= 0 && offset != *total_size) {
+    return absl::UnavailableError(
+        absl::StrCat("download ", digest, ": stream ended at byte ", offset, " of ", *total_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> QnetClient::DownloadBlob(const std::string& digest,
+                                                 const std::string& path) {
+  if (!IsValidDigest(digest)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("download: '", digest, "' is not a sha256:<64 hex> digest"));
+  }
+  std::error_code ec;
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
+  if (fs::is_regular_file(target, ec)) {
+    absl::StatusOr<std::string> have = FileDigest(path);
+    if (have.ok() && *have == digest) return FileSizeOrZero(path);
+  }
+
+  const std::string part = path + ".part";
+  absl::Status status;
+  for (int attempt = 0; attempt <= options_.download_retries; ++attempt) {
+    int64_t total = -1;
+    const int64_t before = FileSizeOrZero(part);
+    status = DownloadOnce(digest, part, &total);
+    if (status.ok()) break;
+    // A partial file the server will not resume from (offset past the end): maybe it is whole.
+    if (before > 0 && (status.code() == absl::StatusCode::kOutOfRange ||
+                       status.code() == absl::StatusCode::kInvalidArgument)) {
+      absl::StatusOr<std::string> have = FileDigest(part);
+      if (have.ok() && *have == digest) {
+        status = absl::OkStatus();
+        break;
+      }
+      fs::remove(part, ec);
+      continue;
+    }
+    if (status.code() == absl::StatusCode::kInternal) fs::remove(part, ec);  // offset mismatch
+    if (!Retryable(status.code())) return status;
+    if (attempt < options_.download_retries) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200 << attempt));
+    }
+  }
+  if (!status.ok()) return status;
+
+  absl::StatusOr<std::string> got = FileDigest(part);
+  if (!got.ok()) return got.status();
+  if (*got != digest) {
+    fs::remove(part, ec);
+    return absl::DataLossError(absl::StrCat("download: content of ", digest, " hashed to ", *got,
+                                            "; the partial file was dropped, retry"));
+  }
+  fs::rename(part, target, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("download: cannot move ", part, " to ", path, ": ", ec.message()));
+  }
+  return FileSizeOrZero(path);
+}
+
+}  // namespace qnet::client
