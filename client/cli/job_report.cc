@@ -1,6 +1,7 @@
 #include "client/cli/job_report.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -9,8 +10,10 @@
 namespace qnet::cli {
 namespace {
 
-// Left-aligned columns sized to their widest cell, two spaces apart.
-std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
+// Columns sized to their widest cell, two spaces apart; columns from `right_from` on are
+// right-aligned (numbers).
+std::string RenderTable(const std::vector<std::vector<std::string>>& rows,
+                        size_t right_from = std::numeric_limits<size_t>::max()) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()), 0);
@@ -20,8 +23,10 @@ std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
   for (const auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
+      const size_t pad = widths[i] - row[i].size();
+      if (i >= right_from) line.append(pad, ' ');
       absl::StrAppend(&line, row[i]);
-      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size()) line.append(i >= right_from ? 2 : pad + 2, ' ');
     }
     absl::StrAppend(&out, line, "\n");
   }
@@ -72,12 +77,12 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
       {"top-1", FormatPercent(m.float_top1()), FormatPercent(m.quantized_top1())},
       {"top-5", FormatPercent(m.float_top5()), FormatPercent(m.quantized_top5())},
       {"soft top-1", "", FormatPercent(m.soft_top1())},
-      {"hard top-1 (before BN re-est.)", "", FormatPercent(m.hard_top1())},
+      {"hard top-1 (no BN re-est.)", "", FormatPercent(m.hard_top1())},
       {"size", m.float_size_bytes() > 0 ? FormatBytes(m.float_size_bytes()) : "-",
        m.packed_size_bytes() > 0 ? FormatBytes(m.packed_size_bytes()) : "-"},
       {"compression ratio", "", ratio},
   };
-  std::string out = RenderTable(rows);
+  std::string out = RenderTable(rows, 1);
   if (!m.device().empty()) absl::StrAppend(&out, "device: ", m.device(), "\n");
   return out;
 }

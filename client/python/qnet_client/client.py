@@ -1,0 +1,242 @@
+"""QnetClient: submit, follow, list, cancel and download qnet jobs over gRPC."""
+import hashlib
+import os
+import pathlib
+import re
+import time
+from typing import Callable, Iterable, List, Optional
+
+import grpc
+from google.protobuf import json_format
+
+from ._stubs import blob_pb2, blob_pb2_grpc, job_pb2, job_pb2_grpc
+
+CHUNK = 1 << 20  # the server accepts upload chunks of at most 1 MiB
+TERMINAL = (job_pb2.SUCCEEDED, job_pb2.FAILED, job_pb2.CANCELLED)
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class QnetError(Exception):
+    """A failed call: `code` is the grpc.StatusCode, the message is the server's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+class JobFailed(QnetError):
+    """wait(raise_on_failure=True) on a job that ended FAILED or CANCELLED."""
+
+    def __init__(self, job):
+        super().__init__(grpc.StatusCode.ABORTED,
+                         f"job {job.id} {job_pb2.JobState.Name(job.state)}: {job.error}")
+        self.job = job
+
+
+def job_to_dict(job) -> dict:
+    """The job as the CLI's --json prints it: proto field names, zeros included."""
+    try:  # protobuf >= 5.26 renamed the option
+        return json_format.MessageToDict(job, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+    except TypeError:
+        return json_format.MessageToDict(job, preserving_proto_field_name=True,
+                                         including_default_value_fields=True)
+
+
+def _sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _safe_name(artifact) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(artifact.filename or ""))
+    if not name.strip("."):
+        name = f"{artifact.kind or 'artifact'}-{artifact.digest.split(':')[-1][:12]}"
+    return name
+
+
+class QnetClient:
+    def __init__(self, address: Optional[str] = None, timeout: float = 30.0):
+        self.address = address or os.environ.get("QNET_SERVER", "127.0.0.1:50051")
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(
+            self.address, options=[("grpc.max_receive_message_length", 16 << 20)])
+        self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
+        self._blobs = blob_pb2_grpc.BlobServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request, timeout=None):
+        try:
+            return method(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            raise QnetError(e.code(), e.details() or str(e)) from None
+
+    # --- jobs ---
+    def submit(self, model: str, dataset: str, weight_bits: int = 0, *,
+               activation_bits: int = 0, weight_levels: Iterable[float] = (),
+               epochs: int = 0, pretrain_epochs: int = 0, batch_size: int = 0,
+               learning_rate: float = 0.0, max_train_samples: int = 0, max_test_samples: int = 0,
+               seed: int = 0, export_formats: Iterable[str] = (), priority: int = 0,
+               request_id: str = ""):
+        """Submits a job. `model` is zoo:NAME, sha256:<hex>, or a local TorchScript file (uploaded
+        first). Zero settings take the server's defaults. Returns the Job message."""
+        if not model.startswith(("zoo:", "sha256:")):
+            if not os.path.isfile(model):
+                raise QnetError(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"model file '{model}' does not exist")
+            model = self.upload(model, "model")
+        spec = job_pb2.JobSpec(
+            model=model, dataset=dataset, weight_bits=weight_bits,
+            activation_bits=activation_bits, weight_levels=list(weight_levels),
+            export_formats=list(export_formats), priority=priority,
+            training=job_pb2.TrainingSettings(
+                epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+                learning_rate=learning_rate, max_train_samples=max_train_samples,
+                max_test_samples=max_test_samples, seed=seed))
+        return self._call(self._jobs.SubmitJob,
+                          job_pb2.SubmitJobRequest(spec=spec, request_id=request_id))
+
+    def get(self, job_id: str):
+        return self._call(self._jobs.GetJob, job_pb2.GetJobRequest(id=job_id))
+
+    def list(self, state: Optional[str] = None) -> List:
+        """Every job (optionally in `state`, e.g. "RUNNING"), following page tokens."""
+        filt = job_pb2.JobState.Value(state.upper()) if state else job_pb2.JOB_STATE_UNSPECIFIED
+        jobs, token = [], ""
+        while True:
+            page = self._call(self._jobs.ListJobs, job_pb2.ListJobsRequest(
+                state=filt, page_size=100, page_token=token))
+            jobs.extend(page.jobs)
+            if not page.next_page_token or page.next_page_token == token:
+                return jobs
+            token = page.next_page_token
+
+    def cancel(self, job_id: str):
+        return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(id=job_id))
+
+    def datasets(self):
+        return list(self._call(self._jobs.ListDatasets, job_pb2.ListDatasetsRequest()).datasets)
+
+    def models(self):
+        return list(self._call(self._jobs.ListModels, job_pb2.ListModelsRequest()).models)
+
+    def wait(self, job_id: str, timeout: Optional[float] = None,
+             on_progress: Optional[Callable] = None, raise_on_failure: bool = False):
+        """Follows the job (WatchJob, re-opened if the stream breaks) until it is terminal and
+        returns it. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = 0.25
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+            last = None
+            try:
+                for job in self._jobs.WatchJob(job_pb2.WatchJobRequest(id=job_id),
+                                               timeout=remaining):
+                    last = job
+                    backoff = 0.25
+                    if on_progress:
+                        on_progress(job)
+                    if job.state in TERMINAL:
+                        break
+            except grpc.RpcError as e:
+                if e.code() not in _TRANSIENT:
+                    raise QnetError(e.code(), e.details() or str(e)) from None
+            if last is not None and last.state in TERMINAL:
+                job = self.get(job_id)  # the stored record carries metrics and artifacts
+                if raise_on_failure and job.state != job_pb2.SUCCEEDED:
+                    raise JobFailed(job)
+                return job
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    # --- blobs ---
+    def upload(self, path, kind: str = "model") -> str:
+        """Uploads a file as a blob (skipped when the server has it); returns its digest."""
+        digest = _sha256_file(path)
+        size = os.path.getsize(path)
+        try:
+            if self._blobs.StatBlob(blob_pb2.StatBlobRequest(digest=digest),
+                                    timeout=self.timeout).size_bytes == size:
+                return digest
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                raise QnetError(e.code(), e.details() or str(e)) from None
+
+        def requests():
+            yield blob_pb2.UploadRequest(header=blob_pb2.UploadHeader(
+                size_bytes=size, digest=digest, kind=kind))
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    yield blob_pb2.UploadRequest(chunk=block)
+
+        try:
+            response = self._blobs.Upload(requests())
+        except grpc.RpcError as e:
+            raise QnetError(e.code(), e.details() or str(e)) from None
+        if response.digest != digest:
+            raise QnetError(grpc.StatusCode.DATA_LOSS,
+                            f"server stored {path} as {response.digest}, expected {digest}")
+        return digest
+
+    def download_blob(self, digest: str, path) -> int:
+        """Downloads a blob to `path` (via path.part, resuming), verifying the digest."""
+        path = pathlib.Path(path)
+        part = path.with_name(path.name + ".part")
+        for attempt in range(4):
+            offset = part.stat().st_size if part.exists() else 0
+            try:
+                with open(part, "ab") as f:
+                    for chunk in self._blobs.Download(
+                            blob_pb2.DownloadRequest(digest=digest, offset=offset)):
+                        if chunk.offset != offset:
+                            raise QnetError(grpc.StatusCode.INTERNAL,
+                                            f"server sent offset {chunk.offset}, expected {offset}")
+                        f.write(chunk.data)
+                        offset += len(chunk.data)
+                break
+            except grpc.RpcError as e:
+                if e.code() not in _TRANSIENT or attempt == 3:
+                    raise QnetError(e.code(), e.details() or str(e)) from None
+                time.sleep(0.2 * 2 ** attempt)
+        if _sha256_file(part) != digest:
+            part.unlink()
+            raise QnetError(grpc.StatusCode.DATA_LOSS, f"content of {digest} did not match it")
+        part.replace(path)
+        return path.stat().st_size
+
+    def download(self, job_id: str, out_dir, kind: Optional[str] = None) -> List[pathlib.Path]:
+        """Downloads the job's artifacts (or those of `kind`) into out_dir; returns the paths."""
+        job = self.get(job_id)
+        artifacts = [a for a in job.artifacts
+                     if kind is None or a.kind == kind or (kind == "packed" and a.kind == "manifest")]
+        if not artifacts:
+            raise QnetError(grpc.StatusCode.FAILED_PRECONDITION,
+                            f"job {job_id} ({job_pb2.JobState.Name(job.state)}) has no "
+                            f"{kind + ' ' if kind else ''}artifacts")
+        out = pathlib.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths, used = [], set()
+        for a in artifacts:
+            name, n = _safe_name(a), 2
+            stem, dot, ext = name.rpartition(".")
+            while name in used:
+                name = f"{stem}-{n}.{ext}" if dot and stem else f"{_safe_name(a)}-{n}"
+                n += 1
+            used.add(name)
+            self.download_blob(a.digest, out / name)
+            paths.append(out / name)
+        return paths
