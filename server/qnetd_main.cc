@@ -1,0 +1,105 @@
+// qnetd: the qnet server. Parses flags, runs a QnetServer, prints one line
+//   listening grpc=HOST:PORT http=HOST:PORT
+// to stdout once serving, logs to stderr, and drains on SIGTERM/SIGINT (exit 0).
+//
+//   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
+//         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
+//         [--max-blob-bytes N] [--dataset NAME=FORMAT:DIR]... [--worker-binary PATH]
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "server/qnet_server.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  qnet::server::QnetServerOptions options;
+  int shutdown_grace_seconds = 10;
+  std::string log_level = "info";
+  CLI::App app{"qnetd: the qnet model-compression server (gRPC API, job queue, blobs, metrics)"};
+  app.add_option("--listen", options.listen, "gRPC address HOST:PORT (port 0 = any free port)")
+      ->capture_default_str();
+  app.add_option("--http-listen", options.http_listen,
+                 "HTTP address for /metrics, /healthz, REST and the dashboard")
+      ->capture_default_str();
+  app.add_option("--data-dir", options.data_dir, "folder for the job store and blobs")->required();
+  app.add_option("--local-workers", options.local_workers,
+                 "qnet-worker processes to run next to the server")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  app.add_option("--lease-seconds", options.lease_seconds,
+                 "lease duration; a worker that stops heart-beating this long loses its job")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--max-attempts", options.max_attempts,
+                 "attempts per job before it is FAILED (expired leases and retryable failures)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--max-queued", options.max_queued,
+                 "queued jobs beyond which SubmitJob answers RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+  app.add_option("--max-blob-bytes", options.max_blob_bytes, "largest blob a client may upload")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
+  app.add_option("--dataset", options.datasets,
+                 "extra dataset NAME=FORMAT:DIR (FORMAT idx or cifar10); repeatable");
+  app.add_option("--worker-binary", options.worker_binary,
+                 "qnet-worker to run for --local-workers (default: next to qnetd)");
+  app.add_option("--max-wait-seconds", options.max_wait_seconds,
+                 "cap on how long AcquireLease long-polls")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600));
+  app.add_option("--shutdown-grace-seconds", shutdown_grace_seconds,
+                 "on SIGTERM, how long running calls and local workers get to finish")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("qnetd"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Signals go to one thread (sigwait below); every thread started from here inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  absl::StatusOr<std::unique_ptr<qnet::server::QnetServer>> server =
+      qnet::server::QnetServer::Start(options);
+  if (!server.ok()) {
+    spdlog::critical("qnetd cannot start: {}", std::string(server.status().message()));
+    return 1;
+  }
+  std::cout << "listening grpc=" << (*server)->grpc_address()
+            << " http=" << (*server)->http_address() << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("{} received; shutting down (send it again to stop at once)", strsignal(sig));
+  // A second signal, not a duplicate of the first (a supervisor and a terminal may both send
+  // one), stops at once.
+  std::thread([signals, first = std::chrono::steady_clock::now()] {
+    while (true) {
+      int again = 0;
+      sigwait(&signals, &again);
+      if (std::chrono::steady_clock::now() - first < std::chrono::seconds(2)) continue;
+      spdlog::warn("{} again: exiting without draining", strsignal(again));
+      std::_Exit(1);
+    }
+  }).detach();
+  (*server)->Shutdown(absl::Seconds(shutdown_grace_seconds));
+  server->reset();
+  spdlog::shutdown();
+  return 0;
+}

@@ -1,0 +1,121 @@
+#include "server/worker_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "server/grpc_status.h"
+#include "server/proto_time.h"
+#include "spdlog/spdlog.h"
+
+namespace qnet::server {
+namespace {
+
+constexpr size_t kMaxErrorBytes = 8192;
+
+grpc::Status RequireLeaseIds(const std::string& job_id, const std::string& token) {
+  if (job_id.empty() || token.empty()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "job_id and lease_token are required (from AcquireLease)"};
+  }
+  return grpc::Status::OK;
+}
+
+// INVALID_ARGUMENT unless `digest` names a stored blob.
+absl::Status CheckUploaded(const BlobStore& blobs, const std::string& digest,
+                           absl::string_view what) {
+  if (absl::Status s = CheckDigest(digest, what); !s.ok()) return s;
+  if (!blobs.Contains(digest)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", digest, " not uploaded; upload it with BlobService.Upload first"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets,
+                                     const BlobStore* blobs)
+    : scheduler_(scheduler), datasets_(datasets), blobs_(blobs) {}
+
+grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
+                                             const qnet::v1::AcquireLeaseRequest* request,
+                                             qnet::v1::AcquireLeaseResponse* response) {
+  if (request->worker_id().empty() || request->worker_id().size() > 128) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "worker_id is required (at most 128 characters; e.g. the worker's host name)"};
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(std::max(0, request->wait_seconds()));
+  while (true) {
+    absl::StatusOr<std::optional<Lease>> lease =
+        scheduler_->Acquire(request->worker_id(), request->device(), deadline - absl::Now(),
+                            [context] { return context->IsCancelled(); });
+    if (!lease.ok()) return ToGrpcStatus(lease.status());
+    if (!lease->has_value()) return grpc::Status::OK;  // no job within the wait: no `job`
+    Lease& l = **lease;
+    const DatasetEntry* dataset = datasets_->Find(l.job.spec().dataset());
+    if (dataset == nullptr) {
+      // The operator restarted without this dataset: the job can never run here.
+      const std::string error =
+          absl::StrCat("dataset ", l.job.spec().dataset(),
+                       " is no longer configured on this server (flag --dataset)");
+      spdlog::error("job {}: {}", l.job.id(), error);
+      scheduler_->Fail(l.job.id(), l.token, error, /*retryable=*/false, /*cancelled=*/false)
+          .IgnoreError();
+      continue;
+    }
+    *response->mutable_job() = std::move(l.job);
+    response->set_lease_token(l.token);
+    *response->mutable_expire_time() = ToTimestamp(l.expire_time);
+    for (const qnet::v1::DatasetFile& f : dataset->files) *response->add_dataset_files() = f;
+    response->set_dataset_format(dataset->info.format());
+    return grpc::Status::OK;
+  }
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
+                                          const qnet::v1::HeartbeatRequest* request,
+                                          qnet::v1::HeartbeatResponse* response) {
+  if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
+    return s;
+  }
+  if (!request->checkpoint_digest().empty()) {
+    if (absl::Status s = CheckUploaded(*blobs_, request->checkpoint_digest(), "checkpoint");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
+  absl::StatusOr<HeartbeatReply> reply = scheduler_->Heartbeat(
+      request->job_id(), request->lease_token(), request->progress(), request->checkpoint_digest());
+  if (!reply.ok()) return ToGrpcStatus(reply.status());
+  response->set_cancel_requested(reply->cancel_requested);
+  *response->mutable_expire_time() = ToTimestamp(reply->expire_time);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext*,
+                                              const qnet::v1::CompleteLeaseRequest* request,
+                                              qnet::v1::CompleteLeaseResponse*) {
+  if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
+    return s;
+  }
+  for (const qnet::v1::Artifact& a : request->artifacts()) {
+    if (absl::Status s = CheckUploaded(*blobs_, a.digest(), absl::StrCat("artifact ", a.kind()));
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
+  return ToGrpcStatus(scheduler_->Complete(request->job_id(), request->lease_token(),
+                                           request->metrics(), request->artifacts()));
+}
+
+grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext*,
+                                          const qnet::v1::FailLeaseRequest* request,
+                                          qnet::v1::FailLeaseResponse*) {
+  if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
+    return s;
+  }
+  std::string error = request->error().substr(0, kMaxErrorBytes);
+  return ToGrpcStatus(scheduler_->Fail(request->job_id(), request->lease_token(), error,
+                                       request->retryable(), request->cancelled()));
+}
+
+}  // namespace qnet::server

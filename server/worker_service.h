@@ -1,0 +1,41 @@
+// WorkerServiceImpl: the worker protocol (qnet.v1.WorkerService) over the Scheduler: long-poll
+// AcquireLease (with the job's dataset as downloadable blobs), Heartbeat (progress, checkpoint;
+// answers cancel_requested and the new expiry), CompleteLease and FailLease. Stale or unknown
+// lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
+//
+//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store);
+//   builder.RegisterService(&workers);
+#ifndef QNET_SERVER_WORKER_SERVICE_H_
+#define QNET_SERVER_WORKER_SERVICE_H_
+
+#include "qnet/v1/worker.grpc.pb.h"
+#include "server/blob_store.h"
+#include "server/dataset_registry.h"
+#include "server/scheduler.h"
+
+namespace qnet::server {
+
+class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets, const BlobStore* blobs);
+
+  grpc::Status AcquireLease(grpc::ServerContext* context,
+                            const qnet::v1::AcquireLeaseRequest* request,
+                            qnet::v1::AcquireLeaseResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const qnet::v1::HeartbeatRequest* request,
+                         qnet::v1::HeartbeatResponse* response) override;
+  grpc::Status CompleteLease(grpc::ServerContext* context,
+                             const qnet::v1::CompleteLeaseRequest* request,
+                             qnet::v1::CompleteLeaseResponse* response) override;
+  grpc::Status FailLease(grpc::ServerContext* context, const qnet::v1::FailLeaseRequest* request,
+                         qnet::v1::FailLeaseResponse* response) override;
+
+ private:
+  Scheduler* const scheduler_;
+  const DatasetRegistry* const datasets_;
+  const BlobStore* const blobs_;
+};
+
+}  // namespace qnet::server
+
+#endif  // QNET_SERVER_WORKER_SERVICE_H_
