@@ -6,9 +6,8 @@
 namespace qnet::cli {
 namespace {
 
-std::string Print(const google::protobuf::Message& message, bool indent) {
+std::string Print(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = indent;
   options.always_print_primitive_fields = true;
   options.preserve_proto_field_names = true;
   std::string out;
@@ -26,22 +25,25 @@ v1::Job WithSubmessages(const v1::Job& job) {
 
 }  // namespace
 
+// Re-indented by nlohmann (two spaces, like `qnet list --json`), keeping the proto field order.
 std::string MessageToJson(const google::protobuf::Message& message) {
-  std::string out = Print(message, true);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
+  nlohmann::ordered_json doc =
+      nlohmann::ordered_json::parse(Print(message), nullptr, /*allow_exceptions=*/false);
+  return doc.is_discarded() ? "{}"
+                            : doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string JobToJson(const v1::Job& job) { return MessageToJson(WithSubmessages(job)); }
 
 std::string JobsToJson(const std::vector<v1::Job>& jobs) {
-  nlohmann::json doc = {{"jobs", nlohmann::json::array()}};
+  nlohmann::ordered_json doc = {{"jobs", nlohmann::ordered_json::array()}};
   for (const v1::Job& job : jobs) {
-    // No-throw parse: protobuf printed valid JSON, and a discarded value would only drop one job.
-    doc["jobs"].push_back(nlohmann::json::parse(Print(WithSubmessages(job), false), nullptr,
-                                                /*allow_exceptions=*/false));
+    // No-throw parse: protobuf prints valid JSON; a job that did not would only be left out.
+    auto item = nlohmann::ordered_json::parse(Print(WithSubmessages(job)), nullptr,
+                                              /*allow_exceptions=*/false);
+    if (!item.is_discarded()) doc["jobs"].push_back(std::move(item));
   }
-  return doc.dump(2);
+  return doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace qnet::cli

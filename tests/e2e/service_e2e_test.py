@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the service with real processes on loopback: qnetd, qnet-worker serve and
+the qnet CLI, on a tiny synthetic IDX dataset (service_make_idx.py). Every wait is bounded and
+every process started is stopped.
+
+    service_e2e_test.py SCENARIO --qnetd PATH --worker PATH --qnet PATH
+
+Scenarios:
+  happy        submit --wait --json completes a job on one local worker; every artifact downloads
+               and matches its digest; list/get show it; a repeated request id returns the job
+  cancel       cancel a queued job (no workers) and a running one (watch exits 1, CANCELLED)
+  bad          bad submissions exit non-zero with a message (2 for refused input); qnetd lives on
+  kill-worker  kill -9 of the worker mid-training; a second worker resumes from the checkpoint and
+               the job SUCCEEDS at attempt 2
+"""
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import service_make_idx  # noqa: E402
+
+
+class Failure(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failure(message)
+
+
+class Env:
+    """Processes and paths of one scenario; close() stops everything it started."""
+
+    def __init__(self, args, tmp: pathlib.Path):
+        self.args = args
+        self.tmp = tmp
+        self.procs = []
+        self.grpc = None
+
+    def start_qnetd(self, *extra, n_train=256, n_test=128):
+        data = self.tmp / "synth"
+        if not data.exists():
+            service_make_idx.main(["make_idx", str(data), str(n_train), str(n_test)])
+        log = self.tmp / f"qnetd.{len(self.procs)}.log"
+        cmd = [self.args.qnetd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+               "--data-dir", str(self.tmp / "srv"), "--dataset", f"synth=idx:{data}",
+               "--worker-binary", self.args.worker, *extra]
+        proc = self.spawn(cmd, log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            m = re.search(r"listening grpc=(\S+) http=(\S+)", log.read_text())
+            if m:
+                self.grpc = m.group(1)
+                return proc
+            check(proc.poll() is None, f"qnetd exited: {log.read_text()[-800:]}")
+            time.sleep(0.1)
+        raise Failure("qnetd printed no 'listening grpc=... http=...' line within 60 s")
+
+    def start_worker(self, name):
+        log = self.tmp / f"{name}.log"
+        cmd = [self.args.worker, "serve", "--server", self.grpc, "--cache-dir",
+               str(self.tmp / f"cache-{name}"), "--worker-id", name, "--device", "cpu",
+               "--heartbeat-seconds", "0.5", "--lease-wait-seconds", "2"]
+        return self.spawn(cmd, log)
+
+    def spawn(self, cmd, log_path):
+        log = open(log_path, "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def qnet(self, *args, timeout=60):
+        """Runs the CLI; returns (exit code, stdout, stderr)."""
+        env = dict(os.environ, QNET_SERVER=self.grpc)
+        r = subprocess.run([self.args.qnet, *args], capture_output=True, text=True, env=env,
+                           timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+    def qnet_json(self, *args, timeout=60):
+        rc, out, err = self.qnet(*args, "--json", timeout=timeout)
+        check(rc == 0, f"qnet {' '.join(args)} --json exited {rc}: {err.strip()[-500:]}")
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:
+            raise Failure(f"qnet {' '.join(args)} --json printed non-JSON: {out[:300]!r}")
+
+    def wait_for(self, what, predicate, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        raise Failure(f"timed out after {timeout} s waiting for {what}")
+
+    def close(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self):
+        text = []
+        for log in sorted(self.tmp.glob("*.log")):
+            text.append(f"--- {log.name} (tail) ---\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-25:]))
+        return "\n".join(text)
+
+
+TINY = ["--model", "zoo:lenet5", "--dataset", "synth", "--weight-bits", "2", "--activation-bits",
+        "2", "--pretrain-epochs", "1", "--epochs", "1", "--max-train-samples", "256"]
+
+
+def sha256_file(path):
+    return "sha256:" + hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def scenario_happy(env: Env):
+    env.start_qnetd("--local-workers", "1")
+    rc, out, err = env.qnet("submit", *TINY, "--request-id", "e2e-happy", "--wait", "--json",
+                            timeout=600)
+    check(rc == 0, f"submit --wait exited {rc}: {err.strip()[-800:]}")
+    job = json.loads(out)  # stdout carries only the final job
+    check(job["state"] == "SUCCEEDED", f"job state {job['state']}: {job.get('error')}")
+    check(job["attempt"] == 1, f"attempt {job['attempt']}")
+    check(job["metrics"]["quantized_top1"] > 0, "no quantized_top1")
+    check("float" in err and "quantized" in err, "no accuracy table on stderr")
+    artifacts = job["artifacts"]
+    check(len(artifacts) >= 3, f"only {len(artifacts)} artifacts")
+
+    out_dir = env.tmp / "art"
+    rc, out, err = env.qnet("download", job["id"], "-o", str(out_dir), timeout=120)
+    check(rc == 0, f"download exited {rc}: {err.strip()}")
+    on_disk = {sha256_file(p) for p in out_dir.iterdir() if p.is_file()}
+    missing = [a["digest"] for a in artifacts if a["digest"] not in on_disk]
+    check(not missing, f"artifact digests without a matching download: {missing}")
+
+    rc, out, err = env.qnet("download", job["id"], "-o", str(env.tmp / "onnx"), "--format", "onnx")
+    check(rc == 0 and list((env.tmp / "onnx").iterdir()), f"--format onnx: {rc} {err.strip()}")
+
+    listed = env.qnet_json("list")["jobs"]
+    check(job["id"] in [j["id"] for j in listed], "job not in list --json")
+    got = env.qnet_json("get", job["id"])
+    check(got["metrics"]["epochs"], "no per-epoch metrics in the stored job")
+    again = env.qnet_json("submit", *TINY, "--request-id", "e2e-happy")
+    check(again["id"] == job["id"], f"request id re-submit gave {again['id']}, not {job['id']}")
+    rc, out, _ = env.qnet("get", job["id"])
+    check(rc == 0 and "SUCCEEDED" in out and "top-1" in out, f"human get output: {out}")
+    print(f"happy: job {job['id']} SUCCEEDED, {len(artifacts)} artifacts verified, "
+          f"quantized_top1={job['metrics']['quantized_top1']:.3f}")
+
+
+def scenario_cancel(env: Env):
+    env.start_qnetd("--local-workers", "0")
+    queued = env.qnet_json("submit", *TINY)
+    check(queued["state"] == "QUEUED", f"new job is {queued['state']}")
+    rc, out, err = env.qnet("cancel", queued["id"])
+    check(rc == 0, f"cancel exited {rc}: {err}")
+    check(env.qnet_json("get", queued["id"])["state"] == "CANCELLED", "queued job not CANCELLED")
+    rc, _, _ = env.qnet("watch", queued["id"], timeout=30)
+    check(rc == 1, f"watch of a cancelled job exited {rc}, want 1")
+
+    long_job = [*TINY[:-6], "--pretrain-epochs", "1", "--epochs", "200", "--max-train-samples",
+                "256"]
+    running = env.qnet_json("submit", *long_job)
+    env.start_worker("w1")
+    env.wait_for("the job to run", lambda: env.qnet_json("get", running["id"])["state"] ==
+                 "RUNNING", 120)
+    env.wait_for("training progress", lambda: env.qnet_json("get", running["id"])["progress"][
+        "epoch"] >= 1, 120)
+    started = time.monotonic()
+    rc, out, err = env.qnet("cancel", running["id"])
+    check(rc == 0, f"cancel of a running job exited {rc}: {err}")
+    rc, _, err = env.qnet("watch", running["id"], timeout=60)
+    check(rc == 1, f"watch of the cancelled running job exited {rc}: {err.strip()[-300:]}")
+    final = env.qnet_json("get", running["id"])
+    check(final["state"] == "CANCELLED", f"running job ended {final['state']}: {final['error']}")
+    print(f"cancel: queued and running jobs CANCELLED (running one in "
+          f"{time.monotonic() - started:.1f} s)")
+
+
+def scenario_bad(env: Env):
+    env.start_qnetd("--local-workers", "0")
+    garbage = env.tmp / "garbage.pt"
+    garbage.write_bytes(os.urandom(100000))
+    cases = [
+        ("unknown dataset", ["--model", "zoo:lenet5", "--dataset", "no-such-data",
+                             "--weight-bits", "2"], 2),
+        ("bits 0", ["--model", "zoo:lenet5", "--dataset", "synth", "--weight-bits", "0"], 2),
+        ("bits 33", ["--model", "zoo:lenet5", "--dataset", "synth", "--weight-bits", "33"], 2),
+        ("unknown zoo", ["--model", "zoo:no-such-net", "--dataset", "synth", "--weight-bits", "2"],
+         2),
+        ("path dataset", ["--model", "zoo:lenet5", "--dataset", "../../etc/passwd",
+                          "--weight-bits", "2"], 2),
+        ("missing model file", ["--model", str(env.tmp / "nope.pt"), "--dataset", "synth",
+                                "--weight-bits", "2"], 2),
+        ("garbage .pt", ["--model", str(garbage), "--dataset", "synth", "--weight-bits", "2"], 2),
+        ("bad levels", ["--model", "zoo:lenet5", "--dataset", "synth", "--weight-levels", "a,b"],
+         2),
+        ("bad flag value", ["--model", "zoo:lenet5", "--dataset", "synth", "--weight-bits", "x"],
+         2),
+    ]
+    problems = []
+    for name, args, want in cases:
+        rc, out, err = env.qnet("submit", *args)
+        if rc != want:
+            problems.append(f"{name}: exit {rc} (want {want})")
+        if not err.strip():
+            problems.append(f"{name}: no message")
+    rc, _, err = env.qnet("get", "no-such-job")
+    if rc != 2 or "no-such-job" not in err:
+        problems.append(f"get unknown job: exit {rc}, {err.strip()}")
+    check(not problems, "; ".join(problems))
+    env.qnet_json("list")
+    check(env.procs[0].poll() is None, "qnetd died")
+    check(env.qnet_json("list")["jobs"] == [], "a bad submission created a job")
+    print(f"bad: {len(cases)} bad submissions refused with messages; qnetd alive")
+
+
+def scenario_kill_worker(env: Env):
+    env.start_qnetd("--local-workers", "0", "--lease-seconds", "3", n_train=2048)
+    job = env.qnet_json("submit", "--model", "zoo:lenet5", "--dataset", "synth", "--weight-bits",
+                        "2", "--pretrain-epochs", "1", "--epochs", "4", "--max-train-samples",
+                        "2048", "--batch-size", "64")
+    w1 = env.start_worker("w1")
+    env.wait_for("epoch 2 on the first worker", lambda: env.qnet_json("get", job["id"])[
+        "progress"]["epoch"] >= 2, 300)
+    snapshot = env.qnet_json("get", job["id"])
+    check(snapshot["checkpoint_digest"], "no checkpoint recorded after the first epoch")
+    w1.send_signal(signal.SIGKILL)
+    w1.wait()
+    env.start_worker("w2")
+    rc, _, err = env.qnet("watch", job["id"], timeout=600)
+    final = env.qnet_json("get", job["id"])
+    check(rc == 0 and final["state"] == "SUCCEEDED",
+          f"after kill -9: watch exit {rc}, state {final['state']}: {final['error']}")
+    check(final["attempt"] == 2, f"attempt {final['attempt']}, want 2")
+    check(final["worker_id"] in ("", "w2"), f"finished by {final['worker_id']}")
+    w2_log = (env.tmp / "w2.log").read_text()
+    check("resuming from ckpt-" in w2_log, "the second worker did not resume from a checkpoint")
+    print(f"kill-worker: job {job['id']} SUCCEEDED at attempt 2, resumed from a checkpoint")
+
+
+SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
+             "kill-worker": scenario_kill_worker}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--qnetd", required=True)
+    parser.add_argument("--worker", required=True)
+    parser.add_argument("--qnet", required=True)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"qnet_e2e_{args.scenario}_"))
+    env = Env(args, tmp)
+    try:
+        SCENARIOS[args.scenario](env)
+        return 0
+    except (Failure, subprocess.TimeoutExpired, json.JSONDecodeError, KeyError) as e:
+        print(f"FAIL {args.scenario}: {e}\n{env.logs()}")
+        return 1
+    finally:
+        env.close()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
