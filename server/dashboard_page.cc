@@ -11,6 +11,7 @@ constexpr absl::string_view kHtml = R"html(<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>qnet dashboard</title>
+<script src="/static/chart.js"></script>
 <style>
   body { font-family: system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d232b; }
   header { background: #1d232b; color: #fff; padding: 12px 24px; display: flex; gap: 24px;

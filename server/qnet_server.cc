@@ -201,6 +201,7 @@ void QnetServer::Shutdown(absl::Duration grace) {
   if (grpc_server_ != nullptr) {
     grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
     grpc_server_->Wait();
+    spdlog::debug("gRPC server stopped");
   }
   {
     std::lock_guard<std::mutex> reaper_lock(reaper_mu_);
@@ -208,7 +209,9 @@ void QnetServer::Shutdown(absl::Duration grace) {
   }
   reaper_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
+  spdlog::debug("lease reaper stopped");
   if (http_ != nullptr) http_->Stop();
+  spdlog::debug("HTTP server stopped");
   if (store_ != nullptr) store_->Close();
   if (lock_fd_ >= 0) {
     ::close(lock_fd_);

@@ -97,7 +97,7 @@ void Scheduler::Enqueue(Entry& e) {
 void Scheduler::SeeWorker(const std::string& worker_id, int lease_delta) {
   if (worker_id.empty()) return;
   Worker& w = workers_[worker_id];
-  w.last_seen = clock_->Now();
+  if (lease_delta >= 0) w.last_seen = clock_->Now();  // a lease ending is not a sign of life
   w.leases = std::max(0, w.leases + lease_delta);
 }
 
@@ -461,6 +461,7 @@ absl::Status Scheduler::Complete(
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
+    SeeWorker(e.rec.job.worker_id(), 0);
     *e.rec.job.mutable_metrics() = metrics;
     *e.rec.job.mutable_artifacts() = artifacts;
     spdlog::info("job {} succeeded on attempt {}", e.rec.job.id(), e.rec.job.attempt());
@@ -477,6 +478,7 @@ absl::Status Scheduler::Fail(absl::string_view job_id, absl::string_view token,
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
+    SeeWorker(e.rec.job.worker_id(), 0);
     const std::string reason = error.empty() ? "the worker reported a failure" : error;
     if (cancelled) {
       spdlog::info("job {} cancelled by its worker", e.rec.job.id());

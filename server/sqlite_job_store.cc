@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "spdlog/spdlog.h"
@@ -42,8 +43,9 @@ absl::Status SqliteError(sqlite3* db, absl::string_view what) {
 absl::Status Exec(sqlite3* db, const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    absl::Status s = absl::UnavailableError(
-        absl::StrCat("job store: ", sql, ": ", err != nullptr ? err : "unknown error"));
+    absl::Status s = absl::UnavailableError(absl::StrCat(
+        "job store: ", absl::StripAsciiWhitespace(absl::string_view(sql).substr(0, 32)), ": ",
+        err != nullptr ? err : "unknown error"));
     sqlite3_free(err);
     return s;
   }
@@ -133,17 +135,12 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
   absl::StatusOr<sqlite3*> writer = OpenConnection(path);
   if (!writer.ok()) return writer.status();
   // WAL: readers never block the committer. synchronous=FULL: a commit is on disk when it returns.
-  for (const char* sql :
-       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", kSchema}) {
     if (absl::Status s = Exec(*writer, sql); !s.ok()) {
       sqlite3_close(*writer);
-      return s;
+      return absl::Status(s.code(), absl::StrCat("cannot open job store ", path, " (", s.message(),
+                                                 "); is it a qnet job store, and writable?"));
     }
-  }
-  if (absl::Status s = Exec(*writer, kSchema); !s.ok()) {
-    sqlite3_close(*writer);
-    return absl::Status(
-        s.code(), absl::StrCat(s.message(), " (is ", path, " a qnet job store and writable?)"));
   }
   absl::StatusOr<sqlite3*> reader = OpenConnection(path);
   if (!reader.ok()) {

@@ -1,0 +1,73 @@
+// Helpers shared by the qnetd tests: a temp folder that cleans up after itself, a fake clock,
+// a tiny hand-built ZIP writer (to make TorchScript-shaped archives without PyTorch), a fake IDX
+// dataset folder, and a minimal blocking HTTP GET client.
+//
+//   TempDir dir;                                   // removed at scope end
+//   FakeClock clock;  clock.Advance(absl::Seconds(31));
+//   std::string zip = MakeZip({{"model/data.pkl", "x"}, {"model/code/m.py", "y"}});
+//   HttpResult r = HttpGet("127.0.0.1:8080", "/healthz");  // r.status == 200, r.body == "ok\n"
+#ifndef QNET_TESTS_SERVER_TEST_UTIL_H_
+#define QNET_TESTS_SERVER_TEST_UTIL_H_
+
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "server/clock.h"
+
+namespace qnet::server::testing {
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+class FakeClock final : public Clock {
+ public:
+  explicit FakeClock(absl::Time start = absl::FromUnixSeconds(1800000000)) : now_(start) {}
+  absl::Time Now() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return now_;
+  }
+  void Advance(absl::Duration d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    now_ += d;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  absl::Time now_;
+};
+
+void WriteFile(const std::string& path, const std::string& content);
+std::string ReadFile(const std::string& path);
+int CountFiles(const std::string& dir);
+
+// A ZIP archive of stored (uncompressed) entries.
+std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& entries);
+// The shape of a torch.jit.save archive: enough for the server's structural check.
+std::string MakeTorchScriptZip();
+
+// Writes the four Fashion-MNIST-named IDX files (tiny, fake content) into `dir`.
+void MakeFakeIdxDataset(const std::string& dir);
+
+struct HttpResult {
+  int status = 0;  // 0: could not connect or parse
+  std::string content_type;
+  std::string body;
+};
+HttpResult HttpGet(const std::string& host_port, const std::string& path);
+
+}  // namespace qnet::server::testing
+
+#endif  // QNET_TESTS_SERVER_TEST_UTIL_H_
