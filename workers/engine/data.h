@@ -1,6 +1,6 @@
-// Image-classification datasets for the engine: IDX (MNIST / Fashion-MNIST, .gz or raw) and CIFAR-10
-// binary batches, held in memory as normalised float tensors, with seeded shuffling, optional
-// crop/flip augmentation, a held-out test split and subset limits for quick runs.
+// Image-classification datasets for the engine: IDX (MNIST / Fashion-MNIST, .gz or raw) and
+// CIFAR-10 binary batches, held in memory as normalised float tensors, with seeded shuffling,
+// optional crop/flip augmentation, a held-out test split and subset limits for quick runs.
 //
 //   absl::StatusOr<qnet::engine::DatasetSplits> d =
 //       qnet::engine::LoadDataset("/usr/share/datasets/fashion-mnist", "idx", {.max_train = 6000});
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -32,18 +33,22 @@ struct DatasetSplits {
   TensorDataset test;  // the held-out split (the dataset's own test files)
   int64_t num_classes = 10;
   int64_t channels = 1, height = 28, width = 28;
+  // Per-channel statistics of the full train split (pixels scaled to [0, 1]) that both splits were
+  // normalised with: x' = (x / 255 - mean[c]) / std[c]. Exported models can record them.
+  std::vector<double> channel_mean, channel_std;
 };
 
 struct LoadOptions {
-  int64_t max_train = 0;  // 0: all; otherwise the first N after a seeded shuffle
+  int64_t max_train = 0;  // 0: all; otherwise the first N after a seeded shuffle (negative: error)
   int64_t max_test = 0;
   uint64_t seed = 1;
 };
 
 // format "idx": train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* in `dir`.
-// format "cifar10": data_batch_1..5.bin and test_batch.bin (optionally under cifar-10-batches-bin/).
-// Malformed input returns INVALID_ARGUMENT naming the file and the problem (bad magic, truncated,
-// count mismatch, label out of range); a missing file NOT_FOUND. Never throws.
+// format "cifar10": data_batch_1..5.bin and test_batch.bin (optionally under
+// cifar-10-batches-bin/). Malformed input returns INVALID_ARGUMENT naming the file and the problem
+// (bad magic, truncated, count mismatch, label out of range); a missing file NOT_FOUND. Never
+// throws.
 absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::string& format,
                                           const LoadOptions& options);
 
@@ -53,7 +58,10 @@ struct Batch {
 };
 
 // Iterates one epoch in a permutation fixed by (seed, epoch); the last partial batch is kept.
-// Augmentation (training only): random crop with 4-pixel zero padding and horizontal flip.
+// Augmentation (training only): random crop with 4-pixel zero padding (zero in the normalised
+// space) and horizontal flip, per sample, drawn from a generator seeded by (seed, epoch), so a
+// resumed job replays the same batches. `data` must outlive the iterator; batch_size < 1 counts as
+// 1; a dataset whose images and labels disagree in count iterates as empty. Never throws.
 class BatchIterator {
  public:
   BatchIterator(const TensorDataset& data, int64_t batch_size, uint64_t seed, int64_t epoch,
