@@ -137,6 +137,10 @@ absl::Status QnetServer::Init() {
   builder.RegisterService(job_service_.get());
   builder.RegisterService(blob_service_.get());
   builder.RegisterService(worker_service_.get());
+  // Handlers block (durable writes, long-polls); keep enough polling threads that gRPC does not
+  // create and destroy a thread per call under load.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

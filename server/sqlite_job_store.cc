@@ -15,6 +15,8 @@ namespace {
 using qnet::v1::JobState;
 
 constexpr size_t kMaxBatch = 4096;
+// Job writes between checkpoints (a job row is about one WAL page).
+constexpr int64_t kCheckpointPages = 2000;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -55,10 +57,18 @@ absl::Status Exec(sqlite3* db, const char* sql) {
 // A prepared statement that finalizes itself.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
+  Stmt(sqlite3* db, const std::string& sql) {
     if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) stmt_ = nullptr;
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  // Borrows a statement prepared once (kept by the store); reset, not finalized, at scope end.
+  explicit Stmt(sqlite3_stmt* borrowed) : stmt_(borrowed), owned_(false) {}
+  ~Stmt() {
+    if (owned_) {
+      sqlite3_finalize(stmt_);
+    } else {
+      Reset();
+    }
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -96,8 +106,8 @@ class Stmt {
   int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
 
  private:
-  sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
+  bool owned_ = true;
 };
 
 // Reads a row selected with kColumns. A row whose job bytes do not parse is reported, not trusted.
@@ -142,17 +152,49 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
                                                  "); is it a qnet job store, and writable?"));
     }
   }
+  // Checkpoints run on their own connection and thread, off the commit path.
+  sqlite3_wal_autocheckpoint(*writer, 0);
   absl::StatusOr<sqlite3*> reader = OpenConnection(path);
   if (!reader.ok()) {
     sqlite3_close(*writer);
     return reader.status();
   }
-  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(path, *writer, *reader));
+  absl::StatusOr<sqlite3*> checkpointer = OpenConnection(path);
+  if (!checkpointer.ok()) {
+    sqlite3_close(*writer);
+    sqlite3_close(*reader);
+    return checkpointer.status();
+  }
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(path, *writer, *reader, *checkpointer));
 }
 
-SqliteJobStore::SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader)
-    : path_(std::move(path)), writer_(writer), reader_(reader) {
+SqliteJobStore::SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader,
+                               sqlite3* checkpointer)
+    : path_(std::move(path)), writer_(writer), reader_(reader), checkpointer_(checkpointer) {
+  const std::string select = absl::StrCat("SELECT ", kColumns, " FROM jobs WHERE ");
+  sqlite3_prepare_v3(reader_, (select + "id = ?1").c_str(), -1, SQLITE_PREPARE_PERSISTENT,
+                     &get_by_id_, nullptr);
+  sqlite3_prepare_v3(reader_, (select + "request_id = ?1").c_str(), -1, SQLITE_PREPARE_PERSISTENT,
+                     &get_by_request_id_, nullptr);
   committer_ = std::thread([this] { CommitLoop(); });
+  checkpoint_thread_ = std::thread([this] { CheckpointLoop(); });
+}
+
+void SqliteJobStore::CheckpointLoop() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    checkpoint_cv_.wait(lock, [this] { return closing_ || wal_pages_ >= kCheckpointPages; });
+    if (closing_) return;
+    wal_pages_ = 0;
+    lock.unlock();
+    // PASSIVE: copies what it can without blocking the committer or readers.
+    int log_pages = 0, done_pages = 0;
+    if (sqlite3_wal_checkpoint_v2(checkpointer_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages,
+                                  &done_pages) != SQLITE_OK) {
+      spdlog::warn("job store checkpoint: {}", sqlite3_errmsg(checkpointer_));
+    }
+    lock.lock();
+  }
 }
 
 SqliteJobStore::~SqliteJobStore() { Close(); }
@@ -164,8 +206,17 @@ void SqliteJobStore::Close() {
     closing_ = true;
   }
   queue_cv_.notify_all();
+  checkpoint_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
+  if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
   std::lock_guard<std::mutex> lock(read_mu_);
+  sqlite3_finalize(get_by_id_);
+  sqlite3_finalize(get_by_request_id_);
+  get_by_id_ = get_by_request_id_ = nullptr;
+  if (checkpointer_ != nullptr) {
+    sqlite3_close(checkpointer_);
+    checkpointer_ = nullptr;
+  }
   if (writer_ != nullptr) {
     // Fold the WAL back into the main file so a clean shutdown leaves one file.
     sqlite3_wal_checkpoint_v2(writer_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
@@ -281,6 +332,8 @@ void SqliteJobStore::CommitBatch(std::deque<PendingWrite>& batch) {
   } else {
     std::lock_guard<std::mutex> lock(queue_mu_);
     ++commits_;
+    wal_pages_ += static_cast<int64_t>(batch.size());
+    if (wal_pages_ >= kCheckpointPages) checkpoint_cv_.notify_one();
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     absl::Status s = batch_status.ok() ? results[i] : batch_status;
@@ -289,12 +342,12 @@ void SqliteJobStore::CommitBatch(std::deque<PendingWrite>& batch) {
   }
 }
 
-absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::GetWhere(const char* where,
+absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::GetWhere(sqlite3_stmt* const* cached,
                                                                   absl::string_view key) {
   std::lock_guard<std::mutex> lock(read_mu_);
   if (reader_ == nullptr) return absl::UnavailableError("job store is closed");
-  Stmt stmt(reader_, absl::StrCat("SELECT ", kColumns, " FROM jobs WHERE ", where));
-  if (!stmt.ok()) return SqliteError(reader_, "prepare get");
+  if (*cached == nullptr) return SqliteError(reader_, "prepare get");
+  Stmt stmt(*cached);
   stmt.BindText(1, key);
   int rc = stmt.Step();
   if (rc == SQLITE_DONE) return std::optional<JobRecord>();
@@ -305,13 +358,13 @@ absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::GetWhere(const char* wh
 }
 
 absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::Get(absl::string_view id) {
-  return GetWhere("id = ?1", id);
+  return GetWhere(&get_by_id_, id);
 }
 
 absl::StatusOr<std::optional<JobRecord>> SqliteJobStore::FindByRequestId(
     absl::string_view request_id) {
   if (request_id.empty()) return std::optional<JobRecord>();
-  return GetWhere("request_id = ?1", request_id);
+  return GetWhere(&get_by_request_id_, request_id);
 }
 
 absl::StatusOr<JobPage> SqliteJobStore::List(JobState state, int64_t before_seq, int limit) {

@@ -1,7 +1,8 @@
 // SqliteJobStore: the JobStore in one SQLite file (WAL). Each job is a row holding the serialized
 // qnet.v1.Job plus indexed columns (id, state, priority, seq, request_id UNIQUE, lease). Writes go
 // through one committer thread that batches every write queued meanwhile into a single
-// transaction (group commit), so many concurrent durable submits share one fsync.
+// transaction (group commit), so many concurrent durable submits share one fsync; a second thread
+// checkpoints the WAL into the main file so commits never wait for that.
 //
 //   absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
 //       SqliteJobStore::Open(data_dir + "/jobs.db");
@@ -22,6 +23,7 @@
 #include "server/job_store.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace qnet::server {
 
@@ -63,23 +65,31 @@ class SqliteJobStore final : public JobStore {
     std::promise<absl::Status> done;
   };
 
-  SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader);
+  SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader, sqlite3* checkpointer);
+  void CheckpointLoop();
   std::future<absl::Status> Enqueue(const JobRecord& record, bool create);
   void CommitLoop();
   void CommitBatch(std::deque<PendingWrite>& batch);
-  absl::StatusOr<std::optional<JobRecord>> GetWhere(const char* sql, absl::string_view key);
+  absl::StatusOr<std::optional<JobRecord>> GetWhere(sqlite3_stmt* const* cached,
+                                                    absl::string_view key);
 
   const std::string path_;
-  sqlite3* writer_;  // owned by the committer thread once it runs
-  sqlite3* reader_;  // guarded by read_mu_
+  sqlite3* writer_;                            // owned by the committer thread once it runs
+  sqlite3* reader_;                            // guarded by read_mu_
+  sqlite3_stmt* get_by_id_ = nullptr;          // on reader_, guarded by read_mu_
+  sqlite3_stmt* get_by_request_id_ = nullptr;  // on reader_, guarded by read_mu_
   std::mutex read_mu_;
+  sqlite3* checkpointer_;  // owned by the checkpoint thread
 
   mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<PendingWrite> queue_;  // guarded by queue_mu_
   bool closing_ = false;            // guarded by queue_mu_
   int64_t commits_ = 0;             // guarded by queue_mu_
-  std::mutex close_mu_;             // serializes Close()
+  int64_t wal_pages_ = 0;           // written since the last checkpoint; guarded by queue_mu_
+  std::condition_variable checkpoint_cv_;
+  std::thread checkpoint_thread_;
+  std::mutex close_mu_;  // serializes Close()
   std::thread committer_;
 };
 
