@@ -1,5 +1,8 @@
 #include "server/worker_service.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "server/grpc_status.h"
@@ -43,7 +46,11 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "worker_id is required (at most 128 characters; e.g. the worker's host name)"};
   }
-  const absl::Time deadline = absl::Now() + absl::Seconds(std::max(0, request->wait_seconds()));
+  absl::Time deadline = absl::Now() + absl::Seconds(std::max(0, request->wait_seconds()));
+  // Answer "no job" a little before the client's own deadline rather than let it time out.
+  if (const auto d = context->deadline(); d != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(deadline, absl::FromChrono(d) - absl::Milliseconds(200));
+  }
   while (true) {
     absl::StatusOr<std::optional<Lease>> lease =
         scheduler_->Acquire(request->worker_id(), request->device(), deadline - absl::Now(),

@@ -3,6 +3,7 @@
 #include <future>
 #include <thread>
 
+#include <grpcpp/completion_queue.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
@@ -366,6 +367,49 @@ TEST_F(GrpcServiceTest, HealthReflectionAndMetrics) {
   auto [status, bytes] = call("/grpc.health.v1.Health/Check");
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+
+  // Server reflection lists our services (a raw ServerReflectionRequest{list_services: ""}).
+  {
+    grpc::CompletionQueue cq;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    auto stream = generic.PrepareCall(
+        &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag;
+    bool ok;
+    auto step = [&](intptr_t want) {
+      EXPECT_TRUE(cq.Next(&tag, &ok));
+      EXPECT_EQ(reinterpret_cast<intptr_t>(tag), want);
+      return ok;
+    };
+    stream->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(step(1));
+    grpc::Slice list_services("\x3a\x00", 2);
+    grpc::ByteBuffer request(&list_services, 1);
+    stream->Write(request, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(step(2));
+    grpc::ByteBuffer response;
+    stream->Read(&response, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(step(3));
+    stream->WritesDone(reinterpret_cast<void*>(4));
+    step(4);
+    grpc::Status finish;
+    stream->Finish(&finish, reinterpret_cast<void*>(5));
+    step(5);
+    std::vector<grpc::Slice> slices;
+    std::string reply;
+    ASSERT_TRUE(response.Dump(&slices).ok());
+    for (const auto& slice : slices) {
+      reply.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    for (const char* service :
+         {"qnet.v1.JobService", "qnet.v1.BlobService", "qnet.v1.WorkerService"}) {
+      EXPECT_THAT(reply, HasSubstr(service));
+    }
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+  }
 
   qnet::v1::Job job;
   ASSERT_TRUE(Submit(Spec(), &job).ok());
