@@ -14,6 +14,7 @@ namespace qnet::server {
 namespace {
 
 constexpr const char* kExportFormats[] = {"torchscript", "onnx", "packed", "metrics"};
+constexpr size_t kMaxErrors = 10;  // problems named in one message
 
 // Clips what a client sent before quoting it back.
 std::string Quote(absl::string_view s) {
@@ -148,7 +149,12 @@ absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
   if (t.max_test_samples() < 0) errors.push_back("training.max_test_samples must be >= 0");
 
   std::vector<absl::string_view> seen;
+  if (spec.export_formats_size() > 4) {
+    errors.push_back(absl::StrCat("export_formats lists ", spec.export_formats_size(),
+                                  " entries; choose from torchscript, onnx, packed, metrics"));
+  }
   for (const std::string& f : spec.export_formats()) {
+    if (errors.size() > kMaxErrors) break;
     if (std::find(std::begin(kExportFormats), std::end(kExportFormats), f) ==
         std::end(kExportFormats)) {
       errors.push_back(absl::StrCat("unknown export format ", Quote(f),
@@ -160,6 +166,11 @@ absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
   }
 
   if (errors.empty()) return absl::OkStatus();
+  if (errors.size() > kMaxErrors) {
+    const size_t more = errors.size() - kMaxErrors;
+    errors.resize(kMaxErrors);
+    errors.push_back(absl::StrCat("and ", more, " more"));
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("invalid job spec: ", absl::StrJoin(errors, "; ")));
 }

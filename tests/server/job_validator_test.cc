@@ -193,6 +193,15 @@ TEST_F(JobValidatorTest, ReportsEveryProblemAtOnce) {
                              HasSubstr("weight_bits")));
 }
 
+TEST_F(JobValidatorTest, HugeSpecsGetAShortMessage) {
+  qnet::v1::JobSpec spec = Valid();
+  for (int i = 0; i < 100000; ++i) spec.add_export_formats(i % 2 ? "onnx" : "gif");
+  spec.set_model("zoo:" + std::string(1 << 20, 'x'));
+  const std::string message = Refusal(spec);
+  EXPECT_LT(message.size(), 2000u);
+  EXPECT_THAT(message, AllOf(HasSubstr("export_formats lists 100000 entries"), HasSubstr("more")));
+}
+
 TEST(RequestIdTest, PrintableAndBounded) {
   EXPECT_TRUE(JobValidator::ValidateRequestId("").ok());
   EXPECT_TRUE(JobValidator::ValidateRequestId("3f2a-uuid-like_id.1").ok());
