@@ -228,12 +228,12 @@ void HttpServer::Stop() {
   std::lock_guard<std::mutex> lock(impl_->stop_mu);
   if (impl_->stopped) return;
   impl_->stopped = true;
-  asio::post(impl_->ioc, [p = impl_.get()] {
-    beast::error_code ec;
-    p->acceptor.close(ec);
-  });
   impl_->ioc.stop();
   for (std::thread& t : impl_->threads) t.join();
+  // No thread runs the io_context any more: close the listener here, so new connections are
+  // refused at once. Open sessions are released with the io_context.
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
   impl_->threads.clear();
 }
 
