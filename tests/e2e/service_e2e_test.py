@@ -255,8 +255,16 @@ def scenario_kill_worker(env: Env):
     check(final["attempt"] == 2, f"attempt {final['attempt']}, want 2")
     check(final["worker_id"] in ("", "w2"), f"finished by {final['worker_id']}")
     w2_log = (env.tmp / "w2.log").read_text()
-    check("resuming from ckpt-" in w2_log, "the second worker did not resume from a checkpoint")
-    print(f"kill-worker: job {job['id']} SUCCEEDED at attempt 2, resumed from a checkpoint")
+    resumed = re.search(r"resuming from ckpt-(\d+)\.pt", w2_log)
+    check(resumed, "the second worker did not unpack the first one's checkpoint")
+    # The engine really continued: the second worker's first checkpoint is a later epoch.
+    uploads = [int(n) for n in re.findall(r"checkpoint ckpt-(\d+)\.pt uploaded", w2_log)]
+    check(uploads and uploads[0] > int(resumed.group(1)),
+          f"the engine restarted instead of resuming from ckpt-{resumed.group(1)}.pt (second "
+          f"worker's checkpoints: {uploads}); its checkpoint fingerprint must not depend on "
+          f"worker-local paths (cache directories differ between workers)")
+    print(f"kill-worker: job {job['id']} SUCCEEDED at attempt 2, resumed after epoch "
+          f"{resumed.group(1)}")
 
 
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,

@@ -11,6 +11,7 @@ function(qnet_add_worker_service_library)
     ${dir}/blob_cache.cc
     ${dir}/worker_checkpoint.cc
     ${dir}/worker_convert.cc
+    ${dir}/worker_log.cc
     ${dir}/worker_loop.cc)
   target_include_directories(qnet_worker_service PUBLIC ${PROJECT_SOURCE_DIR})
   target_link_libraries(qnet_worker_service
