@@ -422,7 +422,7 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
 
 absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
                                                     absl::string_view token,
-                                                    const qnet::v1::Progress& progress,
+                                                    const qnet::v1::Progress* progress,
                                                     const std::string& checkpoint_digest) {
   std::future<absl::Status> saved;
   HeartbeatReply reply;
@@ -434,14 +434,14 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
     lease_expiry_.erase({e.rec.lease_expire, e.rec.job.id()});
     e.rec.lease_expire = clock_->Now() + options_.lease_duration;
     lease_expiry_.emplace(e.rec.lease_expire, e.rec.job.id());
-    *e.rec.job.mutable_progress() = progress;
+    if (progress != nullptr) *e.rec.job.mutable_progress() = *progress;
     if (!checkpoint_digest.empty()) e.rec.job.set_checkpoint_digest(checkpoint_digest);
     SeeWorker(e.rec.job.worker_id(), 0);
-    if (metrics_ != nullptr && !e.rec.job.worker_id().empty()) {
-      metrics_->SetWorkerThroughput(e.rec.job.worker_id(), progress.images_per_second());
-      if (progress.device_memory_bytes() > 0) {
+    if (metrics_ != nullptr && progress != nullptr && !e.rec.job.worker_id().empty()) {
+      metrics_->SetWorkerThroughput(e.rec.job.worker_id(), progress->images_per_second());
+      if (progress->device_memory_bytes() > 0) {
         metrics_->SetWorkerDeviceMemory(e.rec.job.worker_id(),
-                                        static_cast<double>(progress.device_memory_bytes()));
+                                        static_cast<double>(progress->device_memory_bytes()));
       }
     }
     Touch(e);

@@ -19,7 +19,7 @@
 //   absl::StatusOr<qnet::v1::Job> job = scheduler.Submit(spec, "req-1");
 //   auto lease = scheduler.Acquire("worker-a", "cpu", absl::Seconds(20));
 //   if (lease.ok() && lease->has_value()) {
-//     scheduler.Heartbeat((*lease)->job.id(), (*lease)->token, progress, checkpoint_digest);
+//     scheduler.Heartbeat((*lease)->job.id(), (*lease)->token, &progress, checkpoint_digest);
 //     scheduler.Complete((*lease)->job.id(), (*lease)->token, metrics, artifacts);
 //   }
 #ifndef QNET_SERVER_SCHEDULER_H_
@@ -122,8 +122,9 @@ class Scheduler {
                                                const std::string& device, absl::Duration wait,
                                                const std::function<bool()>& cancelled = {});
   // The lease calls: FAILED_PRECONDITION when the token is not the job's current lease.
+  // Heartbeat: `progress` nullptr keeps the last one; "" checkpoint_digest keeps the last one.
   absl::StatusOr<HeartbeatReply> Heartbeat(absl::string_view job_id, absl::string_view token,
-                                           const qnet::v1::Progress& progress,
+                                           const qnet::v1::Progress* progress,
                                            const std::string& checkpoint_digest);
   absl::Status Complete(absl::string_view job_id, absl::string_view token,
                         const qnet::v1::Metrics& metrics,

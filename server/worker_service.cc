@@ -91,7 +91,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
     }
   }
   absl::StatusOr<HeartbeatReply> reply = scheduler_->Heartbeat(
-      request->job_id(), request->lease_token(), request->progress(), request->checkpoint_digest());
+      request->job_id(), request->lease_token(),
+      request->has_progress() ? &request->progress() : nullptr, request->checkpoint_digest());
   if (!reply.ok()) return ToGrpcStatus(reply.status());
   response->set_cancel_requested(reply->cancel_requested);
   *response->mutable_expire_time() = ToTimestamp(reply->expire_time);

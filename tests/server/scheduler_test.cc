@@ -171,7 +171,7 @@ TEST_F(SchedulerTest, HeartbeatExtendsLease) {
   qnet::v1::Progress progress;
   progress.set_epoch(2);
   progress.set_images_per_second(1234.5);
-  auto reply = scheduler_->Heartbeat(id, lease.token, progress, "");
+  auto reply = scheduler_->Heartbeat(id, lease.token, &progress, "");
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_FALSE(reply->cancel_requested);
   EXPECT_EQ(reply->expire_time, clock_.Now() + absl::Seconds(30));
@@ -179,7 +179,11 @@ TEST_F(SchedulerTest, HeartbeatExtendsLease) {
   EXPECT_EQ(scheduler_->ExpireLeases(), 0);
   EXPECT_EQ(Get(id).state(), qnet::v1::RUNNING);
   EXPECT_EQ(Get(id).progress().epoch(), 2);
-  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(scheduler_->Heartbeat(id, lease.token, nullptr, "").ok());  // keeps the progress
+  EXPECT_EQ(Get(id).progress().epoch(), 2);
+  clock_.Advance(absl::Seconds(29));
+  EXPECT_EQ(scheduler_->ExpireLeases(), 0);
+  clock_.Advance(absl::Seconds(2));  // 31 s after the last heartbeat
   EXPECT_EQ(scheduler_->ExpireLeases(), 1);
   EXPECT_EQ(Get(id).state(), qnet::v1::QUEUED);
 }
