@@ -1,0 +1,129 @@
+// `qnet-worker run` end to end on a tiny synthetic IDX dataset: the real binary writes every
+// artifact and prints its table; the TorchScript artifact loads in stock PyTorch (python3), is
+// really quantized, and computes what the engine's own hard evaluation computes.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <torch/serialize.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/engine/synthetic_idx.h"
+#include "workers/engine/export.h"
+#include "workers/engine/trainer.h"
+#include "workers/engine/zoo.h"
+
+namespace {
+
+struct Output {
+  int status = -1;
+  std::string text;
+};
+
+// Runs a shell command, capturing stdout (stderr goes to a file next to it).
+Output Run(const std::string& command) {
+  Output out;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.text.append(buf.data(), n);
+  const int rc = pclose(pipe);
+  out.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return out;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class LocalRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = ::testing::TempDir() + "/local_run";
+    std::filesystem::remove_all(base_);
+    data_ = qnet::testing::WriteSyntheticIdx(base_ + "/idx", 300, 100);
+  }
+  std::string base_, data_;
+};
+
+TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
+  const std::string out = base_ + "/out";
+  const Output r =
+      Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+          " --weight-bits 2 --activation-bits 2 --pretrain-epochs 2 " +
+          "--epochs 1 --batch-size 32 --device cpu --out " + out + " 2>" + base_ + "/stderr.txt");
+  ASSERT_EQ(r.status, 0) << r.text << Slurp(base_ + "/stderr.txt");
+  EXPECT_NE(r.text.find("quantized"), std::string::npos) << r.text;
+  EXPECT_NE(r.text.find("ratio"), std::string::npos) << r.text;
+  // Not a terminal: one progress line per epoch or phase, no carriage returns.
+  const std::string err = Slurp(base_ + "/stderr.txt");
+  EXPECT_NE(err.find("epoch 3/3"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\r'), std::string::npos);
+  for (const char* f : {"model.pt", "model.qnet", "manifest.json", "metrics.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
+  }
+  const nlohmann::json m = nlohmann::json::parse(Slurp(out + "/metrics.json"));
+  EXPECT_GT(m["quantized_top1"].get<double>(), 0.5);
+  EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
+  const Output check =
+      Run(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out + "/model.pt 2>&1");
+  EXPECT_EQ(check.status, 0) << check.text;
+  EXPECT_NE(check.text.find("3"), std::string::npos) << check.text;  // conv2, fc1, fc2
+}
+
+TEST_F(LocalRun, BadArgumentsExitTwoWithOneLine) {
+  Output r = Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset nowhere " +
+                 "--weight-bits 2 --out " + base_ + "/bad 2>&1");
+  EXPECT_EQ(r.status, 2) << r.text;
+  EXPECT_EQ(std::count(r.text.begin(), r.text.end(), '\n'), 1) << r.text;
+  r = Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+          " --weight-bits 9 --out " + base_ + "/bad 2>&1");
+  EXPECT_EQ(r.status, 2) << r.text;
+  r = Run(std::string(QNET_WORKER_BIN) + " run --model " + base_ + "/missing.pt --dataset " +
+          data_ + " --epochs 0 --out " + base_ + "/bad 2>&1");
+  EXPECT_EQ(r.status, 2) << r.text;
+  EXPECT_NE(r.text.find("missing.pt"), std::string::npos) << r.text;
+}
+
+// The artifact in stock PyTorch against the engine's own hard forward on the same images.
+TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
+  absl::StatusOr<qnet::engine::DatasetSplits> data = qnet::engine::LoadDataset(data_, "idx", {});
+  ASSERT_TRUE(data.ok());
+  qnet::engine::JobConfig config;
+  config.model = "zoo:resnet20";
+  config.dataset_dir = data_;
+  config.weight_bits = 3;
+  config.activation_bits = 2;
+  config.train.pretrain_epochs = 1;
+  config.train.epochs = 1;
+  config.train.batch_size = 50;
+  config.train.device = "cpu";
+  qnet::engine::Trainer trainer(config, {}, *data, torch::kCPU,
+                                *qnet::engine::MakeZooModel("resnet20", 1, 10, 1));
+  ASSERT_TRUE(trainer.Run().ok());
+  absl::StatusOr<torch::jit::Module> hard =
+      qnet::engine::BuildHardModule(trainer.float_model(), trainer.quantized());
+  ASSERT_TRUE(hard.ok()) << hard.status();
+  const std::string model = base_ + "/resnet.pt";
+  ASSERT_TRUE(qnet::engine::SaveModule(*hard, model).ok());
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = data->test.images.slice(0, 0, 16);
+  const torch::Tensor y = trainer.quantized().Forward(x);
+  c10::Dict<std::string, torch::Tensor> io;
+  io.insert("input", x);
+  io.insert("output", y);
+  const std::vector<char> bytes = torch::pickle_save(io);
+  std::ofstream(base_ + "/io.pt", std::ios::binary).write(bytes.data(), bytes.size());
+  const Output check = Run(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + model + " " +
+                           base_ + "/io.pt 2>&1");
+  EXPECT_EQ(check.status, 0) << check.text;
+}
+
+}  // namespace

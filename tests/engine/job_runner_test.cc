@@ -1,0 +1,140 @@
+#include "workers/engine/job_runner.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <torch/script.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/engine/synthetic_idx.h"
+
+namespace qnet::engine {
+namespace {
+
+class JobRunnerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(
+        qnet::testing::WriteSyntheticIdx(::testing::TempDir() + "/runner_idx", 200, 60));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static JobConfig Config(const std::string& out) {
+    JobConfig c;
+    c.model = "zoo:lenet5";
+    c.dataset_dir = *dir_;
+    c.weight_bits = 2;
+    c.activation_bits = 2;
+    c.train.pretrain_epochs = 1;
+    c.train.epochs = 1;
+    c.train.batch_size = 32;
+    c.train.device = "cpu";
+    c.out_dir = ::testing::TempDir() + "/" + out;
+    std::filesystem::remove_all(c.out_dir);
+    return c;
+  }
+
+  static std::string* dir_;
+};
+
+std::string* JobRunnerTest::dir_ = nullptr;
+
+TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
+  const JobConfig config = Config("runner_out");
+  int progress = 0;
+  JobCallbacks cb;
+  cb.on_progress = [&](const ProgressEvent&) { ++progress; };
+  absl::StatusOr<JobResult> result = RunJob(config, cb);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GT(progress, 0);
+  std::set<std::string> kinds;
+  for (const ArtifactFile& a : result->artifacts) {
+    kinds.insert(a.kind);
+    EXPECT_TRUE(std::filesystem::exists(a.path)) << a.path;
+  }
+  for (const char* kind : {"torchscript", "packed", "manifest", "metrics"}) {
+    EXPECT_EQ(kinds.count(kind), 1u) << kind;
+  }
+  std::ifstream in(config.out_dir + "/metrics.json");
+  const nlohmann::json m = nlohmann::json::parse(in);
+  for (const char* key : {"float_top1", "float_top5", "quantized_top1", "quantized_top5",
+                          "soft_top1", "hard_top1", "float_size_bytes", "packed_size_bytes",
+                          "compression_ratio", "device", "bits", "settings", "epochs"}) {
+    EXPECT_TRUE(m.contains(key)) << key;
+  }
+  EXPECT_EQ(m["epochs"].size(), 2u);
+  EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
+  EXPECT_EQ(m["packed_size_bytes"].get<int64_t>(),
+            static_cast<int64_t>(std::filesystem::file_size(config.out_dir + "/model.qnet")));
+  EXPECT_GT(result->metrics.quantized_top1, 0.3);  // 7 steps per epoch: far above chance
+  std::ifstream manifest_in(config.out_dir + "/manifest.json");
+  const nlohmann::json manifest = nlohmann::json::parse(manifest_in);
+  EXPECT_EQ(manifest["layers"].size(), 3u);  // conv2, fc1, fc2
+  EXPECT_TRUE(manifest["digests"].contains("model.qnet"));
+  torch::jit::Module loaded = torch::jit::load(config.out_dir + "/model.pt");
+  EXPECT_EQ(loaded.forward({torch::zeros({2, 1, 28, 28})}).toTensor().size(1), 10);
+}
+
+TEST_F(JobRunnerTest, CancelledWhenAsked) {
+  JobCallbacks cb;
+  cb.should_stop = [] { return true; };
+  absl::StatusOr<JobResult> result = RunJob(Config("runner_cancel"), cb);
+  EXPECT_TRUE(absl::IsCancelled(result.status())) << result.status();
+}
+
+TEST_F(JobRunnerTest, BadModelFilesAreInvalidArgumentNamingTheFile) {
+  JobConfig config = Config("runner_bad");
+  config.model = ::testing::TempDir() + "/does_not_exist.pt";
+  absl::StatusOr<JobResult> r = RunJob(config, {});
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("does_not_exist.pt"), std::string::npos);
+
+  config.model = ::testing::TempDir() + "/garbage.pt";
+  std::ofstream(config.model) << "this is not a zip archive";
+  r = RunJob(config, {});
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("garbage.pt"), std::string::npos);
+
+  config.model = "zoo:nope";
+  EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+}
+
+TEST_F(JobRunnerTest, BadSettingsAreInvalidArgument) {
+  JobConfig config = Config("runner_bad_settings");
+  config.weight_bits = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+  config = Config("runner_bad_settings");
+  config.activation_bits = 9;
+  EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+  config = Config("runner_bad_settings");
+  config.dataset_dir = ::testing::TempDir() + "/no_such_dataset";
+  EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+  config = Config("runner_bad_settings");
+  config.weight_levels = {1.0, 0.0};  // not increasing
+  EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+}
+
+TEST_F(JobRunnerTest, UserTorchScriptModelRuns) {
+  // A user's model: a zoo model saved to a file takes the file path.
+  JobConfig config = Config("runner_user");
+  config.export_formats = {"metrics"};
+  const std::string path = ::testing::TempDir() + "/user_model.pt";
+  {
+    JobConfig zoo = Config("runner_user_zoo");
+    zoo.train.epochs = 0;
+    zoo.train.pretrain_epochs = 0;
+    zoo.activation_bits = 0;
+    zoo.export_formats = {"torchscript"};
+    ASSERT_TRUE(RunJob(zoo, {}).ok());
+    std::filesystem::copy_file(zoo.out_dir + "/model.pt", path,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  config.model = path;
+  absl::StatusOr<JobResult> r = RunJob(config, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->artifacts.size(), 1u);
+}
+
+}  // namespace
+}  // namespace qnet::engine

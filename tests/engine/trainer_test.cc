@@ -1,0 +1,171 @@
+#include "workers/engine/trainer.h"
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tests/engine/synthetic_idx.h"
+#include "workers/engine/checkpoint.h"
+#include "workers/engine/zoo.h"
+
+namespace qnet::engine {
+namespace {
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(
+        qnet::testing::WriteSyntheticIdx(::testing::TempDir() + "/trainer_idx", 320, 100));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static DatasetSplits Data() {
+    absl::StatusOr<DatasetSplits> d = LoadDataset(*dir_, "idx", {});
+    EXPECT_TRUE(d.ok()) << d.status();
+    return *std::move(d);
+  }
+
+  static JobConfig Config(const std::string& zoo, int wb, int ab) {
+    JobConfig c;
+    c.model = "zoo:" + zoo;
+    c.dataset_dir = *dir_;
+    c.weight_bits = wb;
+    c.activation_bits = ab;
+    c.train.pretrain_epochs = 1;
+    c.train.epochs = 2;
+    c.train.batch_size = 32;
+    c.train.seed = 3;
+    c.train.device = "cpu";
+    return c;
+  }
+
+  static torch::jit::Module Model(const std::string& zoo, uint64_t seed) {
+    absl::StatusOr<torch::jit::Module> m = MakeZooModel(zoo, 1, 10, seed);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return *m;
+  }
+
+  static std::string* dir_;
+};
+
+std::string* TrainerTest::dir_ = nullptr;
+
+TEST_F(TrainerTest, LearnsSeparableProblemAndKeepsItQuantized) {
+  DatasetSplits data = Data();
+  JobConfig config = Config("lenet5", 2, 2);
+  config.train.pretrain_epochs = 3;
+  std::vector<ProgressEvent> events;
+  JobCallbacks cb;
+  cb.on_progress = [&](const ProgressEvent& e) { events.push_back(e); };
+  Trainer trainer(config, cb, data, torch::kCPU, Model("lenet5", 3));
+  ASSERT_TRUE(trainer.Run().ok());
+  const JobMetrics& m = trainer.metrics();
+  ASSERT_EQ(m.epochs.size(), 5u);
+  EXPECT_LT(m.epochs[2].train_loss, m.epochs[0].train_loss);  // pre-training learns
+  EXPECT_GT(m.float_top1, 0.9);
+  EXPECT_GT(m.quantized_top1, 0.8);
+  EXPECT_GE(m.quantized_top5, m.quantized_top1);
+  EXPECT_EQ(m.epochs.back().phase, "joint");
+  // Progress arrives in order with the phases of the recipe.
+  std::set<std::string> phases;
+  for (const ProgressEvent& e : events) phases.insert(e.phase);
+  EXPECT_EQ(phases,
+            (std::set<std::string>{"pretrain", "weights", "activations", "joint", "finalize"}));
+}
+
+TEST_F(TrainerTest, StopsWhenAsked) {
+  DatasetSplits data = Data();
+  JobCallbacks cb;
+  int steps = 0;
+  cb.on_progress = [&](const ProgressEvent&) { ++steps; };
+  cb.should_stop = [&] { return steps >= 2; };
+  Trainer trainer(Config("lenet5", 2, 0), cb, data, torch::kCPU, Model("lenet5", 3));
+  EXPECT_TRUE(absl::IsCancelled(trainer.Run()));
+}
+
+// An interrupted run resumed from its checkpoint ends exactly where an uninterrupted one does.
+TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
+  torch::set_num_threads(1);
+  DatasetSplits data = Data();
+  for (const char* zoo : {"lenet5", "resnet20"}) {
+    JobConfig config = Config(zoo, 2, 2);
+    config.train.max_train_samples = 0;
+    config.train.batch_size = 64;
+    const std::string base = ::testing::TempDir() + "/resume_" + zoo;
+    std::filesystem::remove_all(base);
+
+    config.checkpoint_dir = base + "/full";
+    Trainer full(config, {}, data, torch::kCPU, Model(zoo, 3));
+    ASSERT_TRUE(full.Run().ok());
+
+    // Stop right after the checkpoint of epoch 2 (the first QN epoch), then resume.
+    config.checkpoint_dir = base + "/cut";
+    JobCallbacks cb;
+    bool stop = false;
+    cb.on_checkpoint = [&](const std::string& path) {
+      if (path.ends_with("ckpt-2.pt")) stop = true;
+    };
+    cb.should_stop = [&] { return stop; };
+    Trainer first(config, cb, data, torch::kCPU, Model(zoo, 3));
+    ASSERT_TRUE(absl::IsCancelled(first.Run()));
+    ASSERT_TRUE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 2)));
+    ASSERT_FALSE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 3)));
+    Trainer resumed(config, {}, data, torch::kCPU, Model(zoo, 3));
+    ASSERT_TRUE(resumed.Run().ok());
+
+    const JobMetrics& a = full.metrics();
+    const JobMetrics& b = resumed.metrics();
+    EXPECT_EQ(a.quantized_top1, b.quantized_top1) << zoo;
+    EXPECT_EQ(a.float_top1, b.float_top1) << zoo;
+    ASSERT_EQ(a.epochs.size(), b.epochs.size());
+    for (size_t i = 0; i < a.epochs.size(); ++i) {
+      EXPECT_EQ(a.epochs[i].train_loss, b.epochs[i].train_loss) << zoo << " epoch " << i;
+      EXPECT_EQ(a.epochs[i].hard_top1, b.epochs[i].hard_top1) << zoo << " epoch " << i;
+    }
+    auto& la = full.quantized().layers();
+    auto& lb = resumed.quantized().layers();
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) {
+      EXPECT_TRUE(torch::equal(la[i].latent, lb[i].latent)) << zoo << " " << la[i].name;
+      EXPECT_TRUE(torch::equal(la[i].alpha, lb[i].alpha)) << zoo << " " << la[i].name;
+    }
+  }
+  torch::set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+}
+
+TEST_F(TrainerTest, IgnoresCheckpointsOfAnotherJob) {
+  DatasetSplits data = Data();
+  JobConfig config = Config("lenet5", 2, 0);
+  config.train.epochs = 1;
+  config.checkpoint_dir = ::testing::TempDir() + "/other_job";
+  std::filesystem::remove_all(config.checkpoint_dir);
+  ASSERT_TRUE(SaveCheckpoint(CheckpointPath(config.checkpoint_dir, 5), {{}, R"({"x":1})"}).ok());
+  Trainer t(config, {}, data, torch::kCPU, Model("lenet5", 3));
+  ASSERT_TRUE(t.Run().ok());
+  EXPECT_EQ(t.metrics().epochs.size(), 2u);
+}
+
+TEST_F(TrainerTest, BatchNormReestimationAveragesBatchStatistics) {
+  DatasetSplits data = Data();
+  torch::jit::Module m = Model("resnet20", 1);
+  torch::jit::Module bn = m.attr("bn1").toModule();
+  ReestimateBatchNorm(
+      m, [&](const torch::Tensor& x) { return m.forward({x}).toTensor(); }, data.train, 64, 1,
+      torch::kCPU, 3);
+  // The first BN sees conv1's output; its running mean is the mean over 3 batches of the
+  // per-batch channel means.
+  torch::NoGradGuard no_grad;
+  BatchIterator it(data.train, 64, 1, 2000003, false);
+  torch::Tensor sum = torch::zeros({16});
+  torch::jit::Module conv = m.attr("conv1").toModule();
+  for (int i = 0; i < 3; ++i) {
+    torch::Tensor y = conv.forward({it.Next()->images}).toTensor();
+    sum += y.mean({0, 2, 3});
+  }
+  EXPECT_TRUE(torch::allclose(bn.attr("running_mean").toTensor(), sum / 3, 1e-4, 1e-5));
+  EXPECT_EQ(bn.attr("momentum").toDouble(), 0.1);
+}
+
+}  // namespace
+}  // namespace qnet::engine

@@ -1,0 +1,29 @@
+// The metrics artifact (metrics.json): a job's accuracy (full precision and quantized, soft and
+// hard, per-epoch curves), sizes, device, bit widths and settings, as one JSON document.
+//
+//   nlohmann::json j = MetricsJson(result.metrics, config);
+//   absl::Status s = WriteJsonFile(out_dir + "/metrics.json", j);
+#ifndef QNET_WORKERS_ENGINE_METRICS_JSON_H_
+#define QNET_WORKERS_ENGINE_METRICS_JSON_H_
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "workers/engine/job_runner.h"
+
+namespace qnet::engine {
+
+// Top-level keys: float_top1, float_top5, quantized_top1, quantized_top5, soft_top1, hard_top1
+// (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, bits
+// {weight, activation, weight_levels}, epochs [{epoch, phase, train_loss, temperature, soft_top1,
+// hard_top1}], settings {...}.
+nlohmann::json MetricsJson(const JobMetrics& metrics, const JobConfig& config);
+
+// Pretty-printed, written atomically.
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& json);
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_METRICS_JSON_H_

@@ -1,0 +1,110 @@
+// Trains one job: optional full-precision pre-training, then the QN fine-tuning recipe (QN.md):
+// weights-only, activations-only (weights fixed), then joint phases over the QN steps; temperature
+// T = slope * (epoch + 1) interpolated per step; soft and hard evaluation every epoch; batch-norm
+// re-estimation under the hard quantizer before the final evaluation. Checkpoints after every
+// epoch and resumes exactly from the newest valid one (data order and RNG derive from seed+epoch).
+//
+//   Trainer trainer(config, callbacks, splits, torch::kCPU, std::move(model));
+//   if (absl::Status s = trainer.Run(); !s.ok()) return s;  // CANCELLED when should_stop said so
+//   const JobMetrics& m = trainer.metrics();
+//   QuantizedModel& q = trainer.quantized();  // hard mode, ready to export
+#ifndef QNET_WORKERS_ENGINE_TRAINER_H_
+#define QNET_WORKERS_ENGINE_TRAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "workers/engine/checkpoint.h"
+#include "workers/engine/data.h"
+#include "workers/engine/job_runner.h"
+#include "workers/engine/sgd.h"
+#include "workers/engine/transform.h"
+
+namespace qnet::engine {
+
+struct Accuracy {
+  double top1 = 0, top5 = 0, loss = 0;
+};
+
+using ForwardFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// Top-1/top-5 (top-k with k = min(5, classes)) over `data`, in eval mode, without gradients.
+Accuracy Evaluate(const ForwardFn& forward, const TensorDataset& data, int64_t batch_size,
+                  const torch::Device& device);
+
+// Resets every batch-norm submodule's running statistics and re-estimates them as the plain
+// average over `batches` training batches run through `forward` in train mode (no gradients).
+// Works with a float `momentum` attribute (set to 1/k per batch), a None momentum, or a momentum
+// constant (its exponential average is bias-corrected).
+void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
+                         const TensorDataset& train, int64_t batch_size, uint64_t seed,
+                         const torch::Device& device, int batches);
+
+// The recipe's choices, resolved from a JobConfig (0 = default in TrainSettings).
+struct Recipe {
+  double pretrain_lr = 0.05;
+  double pretrain_weight_decay = 5e-4;
+  double qn_lr = 0.01;
+  double latent_weight_decay = 1e-4;
+  double other_weight_decay = 1e-4;
+  double momentum = 0.9;
+  double clip_norm = 5.0;
+  double temperature_slope = 10.0;
+  double temperature_cap = 2000.0;
+  double calibration_percentile = 99.9;
+  int calibration_batches = 10;
+  int bn_reestimate_batches = 40;
+  bool augment = false;
+};
+Recipe ResolveRecipe(const JobConfig& config);
+
+class Trainer {
+ public:
+  Trainer(const JobConfig& config, const JobCallbacks& callbacks, const DatasetSplits& data,
+          const torch::Device& device, torch::jit::Module model);
+  ~Trainer();
+
+  // Runs (or resumes) the whole training. CANCELLED when should_stop returned true.
+  absl::Status Run();
+
+  const JobMetrics& metrics() const { return metrics_; }
+  // After Run: the quantized model, in hard mode with re-estimated batch-norm statistics.
+  QuantizedModel& quantized() { return *quantized_; }
+  // The model as given (same structure), holding the full-precision weights after pre-training.
+  torch::jit::Module& float_model() { return model_; }
+
+ private:
+  absl::Status Pretrain(int first_epoch);
+  absl::Status FineTune(int first_epoch);
+  absl::Status Calibrate();
+  absl::Status SaveEpoch(int epoch, const std::string& stage);
+  absl::Status RestoreQuantized(const LoadedCheckpoint& ckpt);
+  std::string Fingerprint() const;
+  std::string MetaJson(int epoch, const std::string& stage) const;
+  void Emit(const ProgressEvent& event);
+  bool Stopping() const;
+
+  JobConfig config_;
+  JobCallbacks callbacks_;
+  const DatasetSplits& data_;
+  torch::Device device_;
+  Recipe recipe_;
+  torch::jit::Module model_;
+  std::unique_ptr<QuantizedModel> quantized_;
+  JobMetrics metrics_;
+  bool calibrated_ = false;
+  double last_hard_top1_ = -1;
+  int64_t steps_per_epoch_ = 0;
+  std::unique_ptr<Sgd> sgd_;
+  double last_emit_ = -1;
+};
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_TRAINER_H_
