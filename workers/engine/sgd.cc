@@ -27,7 +27,7 @@ void Sgd::Step(double lr, const std::vector<bool>& active) {
       } else {
         buf.mul_(momentum_).add_(d);
       }
-      p.sub_(lr * buf);
+      p.sub_(lr * group.lr_scale * buf);
     }
   }
 }

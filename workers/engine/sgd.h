@@ -19,6 +19,7 @@ namespace qnet::engine {
 struct ParamGroup {
   std::vector<torch::Tensor> params;
   double weight_decay = 0;
+  double lr_scale = 1;  // the group's learning rate is lr * lr_scale
 };
 
 class Sgd {

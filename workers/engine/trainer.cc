@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <optional>
 #include <set>
@@ -185,6 +186,13 @@ Recipe ResolveRecipe(const JobConfig& config) {
   if (config.train.learning_rate > 0) r.qn_lr = config.train.learning_rate;
   if (config.train.temperature_slope > 0) r.temperature_slope = config.train.temperature_slope;
   r.augment = config.dataset_format == "cifar10";
+  // TEMPORARY tuning overrides.
+  if (const char* v = std::getenv("QN_LR")) r.qn_lr = std::atof(v);
+  if (const char* v = std::getenv("QN_SLOPE")) r.temperature_slope = std::atof(v);
+  if (const char* v = std::getenv("QN_PCT")) r.calibration_percentile = std::atof(v);
+  if (const char* v = std::getenv("QN_QLR")) r.quantizer_lr_scale = std::atof(v);
+  if (const char* v = std::getenv("QN_PRE_LR")) r.pretrain_lr = std::atof(v);
+  if (const char* v = std::getenv("QN_LWD")) r.latent_weight_decay = std::atof(v);
   return r;
 }
 
@@ -414,8 +422,8 @@ absl::Status Trainer::Run() {
   sgd_ = std::make_unique<Sgd>(
       std::vector<ParamGroup>{{quantized_->OtherParameters(), recipe_.other_weight_decay},
                               {quantized_->LatentWeights(), recipe_.latent_weight_decay},
-                              {quantized_->WeightQuantizerParameters(), 0.0},
-                              {quantized_->ActivationQuantizerParameters(), 0.0}},
+                              {quantized_->WeightQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale},
+                              {quantized_->ActivationQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale}},
       recipe_.momentum);
   if (stage == "qn") {
     if (absl::Status s = RestoreQuantized(*resume); !s.ok()) return s;

@@ -255,6 +255,15 @@ absl::StatusOr<std::unique_ptr<QuantizedModel>> QuantizedModel::Create(Module mo
     layer.beta = Scalar(p->beta, device, true);
     layer.levels = p->levels.to(device);
     layer.thresholds = p->thresholds.to(device).requires_grad_(spec.learn_thresholds);
+    {
+      // alpha = 1/beta puts the outer levels at 0.8 max|w|, far above a typical weight; models
+      // without batch norm then see activations blow up. The least-squares scale for the
+      // initial codes, alpha = <w, q> / <q, q>, keeps the layer's output scale.
+      torch::NoGradGuard no_grad;
+      const torch::Tensor qv = layer.levels.index({q->HardCodes(layer)});
+      const double qq = qv.pow(2).sum().item<double>();
+      if (qq > 0) layer.alpha.fill_((w * qv).sum().item<double>() / qq);
+    }
     q->layers_.push_back(std::move(layer));
   }
   if (q->layers_.empty()) {

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Python side of onnx_export_test.
+
+  onnx_check.py deps
+      exit 0 when onnx, onnxruntime and torch import (the test skips otherwise)
+  onnx_check.py make-resnet18 OUT.pt [--quantize]
+      torchvision resnet18 (10 classes, random running stats) scripted and saved; with --quantize
+      every conv but the first holds ternary weights alpha*{-1,0,1} and carries the attributes
+      qnet_alpha / qnet_levels, like the engine's hard artifact
+  onnx_check.py make-traced OUT.pt
+      a small CNN traced with torch.jit.trace (x.view(x.size(0), -1), batch norm, relu6,
+      grouped conv, dropout, log_softmax)
+  onnx_check.py check MODEL.onnx MODEL.pt C H W [--min-int8-dq K] [--act-qdq] [--act-steps]
+      onnx.checker full check; ONNX Runtime against torch.jit.load(MODEL.pt) on fixed random
+      inputs (top-1 must agree everywhere, outputs must be close); at least K DequantizeLinear
+      nodes of INT8 initializers; --act-qdq: QuantizeLinear present; --act-steps: the exact
+      step form (GreaterOrEqual) present
+Prints one line of findings; exit status 0 on success.
+"""
+import sys
+
+
+def deps():
+    try:
+        import onnx, onnxruntime, torch  # noqa: F401
+    except Exception as e:  # pragma: no cover - environment dependent
+        print(f'missing: {e}')
+        return 1
+    return 0
+
+
+def make_resnet18(out, quantize):
+    import torch, torchvision
+    torch.manual_seed(7)
+    m = torchvision.models.resnet18(num_classes=10)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+        if quantize:
+            convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+            for conv in convs[1:]:
+                w = conv.weight
+                alpha = float(w.abs().mean())
+                q = torch.where(w > 0.5 * alpha, 1.0, torch.where(w < -0.5 * alpha, -1.0, 0.0))
+                w.copy_(alpha * q)
+                conv.qnet_alpha = alpha
+                conv.register_buffer('qnet_levels', torch.tensor([-1.0, 0.0, 1.0]))
+    torch.jit.script(m.eval()).save(out)
+    return 0
+
+
+def make_traced(out):
+    import torch
+    from torch import nn
+    torch.manual_seed(3)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 16, 3, stride=2, groups=2)
+            self.pool = nn.AdaptiveAvgPool2d((2, 2))
+            self.drop = nn.Dropout(0.5)
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.bn(self.conv1(x))), 2)
+            x = nn.functional.relu6(self.conv2(x) * 2.0 - 0.1)
+            x = self.pool(x)
+            x = x.view(x.size(0), -1)
+            return torch.log_softmax(self.fc(self.drop(x)), dim=1)
+
+    m = Net().eval()
+    torch.jit.trace(m, torch.randn(2, 3, 16, 16)).save(out)
+    return 0
+
+
+def check(args):
+    import numpy as np
+    import onnx, onnxruntime as ort, torch
+    from onnx import numpy_helper
+    onnx_path, ts_path = args[0], args[1]
+    shape = [int(v) for v in args[2:5]]
+    opts = args[5:]
+    min_dq = int(opts[opts.index('--min-int8-dq') + 1]) if '--min-int8-dq' in opts else 0
+
+    model = onnx.load(onnx_path)
+    onnx.checker.check_model(model, full_check=True)
+    inits = {t.name: t for t in model.graph.initializer}
+    int8_dq = [n for n in model.graph.node if n.op_type == 'DequantizeLinear'
+               and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    for n in int8_dq:
+        codes = numpy_helper.to_array(inits[n.input[0]])
+        if codes.size and np.unique(codes).size > 256:
+            print('codes are not a small level set')
+            return 1
+    ops = {n.op_type for n in model.graph.node}
+    if len(int8_dq) < min_dq:
+        print(f'{len(int8_dq)} INT8 DequantizeLinear nodes, want >= {min_dq}')
+        return 1
+    if '--act-qdq' in opts and 'QuantizeLinear' not in ops:
+        print('no QuantizeLinear for the activation quantizer')
+        return 1
+    if '--act-steps' in opts and 'GreaterOrEqual' not in ops:
+        print('no step form for the activation quantizer')
+        return 1
+
+    x = np.random.default_rng(12345).uniform(-1, 1, size=[16] + shape).astype(np.float32)
+    sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    ref = torch.jit.load(ts_path).eval()(torch.from_numpy(x)).detach().numpy()
+    if y.shape != ref.shape:
+        print(f'shape {y.shape} vs {ref.shape}')
+        return 1
+    diff = float(np.abs(y - ref).max())
+    scale = float(np.abs(ref).max()) + 1e-6
+    agree = float((y.argmax(1) == ref.argmax(1)).mean())
+    print(f'top-1 agreement {agree:.3f}, max abs diff {diff:.3g} (output scale {scale:.3g}), '
+          f'{len(int8_dq)} INT8 DequantizeLinear, ops {sorted(ops)}')
+    return 0 if agree == 1.0 and diff <= 1e-3 * scale else 1
+
+
+def main(argv):
+    if len(argv) >= 1 and argv[0] == 'deps':
+        return deps()
+    if len(argv) >= 2 and argv[0] == 'make-resnet18':
+        return make_resnet18(argv[1], '--quantize' in argv[2:])
+    if len(argv) >= 2 and argv[0] == 'make-traced':
+        return make_traced(argv[1])
+    if len(argv) >= 6 and argv[0] == 'check':
+        return check(argv[1:])
+    print(__doc__)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))

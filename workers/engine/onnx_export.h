@@ -1,0 +1,40 @@
+// ONNX export of the engine's hard-quantized TorchScript artifact (DESIGN.md "Output artifacts").
+//
+// The exporter walks the module's TorchScript graphs while running them on two example batches, so
+// submodule calls, `self.training` branches and shape arithmetic resolve to concrete values, and
+// writes one ONNX node group per tensor op. Quantized layers (Conv2d/Linear submodules carrying
+// `qnet_alpha` and `qnet_levels`) become DequantizeLinear of an INT8 initializer of level codes;
+// activation quantizers (submodules whose type name contains "QnetActivationQuantizer") become
+// QuantizeLinear/DequantizeLinear when their levels are uniform with midpoint thresholds, and an
+// exact sum of unit steps otherwise. The model has opset 17, input "input" [N,C,H,W] and output
+// "output" with a dynamic batch dimension N.
+//
+//   torch::jit::Module hard = torch::jit::load(out_dir + "/model.pt");
+//   absl::Status s = qnet::engine::ExportOnnx(hard, {1, 28, 28}, out_dir + "/model.onnx");
+//   if (absl::IsUnimplemented(s)) { /* the model uses an op ONNX export lacks: skip the artifact */
+//   }
+#ifndef QNET_WORKERS_ENGINE_ONNX_EXPORT_H_
+#define QNET_WORKERS_ENGINE_ONNX_EXPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "absl/status/status.h"
+
+namespace qnet::engine {
+
+// Writes `hard_model` (forward: one [N,C,H,W] tensor in, logits out) as an ONNX model at `path`.
+// `input_shape` is {C, H, W}. The module is not modified (the export works on a CPU clone in eval
+// mode). Errors: INVALID_ARGUMENT for a bad shape, a model that fails on it, or a malformed or
+// soft-mode activation quantizer; UNIMPLEMENTED for anything the exporter cannot represent (the
+// message names the op or construct: skip the artifact); NOT_FOUND when the directory of `path`
+// does not exist; INTERNAL when the file cannot be written. Never throws.
+absl::Status ExportOnnx(const torch::jit::Module& hard_model,
+                        const std::vector<int64_t>& input_shape, const std::string& path);
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_ONNX_EXPORT_H_
