@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <optional>
 #include <set>
 #include <string>
@@ -226,8 +227,11 @@ void Trainer::Emit(const ProgressEvent& event) {
 
 std::string Trainer::Fingerprint() const {
   const TrainSettings& t = config_.train;
-  nlohmann::json j = {{"model", config_.model},
-                      {"dataset", config_.dataset_dir},
+  // Only the last path component: a resumed attempt runs on another worker whose cache lives
+  // elsewhere, but its model and dataset folders are named by the same content digests.
+  auto leaf = [](const std::string& p) { return std::filesystem::path(p).filename().string(); };
+  nlohmann::json j = {{"model", leaf(config_.model)},
+                      {"dataset", leaf(config_.dataset_dir)},
                       {"format", config_.dataset_format},
                       {"weight_bits", config_.weight_bits},
                       {"weight_levels", config_.weight_levels},
