@@ -6,7 +6,7 @@ PY=${QNET_PYTHON:-python3}
 
 debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev
-  libboost-dev libboost-system-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
+  libboost-dev libboost-system-dev zlib1g-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang-format)
 missing=()
