@@ -26,7 +26,7 @@ struct Output {
 };
 
 // Runs a shell command, capturing stdout (stderr goes to a file next to it).
-Output Run(const std::string& command) {
+Output RunCommand(const std::string& command) {
   Output out;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return out;
@@ -56,7 +56,7 @@ class LocalRun : public ::testing::Test {
 TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
   const std::string out = base_ + "/out";
   const Output r =
-      Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+      RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
           " --weight-bits 2 --activation-bits 2 --pretrain-epochs 2 " +
           "--epochs 1 --batch-size 32 --device cpu --out " + out + " 2>" + base_ + "/stderr.txt");
   ASSERT_EQ(r.status, 0) << r.text << Slurp(base_ + "/stderr.txt");
@@ -73,20 +73,20 @@ TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
   EXPECT_GT(m["quantized_top1"].get<double>(), 0.5);
   EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
   const Output check =
-      Run(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out + "/model.pt 2>&1");
+      RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out + "/model.pt 2>&1");
   EXPECT_EQ(check.status, 0) << check.text;
   EXPECT_NE(check.text.find("3"), std::string::npos) << check.text;  // conv2, fc1, fc2
 }
 
 TEST_F(LocalRun, BadArgumentsExitTwoWithOneLine) {
-  Output r = Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset nowhere " +
+  Output r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset nowhere " +
                  "--weight-bits 2 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
   EXPECT_EQ(std::count(r.text.begin(), r.text.end(), '\n'), 1) << r.text;
-  r = Run(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+  r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
           " --weight-bits 9 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
-  r = Run(std::string(QNET_WORKER_BIN) + " run --model " + base_ + "/missing.pt --dataset " +
+  r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model " + base_ + "/missing.pt --dataset " +
           data_ + " --epochs 0 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
   EXPECT_NE(r.text.find("missing.pt"), std::string::npos) << r.text;
@@ -121,7 +121,7 @@ TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
   io.insert("output", y);
   const std::vector<char> bytes = torch::pickle_save(io);
   std::ofstream(base_ + "/io.pt", std::ios::binary).write(bytes.data(), bytes.size());
-  const Output check = Run(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + model + " " +
+  const Output check = RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + model + " " +
                            base_ + "/io.pt 2>&1");
   EXPECT_EQ(check.status, 0) << check.text;
 }
