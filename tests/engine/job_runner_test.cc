@@ -41,7 +41,8 @@ class JobRunnerTest : public ::testing::Test {
 std::string* JobRunnerTest::dir_ = nullptr;
 
 TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
-  const JobConfig config = Config("runner_out");
+  JobConfig config = Config("runner_out");
+  config.train.pretrain_epochs = 4;
   int progress = 0;
   JobCallbacks cb;
   cb.on_progress = [&](const ProgressEvent&) { ++progress; };
@@ -63,11 +64,11 @@ TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
                           "compression_ratio", "device", "bits", "settings", "epochs"}) {
     EXPECT_TRUE(m.contains(key)) << key;
   }
-  EXPECT_EQ(m["epochs"].size(), 2u);
+  EXPECT_EQ(m["epochs"].size(), 5u);
   EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
   EXPECT_EQ(m["packed_size_bytes"].get<int64_t>(),
             static_cast<int64_t>(std::filesystem::file_size(config.out_dir + "/model.qnet")));
-  EXPECT_GT(result->metrics.quantized_top1, 0.3);  // 7 steps per epoch: far above chance
+  EXPECT_GT(result->metrics.quantized_top1, 0.5);
   std::ifstream manifest_in(config.out_dir + "/manifest.json");
   const nlohmann::json manifest = nlohmann::json::parse(manifest_in);
   EXPECT_EQ(manifest["layers"].size(), 3u);  // conv2, fc1, fc2

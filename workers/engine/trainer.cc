@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <optional>
@@ -187,13 +186,6 @@ Recipe ResolveRecipe(const JobConfig& config) {
   if (config.train.learning_rate > 0) r.qn_lr = config.train.learning_rate;
   if (config.train.temperature_slope > 0) r.temperature_slope = config.train.temperature_slope;
   r.augment = config.dataset_format == "cifar10";
-  // TEMPORARY tuning overrides.
-  if (const char* v = std::getenv("QN_LR")) r.qn_lr = std::atof(v);
-  if (const char* v = std::getenv("QN_SLOPE")) r.temperature_slope = std::atof(v);
-  if (const char* v = std::getenv("QN_PCT")) r.calibration_percentile = std::atof(v);
-  if (const char* v = std::getenv("QN_QLR")) r.quantizer_lr_scale = std::atof(v);
-  if (const char* v = std::getenv("QN_PRE_LR")) r.pretrain_lr = std::atof(v);
-  if (const char* v = std::getenv("QN_LWD")) r.latent_weight_decay = std::atof(v);
   return r;
 }
 
@@ -424,10 +416,11 @@ absl::Status Trainer::Run() {
   if (!q.ok()) return q.status();
   quantized_ = *std::move(q);
   sgd_ = std::make_unique<Sgd>(
-      std::vector<ParamGroup>{{quantized_->OtherParameters(), recipe_.other_weight_decay},
-                              {quantized_->LatentWeights(), recipe_.latent_weight_decay},
-                              {quantized_->WeightQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale},
-                              {quantized_->ActivationQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale}},
+      std::vector<ParamGroup>{
+          {quantized_->OtherParameters(), recipe_.other_weight_decay},
+          {quantized_->LatentWeights(), recipe_.latent_weight_decay},
+          {quantized_->WeightQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale},
+          {quantized_->ActivationQuantizerParameters(), 0.0, recipe_.quantizer_lr_scale}},
       recipe_.momentum);
   if (stage == "qn") {
     if (absl::Status s = RestoreQuantized(*resume); !s.ok()) return s;

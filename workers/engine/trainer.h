@@ -48,10 +48,10 @@ void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
 
 // The recipe's choices, resolved from a JobConfig (0 = default in TrainSettings).
 struct Recipe {
-  double pretrain_lr = 0.05;
+  double pretrain_lr = 0.1;
   double pretrain_weight_decay = 5e-4;
   double qn_lr = 0.01;
-  double quantizer_lr_scale = 1.0;  // alpha/beta learn at qn_lr * this
+  double quantizer_lr_scale = 1.0;  // quantizer alpha/beta learn at qn_lr * this
   double latent_weight_decay = 1e-4;
   double other_weight_decay = 1e-4;
   double momentum = 0.9;
