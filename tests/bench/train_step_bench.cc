@@ -2,7 +2,7 @@
 // model against its QN-transformed W2A2 model (soft weights and activations, joint phase). The QN
 // step should cost at most 1.3x the float step.
 //
-//   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5s
+//   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>

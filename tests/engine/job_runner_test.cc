@@ -137,5 +137,27 @@ TEST_F(JobRunnerTest, UserTorchScriptModelRuns) {
   EXPECT_EQ(r->artifacts.size(), 1u);
 }
 
+TEST_F(JobRunnerTest, SavedFloatModelIsTheTrainedBaseline) {
+  JobConfig first = Config("runner_float_first");
+  first.train.pretrain_epochs = 2;
+  first.train.epochs = 0;
+  first.export_formats = {"metrics"};
+  first.float_model_path = ::testing::TempDir() + "/runner_float.pt";
+  absl::StatusOr<JobResult> trained = RunJob(first, {});
+  ASSERT_TRUE(trained.ok()) << trained.status();
+
+  // The saved model, given back as a user model, scores exactly the float accuracy it had.
+  JobConfig again = Config("runner_float_again");
+  again.model = first.float_model_path;
+  again.train.pretrain_epochs = 0;
+  again.train.epochs = 0;
+  again.export_formats = {"metrics"};
+  absl::StatusOr<JobResult> reloaded = RunJob(again, {});
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_GT(trained->metrics.float_top1, 0.3);
+  EXPECT_DOUBLE_EQ(reloaded->metrics.float_top1, trained->metrics.float_top1);
+  EXPECT_DOUBLE_EQ(reloaded->metrics.float_top5, trained->metrics.float_top5);
+}
+
 }  // namespace
 }  // namespace qnet::engine

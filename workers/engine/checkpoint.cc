@@ -1,4 +1,5 @@
 #include "workers/engine/checkpoint.h"
+#include "workers/engine/torch_error.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -36,7 +37,8 @@ absl::Status SaveCheckpoint(const std::string& path, const Checkpoint& checkpoin
     root.insert("tensors", tensors);
     bytes = torch::pickle_save(root);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("serialising checkpoint ", path, ": ", e.what()));
+    return absl::InternalError(
+        absl::StrCat("serialising checkpoint ", path, ": ", TorchErrorText(e)));
   }
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
@@ -69,8 +71,8 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {
       c.tensors[entry.key().toStringRef()] = entry.value().toTensor();
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint ", path, " is damaged or not a qnet checkpoint: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint ", path, " is damaged or not a qnet checkpoint: ", TorchErrorText(e)));
   }
   return c;
 }

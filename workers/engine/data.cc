@@ -1,4 +1,5 @@
 #include "workers/engine/data.h"
+#include "workers/engine/torch_error.h"
 
 #include <sys/stat.h>
 #include <zlib.h>
@@ -406,7 +407,8 @@ absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::str
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(absl::StrCat(dir, ": out of memory loading the dataset"));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(dir, ": loading the dataset failed: ", e.what()));
+    return absl::InternalError(
+        absl::StrCat(dir, ": loading the dataset failed: ", TorchErrorText(e)));
   }
 }
 

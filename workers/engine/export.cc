@@ -1,4 +1,5 @@
 #include "workers/engine/export.h"
+#include "workers/engine/torch_error.h"
 
 #include <cstring>
 #include <exception>
@@ -133,18 +134,23 @@ absl::StatusOr<torch::jit::Module> BuildHardModule(const torch::jit::Module& flo
     out.eval();
     return out;
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("building the TorchScript artifact: ", e.what()));
+    return absl::InternalError(
+        absl::StrCat("building the TorchScript artifact: ", TorchErrorText(e)));
   }
 }
 
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path) {
   const std::string tmp = path + ".tmp";
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("cannot create ", parent.string(), ": ", ec.message()));
   try {
     module.save(tmp);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("saving ", path, ": ", e.what()));
+    return absl::InternalError(absl::StrCat("saving ", path, ": ", TorchErrorText(e)));
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
   return absl::OkStatus();
@@ -314,7 +320,7 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> DecodePackedModel(const std
       }
     }
   } catch (const std::exception& ex) {
-    return bad(ex.what());
+    return bad(TorchErrorText(ex));
   }
   return out;
 }

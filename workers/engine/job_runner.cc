@@ -20,6 +20,7 @@
 #include "workers/engine/zoo.h"
 #ifdef QNET_HAVE_ONNX
 #include "workers/engine/onnx_export.h"
+#include "workers/engine/torch_error.h"
 #endif
 
 namespace qnet::engine {
@@ -100,8 +101,7 @@ absl::StatusOr<torch::jit::Module> LoadModel(const JobConfig& c, const DatasetSp
   try {
     return torch::jit::load(c.model, torch::kCPU);
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
+    const std::string why = TorchErrorText(e);
     return absl::InvalidArgumentError(
         absl::StrCat("model file ", c.model, " is not a loadable TorchScript archive: ", why));
   }
@@ -125,8 +125,7 @@ absl::Status CheckModel(torch::jit::Module& model, const DatasetSplits& data,
                        data.width, "] images to [N,", data.num_classes, "] logits"));
     }
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
+    const std::string why = TorchErrorText(e);
     return absl::InvalidArgumentError(
         absl::StrCat("model ", name, " fails on the dataset's images: ", why));
   }
@@ -242,7 +241,7 @@ absl::StatusOr<JobResult> RunJob(const JobConfig& config, const JobCallbacks& ca
   try {
     return RunJobImpl(config, callbacks);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("job failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("job failed: ", TorchErrorText(e)));
   } catch (...) {
     return absl::InternalError("job failed with an unknown exception");
   }

@@ -29,7 +29,7 @@ struct TrainSettings {
   int epochs = 3;           // QN fine-tuning epochs
   int pretrain_epochs = 0;  // full-precision epochs first (zoo models start untrained)
   int batch_size = 128;
-  double learning_rate = 0;  // 0: the recipe's default for the phase
+  double learning_rate = 0;       // 0: the recipe's default for the phase
   int64_t max_train_samples = 0;  // 0: all
   int64_t max_test_samples = 0;   // 0: all
   uint64_t seed = 1;
@@ -40,23 +40,28 @@ struct TrainSettings {
 };
 
 struct JobConfig {
-  std::string model;          // "zoo:NAME" or a path to a TorchScript archive
-  std::string dataset_dir;    // directory holding the dataset files
+  std::string model;                   // "zoo:NAME" or a path to a TorchScript archive
+  std::string dataset_dir;             // directory holding the dataset files
   std::string dataset_format = "idx";  // "idx" (MNIST/Fashion-MNIST) or "cifar10"
   int weight_bits = 2;
-  int activation_bits = 0;    // 0: float activations
+  int activation_bits = 0;            // 0: float activations
   std::vector<double> weight_levels;  // explicit levels; overrides weight_bits when non-empty
   TrainSettings train;
-  std::vector<std::string> export_formats;  // "torchscript", "onnx", "packed", "metrics"; empty: all
-  std::string out_dir;        // artifacts land here
-  std::string checkpoint_dir; // checkpoints are written here; resumes from the newest one present
+  std::vector<std::string>
+      export_formats;          // "torchscript", "onnx", "packed", "metrics"; empty: all
+  std::string out_dir;         // artifacts land here
+  std::string checkpoint_dir;  // checkpoints are written here; resumes from the newest one present
+  // When set, the full-precision model (after pre-training, before quantization) is saved here as
+  // TorchScript: the float baseline a zoo job trained, reusable as the --model of later jobs.
+  // Not written when a resumed run starts past pre-training (its float weights are not restored).
+  std::string float_model_path;
 };
 
 struct ProgressEvent {
   std::string phase;  // "pretrain", "weights", "activations", "joint", "finalize"
   int epoch = 0;      // 1-based over all epochs (pretrain then QN)
   int total_epochs = 0;
-  int64_t step = 0;   // within the epoch, 1-based
+  int64_t step = 0;  // within the epoch, 1-based
   int64_t steps_per_epoch = 0;
   double loss = 0;
   double temperature = 0;

@@ -1,4 +1,5 @@
 #include "workers/engine/onnx_export.h"
+#include "workers/engine/torch_error.h"
 
 #include <algorithm>
 #include <cmath>
@@ -1857,7 +1858,7 @@ absl::Status ExportOnnx(const torch::jit::Module& hard_model,
     return absl::UnimplementedError(
         absl::StrCat("ONNX export failed while walking the model: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("ONNX export failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("ONNX export failed: ", TorchErrorText(e)));
   }
   if (model.ByteSizeLong() > (size_t{1} << 31) - 1) {
     return absl::UnimplementedError("the ONNX model would exceed protobuf's 2 GiB limit");

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "workers/engine/checkpoint.h"
+#include "workers/engine/export.h"
 #include "workers/engine/levels.h"
 #include "workers/engine/sgd.h"
 
@@ -395,6 +396,11 @@ absl::Status Trainer::Run() {
                  t.batch_size, device_);
     metrics_.float_top1 = fp.top1;
     metrics_.float_top5 = fp.top5;
+    if (!config_.float_model_path.empty()) {
+      torch::jit::Module cpu_copy = model_.clone();
+      cpu_copy.to(torch::kCPU);
+      if (absl::Status s = SaveModule(cpu_copy, config_.float_model_path); !s.ok()) return s;
+    }
     completed = std::max(completed, pretrain_epochs);
   }
 
@@ -616,7 +622,8 @@ absl::Status Trainer::FineTune(int first_epoch) {
           std::min(recipe_.temperature_cap,
                    recipe_.temperature_slope *
                        (1.0 + static_cast<double>(global) / static_cast<double>(steps_per_epoch_)));
-      qm.SetTemperature(temperature);
+      qm.SetTemperature(temperature, std::min(recipe_.weight_temperature_factor,
+                                              recipe_.temperature_cap / temperature));
       const double progress = PhaseProgress(global, total_steps, activations);
       const double lr = recipe_.qn_lr * (progress < 0.7 ? 1.0 : 0.1);
       if (phase == Phase::kActivations) {

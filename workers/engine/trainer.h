@@ -57,6 +57,10 @@ struct Recipe {
   double momentum = 0.9;
   double clip_norm = 5.0;
   double temperature_slope = 10.0;
+  // Weights use a steeper temperature than activations: weight thresholds sit in the dense middle
+  // of the weight distribution, so at the activations' T many weights would still be far from
+  // their hard value and the hard model would not be the trained one.
+  double weight_temperature_factor = 5.0;
   double temperature_cap = 2000.0;
   double calibration_percentile = 99.9;
   int calibration_batches = 10;
@@ -77,7 +81,8 @@ class Trainer {
   const JobMetrics& metrics() const { return metrics_; }
   // After Run: the quantized model, in hard mode with re-estimated batch-norm statistics.
   QuantizedModel& quantized() { return *quantized_; }
-  // The model as given (same structure), holding the full-precision weights after pre-training.
+  // The model as given: the structure the artifacts keep (after pre-training it holds the float
+  // weights; a run resumed past pre-training only restores the quantized model).
   torch::jit::Module& float_model() { return model_; }
 
  private:

@@ -352,8 +352,9 @@ std::vector<torch::Tensor> QuantizedModel::ActivationQuantizerParameters() const
   return out;
 }
 
-void QuantizedModel::SetTemperature(double t) {
+void QuantizedModel::SetTemperature(double t, double weight_factor) {
   temperature_ = t;
+  weight_temperature_ = t * weight_factor;
   for (ActivationQuantizer& a : act_) a.module.setattr("temperature", t);
 }
 
@@ -403,7 +404,7 @@ void QuantizedModel::RefreshWeights() {
       torch::NoGradGuard no_grad;
       w = l.alpha.detach() * l.levels.index({HardCodes(l)});
     } else {
-      w = Quantize(l.latent, l.alpha, l.beta, l.levels, l.thresholds, temperature_, false);
+      w = Quantize(l.latent, l.alpha, l.beta, l.levels, l.thresholds, weight_temperature_, false);
     }
     l.module.setattr("weight", w);
   }

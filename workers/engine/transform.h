@@ -118,7 +118,8 @@ class QuantizedModel {
   std::vector<torch::Tensor> WeightQuantizerParameters() const;      // alpha, beta (+thresholds)
   std::vector<torch::Tensor> ActivationQuantizerParameters() const;  // alpha, beta
 
-  void SetTemperature(double t);
+  // Activation quantizers use t, weight quantizers t * weight_factor.
+  void SetTemperature(double t, double weight_factor = 1.0);
   double temperature() const { return temperature_; }
   // Hard: unit steps in weights and activations (inference); soft: sigmoids at the temperature.
   void SetHard(bool hard);
@@ -148,6 +149,7 @@ class QuantizedModel {
   std::vector<QuantizedLayer> layers_;
   std::vector<ActivationQuantizer> act_;
   double temperature_ = 1.0;
+  double weight_temperature_ = 1.0;
   bool hard_ = false;
 };
 

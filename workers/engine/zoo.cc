@@ -69,13 +69,14 @@ class Builder {
     return m;
   }
 
-  // torch.nn.Linear's default: Kaiming uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in))
-  // for weight and bias.
+  // He-normal like the convolutions. torch.nn.Linear's default, U(-1/sqrt(in), 1/sqrt(in)), halves
+  // the signal's variance at every ReLU layer, and LeNet's three fully connected layers then
+  // need several epochs before the loss moves; the zoo's pre-training budget is one or two.
   Module Linear(int64_t in, int64_t out) {
     Module m = NewModule("Linear");
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    m.register_parameter("weight", Param(Uniform({out, in}, bound)), false);
-    m.register_parameter("bias", Param(Uniform({out}, bound)), false);
+    const double std = std::sqrt(2.0 / static_cast<double>(in));
+    m.register_parameter("weight", Param(torch::randn({out, in}, gen_) * std), false);
+    m.register_parameter("bias", Param(torch::zeros({out})), false);
     m.register_attribute("in_features", c10::IntType::get(), in);
     m.register_attribute("out_features", c10::IntType::get(), out);
     m.define(kLinearForward);

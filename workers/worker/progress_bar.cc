@@ -19,7 +19,7 @@ std::string FormatProgress(const engine::ProgressEvent& e) {
   if (e.steps_per_epoch > 0) {
     line += absl::StrFormat(" step %4d/%d", e.step, e.steps_per_epoch);
   }
-  line += absl::StrFormat(" loss %.3f", e.loss);
+  if (e.phase != "finalize") line += absl::StrFormat(" loss %.3f", e.loss);
   if (e.temperature > 0) line += absl::StrFormat(" T %.1f", e.temperature);
   if (e.accuracy >= 0) line += absl::StrFormat(" acc %.1f%%", 100.0 * e.accuracy);
   if (e.images_per_second > 0) line += absl::StrFormat(" %.0f img/s", e.images_per_second);

@@ -44,6 +44,7 @@ struct RunArgs {
   std::vector<std::string> exports;
   std::string out;
   std::string checkpoint_dir;
+  std::string save_float_model;
 };
 
 bool Exists(const std::filesystem::path& p) {
@@ -102,6 +103,7 @@ void Run(const RunArgs& a) {
   config.export_formats = a.exports;
   config.out_dir = a.out;
   config.checkpoint_dir = a.checkpoint_dir;
+  config.float_model_path = a.save_float_model;
 
   ProgressBar bar(stderr, isatty(fileno(stderr)) != 0);
   engine::JobCallbacks callbacks;
@@ -210,6 +212,8 @@ void RegisterRunCommand(CLI::App& app) {
       ->delimiter(',');
   run->add_option("--checkpoint-dir", args->checkpoint_dir,
                   "write per-epoch checkpoints here and resume from the newest");
+  run->add_option("--save-float-model", args->save_float_model,
+                  "also save the full-precision model (after pre-training) here as TorchScript");
   run->add_option("--out", args->out, "output directory for the artifacts")->required();
   run->callback([args] { Run(*args); });
 }
