@@ -187,9 +187,49 @@ TEST(LevelsTest, ActivationCalibrationMax) {
   EXPECT_EQ(calib.range(), calib.max_abs());
   absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(calib, *ActivationLevels(2));
   ASSERT_TRUE(p.ok()) << p.status();
-  EXPECT_NEAR(p->beta, 1.25 * 3 / calib.range(), 1e-12);
+  // U(0, 6) onto 4 levels with midpoint thresholds: the squared error is least with the top level
+  // at 5.16 (computed numerically); the search grid is 1% of the range.
+  EXPECT_NEAR(3.0 / p->beta, 5.16, 0.07);
   EXPECT_NEAR(p->alpha * p->beta, 1.0, 1e-12);
   EXPECT_EQ(Values(p->thresholds), (std::vector<double>{0.5, 1.5, 2.5}));
+}
+
+// Mean squared error of the hard quantizer (midpoint thresholds) with parameters p over x.
+double HardQuantizationError(const QuantizerParams& p, const torch::Tensor& x) {
+  const torch::Tensor codes = torch::bucketize(x * p.beta, p.thresholds.to(torch::kDouble));
+  return (p.levels.to(torch::kDouble).index({codes}) * p.alpha - x).pow(2).mean().item<double>();
+}
+
+TEST(LevelsTest, MseFitRangeBeatsTheHeadroomInitOnSkewedActivations) {
+  torch::manual_seed(17);
+  ActivationCalibrator calib(99.9);
+  std::vector<torch::Tensor> batches;
+  for (int i = 0; i < 4; ++i) {
+    batches.push_back(-torch::log1p(-torch::rand({1 << 18}, torch::kDouble)));  // Exponential(1)
+    ASSERT_TRUE(calib.Observe(batches.back()).ok());
+  }
+  const torch::Tensor x = torch::cat(batches);
+  for (int bits : {2, 3}) {
+    const torch::Tensor levels = *ActivationLevels(bits);
+    absl::StatusOr<double> fit = calib.MseFitRange(levels);
+    ASSERT_TRUE(fit.ok()) << fit.status();
+    EXPECT_GT(*fit, 0.0);
+    EXPECT_LT(*fit, calib.range());
+    const QuantizerParams fitted = *InitActivationQuantizer(calib, levels);
+    const QuantizerParams headroom = *InitActivationQuantizer(calib.range(), levels);
+    const double e_fit = HardQuantizationError(fitted, x);
+    const double e_headroom = HardQuantizationError(headroom, x);
+    // The fit matters most where levels are few.
+    EXPECT_LT(e_fit, (bits == 2 ? 0.8 : 1.0) * e_headroom) << bits << " bits";
+    // No range on the grid does better (the fit is the grid's minimum, up to the sample).
+    for (double f : {0.3, 0.5, 0.7, 0.9}) {
+      EXPECT_LE(e_fit, HardQuantizationError(
+                           *InitActivationQuantizer(calib.range() * f * 1.25, levels), x) +
+                           1e-4)
+          << bits << " bits, f=" << f;
+    }
+  }
+  EXPECT_TRUE(absl::IsInvalidArgument(calib.MseFitRange(torch::tensor({1.0f, 0.0f})).status()));
 }
 
 TEST(LevelsTest, ActivationCalibrationPercentileResistsOutliers) {

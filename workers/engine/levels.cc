@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -206,9 +207,52 @@ absl::Status ActivationCalibrator::Observe(const torch::Tensor& batch) {
         std::get<0>(a.kthvalue(std::clamp<int64_t>(rank, 1, count))).item<double>();
     weighted_percentile_sum_ += value * static_cast<double>(count);
   }
+  const int64_t stride = (count + kSamplePerBatch - 1) / kSamplePerBatch;
+  samples_.push_back(a.slice(0, 0, count, stride).clone());
   ++batches_;
   values_ += count;
   return absl::OkStatus();
+}
+
+absl::StatusOr<double> ActivationCalibrator::MseFitRange(const torch::Tensor& levels) const {
+  if (absl::Status s = ValidateLevels(levels); !s.ok()) return s;
+  const double upper = range();
+  if (samples_.empty() || upper <= 0) return upper;
+  // Sorted once, with prefix sums of x and x^2: every candidate's error is then a sum over its
+  // bins of S2 - 2 c S1 + n c^2, each bin an interval of the sorted sample.
+  const torch::Tensor sorted = std::get<0>(torch::cat(samples_).sort());
+  const std::vector<double> x = ToDoubles(sorted);
+  std::vector<double> s1(x.size() + 1, 0.0), s2(x.size() + 1, 0.0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    s1[i + 1] = s1[i] + x[i];
+    s2[i + 1] = s2[i] + x[i] * x[i];
+  }
+  const std::vector<double> q = ToDoubles(levels);
+  const std::vector<double> mid = Midpoints(q);
+  const double q_max = MaxAbs(q);
+  double best_range = upper;
+  double best_error = std::numeric_limits<double>::infinity();
+  for (int percent = 1; percent <= 100; ++percent) {
+    const double r = upper * percent / 100.0;
+    const double scale = q_max / r;  // beta: the top level lands on r
+    double error = 0;
+    size_t begin = 0;
+    for (size_t j = 0; j < q.size(); ++j) {
+      const size_t end = j < mid.size()
+                             ? static_cast<size_t>(
+                                   std::upper_bound(x.begin(), x.end(), mid[j] / scale) - x.begin())
+                             : x.size();
+      const double c = q[j] / scale;
+      error += (s2[end] - s2[begin]) - 2 * c * (s1[end] - s1[begin]) +
+               static_cast<double>(end - begin) * c * c;
+      begin = std::max(begin, end);
+    }
+    if (error < best_error) {
+      best_error = error;
+      best_range = r;
+    }
+  }
+  return best_range;
 }
 
 double ActivationCalibrator::range() const {
@@ -221,7 +265,13 @@ absl::StatusOr<QuantizerParams> InitActivationQuantizer(const ActivationCalibrat
   if (calibrator.batches() == 0) {
     return absl::FailedPreconditionError("activation calibration observed no batches");
   }
-  return InitActivationQuantizer(calibrator.range(), levels);
+  absl::StatusOr<double> range = calibrator.MseFitRange(levels);
+  if (!range.ok()) return range.status();
+  absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(*range, levels);
+  if (!p.ok() || *range == 0) return p;
+  p->beta = MaxAbs(ToDoubles(levels)) / *range;
+  p->alpha = 1.0 / p->beta;
+  return p;
 }
 
 absl::StatusOr<QuantizerParams> InitActivationQuantizer(double range, const torch::Tensor& levels) {
