@@ -430,6 +430,9 @@ TEST(WorkerConvertTest, ZeroKeepsEngineDefaults) {
   event.epoch = 3;
   EXPECT_EQ(ProgressToProto(event).accuracy(), 0);
   EXPECT_EQ(ProgressToProto(event).epoch(), 3);
+  EXPECT_EQ(ProgressToProto(event).device_memory_bytes(), 0);  // CPU: not reported
+  event.device_memory_bytes = int64_t{3} << 30;
+  EXPECT_EQ(ProgressToProto(event).device_memory_bytes(), int64_t{3} << 30);
 }
 
 }  // namespace

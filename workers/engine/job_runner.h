@@ -68,7 +68,8 @@ struct ProgressEvent {
   double accuracy = -1;  // last hard evaluation top-1 (fraction); -1 before the first
   double images_per_second = 0;
   double eta_seconds = 0;
-  bool epoch_end = false;  // true once per epoch, after its evaluation
+  bool epoch_end = false;           // true once per epoch, after its evaluation
+  int64_t device_memory_bytes = 0;  // held by the CUDA caching allocator; 0 on the CPU
 };
 
 struct EpochRecord {

@@ -12,6 +12,9 @@
 #include <vector>
 
 #include <torch/csrc/jit/runtime/graph_executor.h>
+#ifdef QNET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +42,21 @@ const char* PhaseName(Phase p) {
 
 // The QN steps split in thirds: weights only, activations only, both. Per step rather than per
 // epoch, so a single QN epoch still runs all three phases.
+// What the worker reports as device memory: the bytes the CUDA caching allocator holds (the
+// figure nvidia-smi attributes to the process, less the CUDA context).
+int64_t DeviceMemoryBytes(const torch::Device& device) {
+#ifdef QNET_WITH_CUDA
+  if (device.is_cuda()) {
+    const c10::CachingDeviceAllocator::DeviceStats stats =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .current;
+  }
+#endif
+  (void)device;
+  return 0;
+}
+
 Phase PhaseAt(int64_t step, int64_t total, bool activations) {
   if (!activations) return Phase::kWeights;
   if (3 * step < total) return Phase::kWeights;
@@ -209,12 +227,13 @@ Trainer::~Trainer() = default;
 
 bool Trainer::Stopping() const { return callbacks_.should_stop && callbacks_.should_stop(); }
 
-void Trainer::Emit(const ProgressEvent& event) {
+void Trainer::Emit(ProgressEvent event) {
   if (!callbacks_.on_progress) return;
   const double now = Now();
   const bool edge = event.epoch_end || event.step == 1 || event.step == event.steps_per_epoch;
   if (!edge && now - last_emit_ < 0.2) return;
   last_emit_ = now;
+  event.device_memory_bytes = DeviceMemoryBytes(device_);
   callbacks_.on_progress(event);
 }
 

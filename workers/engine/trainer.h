@@ -95,7 +95,7 @@ class Trainer {
   absl::Status RestoreQuantized(const LoadedCheckpoint& ckpt);
   std::string Fingerprint() const;
   std::string MetaJson(int epoch, const std::string& stage) const;
-  void Emit(const ProgressEvent& event);
+  void Emit(ProgressEvent event);
   bool Stopping() const;
 
   JobConfig config_;

@@ -38,6 +38,7 @@ v1::Progress ProgressToProto(const engine::ProgressEvent& event) {
   p.set_accuracy(event.accuracy < 0 ? 0 : event.accuracy);
   p.set_images_per_second(event.images_per_second);
   p.set_eta_seconds(event.eta_seconds);
+  p.set_device_memory_bytes(event.device_memory_bytes);
   return p;
 }
 
