@@ -120,7 +120,8 @@ absl::Status QnetServer::Init() {
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_);
   blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get());
-  worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get());
+  worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
+                                                        o.worker_token);
   metrics_->SetCollectHook([this] {
     SchedulerStats stats = scheduler_->Stats();
     metrics_->SetJobCounts(stats.jobs);
@@ -173,6 +174,7 @@ absl::Status QnetServer::Init() {
     w.server_address = ConnectAddress(grpc_address_);
     w.data_dir = o.data_dir;
     w.count = o.local_workers;
+    w.worker_token = o.worker_token;
     workers_ = std::make_unique<WorkerSupervisor>(std::move(w));
     workers_->Start();
   }

@@ -62,6 +62,9 @@ struct QnetServerOptions {
   // Registered as "fashion-mnist" (idx) when the folder exists; "" = no default dataset.
   std::string default_dataset_dir = "/usr/share/datasets/fashion-mnist";
   std::string worker_binary;  // "" = look next to qnetd
+  // Non-empty: WorkerService calls must carry "authorization: Bearer <worker_token>" (local
+  // workers get it in their environment); "" = workers are not authenticated.
+  std::string worker_token;
   std::string chartjs_path = "/usr/share/javascript/chart.js/chart.min.js";
   const Clock* clock = nullptr;  // nullptr = the system clock
 };

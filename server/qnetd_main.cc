@@ -5,6 +5,7 @@
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
 //         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
 //         [--max-blob-bytes N] [--dataset NAME=FORMAT:DIR]... [--worker-binary PATH]
+//         [--worker-token-file FILE]
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/token_file.h"
 #include "server/qnet_server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
   qnet::server::QnetServerOptions options;
   int shutdown_grace_seconds = 10;
   std::string log_level = "info";
+  std::string worker_token_file;
   CLI::App app{"qnetd: the qnet model-compression server (gRPC API, job queue, blobs, metrics)"};
   app.add_option("--listen", options.listen, "gRPC address HOST:PORT (port 0 = any free port)")
       ->capture_default_str();
@@ -60,12 +63,23 @@ int main(int argc, char** argv) {
                  "on SIGTERM, how long running calls and local workers get to finish")
       ->capture_default_str()
       ->check(CLI::Range(0, 3600));
+  app.add_option("--worker-token-file", worker_token_file,
+                 "file holding the token workers must present (default: workers are not "
+                 "authenticated; use it whenever workers reach qnetd over a network)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("qnetd"));
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (!worker_token_file.empty()) {
+    absl::StatusOr<std::string> token = qnet::ReadTokenFile(worker_token_file);
+    if (!token.ok()) {
+      std::cerr << "qnetd: --worker-token-file: " << token.status().message() << "\n";
+      return 2;
+    }
+    options.worker_token = *std::move(token);
+  }
 
   // Signals go to one thread (sigwait below); every thread started from here inherits the mask.
   sigset_t signals;

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <chrono>
 
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "server/grpc_status.h"
@@ -33,15 +37,46 @@ absl::Status CheckUploaded(const BlobStore& blobs, const std::string& digest,
   return absl::OkStatus();
 }
 
+// Compares every byte whatever the first mismatch, so the reply time says nothing about how
+// much of a guessed token was right.
+bool SameToken(absl::string_view a, absl::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+grpc::Status Authorize(const grpc::ServerContext& context, const std::string& token) {
+  if (token.empty()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return {grpc::StatusCode::UNAUTHENTICATED,
+            "this server requires a worker token: start qnet-worker with --token-file FILE or "
+            "QNET_WORKER_TOKEN (the token of qnetd's --worker-token-file)"};
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(value, kBearer) || !SameToken(value.substr(kBearer.size()), token)) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "the worker token does not match this server's --worker-token-file"};
+  }
+  return grpc::Status::OK;
+}
+
 }  // namespace
 
 WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets,
-                                     const BlobStore* blobs)
-    : scheduler_(scheduler), datasets_(datasets), blobs_(blobs) {}
+                                     const BlobStore* blobs, std::string worker_token)
+    : scheduler_(scheduler),
+      datasets_(datasets),
+      blobs_(blobs),
+      worker_token_(std::move(worker_token)) {}
 
 grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
                                              const qnet::v1::AcquireLeaseRequest* request,
                                              qnet::v1::AcquireLeaseResponse* response) {
+  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (request->worker_id().empty() || request->worker_id().size() > 128) {
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "worker_id is required (at most 128 characters; e.g. the worker's host name)"};
@@ -78,9 +113,10 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
   }
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const qnet::v1::HeartbeatRequest* request,
                                           qnet::v1::HeartbeatResponse* response) {
+  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
@@ -99,9 +135,10 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
                                               const qnet::v1::CompleteLeaseRequest* request,
                                               qnet::v1::CompleteLeaseResponse*) {
+  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
@@ -115,9 +152,10 @@ grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext*,
                                            request->metrics(), request->artifacts()));
 }
 
-grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext* context,
                                           const qnet::v1::FailLeaseRequest* request,
                                           qnet::v1::FailLeaseResponse*) {
+  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }

@@ -2,11 +2,15 @@
 // AcquireLease (with the job's dataset as downloadable blobs), Heartbeat (progress, checkpoint;
 // answers cancel_requested and the new expiry), CompleteLease and FailLease. Stale or unknown
 // lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
+// With a worker token, every call must carry "authorization: Bearer TOKEN": none gets
+// UNAUTHENTICATED, another token PERMISSION_DENIED.
 //
-//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store);
+//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store, /*worker_token=*/"");
 //   builder.RegisterService(&workers);
 #ifndef QNET_SERVER_WORKER_SERVICE_H_
 #define QNET_SERVER_WORKER_SERVICE_H_
+
+#include <string>
 
 #include "qnet/v1/worker.grpc.pb.h"
 #include "server/blob_store.h"
@@ -17,7 +21,8 @@ namespace qnet::server {
 
 class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets, const BlobStore* blobs);
+  WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets, const BlobStore* blobs,
+                    std::string worker_token);
 
   grpc::Status AcquireLease(grpc::ServerContext* context,
                             const qnet::v1::AcquireLeaseRequest* request,
@@ -34,6 +39,7 @@ class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
   Scheduler* const scheduler_;
   const DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;
+  const std::string worker_token_;  // "" = no authentication
 };
 
 }  // namespace qnet::server

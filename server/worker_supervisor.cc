@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <string>
 #include <system_error>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
@@ -94,6 +96,20 @@ pid_t WorkerSupervisor::Spawn(int index) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The environment is built before fork: the child may only make async-signal-safe calls.
+  constexpr absl::string_view kTokenVariable = "QNET_WORKER_TOKEN=";
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!absl::StartsWith(*e, kTokenVariable)) {
+      env_strings.emplace_back(*e);
+    }
+  }
+  if (!options_.worker_token.empty()) {
+    env_strings.push_back(absl::StrCat(kTokenVariable, options_.worker_token));
+  }
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -104,7 +120,7 @@ pid_t WorkerSupervisor::Spawn(int index) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);  // qnetd blocks SIGTERM for its signal thread
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   if (pid < 0) {

@@ -32,6 +32,7 @@ struct WorkerSupervisorOptions {
   std::string binary;
   std::string server_address;
   std::string data_dir;
+  std::string worker_token;  // passed in the children's environment (QNET_WORKER_TOKEN), not argv
   int count = 0;
   absl::Duration min_backoff = absl::Seconds(1);
   absl::Duration max_backoff = absl::Seconds(30);

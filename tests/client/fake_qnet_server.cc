@@ -7,6 +7,15 @@
 #include "common/digest.h"
 
 namespace qnet::testing {
+namespace {
+
+std::string Authorization(const grpc::ServerContext& context) {
+  const auto it = context.client_metadata().find("authorization");
+  return it == context.client_metadata().end() ? ""
+                                               : std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace
 
 class FakeQnetServer::Jobs final : public v1::JobService::Service {
  public:
@@ -229,6 +238,8 @@ class FakeQnetServer::Workers final : public v1::WorkerService::Service {
     {
       auto state = s_.Lock();
       state->acquires.push_back(*request);
+      state->worker_authorizations.push_back(Authorization(*context));
+      if (!state->acquire_error.ok()) return state->acquire_error;
       wait = state->acquire_wait;
     }
     const auto until = std::chrono::steady_clock::now() + wait;
@@ -247,9 +258,10 @@ class FakeQnetServer::Workers final : public v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* request,
+  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
                          v1::HeartbeatResponse* response) override {
     auto state = s_.Lock();
+    state->worker_authorizations.push_back(Authorization(*context));
     state->heartbeats.push_back(*request);
     if (state->lease_lost) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "lease expired");
@@ -258,9 +270,10 @@ class FakeQnetServer::Workers final : public v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status CompleteLease(grpc::ServerContext*, const v1::CompleteLeaseRequest* request,
+  grpc::Status CompleteLease(grpc::ServerContext* context, const v1::CompleteLeaseRequest* request,
                              v1::CompleteLeaseResponse*) override {
     auto state = s_.Lock();
+    state->worker_authorizations.push_back(Authorization(*context));
     if (state->lease_lost) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "lease expired");
     }
@@ -268,9 +281,10 @@ class FakeQnetServer::Workers final : public v1::WorkerService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status FailLease(grpc::ServerContext*, const v1::FailLeaseRequest* request,
+  grpc::Status FailLease(grpc::ServerContext* context, const v1::FailLeaseRequest* request,
                          v1::FailLeaseResponse*) override {
     auto state = s_.Lock();
+    state->worker_authorizations.push_back(Authorization(*context));
     if (state->lease_lost) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "lease expired");
     }

@@ -63,9 +63,12 @@ struct FakeState {
   std::vector<v1::HeartbeatRequest> heartbeats;
   std::vector<v1::CompleteLeaseRequest> completes;
   std::vector<v1::FailLeaseRequest> fails;
-  bool cancel_requested = false;                // Heartbeat answers cancel_requested
-  bool lease_lost = false;                      // Heartbeat / Complete answer FAILED_PRECONDITION
-  std::chrono::milliseconds acquire_wait{200};  // long-poll length when no lease is queued
+  bool cancel_requested = false;                  // Heartbeat answers cancel_requested
+  bool lease_lost = false;                        // Heartbeat / Complete answer FAILED_PRECONDITION
+  std::chrono::milliseconds acquire_wait{200};    // long-poll length when no lease is queued
+  grpc::Status acquire_error = grpc::Status::OK;  // AcquireLease answers this when not OK
+  // The "authorization" metadata of every worker call, in order ("" when absent).
+  std::vector<std::string> worker_authorizations;
 };
 
 class FakeQnetServer {

@@ -166,6 +166,28 @@ TEST_F(WorkerLoopTest, RunsALeasedJobAndCompletesIt) {
   EXPECT_TRUE(fs::exists(options_.cache_dir + "/blobs"));
 }
 
+TEST_F(WorkerLoopTest, EveryWorkerCallCarriesTheToken) {
+  options_.token = "s3cret";
+  QueueLease();
+  auto loop = MakeLoop(SucceedingRunner);
+  absl::StatusOr<LeaseOutcome> outcome = loop->RunOnce();
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(*outcome, LeaseOutcome::kCompleted);
+  auto state = server_.Lock();
+  ASSERT_GE(state->worker_authorizations.size(), 3u);  // acquire, heartbeat(s), complete
+  for (const std::string& a : state->worker_authorizations) EXPECT_EQ(a, "Bearer s3cret");
+}
+
+TEST_F(WorkerLoopTest, ARefusedTokenStopsTheLoopInsteadOfRetrying) {
+  server_.Lock()->acquire_error = {grpc::StatusCode::PERMISSION_DENIED, "token does not match"};
+  auto loop = MakeLoop(SucceedingRunner);
+  absl::Status status = loop->Run();
+  EXPECT_TRUE(absl::IsPermissionDenied(status)) << status;
+  EXPECT_NE(status.message().find("token does not match"), absl::string_view::npos) << status;
+  EXPECT_EQ(server_.Lock()->acquires.size(), 1u);
+  EXPECT_EQ(server_.Lock()->worker_authorizations.front(), "");  // no token configured
+}
+
 TEST_F(WorkerLoopTest, FetchesAnUploadedModelBlob) {
   const std::string model = server_.PutBlob("user torchscript");
   QueueLease(model);

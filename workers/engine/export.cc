@@ -127,7 +127,7 @@ absl::StatusOr<torch::jit::Module> BuildHardModule(const torch::jit::Module& flo
         q->setattr("beta", acts[i].beta.detach().clone());
         q->setattr("levels", acts[i].levels.detach().clone());
         q->setattr("thresholds", acts[i].thresholds.detach().clone());
-        q->setattr("temperature", quantized.temperature());
+        q->setattr("temperature", quantized.activation_temperature());
         q->setattr("hard", true);
       }
     }

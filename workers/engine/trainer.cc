@@ -627,6 +627,7 @@ absl::Status Trainer::FineTune(int first_epoch) {
     BatchIterator it(data_.train, t.batch_size, t.seed, pretrain_epochs + epoch, recipe_.augment);
     int64_t step = 0;
     double loss_sum = 0;
+    double temperature = 0;  // the schedule's T at the epoch's last step
     while (std::optional<Batch> batch = it.Next()) {
       if (Stopping()) return absl::CancelledError("stopped by request");
       const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch_ + step;
@@ -637,12 +638,13 @@ absl::Status Trainer::FineTune(int first_epoch) {
       qm.module().train(true);
       qm.SetHard(false);
       qm.SetActivationsEnabled(phase != Phase::kWeights);
-      const double temperature =
+      temperature =
           std::min(recipe_.temperature_cap,
                    recipe_.temperature_slope *
                        (1.0 + static_cast<double>(global) / static_cast<double>(steps_per_epoch_)));
-      qm.SetTemperature(temperature, std::min(recipe_.weight_temperature_factor,
-                                              recipe_.temperature_cap / temperature));
+      qm.SetTemperature(
+          std::min(recipe_.temperature_cap, temperature * recipe_.weight_temperature_factor),
+          std::min(recipe_.temperature_cap, temperature * recipe_.activation_temperature_factor));
       const double progress = PhaseProgress(global, total_steps, activations);
       const double lr = recipe_.qn_lr * (progress < 0.7 ? 1.0 : 0.1);
       if (phase == Phase::kActivations) {
@@ -680,7 +682,6 @@ absl::Status Trainer::FineTune(int first_epoch) {
     }
     // Soft and hard evaluation (the gap between them is the train/eval mismatch to watch).
     qm.module().eval();
-    const double temperature = qm.temperature();
     qm.SetHard(false);
     qm.RefreshWeights();
     const Accuracy soft = Evaluate(forward, data_.test, t.batch_size, device_);

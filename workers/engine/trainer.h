@@ -59,10 +59,15 @@ struct Recipe {
   double momentum = 0.9;
   double clip_norm = 5.0;
   double temperature_slope = 10.0;
-  // Weights use a steeper temperature than activations: weight thresholds sit in the dense middle
-  // of the weight distribution, so at the activations' T many weights would still be far from
-  // their hard value and the hard model would not be the trained one.
+  // The schedule T = slope * (epoch + 1) drives both quantizer kinds, scaled per kind.
+  // Weights run 5x steeper: their thresholds sit in the dense middle of the weight distribution,
+  // so at T itself many weights stay far from their hard value and the hard model is not the
+  // trained one (ResNet-20 W2A2, 5000 images, 3 QN epochs: hard top-1 51% at 1x, 86% at 5x).
+  // Activations run 4x flatter: at T their gradient is a narrow spike at each threshold, the
+  // activation and joint phases then raise the training loss instead of lowering it, and the
+  // same run ends at 71%; at T/4 it ends at 84% (T/10: 83.6%, T/2: 80.6%).
   double weight_temperature_factor = 5.0;
+  double activation_temperature_factor = 0.25;
   double temperature_cap = 2000.0;
   double calibration_percentile = 99.9;
   int calibration_batches = 10;

@@ -352,10 +352,10 @@ std::vector<torch::Tensor> QuantizedModel::ActivationQuantizerParameters() const
   return out;
 }
 
-void QuantizedModel::SetTemperature(double t, double weight_factor) {
-  temperature_ = t;
-  weight_temperature_ = t * weight_factor;
-  for (ActivationQuantizer& a : act_) a.module.setattr("temperature", t);
+void QuantizedModel::SetTemperature(double weight_t, double activation_t) {
+  weight_temperature_ = weight_t;
+  activation_temperature_ = activation_t;
+  for (ActivationQuantizer& a : act_) a.module.setattr("temperature", activation_t);
 }
 
 void QuantizedModel::SetHard(bool hard) {

@@ -118,9 +118,12 @@ class QuantizedModel {
   std::vector<torch::Tensor> WeightQuantizerParameters() const;      // alpha, beta (+thresholds)
   std::vector<torch::Tensor> ActivationQuantizerParameters() const;  // alpha, beta
 
-  // Activation quantizers use t, weight quantizers t * weight_factor.
-  void SetTemperature(double t, double weight_factor = 1.0);
-  double temperature() const { return temperature_; }
+  // The soft functions' temperatures: weight quantizers use weight_t, activation quantizers
+  // activation_t (the trainer gives each its own schedule).
+  void SetTemperature(double weight_t, double activation_t);
+  void SetTemperature(double t) { SetTemperature(t, t); }
+  double weight_temperature() const { return weight_temperature_; }
+  double activation_temperature() const { return activation_temperature_; }
   // Hard: unit steps in weights and activations (inference); soft: sigmoids at the temperature.
   void SetHard(bool hard);
   bool hard() const { return hard_; }
@@ -148,8 +151,8 @@ class QuantizedModel {
   QuantSpec spec_;
   std::vector<QuantizedLayer> layers_;
   std::vector<ActivationQuantizer> act_;
-  double temperature_ = 1.0;
   double weight_temperature_ = 1.0;
+  double activation_temperature_ = 1.0;
   bool hard_ = false;
 };
 

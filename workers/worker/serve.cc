@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/token_file.h"
 #include "workers/engine/job_runner.h"
 #include "workers/worker/worker_log.h"
 #include "workers/worker/worker_loop.h"
@@ -38,6 +39,7 @@ struct ServeFlags {
   double heartbeat_seconds = 2;
   int lease_wait_seconds = 15;
   bool once = false;
+  std::string token_file;
 };
 
 std::string DefaultCacheDir() {
@@ -140,6 +142,21 @@ int RunServe(const ServeFlags& flags) {
       std::max<int64_t>(50, static_cast<int64_t>(flags.heartbeat_seconds * 1000)));
   options.lease_wait_seconds = flags.lease_wait_seconds;
   options.once = flags.once;
+  if (!flags.token_file.empty()) {
+    absl::StatusOr<std::string> token = qnet::ReadTokenFile(flags.token_file);
+    if (!token.ok()) {
+      LogError(absl::StrCat("--token-file: ", token.status().message()));
+      return 2;
+    }
+    options.token = *std::move(token);
+  } else if (const char* env = std::getenv("QNET_WORKER_TOKEN"); env != nullptr) {
+    absl::StatusOr<std::string> token = qnet::CheckToken(env, "QNET_WORKER_TOKEN");
+    if (!token.ok()) {
+      LogError(std::string(token.status().message()));
+      return 2;
+    }
+    options.token = *std::move(token);
+  }
 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
@@ -201,6 +218,10 @@ void RegisterServeCommand(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 120));
   serve->add_flag("--once", flags->once, "exit after one job");
+  serve
+      ->add_option("--token-file", flags->token_file,
+                   "file holding the server's worker token (default: $QNET_WORKER_TOKEN, if set)")
+      ->check(CLI::ExistingFile);
   serve->callback([flags] {
     const int code = RunServe(*flags);
     if (code != 0) throw CLI::RuntimeError(code);

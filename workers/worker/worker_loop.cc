@@ -36,11 +36,13 @@ bool LeaseGone(grpc::StatusCode code) {
   return code == grpc::StatusCode::FAILED_PRECONDITION || code == grpc::StatusCode::NOT_FOUND;
 }
 
-void Deadline(grpc::ClientContext& context, std::chrono::milliseconds after) {
-  context.set_deadline(std::chrono::system_clock::now() + after);
-}
-
 }  // namespace
+
+void WorkerLoop::PrepareCall(grpc::ClientContext& context,
+                             std::chrono::milliseconds timeout) const {
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
+}
 
 const char* LeaseOutcomeName(LeaseOutcome outcome) {
   switch (outcome) {
@@ -114,6 +116,10 @@ absl::Status WorkerLoop::Run() {
     absl::StatusOr<LeaseOutcome> outcome = RunOnce();
     if (!outcome.ok()) {
       if (stopping_) break;
+      // A missing or wrong worker token stays wrong: say so and stop instead of retrying.
+      if (absl::IsUnauthenticated(outcome.status()) || absl::IsPermissionDenied(outcome.status())) {
+        return outcome.status();
+      }
       // Log each new kind of trouble once, not every retry.
       const std::string error(outcome.status().message());
       if (error != last_error) {
@@ -141,7 +147,7 @@ absl::StatusOr<LeaseOutcome> WorkerLoop::RunOnce() {
   request.set_device(options_.device_label);
   request.set_wait_seconds(options_.lease_wait_seconds);
   grpc::ClientContext context;
-  Deadline(context, std::chrono::seconds(options_.lease_wait_seconds + 10));
+  PrepareCall(context, std::chrono::seconds(options_.lease_wait_seconds + 10));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return LeaseOutcome::kNoJob;
@@ -244,7 +250,7 @@ void WorkerLoop::SendHeartbeat(Lease& lease) {
     request.set_checkpoint_digest(lease.checkpoint_digest);
   }
   grpc::ClientContext context;
-  Deadline(context, kHeartbeatTimeout);
+  PrepareCall(context, kHeartbeatTimeout);
   v1::HeartbeatResponse response;
   grpc::Status status = stub_->Heartbeat(&context, request, &response);
   if (status.ok()) {
@@ -295,7 +301,7 @@ absl::Status WorkerLoop::Report(Lease& lease,
   std::chrono::milliseconds backoff = options_.min_backoff;
   while (true) {
     grpc::ClientContext context;
-    Deadline(context, kReportCallTimeout);
+    PrepareCall(context, kReportCallTimeout);
     grpc::Status status = call(context);
     if (status.ok()) return absl::OkStatus();
     if (LeaseGone(status.error_code())) lease.lost = true;

@@ -49,6 +49,7 @@ struct ServeOptions {
   std::string device = "auto";       // handed to the engine: "auto", "cpu", "cuda", "cuda:N"
   std::string device_label = "cpu";  // reported to the server: "cpu", "cuda:0 (NVIDIA H100)"
   std::string cache_dir;             // blobs, datasets and per-job work directories
+  std::string token;                 // sent as "authorization: Bearer TOKEN"; "" = none
   std::chrono::milliseconds heartbeat_interval{2000};
   int lease_wait_seconds = 15;  // AcquireLease long-poll
   bool once = false;            // Run() returns after one job
@@ -94,6 +95,8 @@ class WorkerLoop {
   bool stopping() const { return stopping_.load(); }
 
  private:
+  // A call's deadline and the worker token.
+  void PrepareCall(grpc::ClientContext& context, std::chrono::milliseconds timeout) const;
   struct Lease;
 
   LeaseOutcome RunLease(const v1::AcquireLeaseResponse& response);
