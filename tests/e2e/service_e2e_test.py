@@ -68,11 +68,11 @@ class Env:
             time.sleep(0.1)
         raise Failure("qnetd printed no 'listening grpc=... http=...' line within 60 s")
 
-    def start_worker(self, name):
+    def start_worker(self, name, *extra):
         log = self.tmp / f"{name}.log"
         cmd = [self.args.worker, "serve", "--server", self.grpc, "--cache-dir",
                str(self.tmp / f"cache-{name}"), "--worker-id", name, "--device", "cpu",
-               "--heartbeat-seconds", "0.5", "--lease-wait-seconds", "2"]
+               "--heartbeat-seconds", "0.5", "--lease-wait-seconds", "2", *extra]
         return self.spawn(cmd, log)
 
     def spawn(self, cmd, log_path):
@@ -267,8 +267,46 @@ def scenario_kill_worker(env: Env):
           f"{resumed.group(1)}")
 
 
+def scenario_worker_token(env: Env):
+    token = env.tmp / "worker-token"
+    token.write_text("e2e-" + os.urandom(16).hex() + "\n")
+    wrong = env.tmp / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    qnetd = env.start_qnetd("--local-workers", "0", "--worker-token-file", str(token))
+    # Workers without the token, or with another one, stop at once and say why.
+    for name, extra, expected in [("no-token", [], "requires a worker token"),
+                                  ("wrong-token", ["--token-file", str(wrong)],
+                                   "does not match")]:
+        proc = env.start_worker(name, *extra)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"worker {name} kept running against a token-guarded server")
+        text = (env.tmp / f"{name}.log").read_text()
+        check(rc != 0, f"worker {name} exited 0")
+        check(expected in text, f"worker {name} did not say why: {text[-400:]}")
+    # The token from a file lets a worker in.
+    queued = env.qnet_json("submit", *TINY)
+    env.start_worker("with-token", "--token-file", str(token))
+    done = env.wait_for("the tokened worker's job", lambda: (
+        lambda j: j if j["state"] in ("SUCCEEDED", "FAILED") else None)(
+            env.qnet_json("get", queued["id"])), timeout=300)
+    check(done["state"] == "SUCCEEDED" and done["worker_id"] == "with-token",
+          f"job {done['state']} on worker {done.get('worker_id')}: {done.get('error')}")
+
+    # Local workers get the token from qnetd (in their environment, not on their command line).
+    qnetd.send_signal(signal.SIGTERM)
+    qnetd.wait(timeout=30)
+    env.start_qnetd("--local-workers", "1", "--worker-token-file", str(token))
+    rc, out, err = env.qnet("submit", *TINY, "--wait", "--json", timeout=600)
+    check(rc == 0, f"submit --wait with a token-guarded server exited {rc}: {err.strip()[-800:]}")
+    check(json.loads(out)["state"] == "SUCCEEDED", "the local worker's job did not succeed")
+    print("worker-token: tokenless and wrong-token workers refused; a tokened worker and a "
+          "local worker ran jobs")
+
+
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
-             "kill-worker": scenario_kill_worker}
+             "kill-worker": scenario_kill_worker, "worker-token": scenario_worker_token}
 
 
 def main():
