@@ -122,15 +122,17 @@ absl::StatusOr<Module> MakeLeNet5(Builder& b, int64_t in_channels, int64_t num_c
   }
   Module m = b.NewModule("LeNet5");
   m.register_module("conv1", b.Conv(in_channels, 6, 5, 1, 2));
+  m.register_module("bn1", b.BatchNorm(6));
   m.register_module("conv2", b.Conv(6, 16, 5, 1, 0));
+  m.register_module("bn2", b.BatchNorm(16));
   m.register_module("fc1", b.Linear(16 * side * side, 120));
   m.register_module("fc2", b.Linear(120, 84));
   m.register_module("fc3", b.Linear(84, num_classes));
   m.define(absl::StrCat(R"(
 def forward(self, x):
-    x = torch.relu(self.conv1.forward(x))
+    x = torch.relu(self.bn1.forward(self.conv1.forward(x)))
     x = torch.max_pool2d(x, [2, 2], [2, 2])
-    x = torch.relu(self.conv2.forward(x))
+    x = torch.relu(self.bn2.forward(self.conv2.forward(x)))
     x = torch.max_pool2d(x, [2, 2], [2, 2])
 )",
                         input_size == 0 ? "    x = torch.adaptive_avg_pool2d(x, [5, 5])\n" : "",
@@ -205,7 +207,8 @@ def forward(self, x):
 const std::vector<ZooEntry>& ZooModels() {
   static const auto* const kModels = new std::vector<ZooEntry>{
       {"lenet5",
-       "LeNet-5: conv5x5(6)-relu-maxpool-conv5x5(16)-relu-maxpool-fc120-relu-fc84-relu-fc; "
+       "LeNet-5 with batch norm: conv5x5(6)-bn-relu-maxpool-conv5x5(16)-bn-relu-maxpool-fc120-"
+       "relu-fc84-relu-fc; "
        "for Fashion-MNIST / MNIST, also takes 3x32x32",
        "1x28x28"},
       {"resnet20",
