@@ -18,8 +18,10 @@ qnet::v1::Model MakeModel(const char* name, const char* description, const char*
 
 const std::vector<qnet::v1::Model>& ZooModels() {
   static const auto* const kModels = new std::vector<qnet::v1::Model>{
-      MakeModel("zoo:lenet5", "LeNet-5 for 28x28 grey images (MNIST, Fashion-MNIST), 10 classes",
-                "1x28x28"),
+      MakeModel(
+          "zoo:lenet5",
+          "LeNet-5 (with batch norm) for 28x28 grey images (MNIST, Fashion-MNIST), 10 classes",
+          "1x28x28"),
       MakeModel("zoo:resnet20", "CIFAR-style ResNet-20 for 32x32 colour images, 10 classes",
                 "3x32x32"),
   };
