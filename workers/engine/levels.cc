@@ -260,21 +260,12 @@ double ActivationCalibrator::range() const {
   return weighted_percentile_sum_ / static_cast<double>(values_);
 }
 
-absl::StatusOr<QuantizerParams> InitActivationQuantizer(const ActivationCalibrator& calibrator,
-                                                        const torch::Tensor& levels) {
-  if (calibrator.batches() == 0) {
-    return absl::FailedPreconditionError("activation calibration observed no batches");
-  }
-  absl::StatusOr<double> range = calibrator.MseFitRange(levels);
-  if (!range.ok()) return range.status();
-  absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(*range, levels);
-  if (!p.ok() || *range == 0) return p;
-  p->beta = MaxAbs(ToDoubles(levels)) / *range;
-  p->alpha = 1.0 / p->beta;
-  return p;
-}
+namespace {
 
-absl::StatusOr<QuantizerParams> InitActivationQuantizer(double range, const torch::Tensor& levels) {
+// beta = headroom * max|q| / range (range 0, a dead ReLU, counts as 1), alpha = 1 / beta,
+// thresholds the midpoints of the levels.
+absl::StatusOr<QuantizerParams> ActivationParams(double range, const torch::Tensor& levels,
+                                                 double headroom) {
   if (absl::Status s = ValidateLevels(levels); !s.ok()) return s;
   if (!std::isfinite(range) || range < 0) {
     return absl::InvalidArgumentError(
@@ -282,11 +273,28 @@ absl::StatusOr<QuantizerParams> InitActivationQuantizer(double range, const torc
   }
   const std::vector<double> q = ToDoubles(levels);
   QuantizerParams p;
-  p.beta = kBetaHeadroom * MaxAbs(q) / (range == 0 ? 1.0 : range);
+  p.beta = headroom * MaxAbs(q) / (range == 0 ? 1.0 : range);
   p.alpha = 1.0 / p.beta;
   p.levels = levels.detach().to(torch::kCPU, torch::kFloat).contiguous().clone();
   p.thresholds = FloatTensor(Midpoints(q));
   return p;
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizerParams> InitActivationQuantizer(const ActivationCalibrator& calibrator,
+                                                        const torch::Tensor& levels) {
+  if (calibrator.batches() == 0) {
+    return absl::FailedPreconditionError("activation calibration observed no batches");
+  }
+  absl::StatusOr<double> range = calibrator.MseFitRange(levels);
+  if (!range.ok()) return range.status();
+  // The top level sits at the fitted range; a dead ReLU (range 0) falls back as for weights.
+  return ActivationParams(*range, levels, *range == 0 ? kBetaHeadroom : 1.0);
+}
+
+absl::StatusOr<QuantizerParams> InitActivationQuantizer(double range, const torch::Tensor& levels) {
+  return ActivationParams(range, levels, kBetaHeadroom);
 }
 
 }  // namespace qnet::engine

@@ -63,10 +63,9 @@ struct Recipe {
   // The schedule T = slope * (epoch + 1) drives both quantizer kinds, scaled per kind.
   // Weights run 5x steeper: their thresholds sit in the dense middle of the weight distribution,
   // so at T itself many weights stay far from their hard value and the hard model is not the
-  // trained one (ResNet-20 W2A2, 5000 images, 3 QN epochs: hard top-1 51% at 1x, 86% at 5x).
-  // Activations run 4x flatter: at T their gradient is a narrow spike at each threshold, the
-  // activation and joint phases then raise the training loss instead of lowering it, and the
-  // same run ends at 71%; at T/4 it ends at 84% (T/10: 83.6%, T/2: 80.6%).
+  // trained one. Activations run 4x flatter: at T their gradient is a narrow spike at each
+  // threshold, and the activation and joint phases raised the training loss instead of lowering
+  // it (ResNet-20 W2A2 on Fashion-MNIST: 68.9% at T, 85.5% at T/4; docs/BENCHMARKS.md).
   double weight_temperature_factor = 5.0;
   double activation_temperature_factor = 0.25;
   double temperature_cap = 2000.0;

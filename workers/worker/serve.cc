@@ -142,15 +142,12 @@ int RunServe(const ServeFlags& flags) {
       std::max<int64_t>(50, static_cast<int64_t>(flags.heartbeat_seconds * 1000)));
   options.lease_wait_seconds = flags.lease_wait_seconds;
   options.once = flags.once;
-  if (!flags.token_file.empty()) {
-    absl::StatusOr<std::string> token = qnet::ReadTokenFile(flags.token_file);
-    if (!token.ok()) {
-      LogError(absl::StrCat("--token-file: ", token.status().message()));
-      return 2;
-    }
-    options.token = *std::move(token);
-  } else if (const char* env = std::getenv("QNET_WORKER_TOKEN"); env != nullptr) {
-    absl::StatusOr<std::string> token = qnet::CheckToken(env, "QNET_WORKER_TOKEN");
+  // The token: from --token-file, else from QNET_WORKER_TOKEN, else none.
+  const char* env_token = std::getenv("QNET_WORKER_TOKEN");
+  if (!flags.token_file.empty() || env_token != nullptr) {
+    absl::StatusOr<std::string> token = flags.token_file.empty()
+                                            ? qnet::CheckToken(env_token, "QNET_WORKER_TOKEN")
+                                            : qnet::ReadTokenFile(flags.token_file);
     if (!token.ok()) {
       LogError(std::string(token.status().message()));
       return 2;
