@@ -1,7 +1,9 @@
 // Fused quantizer op against its ATen composition on the CPU, side by side in one binary:
-// 4M floats, 3-bit weight levels (7 levels, 6 sigmoids), soft mode at T = 10.
+// 4M floats, 3-bit weight levels (7 levels, 6 sigmoids), soft mode at T = 10; and 4M post-ReLU
+// activations with 2-bit levels (4 levels, 3 sigmoids) as the trainer runs them: hard forward,
+// backward at T = 5.
 //
-//   build-quant/tests/bench/qnet_quantizer_bench --benchmark_min_time=2s
+//   build/tests/bench/qnet_quantizer_bench --benchmark_min_time=2s
 //
 // FwdBwd: forward and backward with gradients for x, alpha and beta (thresholds fixed, the
 // default). Fwd: forward only, under NoGradGuard (evaluation). Hard: the hard forward.
@@ -15,40 +17,57 @@ namespace qnet::engine {
 namespace {
 
 constexpr int64_t kElements = 4 << 20;
-constexpr double kTemperature = 10.0;
 
 struct Setup {
   torch::Tensor x, alpha, beta, levels, thresholds, grad_y;
+  double temperature = 0;
 
-  Setup() {
-    torch::manual_seed(0);
-    x = (torch::randn({kElements}) * 0.05).requires_grad_(true);
-    const double beta0 = 1.25 * 4 / x.detach().abs().max().item<double>();
+  // x: the tensor before scaling; beta maps its largest magnitude to 1.25x the largest level.
+  Setup(torch::Tensor x_in, torch::Tensor lv, torch::Tensor th, double t) : temperature(t) {
+    x = x_in.requires_grad_(true);
+    const double beta0 = 1.25 * lv.abs().max().item<double>() / x_in.abs().max().item<double>();
     alpha = torch::tensor(1 / beta0).requires_grad_(true);
     beta = torch::tensor(beta0).requires_grad_(true);
-    levels = torch::tensor({-4.0f, -2.0f, -1.0f, 0.0f, 1.0f, 2.0f, 4.0f});
-    thresholds = torch::tensor({-3.0f, -1.5f, -0.5f, 0.5f, 1.5f, 3.0f});
+    levels = std::move(lv);
+    thresholds = std::move(th);
     grad_y = torch::randn({kElements});
   }
 };
 
-const Setup& Data() {
-  static const Setup* setup = new Setup();
+const Setup& Weights3Bit() {
+  static const Setup* setup = [] {
+    torch::manual_seed(0);
+    return new Setup(torch::randn({kElements}) * 0.05,
+                     torch::tensor({-4.0f, -2.0f, -1.0f, 0.0f, 1.0f, 2.0f, 4.0f}),
+                     torch::tensor({-3.0f, -1.5f, -0.5f, 0.5f, 1.5f, 3.0f}), 10.0);
+  }();
+  return *setup;
+}
+
+const Setup& Activations2Bit() {
+  static const Setup* setup = [] {
+    torch::manual_seed(0);
+    return new Setup(torch::relu(torch::randn({kElements})),
+                     torch::tensor({0.0f, 1.0f, 2.0f, 3.0f}), torch::tensor({0.5f, 1.5f, 2.5f}),
+                     5.0);
+  }();
   return *setup;
 }
 
 template <bool kFused>
 torch::Tensor Forward(const Setup& s, bool hard) {
   return kFused
-             ? Quantize(s.x, s.alpha, s.beta, s.levels, s.thresholds, kTemperature, hard)
-             : QuantizeComposite(s.x, s.alpha, s.beta, s.levels, s.thresholds, kTemperature, hard);
+             ? Quantize(s.x, s.alpha, s.beta, s.levels, s.thresholds, s.temperature, hard)
+             : QuantizeComposite(s.x, s.alpha, s.beta, s.levels, s.thresholds, s.temperature, hard);
 }
 
+// Arg: 0 = 3-bit weights, soft; 1 = 2-bit activations, hard forward.
 template <bool kFused>
 void BM_FwdBwd(benchmark::State& state) {
-  const Setup& s = Data();
+  const bool activations = state.range(0) != 0;
+  const Setup& s = activations ? Activations2Bit() : Weights3Bit();
   for (auto _ : state) {
-    const torch::Tensor y = Forward<kFused>(s, false);
+    const torch::Tensor y = Forward<kFused>(s, activations);
     // autograd::grad returns the gradients without accumulating into .grad (no extra pass).
     auto grads = torch::autograd::grad({y}, {s.x, s.alpha, s.beta}, {s.grad_y});
     benchmark::DoNotOptimize(grads);
@@ -58,7 +77,7 @@ void BM_FwdBwd(benchmark::State& state) {
 
 template <bool kFused>
 void BM_Fwd(benchmark::State& state) {
-  const Setup& s = Data();
+  const Setup& s = Weights3Bit();
   torch::NoGradGuard no_grad;
   const bool hard = state.range(0) != 0;
   for (auto _ : state) {
@@ -68,8 +87,26 @@ void BM_Fwd(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kElements);
 }
 
-BENCHMARK(BM_FwdBwd<true>)->Name("Fused/FwdBwd")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_FwdBwd<false>)->Name("Composite/FwdBwd")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FwdBwd<true>)
+    ->Name("Fused/FwdBwd")
+    ->Arg(0)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_FwdBwd<false>)
+    ->Name("Composite/FwdBwd")
+    ->Arg(0)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_FwdBwd<true>)
+    ->Name("Fused/Act2FwdBwd")
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_FwdBwd<false>)
+    ->Name("Composite/Act2FwdBwd")
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_Fwd<true>)->Name("Fused/Fwd")->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_Fwd<false>)
     ->Name("Composite/Fwd")

@@ -1,6 +1,7 @@
 // One training step (forward, backward, clip, SGD) of zoo:resnet20 on a 1x28x28 batch: the float
-// model against its QN-transformed W2A2 model (soft weights and activations, joint phase). The QN
-// step should cost at most 1.3x the float step.
+// model against its QN-transformed models, set up as the trainer's joint phase runs them (the
+// recipe's temperatures at schedule T = 20, soft weights, hard-forward activations). The W2A2 step
+// should cost at most 1.3x the float step.
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
@@ -9,6 +10,7 @@
 
 #include "workers/engine/levels.h"
 #include "workers/engine/sgd.h"
+#include "workers/engine/trainer.h"
 #include "workers/engine/transform.h"
 #include "workers/engine/zoo.h"
 
@@ -48,7 +50,11 @@ void TrainStepQuantized(benchmark::State& state, const std::string& name, int wb
   auto q = *QuantizedModel::Create(Model(name).clone(), spec);
   q->module().train(true);
   q->SetActivationsEnabled(abits > 0);
-  q->SetTemperature(20.0);
+  const Recipe recipe;
+  constexpr double kScheduleT = 20.0;
+  q->SetTemperature(kScheduleT * recipe.weight_temperature_factor,
+                    kScheduleT * recipe.activation_temperature_factor);
+  q->SetHard(false, recipe.hard_forward_activations);
   Sgd sgd({{q->OtherParameters(), 1e-4},
            {q->LatentWeights(), 1e-4},
            {q->WeightQuantizerParameters(), 0},

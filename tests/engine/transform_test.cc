@@ -116,6 +116,35 @@ TEST(Transform, SoftAndHardWeights) {
   EXPECT_TRUE(torch::equal(hard, fused));
 }
 
+// The trainer's mix: soft weights, hard-forward activations whose backward is still the soft
+// gradient, so latents and activation quantizer parameters all learn.
+TEST(Transform, SoftWeightsWithHardActivationsTrain) {
+  auto q = Make("lenet5", 2, 2);
+  q->SetTemperature(5.0, 2.0);
+  q->SetActivationsEnabled(true);
+  q->SetHard(/*weights_hard=*/false, /*activations_hard=*/true);
+  q->RefreshWeights();
+  for (const ActivationQuantizer& a : q->activation_quantizers()) {
+    EXPECT_TRUE(a.module.attr("hard").toBool()) << a.name;
+  }
+  const torch::Tensor w = q->layers()[0].module.attr("weight").toTensor();
+  EXPECT_GT(std::get<0>(torch::_unique(w.detach())).numel(), 3);
+  q->module().train(true);
+  torch::manual_seed(6);
+  const torch::Tensor loss = torch::cross_entropy_loss(q->Forward(torch::randn({4, 1, 28, 28})),
+                                                       torch::tensor({0, 1, 2, 3}));
+  loss.backward();
+  for (const QuantizedLayer& l : q->layers()) {
+    ASSERT_TRUE(l.latent.grad().defined()) << l.name;
+    EXPECT_GT(l.latent.grad().abs().sum().item<double>(), 0) << l.name;
+  }
+  for (const ActivationQuantizer& a : q->activation_quantizers()) {
+    ASSERT_TRUE(a.alpha.grad().defined()) << a.name;
+    ASSERT_TRUE(a.beta.grad().defined()) << a.name;
+    EXPECT_NE(a.alpha.grad().item<double>(), 0) << a.name;
+  }
+}
+
 // The hard model equals the float model with hand-applied hard quantizers (lenet5's structure).
 TEST(Transform, HardForwardEqualsManualQuantization) {
   auto q = Make("lenet5", 2, 2);

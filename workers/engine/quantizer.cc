@@ -103,10 +103,10 @@ QNET_ALWAYS_INLINE typename VecTraits<V>::Wide Widen(V v) {
   return __builtin_convertvector(v, typename VecTraits<V>::Wide);
 }
 
-// exp(w) for |w| <= kClampWindow (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with a
-// two-constant ln2 (Cody-Waite), e^r by a degree-6 minimax polynomial on |r| <= ln2/2 (the
-// classic Cephes expf coefficients), 2^n written into the exponent bits; about 1 ulp. The window
-// keeps n within [-15, 15], so there is no overflow or denormal handling to do. Double (tests,
+// exp(w) for |w| <= kSharedExpReach (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with
+// a two-constant ln2 (Cody-Waite), e^r by a degree-6 minimax polynomial on |r| <= ln2/2 (the
+// classic Cephes expf coefficients), 2^n written into the exponent bits; about 1 ulp. The bound
+// keeps n within [-116, 116], so there is no overflow or denormal handling to do. Double (tests,
 // gradcheck) calls std::exp per lane: accuracy matters there, speed does not.
 template <typename V>
 QNET_ALWAYS_INLINE V ExpInWindow(V w) {
@@ -134,12 +134,6 @@ QNET_ALWAYS_INLINE V ExpInWindow(V w) {
   }
 }
 
-template <typename V>
-QNET_ALWAYS_INLINE V Sigmoid(V z) {
-  using S = typename VecTraits<V>::Scalar;
-  return S(1) / (S(1) + ExpInWindow<V>(-z));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Kernel bodies. Host copies of the small tensors, in the compute type of x.
 
@@ -150,7 +144,37 @@ struct KernelParams {
   const S* levels;      // q_0..q_n
   const S* steps;       // s_i = q_i - q_{i-1}
   const S* thresholds;  // b_1..b_n
+  // Shared exponential: exp(-z_i) = exp(-T*beta*x) * exp(T*b_i), so one exp per element serves
+  // all n sigmoids. Used when every T*b_i is small enough for both factors to stay finite;
+  // -T*beta*x is clamped to [shared_lo, shared_hi], outside which every z_i is clamped anyway.
+  bool shared_exp = false;
+  S shared_lo = 0, shared_hi = 0;
+  S exp_lo = 0, exp_hi = 0;           // e^-W, e^W
+  const S* exp_thresholds = nullptr;  // exp(T*b_i)
 };
+
+// exp(-clamp(z_i)) for threshold i, from the element's shared factor when the kernel has one.
+template <typename V>
+QNET_ALWAYS_INLINE V ExpNegClamped(const KernelParams<typename VecTraits<V>::Scalar>& p, V shared,
+                                   V zc, int i) {
+  if (!p.shared_exp) return ExpInWindow<V>(-zc);
+  // Clamping the product to [e^-W, e^W] is clamping z_i to [-W, W]; an overflow to inf or an
+  // underflow to 0 lands on the right edge. A NaN stays NaN through the comparisons.
+  V e = shared * p.exp_thresholds[i];
+  e = e < p.exp_lo ? Splat<V>(p.exp_lo) : e;
+  e = e > p.exp_hi ? Splat<V>(p.exp_hi) : e;
+  return e;
+}
+
+// exp(-T*beta*x), clamped to the range where it matters; unused without a shared exponential.
+template <typename V>
+QNET_ALWAYS_INLINE V SharedExp(const KernelParams<typename VecTraits<V>::Scalar>& p, V bx) {
+  if (!p.shared_exp) return V{};
+  V u = -(bx * p.temperature);
+  u = u < p.shared_lo ? Splat<V>(p.shared_lo) : u;
+  u = u > p.shared_hi ? Splat<V>(p.shared_hi) : u;
+  return ExpInWindow<V>(u);
+}
 
 template <typename V, bool kHard>
 QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x) {
@@ -166,12 +190,13 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
     const V y = p.alpha * q;
     return bx == bx ? y : bx;  // NaN in, NaN out
   } else {
+    const V shared = SharedExp(p, bx);
     V acc{};
     for (int i = 0; i < p.n; ++i) {
       V z = (bx - p.thresholds[i]) * p.temperature;
       z = z < -kWin ? Splat<V>(-kWin) : z;
       z = z > kWin ? Splat<V>(kWin) : z;
-      acc += p.steps[i] * Sigmoid(z);
+      acc += p.steps[i] / (S(1) + ExpNegClamped(p, shared, z, i));
     }
     return p.alpha * (acc + p.levels[0]);
   }
@@ -220,6 +245,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     const V xv = Load<V>(xin);
     const V gv = Load<V>(gin);
     const V bx = p.beta * xv;
+    const V shared = SharedExp(p, bx);
     V dsum{};
     V soft{};
     decltype(bx < bx) j{};
@@ -228,7 +254,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
       const auto inside = (z >= -kWin) & (z <= kWin);
       V zc = z < -kWin ? Splat<V>(-kWin) : z;
       zc = zc > kWin ? Splat<V>(kWin) : zc;
-      const V sig = Sigmoid(zc);
+      const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, zc, i));
       const V d = inside ? sig * (S(1) - sig) : V{};
       const V sd = p.steps[i] * d;
       dsum += sd;
@@ -380,11 +406,15 @@ void BackwardKernel(const KernelParams<double>& p, const double* x, const double
 
 constexpr int64_t kChunk = 1 << 15;
 
+// Largest |exponent| the shared-exponential path feeds ExpInWindow.
+constexpr double kSharedExpReach = 80.0;
+
 // The small tensors as host arrays in the compute type; steps computed in that type, like the
 // composite does.
+
 template <typename S>
 struct HostParams {
-  std::vector<S> levels, steps, thresholds;
+  std::vector<S> levels, steps, thresholds, exp_thresholds;
   KernelParams<S> kernel;
 
   HostParams(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& lv,
@@ -403,6 +433,25 @@ struct HostParams {
     kernel.levels = levels.data();
     kernel.steps = steps.data();
     kernel.thresholds = thresholds.data();
+    // Float only (double keeps its per-term std::exp). The bound keeps both exp factors finite
+    // and inside the polynomial's range (|w| < 87, no denormals).
+    double reach = 0;  // max |T*b_i|
+    for (const S b : thresholds) reach = std::max(reach, std::abs(temperature * b));
+    if (std::is_same_v<S, float> && reach + kClampWindow <= kSharedExpReach) {
+      for (const S b : thresholds)
+        exp_thresholds.push_back(static_cast<S>(std::exp(temperature * b)));
+      double b_min = 0, b_max = 0;
+      if (!thresholds.empty()) {
+        b_min = *std::min_element(thresholds.begin(), thresholds.end());
+        b_max = *std::max_element(thresholds.begin(), thresholds.end());
+      }
+      kernel.shared_exp = true;
+      kernel.exp_lo = static_cast<S>(std::exp(-kClampWindow));
+      kernel.exp_hi = static_cast<S>(std::exp(kClampWindow));
+      kernel.shared_lo = static_cast<S>(-kClampWindow - temperature * b_max);
+      kernel.shared_hi = static_cast<S>(kClampWindow - temperature * b_min);
+      kernel.exp_thresholds = exp_thresholds.data();
+    }
   }
   // `kernel` points into the vectors above.
   HostParams(const HostParams&) = delete;

@@ -636,7 +636,7 @@ absl::Status Trainer::FineTune(int first_epoch) {
         if (absl::Status s = Calibrate(); !s.ok()) return s;
       }
       qm.module().train(true);
-      qm.SetHard(false);
+      qm.SetHard(false, recipe_.hard_forward_activations);
       qm.SetActivationsEnabled(phase != Phase::kWeights);
       temperature =
           std::min(recipe_.temperature_cap,

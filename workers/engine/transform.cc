@@ -358,9 +358,9 @@ void QuantizedModel::SetTemperature(double weight_t, double activation_t) {
   for (ActivationQuantizer& a : act_) a.module.setattr("temperature", activation_t);
 }
 
-void QuantizedModel::SetHard(bool hard) {
-  hard_ = hard;
-  for (ActivationQuantizer& a : act_) a.module.setattr("hard", hard);
+void QuantizedModel::SetHard(bool weights_hard, bool activations_hard) {
+  weights_hard_ = weights_hard;
+  for (ActivationQuantizer& a : act_) a.module.setattr("hard", activations_hard);
 }
 
 void QuantizedModel::SetActivationsEnabled(bool enabled) {
@@ -400,7 +400,7 @@ torch::Tensor QuantizedModel::HardCodes(const QuantizedLayer& layer) const {
 void QuantizedModel::RefreshWeights() {
   for (QuantizedLayer& l : layers_) {
     torch::Tensor w;
-    if (hard_) {
+    if (weights_hard_) {
       torch::NoGradGuard no_grad;
       w = l.alpha.detach() * l.levels.index({HardCodes(l)});
     } else {

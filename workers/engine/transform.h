@@ -124,9 +124,10 @@ class QuantizedModel {
   void SetTemperature(double t) { SetTemperature(t, t); }
   double weight_temperature() const { return weight_temperature_; }
   double activation_temperature() const { return activation_temperature_; }
-  // Hard: unit steps in weights and activations (inference); soft: sigmoids at the temperature.
-  void SetHard(bool hard);
-  bool hard() const { return hard_; }
+  // Hard: unit steps (inference); soft: sigmoids at the temperature. Either way the backward is
+  // the soft function's gradient (quantizer.h), so a hard activation quantizer still trains.
+  void SetHard(bool weights_hard, bool activations_hard);
+  void SetHard(bool hard) { SetHard(hard, hard); }
   void SetActivationsEnabled(bool enabled);
   // Sets every quantized layer's weight from its latent (soft or hard per SetHard). Call after
   // each optimizer step (and under NoGradGuard for evaluation).
@@ -153,7 +154,7 @@ class QuantizedModel {
   std::vector<ActivationQuantizer> act_;
   double weight_temperature_ = 1.0;
   double activation_temperature_ = 1.0;
-  bool hard_ = false;
+  bool weights_hard_ = false;
 };
 
 }  // namespace qnet::engine
