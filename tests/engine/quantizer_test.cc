@@ -92,6 +92,9 @@ void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol, do
       << what << ": max |diff| = " << (ad - bd).abs().max().item<double>();
 }
 
+// Float inputs take one of two kernel paths: one exp per element shared by all sigmoids while
+// T*|b_i| stays small (every set at T <= 20, ternary and binary at 200), one exp per sigmoid
+// otherwise (the wider sets at T = 200). Both must match the composite.
 TEST(QuantizeTest, MatchesCompositeInFloat) {
   torch::manual_seed(1);
   for (const LevelSet& set : LevelSets()) {
@@ -229,7 +232,9 @@ TEST(QuantizeTest, ClampWindowGradientsMatchComposite) {
   const torch::Tensor x = torch::tensor({-1000.0, -50.0, -3.0, -1.52, 0.0, 0.49, 2.98, 60.0, 1e4});
   const Inputs in(x, 0.5, 1.0, set, torch::kFloat);
   const torch::Tensor g = torch::ones({x.numel()});
-  for (const double t : {1.0, 30.0, 2000.0}) {
+  // T = 1 and 20 take the shared-exponential path, 30 and 2000 the per-sigmoid one. At T = 20,
+  // x = 0 sits exactly on the window's edge for b = +-0.5 (z = -+10): no gradient there.
+  for (const double t : {1.0, 20.0, 30.0, 2000.0}) {
     SCOPED_TRACE("T=" + std::to_string(t));
     const Result fused = RunWithGrads(kFused, in, g, t, false);
     const Result ref = RunWithGrads(kComposite, in, g, t, false);
@@ -242,7 +247,9 @@ TEST(QuantizeTest, ClampWindowGradientsMatchComposite) {
     ExpectClose(fused.gx, ref.gx, 1e-5, 1e-6, "dx");
     ExpectClose(fused.gbeta, ref.gbeta, 1e-5, 1e-6, "dbeta");
     ExpectClose(fused.gthr, ref.gthr, 1e-5, 1e-6, "dthresholds");
-    ExpectClose(fused.galpha, ref.galpha, 1e-6, 1e-6, "dalpha");
+    // The shared exponential rounds T*beta*x (up to 80 here): a few 1e-6 relative, within the
+    // 1e-5 that float results are held to.
+    ExpectClose(fused.galpha, ref.galpha, 1e-5, 1e-6, "dalpha");
   }
   // All elements clamped: beta and threshold gradients are exactly 0 in both.
   const Inputs far(torch::tensor({-1e3, 1e3}), 0.5, 1.0, set, torch::kFloat);

@@ -251,7 +251,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     decltype(bx < bx) j{};
     for (int i = 0; i < p.n; ++i) {
       const V z = (bx - p.thresholds[i]) * p.temperature;
-      const auto inside = (z >= -kWin) & (z <= kWin);
+      const auto inside = (z > -kWin) & (z < kWin);
       V zc = z < -kWin ? Splat<V>(-kWin) : z;
       zc = zc > kWin ? Splat<V>(kWin) : zc;
       const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, zc, i));

@@ -6,8 +6,8 @@
 // CUDA tensors a fused kernel (when built with CUDA); other devices use the composite ATen path.
 // The argument z_i = T*(beta*x - b_i) is clamped to [-kClampWindow, kClampWindow] before the
 // sigmoid, identically in forward and backward: a clamped term contributes sigmoid(+-kClampWindow)
-// to y and exactly 0 to every gradient (the derivative of the clamp outside the window, as ATen's
-// clamp gives it; the window's edges themselves pass the gradient).
+// to y and exactly 0 to every gradient (the derivative of the clamp, as ATen's clamp gives it:
+// 0 outside the open window, the edges themselves included).
 //
 // Hard mode returns exactly alpha * q_j, with j = the number of thresholds b_i <= beta*x (the same
 // as the sum of steps when the thresholds are sorted). Its backward is straight-through the soft

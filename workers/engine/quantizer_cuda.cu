@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < n; ++i) {
       const S z = (bx - sp.thresholds[i]) * temperature;
       const S sig = S(1) / (S(1) + ExpFast(-ClampWindow(z)));
-      const S d = (z >= -kWin && z <= kWin) ? sig * (S(1) - sig) : S(0);
+      const S d = (z > -kWin && z < kWin) ? sig * (S(1) - sig) : S(0);
       const S sd = sp.steps[i] * d;
       dsum += sd;
       if constexpr (kHard) {
