@@ -1,6 +1,7 @@
 // Trains one job: optional full-precision pre-training, then the QN fine-tuning recipe (QN.md):
-// weights-only, activations-only (weights fixed), then joint phases over the QN steps; temperature
-// T = slope * (epoch + 1) interpolated per step; soft and hard evaluation every epoch; batch-norm
+// weights-only, activations-only (weights fixed), then joint phases over the QN steps, activation
+// quantizers hard in the forward pass (Recipe says why); temperature T = slope * (epoch + 1)
+// interpolated per step; soft and hard evaluation every epoch; batch-norm
 // re-estimation under the hard quantizer before the final evaluation. Checkpoints after every
 // epoch and resumes exactly from the newest valid one (data order and RNG derive from seed+epoch).
 //
@@ -51,10 +52,9 @@ struct Recipe {
   double pretrain_lr = 0.1;
   double pretrain_weight_decay = 5e-4;
   // QN.md suggests about 1e-3, for runs of many epochs. On the short budgets jobs get, a larger
-  // rate recovers more: ResNet-20 W2A2 on 5,000 Fashion-MNIST images, 3 QN epochs, reached 83.1%
-  // at 1e-3, 84.7% at 3e-3, 85.1% at 1e-2, 86.5% at 3e-2 and 83.9% at 1e-1. But 3e-2 diverged
-  // on a LeNet-5 pre-trained for one epoch (23% where 1e-2 gives 74%): 1e-2 is the rate that
-  // works on both.
+  // rate recovers more (ResNet-20 W2A2 on 5,000 Fashion-MNIST images: 84.1% at 3e-3, 84.6% at
+  // 1e-2, 85.5% at 3e-2), but 3e-2 diverged on a LeNet-5 pre-trained for one epoch (23% where
+  // 1e-2 gives 74%): 1e-2 works on both. docs/BENCHMARKS.md has the commands.
   double qn_lr = 0.01;
   double quantizer_lr_scale = 1.0;  // quantizer alpha/beta learn at qn_lr * this
   double latent_weight_decay = 1e-4;
@@ -71,9 +71,9 @@ struct Recipe {
   double weight_temperature_factor = 5.0;
   double activation_temperature_factor = 0.25;
   // Activation quantizers train with the hard step in the forward pass and the sigmoid's gradient
-  // at their temperature in the backward (the op's hard mode). The soft forward trained a model
-  // that was not the one deployed: soft 88.4% against hard 81.1% before batch-norm re-estimation
-  // in the same run. Weights stay soft: hard-forward weights lost 5 points more.
+  // at their temperature in the backward (the op's hard mode). A soft forward trained a model
+  // that was not the one deployed (ResNet-20 W2A2: 88.4% soft against 81.1% hard in the same
+  // epoch; now 87.9% and 87.1%). Weights stay soft: hard-forward weights lost 6 points.
   bool hard_forward_activations = true;
   double temperature_cap = 2000.0;
   double calibration_percentile = 99.9;
