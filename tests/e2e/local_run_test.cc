@@ -55,10 +55,10 @@ class LocalRun : public ::testing::Test {
 
 TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
   const std::string out = base_ + "/out";
-  const Output r =
-      RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
-          " --weight-bits 2 --activation-bits 2 --pretrain-epochs 2 " +
-          "--epochs 1 --batch-size 32 --device cpu --out " + out + " 2>" + base_ + "/stderr.txt");
+  const Output r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " +
+                              data_ + " --weight-bits 2 --activation-bits 2 --pretrain-epochs 2 " +
+                              "--epochs 1 --batch-size 32 --device cpu --out " + out + " 2>" +
+                              base_ + "/stderr.txt");
   ASSERT_EQ(r.status, 0) << r.text << Slurp(base_ + "/stderr.txt");
   EXPECT_NE(r.text.find("quantized"), std::string::npos) << r.text;
   EXPECT_NE(r.text.find("ratio"), std::string::npos) << r.text;
@@ -79,15 +79,16 @@ TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
 }
 
 TEST_F(LocalRun, BadArgumentsExitTwoWithOneLine) {
-  Output r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset nowhere " +
+  Output r =
+      RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset nowhere " +
                  "--weight-bits 2 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
   EXPECT_EQ(std::count(r.text.begin(), r.text.end(), '\n'), 1) << r.text;
   r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
-          " --weight-bits 9 --out " + base_ + "/bad 2>&1");
+                 " --weight-bits 9 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
   r = RunCommand(std::string(QNET_WORKER_BIN) + " run --model " + base_ + "/missing.pt --dataset " +
-          data_ + " --epochs 0 --out " + base_ + "/bad 2>&1");
+                 data_ + " --epochs 0 --out " + base_ + "/bad 2>&1");
   EXPECT_EQ(r.status, 2) << r.text;
   EXPECT_NE(r.text.find("missing.pt"), std::string::npos) << r.text;
 }
@@ -121,8 +122,8 @@ TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
   io.insert("output", y);
   const std::vector<char> bytes = torch::pickle_save(io);
   std::ofstream(base_ + "/io.pt", std::ios::binary).write(bytes.data(), bytes.size());
-  const Output check = RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + model + " " +
-                           base_ + "/io.pt 2>&1");
+  const Output check = RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + model +
+                                  " " + base_ + "/io.pt 2>&1");
   EXPECT_EQ(check.status, 0) << check.text;
 }
 
