@@ -46,7 +46,7 @@ std::string Slurp(const std::string& path) {
 class LocalRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    base_ = ::testing::TempDir() + "/local_run";
+    base_ = qnet::testing::ProcessTempDir("local_run");
     std::filesystem::remove_all(base_);
     data_ = qnet::testing::WriteSyntheticIdx(base_ + "/idx", 300, 100);
   }

@@ -16,7 +16,7 @@ class JobRunnerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(
-        qnet::testing::WriteSyntheticIdx(::testing::TempDir() + "/runner_idx", 200, 60));
+        qnet::testing::WriteSyntheticIdx(qnet::testing::ProcessTempDir("runner_idx"), 200, 60));
   }
   static void TearDownTestSuite() { delete dir_; }
 

@@ -1,7 +1,7 @@
 // Tiny synthetic IDX datasets for engine tests: 28x28 grey images whose class (0..9) is a bright
 // 6x6 block at one of ten positions, plus noise: separable, so a few steps of training learn it.
 //
-//   std::string dir = qnet::testing::WriteSyntheticIdx(::testing::TempDir() + "/idx", 256, 128);
+//   std::string dir = WriteSyntheticIdx(ProcessTempDir("idx"), 256, 128);  // qnet::testing
 //   auto data = qnet::engine::LoadDataset(dir, "idx", {});
 #ifndef QNET_TESTS_ENGINE_SYNTHETIC_IDX_H_
 #define QNET_TESTS_ENGINE_SYNTHETIC_IDX_H_
@@ -13,7 +13,16 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 namespace qnet::testing {
+
+// A folder under the test temp dir that no other process uses: ctest runs every test case in its
+// own process, several at once, so a fixed name would be shared (and deleted) under a running test.
+inline std::string ProcessTempDir(const std::string& name) {
+  return ::testing::TempDir() + "/" + name + "-" + std::to_string(getpid());
+}
 
 inline void WriteBigEndian32(std::ofstream& out, uint32_t v) {
   const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16),

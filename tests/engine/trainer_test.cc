@@ -16,7 +16,7 @@ class TrainerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(
-        qnet::testing::WriteSyntheticIdx(::testing::TempDir() + "/trainer_idx", 320, 100));
+        qnet::testing::WriteSyntheticIdx(qnet::testing::ProcessTempDir("trainer_idx"), 320, 100));
   }
   static void TearDownTestSuite() { delete dir_; }
 
