@@ -84,6 +84,26 @@ TEST_F(TrainerTest, StopsWhenAsked) {
   EXPECT_TRUE(absl::IsCancelled(trainer.Run()));
 }
 
+// The temperature follows slope * (epoch + 1) per step and stays at slope * plateau after that.
+TEST_F(TrainerTest, TemperatureStopsGrowingAtThePlateau) {
+  DatasetSplits data = Data();
+  JobConfig config = Config("lenet5", 2, 0);
+  config.train.pretrain_epochs = 0;
+  config.train.epochs = 6;
+  Trainer trainer(config, {}, data, torch::kCPU, Model("lenet5", 3));
+  ASSERT_TRUE(trainer.Run().ok());
+  const Recipe recipe;
+  const double plateau = recipe.temperature_slope * recipe.temperature_plateau;
+  const std::vector<EpochRecord>& epochs = trainer.metrics().epochs;
+  ASSERT_EQ(epochs.size(), 6u);
+  // Each record holds T at the epoch's last step: growing through epoch 3, then flat.
+  EXPECT_GT(epochs[0].temperature, recipe.temperature_slope);
+  EXPECT_LT(epochs[0].temperature, epochs[1].temperature);
+  EXPECT_LT(epochs[1].temperature, epochs[2].temperature);
+  EXPECT_LT(epochs[2].temperature, plateau);
+  for (size_t e = 3; e < epochs.size(); ++e) EXPECT_DOUBLE_EQ(epochs[e].temperature, plateau);
+}
+
 // An interrupted run resumed from its checkpoint ends exactly where an uninterrupted one does.
 TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
   torch::set_num_threads(1);

@@ -638,10 +638,11 @@ absl::Status Trainer::FineTune(int first_epoch) {
       qm.module().train(true);
       qm.SetHard(false, recipe_.hard_forward_activations);
       qm.SetActivationsEnabled(phase != Phase::kWeights);
-      temperature =
-          std::min(recipe_.temperature_cap,
-                   recipe_.temperature_slope *
-                       (1.0 + static_cast<double>(global) / static_cast<double>(steps_per_epoch_)));
+      temperature = std::min(
+          recipe_.temperature_cap,
+          recipe_.temperature_slope *
+              std::min(recipe_.temperature_plateau,
+                       1.0 + static_cast<double>(global) / static_cast<double>(steps_per_epoch_)));
       qm.SetTemperature(
           std::min(recipe_.temperature_cap, temperature * recipe_.weight_temperature_factor),
           std::min(recipe_.temperature_cap, temperature * recipe_.activation_temperature_factor));
