@@ -153,33 +153,36 @@ struct KernelParams {
   const S* exp_thresholds = nullptr;  // exp(T*b_i)
 };
 
-// exp(-clamp(z_i)) for threshold i, from the element's shared factor when the kernel has one.
+// v clamped to [lo, hi] per lane; a NaN lane stays NaN (both comparisons are false).
+template <typename V>
+QNET_ALWAYS_INLINE V Clamp(V v, typename VecTraits<V>::Scalar lo,
+                           typename VecTraits<V>::Scalar hi) {
+  v = v < lo ? Splat<V>(lo) : v;
+  return v > hi ? Splat<V>(hi) : v;
+}
+
+// exp(-clamp(z_i, -W, W)) for threshold i: from the element's shared factor when the kernel has
+// one (clamping the product to [e^-W, e^W] is clamping z_i; an overflow to inf or an underflow to
+// 0 lands on the right edge), else one exponential of its own.
 template <typename V>
 QNET_ALWAYS_INLINE V ExpNegClamped(const KernelParams<typename VecTraits<V>::Scalar>& p, V shared,
-                                   V zc, int i) {
-  if (!p.shared_exp) return ExpInWindow<V>(-zc);
-  // Clamping the product to [e^-W, e^W] is clamping z_i to [-W, W]; an overflow to inf or an
-  // underflow to 0 lands on the right edge. A NaN stays NaN through the comparisons.
-  V e = shared * p.exp_thresholds[i];
-  e = e < p.exp_lo ? Splat<V>(p.exp_lo) : e;
-  e = e > p.exp_hi ? Splat<V>(p.exp_hi) : e;
-  return e;
+                                   V z, int i) {
+  using S = typename VecTraits<V>::Scalar;
+  constexpr S kWin = static_cast<S>(kClampWindow);
+  if (!p.shared_exp) return ExpInWindow<V>(-Clamp(z, -kWin, kWin));
+  return Clamp(shared * p.exp_thresholds[i], p.exp_lo, p.exp_hi);
 }
 
 // exp(-T*beta*x), clamped to the range where it matters; unused without a shared exponential.
 template <typename V>
 QNET_ALWAYS_INLINE V SharedExp(const KernelParams<typename VecTraits<V>::Scalar>& p, V bx) {
   if (!p.shared_exp) return V{};
-  V u = -(bx * p.temperature);
-  u = u < p.shared_lo ? Splat<V>(p.shared_lo) : u;
-  u = u > p.shared_hi ? Splat<V>(p.shared_hi) : u;
-  return ExpInWindow<V>(u);
+  return ExpInWindow<V>(Clamp(-(bx * p.temperature), p.shared_lo, p.shared_hi));
 }
 
 template <typename V, bool kHard>
 QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x) {
   using S = typename VecTraits<V>::Scalar;
-  constexpr S kWin = static_cast<S>(kClampWindow);
   const V bx = p.beta * x;
   if constexpr (kHard) {
     // j counts the thresholds passed; comparisons give -1 for true.
@@ -193,9 +196,7 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
     const V shared = SharedExp(p, bx);
     V acc{};
     for (int i = 0; i < p.n; ++i) {
-      V z = (bx - p.thresholds[i]) * p.temperature;
-      z = z < -kWin ? Splat<V>(-kWin) : z;
-      z = z > kWin ? Splat<V>(kWin) : z;
+      const V z = (bx - p.thresholds[i]) * p.temperature;
       acc += p.steps[i] / (S(1) + ExpNegClamped(p, shared, z, i));
     }
     return p.alpha * (acc + p.levels[0]);
@@ -252,9 +253,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     for (int i = 0; i < p.n; ++i) {
       const V z = (bx - p.thresholds[i]) * p.temperature;
       const auto inside = (z > -kWin) & (z < kWin);
-      V zc = z < -kWin ? Splat<V>(-kWin) : z;
-      zc = zc > kWin ? Splat<V>(kWin) : zc;
-      const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, zc, i));
+      const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, z, i));
       const V d = inside ? sig * (S(1) - sig) : V{};
       const V sd = p.steps[i] * d;
       dsum += sd;
@@ -411,7 +410,6 @@ constexpr double kSharedExpReach = 80.0;
 
 // The small tensors as host arrays in the compute type; steps computed in that type, like the
 // composite does.
-
 template <typename S>
 struct HostParams {
   std::vector<S> levels, steps, thresholds, exp_thresholds;

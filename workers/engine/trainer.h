@@ -73,7 +73,7 @@ struct Recipe {
   // Activation quantizers train with the hard step in the forward pass and the sigmoid's gradient
   // at their temperature in the backward (the op's hard mode). A soft forward trained a model
   // that was not the one deployed (ResNet-20 W2A2: 88.4% soft against 81.1% hard in the same
-  // epoch; now 87.9% and 87.1%). Weights stay soft: hard-forward weights lost 6 points.
+  // epoch; now 87.9% and 87.1%). Weights stay soft (docs/BENCHMARKS.md).
   bool hard_forward_activations = true;
   // The schedule stops growing at slope * temperature_plateau (the end of a 3-epoch run). The
   // published schedule grows to the cap, but with the per-kind factors above, a 6-epoch ResNet-20
