@@ -213,6 +213,7 @@ std::vector<int64_t> EpochOrder(const TensorDataset& data, int64_t batch, uint64
     for (int64_t i = 0; i < b->labels.size(0); ++i) {
       order.push_back(b->labels[i].item<int64_t>());
       EXPECT_EQ(b->images[i][0][0][0].item<float>(), static_cast<float>(order.back()));
+      EXPECT_EQ(b->indices[i].item<int64_t>(), order.back());  // the row the sample came from
     }
   }
   return order;

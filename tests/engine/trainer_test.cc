@@ -131,6 +131,13 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
     ASSERT_TRUE(absl::IsCancelled(first.Run()));
     ASSERT_TRUE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 2)));
     ASSERT_FALSE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 3)));
+    // The resumed run gets the float model's logits from the checkpoint, not from its model (a
+    // fresh zoo initialisation): without them its losses would differ from the full run's.
+    absl::StatusOr<Checkpoint> cut = LoadCheckpoint(CheckpointPath(config.checkpoint_dir, 2));
+    ASSERT_TRUE(cut.ok()) << cut.status();
+    ASSERT_EQ(cut->tensors.count("teacher/logits"), 1u);
+    EXPECT_EQ(cut->tensors["teacher/logits"].sizes(),
+              (std::vector<int64_t>{data.train.size(), 10}));
     Trainer resumed(config, {}, data, torch::kCPU, Model(zoo, 3));
     ASSERT_TRUE(resumed.Run().ok());
 
@@ -164,6 +171,51 @@ TEST_F(TrainerTest, IgnoresCheckpointsOfAnotherJob) {
   Trainer t(config, {}, data, torch::kCPU, Model("lenet5", 3));
   ASSERT_TRUE(t.Run().ok());
   EXPECT_EQ(t.metrics().epochs.size(), 2u);
+}
+
+TEST(DistillationLossTest, WeightZeroOrNoTeacherIsCrossEntropy) {
+  torch::manual_seed(1);
+  const torch::Tensor logits = torch::randn({6, 4});
+  const torch::Tensor labels = torch::tensor({0, 1, 2, 3, 0, 1}, torch::kLong);
+  const torch::Tensor ce = torch::cross_entropy_loss(logits, labels);
+  EXPECT_TRUE(torch::equal(DistillationLoss(logits, labels, torch::randn({6, 4}), 0, 1), ce));
+  EXPECT_TRUE(torch::equal(DistillationLoss(logits, labels, torch::Tensor(), 0.5, 1), ce));
+}
+
+// With weight 1 the loss is tau^2 KL(teacher || student): zero where the student matches the
+// teacher, and its gradient is tau * (softmax(s / tau) - softmax(t / tau)) / batch.
+TEST(DistillationLossTest, MatchesTheKlDivergenceAndItsGradient) {
+  torch::manual_seed(2);
+  const torch::Tensor labels = torch::tensor({2, 0, 1}, torch::kLong);
+  const torch::Tensor teacher = torch::randn({3, 5}, torch::kDouble);
+  EXPECT_NEAR(DistillationLoss(teacher, labels, teacher, 1, 2).item<double>(), 0, 1e-12);
+  for (double tau : {1.0, 2.0, 4.0}) {
+    const torch::Tensor student = torch::randn({3, 5}, torch::kDouble).requires_grad_(true);
+    const torch::Tensor loss = DistillationLoss(student, labels, teacher, 1, tau);
+    const torch::Tensor p_s = torch::softmax(student.detach() / tau, 1);
+    const torch::Tensor p_t = torch::softmax(teacher / tau, 1);
+    const double kl = (p_t * (p_t.log() - p_s.log())).sum(1).mean().item<double>();
+    EXPECT_NEAR(loss.item<double>(), tau * tau * kl, 1e-12) << tau;
+    loss.backward();
+    EXPECT_TRUE(torch::allclose(student.grad(), tau * (p_s - p_t) / 3, 1e-10, 1e-12)) << tau;
+  }
+  // Mixed: the weighted sum of the two terms.
+  const torch::Tensor student = torch::randn({3, 5}, torch::kDouble);
+  const double mixed = DistillationLoss(student, labels, teacher, 0.25, 1).item<double>();
+  const double ce = torch::cross_entropy_loss(student, labels).item<double>();
+  const double kd = DistillationLoss(student, labels, teacher, 1, 1).item<double>();
+  EXPECT_NEAR(mixed, 0.75 * ce + 0.25 * kd, 1e-12);
+}
+
+TEST(PredictTest, KeepsDatasetOrderAcrossAPartialLastBatch) {
+  torch::manual_seed(3);
+  TensorDataset data{torch::randn({7, 1, 2, 2}), torch::zeros({7}, torch::kLong)};
+  const torch::Tensor w = torch::randn({4, 3});
+  const ForwardFn forward = [&](const torch::Tensor& x) { return x.flatten(1).matmul(w); };
+  const torch::Tensor out = Predict(forward, data, 3, torch::kCPU);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{7, 3}));
+  EXPECT_TRUE(torch::allclose(out, forward(data.images)));
+  EXPECT_FALSE(out.requires_grad());
 }
 
 TEST_F(TrainerTest, BatchNormReestimationAveragesBatchStatistics) {

@@ -442,7 +442,7 @@ std::optional<Batch> BatchIterator::Next() {
   position_ = end;
   try {
     Batch batch{data_.images.index_select(0, idx.to(data_.images.device())),
-                data_.labels.index_select(0, idx.to(data_.labels.device()))};
+                data_.labels.index_select(0, idx.to(data_.labels.device())), idx};
     if (augment_) batch.images = CropFlip(batch.images, generator_);
     return batch;
   } catch (const std::exception&) {

@@ -53,8 +53,9 @@ absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::str
                                           const LoadOptions& options);
 
 struct Batch {
-  torch::Tensor images;  // [B, C, H, W]
-  torch::Tensor labels;  // [B]
+  torch::Tensor images;   // [B, C, H, W]
+  torch::Tensor labels;   // [B]
+  torch::Tensor indices;  // [B] int64: each sample's row in the dataset
 };
 
 // Iterates one epoch in a permutation fixed by (seed, epoch); the last partial batch is kept.

@@ -136,6 +136,27 @@ Accuracy Evaluate(const ForwardFn& forward, const TensorDataset& data, int64_t b
   return acc;
 }
 
+torch::Tensor Predict(const ForwardFn& forward, const TensorDataset& data, int64_t batch_size,
+                      const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  batch_size = std::max<int64_t>(1, batch_size);
+  for (int64_t i = 0; i < data.size(); i += batch_size) {
+    out.push_back(forward(data.images.slice(0, i, i + batch_size).to(device)));
+  }
+  return out.empty() ? torch::Tensor() : torch::cat(out);
+}
+
+torch::Tensor DistillationLoss(const torch::Tensor& logits, const torch::Tensor& labels,
+                               const torch::Tensor& teacher, double weight, double tau) {
+  const torch::Tensor ce = torch::cross_entropy_loss(logits, labels);
+  if (weight <= 0 || !teacher.defined()) return ce;
+  const torch::Tensor log_student = torch::log_softmax(logits / tau, 1);
+  const torch::Tensor log_teacher = torch::log_softmax(teacher.to(logits.dtype()) / tau, 1);
+  const torch::Tensor kl = (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean();
+  return (1 - weight) * ce + weight * tau * tau * kl;
+}
+
 void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
                          const TensorDataset& train, int64_t batch_size, uint64_t seed,
                          const torch::Device& device, int batches) {
@@ -303,6 +324,8 @@ absl::Status Trainer::SaveEpoch(int epoch, const std::string& stage) {
     if (skip.count(p.name) == 0) c.tensors["model/" + p.name] = p.value;
   }
   for (const auto& b : m.named_buffers(true)) c.tensors["model/" + b.name] = b.value;
+  // A resumed QN stage may no longer have the float model (a zoo model pre-trained by this job).
+  if (teacher_logits_.defined()) c.tensors["teacher/logits"] = teacher_logits_;
   if (sgd_) {
     for (size_t i = 0; i < sgd_->buffers().size(); ++i) {
       if (sgd_->buffers()[i].defined()) c.tensors[absl::StrCat("sgd/", i)] = sgd_->buffers()[i];
@@ -415,6 +438,11 @@ absl::Status Trainer::Run() {
                  t.batch_size, device_);
     metrics_.float_top1 = fp.top1;
     metrics_.float_top5 = fp.top5;
+    if (recipe_.distill_weight > 0 && t.epochs > 0) {
+      teacher_logits_ =
+          Predict([&](const torch::Tensor& x) { return model_.forward({x}).toTensor(); },
+                  data_.train, t.batch_size, device_);
+    }
     if (!config_.float_model_path.empty()) {
       torch::jit::Module cpu_copy = model_.clone();
       cpu_copy.to(torch::kCPU);
@@ -505,6 +533,11 @@ absl::Status Trainer::RestoreQuantized(const LoadedCheckpoint& ckpt) {
     }
   }
   LoadSgdBuffers(*sgd_, c, device_);
+  // Checkpoints written without distillation resume without it.
+  auto teacher = c.tensors.find("teacher/logits");
+  if (teacher != c.tensors.end() && teacher->second.size(0) == data_.train.size()) {
+    teacher_logits_ = teacher->second.to(device_);
+  }
   return absl::OkStatus();
 }
 
@@ -654,9 +687,12 @@ absl::Status Trainer::FineTune(int first_epoch) {
       } else {
         qm.RefreshWeights();
       }
-      const torch::Tensor labels = batch->labels.to(device_);
+      const torch::Tensor teacher =
+          teacher_logits_.defined() ? teacher_logits_.index_select(0, batch->indices.to(device_))
+                                    : torch::Tensor();
       const torch::Tensor loss =
-          torch::cross_entropy_loss(qm.Forward(batch->images.to(device_)), labels);
+          DistillationLoss(qm.Forward(batch->images.to(device_)), batch->labels.to(device_),
+                           teacher, recipe_.distill_weight, recipe_.distill_temperature);
       loss.backward();
       // Clipping sees the gradients as backward produced them, T factor included (QN.md).
       ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);

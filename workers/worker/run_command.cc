@@ -169,8 +169,14 @@ std::string FormatSummary(const engine::JobConfig& config, const engine::JobResu
                         100 * m.quantized_top1, 100 * m.quantized_top5);
   absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch soft", 100 * m.soft_top1);
   absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch hard", 100 * m.hard_top1);
-  absl::StrAppendFormat(&s, "  size: float %s, packed %s, ratio %.1fx\n", Bytes(m.float_size_bytes),
-                        Bytes(m.packed_size_bytes), m.compression_ratio);
+  if (m.packed_size_bytes > 0) {
+    absl::StrAppendFormat(&s, "  size: float %s, packed %s, ratio %.1fx\n",
+                          Bytes(m.float_size_bytes), Bytes(m.packed_size_bytes),
+                          m.compression_ratio);
+  } else {
+    absl::StrAppendFormat(&s, "  size: float %s (no packed artifact: --export lacks packed)\n",
+                          Bytes(m.float_size_bytes));
+  }
   for (const engine::ArtifactFile& a : result.artifacts) {
     absl::StrAppendFormat(&s, "  %-12s %s\n", a.kind, a.path);
   }
