@@ -1,7 +1,8 @@
 // One training step (forward, backward, clip, SGD) of zoo:resnet20 on a 1x28x28 batch: the float
 // model against its QN-transformed models, set up as the trainer's joint phase runs them (the
-// recipe's temperatures at schedule T = 20, soft weights, hard-forward activations). The W2A2 step
-// should cost at most 1.3x the float step.
+// recipe's temperatures at schedule T = 20, soft weights, hard-forward activations, the loss
+// distilled from precomputed teacher logits). The W2A2 step should cost at most 1.3x the float
+// step.
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
@@ -64,9 +65,11 @@ void TrainStepQuantized(benchmark::State& state, const std::string& name, int wb
   torch::manual_seed(1);
   const torch::Tensor x = torch::randn({kBatch, 1, 28, 28});
   const torch::Tensor y = torch::randint(0, 10, {kBatch}, torch::kLong);
+  const torch::Tensor teacher = torch::randn({kBatch, 10});
   for (auto _ : state) {
     q->RefreshWeights();
-    const torch::Tensor loss = torch::cross_entropy_loss(q->Forward(x), y);
+    const torch::Tensor loss = DistillationLoss(q->Forward(x), y, teacher, recipe.distill_weight,
+                                                recipe.distill_temperature);
     loss.backward();
     ClipGradNorm(params, 5.0);
     sgd.Step(0.01);

@@ -1,5 +1,6 @@
 #include "workers/engine/job_runner.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -114,6 +115,13 @@ TEST_F(JobRunnerTest, BadSettingsAreInvalidArgument) {
   config = Config("runner_bad_settings");
   config.weight_levels = {1.0, 0.0};  // not increasing
   EXPECT_TRUE(absl::IsInvalidArgument(RunJob(config, {}).status()));
+  for (double w : {1.5, std::nan("")}) {
+    config = Config("runner_bad_settings");
+    config.train.distill_weight = w;
+    const absl::Status s = RunJob(config, {}).status();
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_NE(s.message().find("distillation weight"), std::string::npos) << s;
+  }
 }
 
 TEST_F(JobRunnerTest, UserTorchScriptModelRuns) {

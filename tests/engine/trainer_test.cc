@@ -173,6 +173,27 @@ TEST_F(TrainerTest, IgnoresCheckpointsOfAnotherJob) {
   EXPECT_EQ(t.metrics().epochs.size(), 2u);
 }
 
+// Weight 0 trains on the labels alone: no teacher logits are computed or checkpointed, and the QN
+// epoch's loss differs from the distilled run's.
+TEST_F(TrainerTest, DistillationWeightZeroTrainsOnLabelsAlone) {
+  DatasetSplits data = Data();
+  std::vector<double> losses;
+  for (double weight : {-1.0, 0.0}) {
+    JobConfig config = Config("lenet5", 2, 0);
+    config.train.epochs = 1;
+    config.train.distill_weight = weight;
+    config.checkpoint_dir = qnet::testing::ProcessTempDir("distill") + std::to_string(weight);
+    std::filesystem::remove_all(config.checkpoint_dir);
+    Trainer trainer(config, {}, data, torch::kCPU, Model("lenet5", 3));
+    ASSERT_TRUE(trainer.Run().ok());
+    absl::StatusOr<Checkpoint> last = LoadCheckpoint(CheckpointPath(config.checkpoint_dir, 2));
+    ASSERT_TRUE(last.ok()) << last.status();
+    EXPECT_EQ(last->tensors.count("teacher/logits"), weight == 0 ? 0u : 1u) << weight;
+    losses.push_back(trainer.metrics().epochs.back().train_loss);
+  }
+  EXPECT_NE(losses[0], losses[1]);
+}
+
 TEST(DistillationLossTest, WeightZeroOrNoTeacherIsCrossEntropy) {
   torch::manual_seed(1);
   const torch::Tensor logits = torch::randn({6, 4});

@@ -56,6 +56,9 @@ absl::Status ValidateConfig(const JobConfig& c) {
   if (!(t.temperature_slope >= 0 && t.temperature_slope <= 2000)) {
     return bad("temperature slope must be 0 (default) to 2000, got ", t.temperature_slope);
   }
+  if (!(t.distill_weight <= 1)) {
+    return bad("distillation weight must be 0 to 1 (negative: default), got ", t.distill_weight);
+  }
   for (const std::string& f : c.export_formats) {
     if (f != "torchscript" && f != "onnx" && f != "packed" && f != "metrics") {
       return bad("unknown export format '", f, "' (torchscript, onnx, packed, metrics)");

@@ -34,6 +34,9 @@ struct TrainSettings {
   int64_t max_test_samples = 0;   // 0: all
   uint64_t seed = 1;
   double temperature_slope = 0;  // 0: recipe default
+  // Weight of the float model's predictions in the QN loss, 0 to 1 (0: the labels alone);
+  // negative: the recipe's default.
+  double distill_weight = -1;
   bool quantize_first_last = false;
   bool learn_thresholds = false;
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"

@@ -44,6 +44,7 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobConfig& config) {
             {"max_test_samples", t.max_test_samples},
             {"seed", t.seed},
             {"temperature_slope", t.temperature_slope},
+            {"distill_weight", t.distill_weight},
             {"quantize_first_last", t.quantize_first_last},
             {"learn_thresholds", t.learn_thresholds},
             {"device", t.device}}}};

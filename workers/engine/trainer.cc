@@ -225,6 +225,7 @@ Recipe ResolveRecipe(const JobConfig& config) {
   Recipe r;
   if (config.train.learning_rate > 0) r.qn_lr = config.train.learning_rate;
   if (config.train.temperature_slope > 0) r.temperature_slope = config.train.temperature_slope;
+  if (config.train.distill_weight >= 0) r.distill_weight = config.train.distill_weight;
   r.augment = config.dataset_format == "cifar10";
   return r;
 }
@@ -277,6 +278,7 @@ std::string Trainer::Fingerprint() const {
                       {"max_test", t.max_test_samples},
                       {"seed", t.seed},
                       {"slope", t.temperature_slope},
+                      {"distill", t.distill_weight},
                       {"first_last", t.quantize_first_last},
                       {"learn_thresholds", t.learn_thresholds}};
   return j.dump();

@@ -38,6 +38,7 @@ struct RunArgs {
   int64_t max_test = 0;
   uint64_t seed = 1;
   double temperature_slope = 0;
+  double distill_weight = -1;
   bool quantize_first_last = false;
   bool learn_thresholds = false;
   std::string device = "auto";
@@ -97,6 +98,7 @@ void Run(const RunArgs& a) {
   config.train.max_test_samples = a.max_test;
   config.train.seed = a.seed;
   config.train.temperature_slope = a.temperature_slope;
+  config.train.distill_weight = a.distill_weight;
   config.train.quantize_first_last = a.quantize_first_last;
   config.train.learn_thresholds = a.learn_thresholds;
   config.train.device = a.device;
@@ -167,8 +169,10 @@ std::string FormatSummary(const engine::JobConfig& config, const engine::JobResu
                         100 * m.float_top5);
   absl::StrAppendFormat(&s, "  %-26s %7.2f%% %7.2f%%\n", "quantized (hard, BN re-est)",
                         100 * m.quantized_top1, 100 * m.quantized_top5);
-  absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch soft", 100 * m.soft_top1);
-  absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch hard", 100 * m.hard_top1);
+  if (config.train.epochs > 0) {  // without QN epochs there is no last epoch to report
+    absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch soft", 100 * m.soft_top1);
+    absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch hard", 100 * m.hard_top1);
+  }
   if (m.packed_size_bytes > 0) {
     absl::StrAppendFormat(&s, "  size: float %s, packed %s, ratio %.1fx\n",
                           Bytes(m.float_size_bytes), Bytes(m.packed_size_bytes),
@@ -210,6 +214,10 @@ void RegisterRunCommand(CLI::App& app) {
   run->add_option("--seed", args->seed);
   run->add_option("--temperature-slope", args->temperature_slope, "0: the recipe's")
       ->check(CLI::Range(0.0, 2000.0));
+  run->add_option("--distill-weight", args->distill_weight,
+                  "weight of the float model's predictions in the QN loss, 0 (labels only) to 1 "
+                  "(default: the recipe's 0.5)")
+      ->check(CLI::Range(0.0, 1.0));
   run->add_flag("--quantize-first-last", args->quantize_first_last);
   run->add_flag("--learn-thresholds", args->learn_thresholds);
   run->add_option("--device", args->device, "auto, cpu, cuda or cuda:N");
