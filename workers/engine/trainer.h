@@ -94,8 +94,8 @@ struct Recipe {
   double temperature_cap = 2000.0;
   // QN steps learn from the float model's predictions as well as the labels (DistillationLoss).
   // The teacher's logits are computed once, on the training images as stored (un-augmented).
-  // ResNet-20 W2A2 on 5,000 Fashion-MNIST images: 84.6% from the labels alone; 86.6% at weight
-  // 0.5 and tau 2 (85.9% to 86.7% at the other weights and tau tried; docs/BENCHMARKS.md).
+  // ResNet-20 W2A2 on 5,000 Fashion-MNIST images: 84.6% from the labels alone
+  // (--distill-weight 0), 86.6% with these defaults (docs/BENCHMARKS.md).
   double distill_weight = 0.5;
   double distill_temperature = 2.0;
   double calibration_percentile = 99.9;
