@@ -140,10 +140,14 @@ absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
     errors.push_back(
         absl::StrCat("training.learning_rate must be in 0..10 (got ", t.learning_rate(), ")"));
   }
-  if (!std::isfinite(t.temperature_slope()) || t.temperature_slope() < 0 ||
-      t.temperature_slope() > 1e6) {
-    errors.push_back(absl::StrCat("training.temperature_slope must be in 0..1e6 (got ",
+  // The engine's limits: a spec accepted here must not fail on the worker.
+  if (!(t.temperature_slope() >= 0 && t.temperature_slope() <= 2000)) {
+    errors.push_back(absl::StrCat("training.temperature_slope must be in 0..2000 (got ",
                                   t.temperature_slope(), ")"));
+  }
+  if (t.has_distill_weight() && !(t.distill_weight() >= 0 && t.distill_weight() <= 1)) {
+    errors.push_back(
+        absl::StrCat("training.distill_weight must be in 0..1 (got ", t.distill_weight(), ")"));
   }
   if (t.max_train_samples() < 0) errors.push_back("training.max_train_samples must be >= 0");
   if (t.max_test_samples() < 0) errors.push_back("training.max_test_samples must be >= 0");

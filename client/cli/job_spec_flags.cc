@@ -63,6 +63,7 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitFlags& flags, const std::st
   t.set_max_test_samples(flags.max_test_samples);
   t.set_seed(flags.seed);
   t.set_temperature_slope(flags.temperature_slope);
+  if (flags.distill_weight) t.set_distill_weight(*flags.distill_weight);
   t.set_quantize_first_last(flags.quantize_first_last);
   t.set_learn_thresholds(flags.learn_thresholds);
   for (std::string& format : ParseWordList(flags.export_formats)) {

@@ -12,6 +12,7 @@
 #define QNET_CLIENT_CLI_JOB_SPEC_FLAGS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 #include "absl/strings/string_view.h"
@@ -36,6 +37,7 @@ struct SubmitFlags {
   int64_t max_test_samples = 0;
   uint64_t seed = 0;
   double temperature_slope = 0;
+  std::optional<double> distill_weight;  // unset: the recipe's; 0 is a value (labels only)
   bool quantize_first_last = false;
   bool learn_thresholds = false;
   int priority = 0;

@@ -31,6 +31,9 @@ void AddSubmitFlags(CLI::App& sub, SubmitFlags& f) {
   sub.add_option("--max-test-samples", f.max_test_samples, "evaluate on at most N images");
   sub.add_option("--seed", f.seed, "random seed");
   sub.add_option("--temperature-slope", f.temperature_slope, "QN temperature growth per epoch");
+  sub.add_option("--distill-weight", f.distill_weight,
+                 "weight of the float model's predictions in the QN loss, 0 (labels only) to 1 "
+                 "(default: the recipe's 0.5)");
   sub.add_flag("--quantize-first-last", f.quantize_first_last,
                "also quantize the first conv and last linear layer");
   sub.add_flag("--learn-thresholds", f.learn_thresholds, "learn the quantizer's thresholds");

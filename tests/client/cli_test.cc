@@ -40,6 +40,10 @@ TEST(JobSpecFlagsTest, MapsEveryFlag) {
   f.max_train_samples = 3000;
   f.max_test_samples = 1000;
   f.seed = 7;
+  f.temperature_slope = 20;
+  f.distill_weight = 0;
+  f.quantize_first_last = true;
+  f.learn_thresholds = true;
   f.priority = 5;
   f.export_formats = "torchscript,onnx";
   absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "sha256:abc");
@@ -56,8 +60,24 @@ TEST(JobSpecFlagsTest, MapsEveryFlag) {
   EXPECT_EQ(spec->training().max_train_samples(), 3000);
   EXPECT_EQ(spec->training().max_test_samples(), 1000);
   EXPECT_EQ(spec->training().seed(), 7u);
+  EXPECT_DOUBLE_EQ(spec->training().temperature_slope(), 20);
+  // 0 is a setting (labels only), not "unset": it must reach the server as present.
+  EXPECT_TRUE(spec->training().has_distill_weight());
+  EXPECT_EQ(spec->training().distill_weight(), 0);
+  EXPECT_TRUE(spec->training().quantize_first_last());
+  EXPECT_TRUE(spec->training().learn_thresholds());
   EXPECT_EQ(spec->priority(), 5);
   EXPECT_THAT(spec->export_formats(), ElementsAre("torchscript", "onnx"));
+}
+
+TEST(JobSpecFlagsTest, UnsetFlagsLeaveTheDefaultsToTheServer) {
+  SubmitFlags f;
+  f.model = "zoo:lenet5";
+  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, f.model);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->training().has_distill_weight());
+  EXPECT_EQ(spec->weight_levels_size(), 0);
+  EXPECT_EQ(spec->export_formats_size(), 0);
 }
 
 TEST(JobSpecFlagsTest, RefusesMalformedLevels) {
@@ -263,12 +283,13 @@ TEST_F(CommandsTest, SubmitUploadsALocalModelAndSubmitsItsDigest) {
   const std::string model = (dir_ / "net.pt").string();
   std::ofstream(model, std::ios::binary) << "torchscript bytes";
   EXPECT_EQ(Cli({"submit", "--model", model, "--dataset", "fashion-mnist", "--weight-bits", "2",
-                 "--request-id", "r1", "--json"}),
+                 "--distill-weight", "0.25", "--request-id", "r1", "--json"}),
             kExitOk);
   auto state = server_.Lock();
   ASSERT_EQ(state->submits.size(), 1u);
   EXPECT_EQ(state->submits[0].spec().model(), DigestOf("torchscript bytes"));
   EXPECT_EQ(state->submits[0].spec().weight_bits(), 2);
+  EXPECT_DOUBLE_EQ(state->submits[0].spec().training().distill_weight(), 0.25);
   EXPECT_EQ(state->submits[0].request_id(), "r1");
   EXPECT_EQ(state->upload_kinds, std::vector<std::string>{"model"});
   nlohmann::json j = nlohmann::json::parse(out_.str());
@@ -292,6 +313,8 @@ TEST_F(CommandsTest, ServerRefusalIsPrintedWithExitTwo) {
 TEST_F(CommandsTest, FlagErrorsExitTwo) {
   EXPECT_EQ(Cli({"submit", "--dataset", "x"}), kExitUsage);  // --model missing
   EXPECT_EQ(Cli({"submit", "--model", "zoo:lenet5", "--dataset", "x", "--weight-bits", "two"}),
+            kExitUsage);
+  EXPECT_EQ(Cli({"submit", "--model", "zoo:lenet5", "--dataset", "x", "--distill-weight", "half"}),
             kExitUsage);
   EXPECT_EQ(Cli({"frobnicate"}), kExitUsage);
   EXPECT_EQ(Cli({"list", "--state", "sleeping"}), kExitUsage);

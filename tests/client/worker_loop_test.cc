@@ -446,6 +446,9 @@ TEST(WorkerConvertTest, ZeroKeepsEngineDefaults) {
   EXPECT_EQ(config.train.batch_size, defaults.train.batch_size);
   EXPECT_EQ(config.train.seed, defaults.train.seed);
   EXPECT_EQ(config.train.device, "cpu");
+  EXPECT_EQ(config.train.distill_weight, defaults.train.distill_weight);  // unset: the recipe's
+  spec.mutable_training()->set_distill_weight(0);
+  EXPECT_EQ(JobConfigFromSpec(spec, "cpu").train.distill_weight, 0);
 
   engine::ProgressEvent event;
   event.accuracy = -1;

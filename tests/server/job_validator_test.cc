@@ -172,6 +172,20 @@ TEST_F(JobValidatorTest, TrainingRanges) {
   spec = Valid();
   spec.mutable_training()->set_max_train_samples(-5);
   EXPECT_THAT(Refusal(spec), HasSubstr("max_train_samples"));
+  // Beyond the engine's 2000 the worker would fail the job after it was queued.
+  spec = Valid();
+  spec.mutable_training()->set_temperature_slope(5000);
+  EXPECT_THAT(Refusal(spec), HasSubstr("training.temperature_slope must be in 0..2000"));
+  for (double weight : {-0.1, 1.5, std::nan("")}) {
+    spec = Valid();
+    spec.mutable_training()->set_distill_weight(weight);
+    EXPECT_THAT(Refusal(spec), HasSubstr("training.distill_weight must be in 0..1"));
+  }
+  for (double weight : {0.0, 1.0}) {
+    spec = Valid();
+    spec.mutable_training()->set_distill_weight(weight);
+    EXPECT_TRUE(validator_->Validate(spec).ok()) << weight;
+  }
 }
 
 TEST_F(JobValidatorTest, ExportFormats) {

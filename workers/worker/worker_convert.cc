@@ -20,6 +20,7 @@ engine::JobConfig JobConfigFromSpec(const v1::JobSpec& spec, const std::string& 
   if (t.max_test_samples() > 0) train.max_test_samples = t.max_test_samples();
   if (t.seed() > 0) train.seed = t.seed();
   if (t.temperature_slope() > 0) train.temperature_slope = t.temperature_slope();
+  if (t.has_distill_weight()) train.distill_weight = t.distill_weight();
   train.quantize_first_last = t.quantize_first_last();
   train.learn_thresholds = t.learn_thresholds();
   if (!device.empty()) train.device = device;
