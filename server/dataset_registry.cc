@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/atomic_file.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -182,18 +183,9 @@ absl::Status DatasetRegistry::ImportFiles(const BlobStore& blobs,
                  entry.dir);
   }
   if (cache_changed) {
-    const std::string tmp = digest_cache_path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << cache.dump(2) << "\n";
-      if (!out) {
-        spdlog::warn("cannot write {}; datasets will be hashed again next start", tmp);
-        return absl::OkStatus();
-      }
+    if (absl::Status s = WriteFileAtomically(digest_cache_path, cache.dump(2) + "\n"); !s.ok()) {
+      spdlog::warn("{}; datasets will be hashed again next start", s.ToString());
     }
-    std::error_code ec;
-    fs::rename(tmp, digest_cache_path, ec);
-    if (ec) spdlog::warn("cannot write {}: {}", digest_cache_path, ec.message());
   }
   return absl::OkStatus();
 }

@@ -14,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 
 namespace qnet::engine {
 namespace {
@@ -40,18 +41,7 @@ absl::Status SaveCheckpoint(const std::string& path, const Checkpoint& checkpoin
     return absl::InternalError(
         absl::StrCat("serialising checkpoint ", path, ": ", TorchErrorText(e)));
   }
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, std::string_view(bytes.data(), bytes.size()));
 }
 
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {

@@ -1,9 +1,6 @@
 #include "workers/engine/metrics_json.h"
 
-#include <filesystem>
-#include <fstream>
-
-#include "absl/strings/str_cat.h"
+#include "common/atomic_file.h"
 
 namespace qnet::engine {
 
@@ -51,17 +48,7 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobConfig& config) {
 }
 
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& json) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << json.dump(2) << "\n";
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, json.dump(2) + "\n");
 }
 
 }  // namespace qnet::engine
