@@ -71,7 +71,7 @@ def main() -> int:
             assert any(m.name == "zoo:lenet5" for m in qnet.models())
 
             # submit / get / list / idempotency
-            settings = dict(activation_bits=2, pretrain_epochs=1, epochs=1,
+            settings = dict(activation_bits=2, pretrain_epochs=1, epochs=1, distill_weight=0.0,
                             max_train_samples=256, max_test_samples=128)
             job = qnet.submit("zoo:lenet5", "synth", 2, request_id="py-1", **settings)
             assert job.id and job.state in (job_pb2.QUEUED, job_pb2.RUNNING), job
@@ -80,10 +80,16 @@ def main() -> int:
             assert job.id in [j.id for j in qnet.list()]
             d = job_to_dict(qnet.get(job.id))
             assert d["spec"]["weight_bits"] == 2 and "attempt" in d, d
+            # 0 is sent as a setting, not dropped as "unset"
+            assert qnet.get(job.id).spec.training.HasField("distill_weight"), d
+            unset = qnet.submit("zoo:lenet5", "synth", 2, **settings | dict(distill_weight=None))
+            assert not unset.spec.training.HasField("distill_weight"), unset
+            qnet.cancel(unset.id)
 
             # bad input is refused with a message, and the server keeps answering
             for bad in (dict(dataset="no-such-data", weight_bits=2),
-                        dict(dataset="synth", weight_bits=33)):
+                        dict(dataset="synth", weight_bits=33),
+                        dict(dataset="synth", weight_bits=2, distill_weight=1.5)):
                 try:
                     qnet.submit("zoo:lenet5", **bad)
                     raise AssertionError(f"accepted {bad}")

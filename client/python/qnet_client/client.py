@@ -88,23 +88,29 @@ class QnetClient:
                activation_bits: int = 0, weight_levels: Iterable[float] = (),
                epochs: int = 0, pretrain_epochs: int = 0, batch_size: int = 0,
                learning_rate: float = 0.0, max_train_samples: int = 0, max_test_samples: int = 0,
-               seed: int = 0, export_formats: Iterable[str] = (), priority: int = 0,
-               request_id: str = ""):
+               seed: int = 0, temperature_slope: float = 0.0,
+               distill_weight: Optional[float] = None, quantize_first_last: bool = False,
+               learn_thresholds: bool = False, export_formats: Iterable[str] = (),
+               priority: int = 0, request_id: str = ""):
         """Submits a job. `model` is zoo:NAME, sha256:<hex>, or a local TorchScript file (uploaded
-        first). Zero settings take the server's defaults. Returns the Job message."""
+        first). Zero settings take the server's defaults; so does `distill_weight=None`, since 0
+        there is a setting (train on the labels alone). Returns the Job message."""
         if not model.startswith(("zoo:", "sha256:")):
             if not os.path.isfile(model):
                 raise QnetError(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"model file '{model}' does not exist")
             model = self.upload(model, "model")
+        training = job_pb2.TrainingSettings(
+            epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+            learning_rate=learning_rate, max_train_samples=max_train_samples,
+            max_test_samples=max_test_samples, seed=seed, temperature_slope=temperature_slope,
+            quantize_first_last=quantize_first_last, learn_thresholds=learn_thresholds)
+        if distill_weight is not None:
+            training.distill_weight = distill_weight
         spec = job_pb2.JobSpec(
             model=model, dataset=dataset, weight_bits=weight_bits,
             activation_bits=activation_bits, weight_levels=list(weight_levels),
-            export_formats=list(export_formats), priority=priority,
-            training=job_pb2.TrainingSettings(
-                epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
-                learning_rate=learning_rate, max_train_samples=max_train_samples,
-                max_test_samples=max_test_samples, seed=seed))
+            export_formats=list(export_formats), priority=priority, training=training)
         return self._call(self._jobs.SubmitJob,
                           job_pb2.SubmitJobRequest(spec=spec, request_id=request_id))
 
