@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/job_limits.h"
 #include "server/model_catalog.h"
 #include "server/torchscript_archive.h"
 
@@ -140,10 +141,9 @@ absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
     errors.push_back(
         absl::StrCat("training.learning_rate must be in 0..10 (got ", t.learning_rate(), ")"));
   }
-  // The engine's limits: a spec accepted here must not fail on the worker.
-  if (!(t.temperature_slope() >= 0 && t.temperature_slope() <= 2000)) {
-    errors.push_back(absl::StrCat("training.temperature_slope must be in 0..2000 (got ",
-                                  t.temperature_slope(), ")"));
+  if (!(t.temperature_slope() >= 0 && t.temperature_slope() <= kMaxTemperatureSlope)) {
+    errors.push_back(absl::StrCat("training.temperature_slope must be in 0..", kMaxTemperatureSlope,
+                                  " (got ", t.temperature_slope(), ")"));
   }
   if (t.has_distill_weight() && !(t.distill_weight() >= 0 && t.distill_weight() <= 1)) {
     errors.push_back(

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "common/digest.h"
+#include "common/job_limits.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/torchscript_archive.h"
@@ -172,9 +173,9 @@ TEST_F(JobValidatorTest, TrainingRanges) {
   spec = Valid();
   spec.mutable_training()->set_max_train_samples(-5);
   EXPECT_THAT(Refusal(spec), HasSubstr("max_train_samples"));
-  // Beyond the engine's 2000 the worker would fail the job after it was queued.
+  // Beyond the engine's limit the worker would fail the job after it was queued.
   spec = Valid();
-  spec.mutable_training()->set_temperature_slope(5000);
+  spec.mutable_training()->set_temperature_slope(kMaxTemperatureSlope + 1);
   EXPECT_THAT(Refusal(spec), HasSubstr("training.temperature_slope must be in 0..2000"));
   for (double weight : {-0.1, 1.5, std::nan("")}) {
     spec = Valid();

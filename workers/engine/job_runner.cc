@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/digest.h"
+#include "common/job_limits.h"
 #include "workers/engine/data.h"
 #include "workers/engine/export.h"
 #include "workers/engine/metrics_json.h"
@@ -53,8 +54,9 @@ absl::Status ValidateConfig(const JobConfig& c) {
     return bad("learning rate must be >= 0 (0: default) and < 100, got ", t.learning_rate);
   }
   if (t.max_train_samples < 0 || t.max_test_samples < 0) return bad("sample limits must be >= 0");
-  if (!(t.temperature_slope >= 0 && t.temperature_slope <= 2000)) {
-    return bad("temperature slope must be 0 (default) to 2000, got ", t.temperature_slope);
+  if (!(t.temperature_slope >= 0 && t.temperature_slope <= kMaxTemperatureSlope)) {
+    return bad("temperature slope must be 0 (default) to ", kMaxTemperatureSlope, ", got ",
+               t.temperature_slope);
   }
   if (!(t.distill_weight <= 1)) {
     return bad("distillation weight must be 0 to 1 (negative: default), got ", t.distill_weight);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/job_limits.h"
 #include "workers/worker/progress_bar.h"
 
 namespace qnet::worker {
@@ -213,7 +214,7 @@ void RegisterRunCommand(CLI::App& app) {
   run->add_option("--max-test-samples", args->max_test, "0: all")->check(CLI::NonNegativeNumber);
   run->add_option("--seed", args->seed);
   run->add_option("--temperature-slope", args->temperature_slope, "0: the recipe's")
-      ->check(CLI::Range(0.0, 2000.0));
+      ->check(CLI::Range(0.0, kMaxTemperatureSlope));
   run->add_option("--distill-weight", args->distill_weight,
                   "weight of the float model's predictions in the QN loss, 0 (labels only) to 1 "
                   "(default: the recipe's 0.5)")
