@@ -162,6 +162,31 @@ TEST_F(DataTest, NormalisesWithTrainStatistics) {
   EXPECT_NEAR(test0[0].item<double>(), (Pixel(1, 0, 0) / 255.0 - mean) / d->channel_std[0], 1e-5);
 }
 
+TEST_F(DataTest, NormalisesWithTheGivenValuesWhenAsked) {
+  WriteIdxDataset(dir_, {}, true);
+  absl::StatusOr<DatasetSplits> d = LoadDataset(dir_, "idx", {.mean = {0.5}, .std = {0.25}});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->channel_mean, std::vector<double>{0.5});
+  EXPECT_EQ(d->channel_std, std::vector<double>{0.25});
+  EXPECT_NEAR(d->train.images.flatten()[0].item<double>(), (Pixel(0, 0, 0) / 255.0 - 0.5) / 0.25,
+              1e-5);
+  EXPECT_NEAR(d->test.images.flatten()[0].item<double>(), (Pixel(1, 0, 0) / 255.0 - 0.5) / 0.25,
+              1e-5);
+}
+
+TEST_F(DataTest, RefusesANormalisationThatDoesNotFitTheImages) {
+  WriteIdxDataset(dir_, {}, true);
+  absl::StatusOr<DatasetSplits> d =
+      LoadDataset(dir_, "idx", {.mean = {0.5, 0.5, 0.5}, .std = {0.2, 0.2, 0.2}});
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("3 channel(s) but the images of " + dir_ + " have 1"),
+            std::string::npos)
+      << d.status();
+  d = LoadDataset(dir_, "idx", {.mean = {0.5}, .std = {0}});
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("std of channel 0"), std::string::npos) << d.status();
+}
+
 TEST_F(DataTest, SubsetsAreSeededAndDeterministic) {
   WriteIdxDataset(dir_, {}, true);
   absl::StatusOr<DatasetSplits> full = LoadDataset(dir_, "idx", {});

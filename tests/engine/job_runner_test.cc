@@ -76,6 +76,41 @@ TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
   EXPECT_TRUE(manifest["digests"].contains("model.qnet"));
   torch::jit::Module loaded = torch::jit::load(config.out_dir + "/model.pt");
   EXPECT_EQ(loaded.forward({torch::zeros({2, 1, 28, 28})}).toTensor().size(1), 10);
+  // Every artifact says how its inputs were normalised: here, the train split's statistics.
+  ASSERT_EQ(result->metrics.input_mean.size(), 1u);
+  ASSERT_EQ(result->metrics.input_std.size(), 1u);
+  EXPECT_GT(result->metrics.input_std[0], 0);
+  for (const nlohmann::json& j : {m["input_normalization"], manifest["input_normalization"]}) {
+    EXPECT_EQ(j["mean"].get<std::vector<double>>(), result->metrics.input_mean) << j;
+    EXPECT_EQ(j["std"].get<std::vector<double>>(), result->metrics.input_std) << j;
+    EXPECT_DOUBLE_EQ(j["pixel_scale"].get<double>(), 1.0 / 255.0);
+  }
+  EXPECT_EQ(loaded.attr("qnet_input_mean").toDoubleVector(), result->metrics.input_mean);
+  EXPECT_EQ(loaded.attr("qnet_input_std").toDoubleVector(), result->metrics.input_std);
+}
+
+// A model trained with its own preprocessing is trained, evaluated and exported with it.
+TEST_F(JobRunnerTest, GivenInputNormalizationIsUsedAndRecorded) {
+  JobConfig config = Config("runner_norm");
+  config.input_mean = {0.5};
+  config.input_std = {0.5};
+  config.export_formats = {"torchscript", "metrics"};
+  absl::StatusOr<JobResult> result = RunJob(config, {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->metrics.input_mean, std::vector<double>{0.5});
+  EXPECT_EQ(result->metrics.input_std, std::vector<double>{0.5});
+  std::ifstream in(config.out_dir + "/metrics.json");
+  const nlohmann::json m = nlohmann::json::parse(in);
+  EXPECT_EQ(m["input_normalization"]["mean"].get<std::vector<double>>(), config.input_mean);
+  torch::jit::Module loaded = torch::jit::load(config.out_dir + "/model.pt");
+  EXPECT_EQ(loaded.attr("qnet_input_mean").toDoubleVector(), config.input_mean);
+  EXPECT_EQ(loaded.attr("qnet_input_std").toDoubleVector(), config.input_std);
+
+  // Three values for one-channel images: refused before any training, naming the mismatch.
+  config.input_mean = config.input_std = {0.5, 0.5, 0.5};
+  result = RunJob(config, {});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find("3 channel(s)"), std::string::npos) << result.status();
 }
 
 TEST_F(JobRunnerTest, CancelledWhenAsked) {
@@ -122,6 +157,11 @@ TEST_F(JobRunnerTest, BadSettingsAreInvalidArgument) {
     EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
     EXPECT_NE(s.message().find("distillation weight"), std::string::npos) << s;
   }
+  config = Config("runner_bad_settings");
+  config.input_mean = {0.5};  // no std
+  const absl::Status s = RunJob(config, {}).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_NE(s.message().find("1 mean(s) and 0 std(s)"), std::string::npos) << s;
 }
 
 TEST_F(JobRunnerTest, UserTorchScriptModelRuns) {

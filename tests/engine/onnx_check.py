@@ -14,7 +14,8 @@
       onnx.checker full check; ONNX Runtime against torch.jit.load(MODEL.pt) on fixed random
       inputs (top-1 must agree everywhere, outputs must be close); at least K DequantizeLinear
       nodes of INT8 initializers; --act-qdq: QuantizeLinear present; --act-steps: the exact
-      step form (GreaterOrEqual) present
+      step form (GreaterOrEqual) present; --meta KEY=VALUE (repeatable): ONNX Runtime's custom
+      metadata map holds KEY with exactly VALUE
 Prints one line of findings; exit status 0 on success.
 """
 import sys
@@ -112,6 +113,13 @@ def check(args):
 
     x = np.random.default_rng(12345).uniform(-1, 1, size=[16] + shape).astype(np.float32)
     sess = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+    meta = sess.get_modelmeta().custom_metadata_map
+    for i, opt in enumerate(opts):
+        if opt == '--meta':
+            key, value = opts[i + 1].split('=', 1)
+            if meta.get(key) != value:
+                print(f'metadata {key}: {meta.get(key)!r}, want {value!r}')
+                return 1
     y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     ref = torch.jit.load(ts_path).eval()(torch.from_numpy(x)).detach().numpy()
     if y.shape != ref.shape:

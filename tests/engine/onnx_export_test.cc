@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -174,12 +175,13 @@ class OnnxExportTest : public ::testing::Test {
 
   // Saves `m`, reloads it (like the engine, which exports the saved artifact), exports it and runs
   // the Python check with `flags`.
-  void ExportAndCheck(Module m, std::vector<int64_t> chw, const std::string& flags) {
+  void ExportAndCheck(Module m, std::vector<int64_t> chw, const std::string& flags,
+                      const std::map<std::string, std::string>& metadata = {}) {
     const std::string ts = (dir_ / "model.pt").string();
     const std::string onnx = (dir_ / "model.onnx").string();
     m.save(ts);
     Module loaded = torch::jit::load(ts);
-    absl::Status s = ExportOnnx(loaded, chw, onnx);
+    absl::Status s = ExportOnnx(loaded, chw, onnx, metadata);
     ASSERT_TRUE(s.ok()) << s;
     ASSERT_TRUE(fs::exists(onnx));
     if (!HavePython()) GTEST_SKIP() << "python3 lacks onnx/onnxruntime/torch";
@@ -196,6 +198,13 @@ class OnnxExportTest : public ::testing::Test {
 
 TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
   ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq");
+}
+
+// What the engine records (the input normalisation) is readable where users run the model.
+TEST_F(OnnxExportTest, MetadataReachesOnnxRuntime) {
+  ExportAndCheck(MakeSmallModel({}), {1, 8, 8},
+                 "--meta qnet_input_mean=[0.286] --meta qnet_input_std=[0.353]",
+                 {{"qnet_input_mean", "[0.286]"}, {"qnet_input_std", "[0.353]"}});
 }
 
 TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/input_normalization.h"
 
 namespace qnet::engine {
 namespace {
@@ -334,6 +335,7 @@ TensorDataset Finish(const RawSplit& raw, const torch::Tensor& subset,
 
 absl::StatusOr<DatasetSplits> LoadDatasetImpl(const std::string& dir, const std::string& format,
                                               const LoadOptions& options) {
+  if (absl::Status s = CheckInputNormalization(options.mean, options.std); !s.ok()) return s;
   if (options.max_train < 0 || options.max_test < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_train (", options.max_train, ") and max_test (", options.max_test, ") must be >= 0"));
@@ -368,8 +370,17 @@ absl::StatusOr<DatasetSplits> LoadDatasetImpl(const std::string& dir, const std:
   out.channels = train->images.size(1);
   out.height = train->images.size(2);
   out.width = train->images.size(3);
-  // Statistics of the whole train split, so they do not change with max_train.
-  ChannelStats(train->images, out.channel_mean, out.channel_std);
+  if (options.mean.empty() && options.std.empty()) {
+    // Statistics of the whole train split, so they do not change with max_train.
+    ChannelStats(train->images, out.channel_mean, out.channel_std);
+  } else if (options.mean.size() != static_cast<size_t>(out.channels)) {
+    return absl::InvalidArgumentError(absl::StrCat("input normalization has ", options.mean.size(),
+                                                   " channel(s) but the images of ", dir, " have ",
+                                                   out.channels));
+  } else {
+    out.channel_mean = options.mean;
+    out.channel_std = options.std;
+  }
   out.train =
       Finish(*train, SubsetIndices(train->images.size(0), options.max_train, Mix(options.seed, 1)),
              out.channel_mean, out.channel_std);

@@ -33,8 +33,8 @@ struct DatasetSplits {
   TensorDataset test;  // the held-out split (the dataset's own test files)
   int64_t num_classes = 10;
   int64_t channels = 1, height = 28, width = 28;
-  // Per-channel statistics of the full train split (pixels scaled to [0, 1]) that both splits were
-  // normalised with: x' = (x / 255 - mean[c]) / std[c]. Exported models can record them.
+  // What both splits were normalised with: x' = (x / 255 - mean[c]) / std[c]. LoadOptions'
+  // values when given, else the statistics of the full train split. The artifacts record them.
   std::vector<double> channel_mean, channel_std;
 };
 
@@ -42,12 +42,16 @@ struct LoadOptions {
   int64_t max_train = 0;  // 0: all; otherwise the first N after a seeded shuffle (negative: error)
   int64_t max_test = 0;
   uint64_t seed = 1;
+  // The normalisation the model expects, one value per channel (common/input_normalization.h);
+  // both empty: the train split's own statistics.
+  std::vector<double> mean = {}, std = {};
 };
 
 // format "idx": train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* in `dir`.
 // format "cifar10": data_batch_1..5.bin and test_batch.bin (optionally under
 // cifar-10-batches-bin/). Malformed input returns INVALID_ARGUMENT naming the file and the problem
-// (bad magic, truncated, count mismatch, label out of range); a missing file NOT_FOUND. Never
+// (bad magic, truncated, count mismatch, label out of range), and so does a normalisation that is
+// malformed or has a different channel count than the images; a missing file NOT_FOUND. Never
 // throws.
 absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::string& format,
                                           const LoadOptions& options);

@@ -126,6 +126,19 @@ absl::StatusOr<torch::jit::Module> BuildHardModule(const torch::jit::Module& flo
   }
 }
 
+absl::Status RecordInputNormalization(torch::jit::Module& module, const std::vector<double>& mean,
+                                      const std::vector<double>& std) {
+  try {
+    const c10::TypePtr list = c10::ListType::ofFloats();
+    module.register_attribute(kInputMeanAttr, list, c10::List<double>(mean));
+    module.register_attribute(kInputStdAttr, list, c10::List<double>(std));
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot record the input normalization on the model: ", TorchErrorText(e)));
+  }
+}
+
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path) {
   const std::string tmp = path + ".tmp";
   std::error_code ec;

@@ -4,7 +4,8 @@
 //    set to its hard values alpha*q_j (exactly), attributes qnet_alpha (float) and qnet_levels
 //    (1-D) on those layers, and a QnetActivationQuantizer submodule (plain ATen, hard mode,
 //    attributes alpha, beta, thresholds, levels, temperature, hard) called in front of each
-//    quantized layer whose input is quantized. Eval mode; loads in stock PyTorch.
+//    quantized layer whose input is quantized. Eval mode; loads in stock PyTorch. RunJob adds
+//    the input normalisation (RecordInputNormalization).
 //  - Packed (model.qnet): per quantized layer the codes j bit-packed at ceil(log2(n+1)) bits per
 //    weight plus alpha and levels; every other parameter and buffer raw. Layout: "QNETPK01",
 //    uint64 little-endian header length, a JSON header (the entries below), then the payload.
@@ -39,6 +40,14 @@ namespace qnet::engine {
 // the artifact keeps; trained values come from `quantized`.
 absl::StatusOr<torch::jit::Module> BuildHardModule(const torch::jit::Module& float_model,
                                                    QuantizedModel& quantized);
+
+// The attributes (List[float], one value per channel) that tell a user of the TorchScript artifact
+// how to feed it: x' = (pixel / 255 - qnet_input_mean[c]) / qnet_input_std[c]. The ONNX artifact
+// carries the same values as metadata properties of these names (JSON arrays).
+inline constexpr char kInputMeanAttr[] = "qnet_input_mean";
+inline constexpr char kInputStdAttr[] = "qnet_input_std";
+absl::Status RecordInputNormalization(torch::jit::Module& module, const std::vector<double>& mean,
+                                      const std::vector<double>& std);
 
 // Saves a module atomically (temporary file, then rename).
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path);

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/digest.h"
+#include "common/input_normalization.h"
 #include "common/job_limits.h"
 #include "workers/engine/data.h"
 #include "workers/engine/export.h"
@@ -58,6 +59,7 @@ absl::Status ValidateConfig(const JobConfig& c) {
     return bad("temperature slope must be 0 (default) to ", kMaxTemperatureSlope, ", got ",
                t.temperature_slope);
   }
+  if (absl::Status s = CheckInputNormalization(c.input_mean, c.input_std); !s.ok()) return s;
   if (!(t.distill_weight <= 1)) {
     return bad("distillation weight must be 0 to 1 (negative: default), got ", t.distill_weight);
   }
@@ -152,7 +154,9 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
   absl::StatusOr<DatasetSplits> data = LoadDataset(config.dataset_dir, config.dataset_format,
                                                    {.max_train = config.train.max_train_samples,
                                                     .max_test = config.train.max_test_samples,
-                                                    .seed = config.train.seed});
+                                                    .seed = config.train.seed,
+                                                    .mean = config.input_mean,
+                                                    .std = config.input_std});
   if (!data.ok()) {
     if (absl::IsNotFound(data.status())) {
       return absl::InvalidArgumentError(absl::StrCat("dataset: ", data.status().message()));
@@ -173,6 +177,8 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
   JobResult result;
   result.metrics = trainer.metrics();
   result.metrics.float_size_bytes = float_size;
+  result.metrics.input_mean = data->channel_mean;
+  result.metrics.input_std = data->channel_std;
 
   std::error_code ec;
   std::filesystem::create_directories(config.out_dir, ec);
@@ -184,6 +190,10 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
       BuildHardModule(trainer.float_model(), trainer.quantized());
   if (!hard.ok()) return hard.status();
   hard->to(torch::kCPU);
+  if (absl::Status s = RecordInputNormalization(*hard, data->channel_mean, data->channel_std);
+      !s.ok()) {
+    return s;
+  }
   std::map<std::string, std::string> digests;
   const auto add = [&](const std::string& kind, const std::string& file) -> absl::Status {
     absl::StatusOr<std::string> d = FileDigest((out / file).string());
@@ -204,7 +214,9 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
     // The exporter reads the artifact as saved, exactly what a user downloads.
     absl::Status s =
         ExportOnnx(torch::jit::load((out / "model.pt").string()),
-                   {data->channels, data->height, data->width}, (out / "model.onnx").string());
+                   {data->channels, data->height, data->width}, (out / "model.onnx").string(),
+                   {{kInputMeanAttr, nlohmann::json(data->channel_mean).dump()},
+                    {kInputStdAttr, nlohmann::json(data->channel_std).dump()}});
     if (s.ok()) {
       if (absl::Status a = add("onnx", "model.onnx"); !a.ok()) return a;
     } else if (!absl::IsUnimplemented(s)) {
@@ -222,9 +234,9 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
         static_cast<double>(float_size) /
         static_cast<double>(std::max<int64_t>(1, packed->file_bytes));
     if (absl::Status s = add("packed", "model.qnet"); !s.ok()) return s;
-    if (absl::Status s = WriteJsonFile((out / "manifest.json").string(),
-                                       ManifestJson(*packed, digests, float_size));
-        !s.ok()) {
+    nlohmann::json manifest = ManifestJson(*packed, digests, float_size);
+    manifest["input_normalization"] = InputNormalizationJson(result.metrics);
+    if (absl::Status s = WriteJsonFile((out / "manifest.json").string(), manifest); !s.ok()) {
       return s;
     }
     if (absl::Status s = add("manifest", "manifest.json"); !s.ok()) return s;

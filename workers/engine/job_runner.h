@@ -49,6 +49,9 @@ struct JobConfig {
   int weight_bits = 2;
   int activation_bits = 0;            // 0: float activations
   std::vector<double> weight_levels;  // explicit levels; overrides weight_bits when non-empty
+  // The input normalisation the model expects, per channel: x' = (pixel / 255 - mean) / std.
+  // Empty: the training split's statistics. Either way the artifacts record what was used.
+  std::vector<double> input_mean, input_std;
   TrainSettings train;
   std::vector<std::string>
       export_formats;          // "torchscript", "onnx", "packed", "metrics"; empty: all
@@ -92,6 +95,7 @@ struct JobMetrics {
   double compression_ratio = 0;
   std::vector<EpochRecord> epochs;
   std::string device;
+  std::vector<double> input_mean, input_std;  // the normalisation used (see JobConfig)
 };
 
 struct ArtifactFile {

@@ -44,7 +44,12 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobConfig& config) {
             {"distill_weight", t.distill_weight},
             {"quantize_first_last", t.quantize_first_last},
             {"learn_thresholds", t.learn_thresholds},
-            {"device", t.device}}}};
+            {"device", t.device}}},
+          {"input_normalization", InputNormalizationJson(m)}};
+}
+
+nlohmann::json InputNormalizationJson(const JobMetrics& m) {
+  return {{"pixel_scale", 1.0 / 255.0}, {"mean", m.input_mean}, {"std", m.input_std}};
 }
 
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& json) {

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/atomic_file.h"
 #include "qnet_onnx.pb.h"
 
 // LibTorch's bundled protobuf headers shadow the system ones here (CMakeLists checks this too).
@@ -1811,7 +1811,8 @@ absl::Status Exporter::Export(const torch::jit::Module& module, const std::vecto
 }  // namespace
 
 absl::Status ExportOnnx(const torch::jit::Module& hard_model,
-                        const std::vector<int64_t>& input_shape, const std::string& path) {
+                        const std::vector<int64_t>& input_shape, const std::string& path,
+                        const std::map<std::string, std::string>& metadata) {
   if (input_shape.size() != 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("input shape must be C,H,W; got ", input_shape.size(), " dims"));
@@ -1838,6 +1839,11 @@ absl::Status ExportOnnx(const torch::jit::Module& hard_model,
   pb::OperatorSetIdProto* opset = model.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOpset);
+  for (const auto& [key, value] : metadata) {
+    pb::StringStringEntryProto* prop = model.add_metadata_props();
+    prop->set_key(key);
+    prop->set_value(value);
+  }
   pb::GraphProto* graph = model.mutable_graph();
   graph->set_name("qnet");
   try {
@@ -1865,12 +1871,7 @@ absl::Status ExportOnnx(const torch::jit::Module& hard_model,
   }
   std::string bytes;
   if (!model.SerializeToString(&bytes)) return absl::InternalError("cannot serialize ONNX model");
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return absl::InternalError(absl::StrCat("cannot open ", path, " for writing"));
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  if (!f) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, bytes);
 }
 
 }  // namespace qnet::engine

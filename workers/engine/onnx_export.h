@@ -17,6 +17,7 @@
 #define QNET_WORKERS_ENGINE_ONNX_EXPORT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,13 @@ namespace qnet::engine {
 // mode). Errors: INVALID_ARGUMENT for a bad shape, a model that fails on it, or a malformed or
 // soft-mode activation quantizer; UNIMPLEMENTED for anything the exporter cannot represent (the
 // message names the op or construct: skip the artifact); NOT_FOUND when the directory of `path`
-// does not exist; INTERNAL when the file cannot be written. Never throws.
+// does not exist; INTERNAL when the file cannot be written. Never throws. `metadata` becomes the
+// model's metadata_props (key -> value), read back by onnx.load(...).metadata_props or
+// onnxruntime's InferenceSession.get_modelmeta().custom_metadata_map. The file is written
+// atomically.
 absl::Status ExportOnnx(const torch::jit::Module& hard_model,
-                        const std::vector<int64_t>& input_shape, const std::string& path);
+                        const std::vector<int64_t>& input_shape, const std::string& path,
+                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace qnet::engine
 

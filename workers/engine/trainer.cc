@@ -281,6 +281,11 @@ std::string Trainer::Fingerprint() const {
                       {"distill", t.distill_weight},
                       {"first_last", t.quantize_first_last},
                       {"learn_thresholds", t.learn_thresholds}};
+  // Added only when set, so checkpoints of jobs without it keep the fingerprint they had.
+  if (!config_.input_mean.empty()) {
+    j["input_mean"] = config_.input_mean;
+    j["input_std"] = config_.input_std;
+  }
   return j.dump();
 }
 
