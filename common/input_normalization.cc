@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace qnet {
 
@@ -29,6 +31,17 @@ absl::Status CheckInputNormalization(const std::vector<double>& mean,
     }
   }
   return absl::OkStatus();
+}
+
+std::string FormatInputNormalization(const std::vector<double>& mean,
+                                     const std::vector<double>& std) {
+  if (mean.empty() || std.empty()) return "";
+  const auto list = [](const std::vector<double>& v) {
+    return absl::StrJoin(v, ",", [](std::string* out, double x) {
+      absl::StrAppend(out, absl::StrFormat("%.4g", x));
+    });
+  };
+  return absl::StrCat("inputs: (pixel/255 - mean) / std, mean ", list(mean), " std ", list(std));
 }
 
 }  // namespace qnet

@@ -10,6 +10,7 @@
 #define QNET_COMMON_INPUT_NORMALIZATION_H_
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -24,6 +25,11 @@ inline constexpr size_t kMaxInputChannels = 16;
 // INVALID_ARGUMENT saying which value is wrong. Whether the length matches the dataset's channel
 // count is checked where the images are loaded.
 absl::Status CheckInputNormalization(const std::vector<double>& mean,
+                                     const std::vector<double>& std);
+
+// One line for reports: "inputs: (pixel/255 - mean) / std, mean 0.286 std 0.353" (values
+// comma-separated per channel); empty when nothing is known.
+std::string FormatInputNormalization(const std::vector<double>& mean,
                                      const std::vector<double>& std);
 
 }  // namespace qnet

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/input_normalization.h"
 #include "common/job_limits.h"
 #include "server/model_catalog.h"
 #include "server/torchscript_archive.h"
@@ -112,6 +113,18 @@ absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
   } else if (datasets_->Find(spec.dataset()) == nullptr) {
     errors.push_back(
         absl::StrCat("unknown dataset ", Quote(spec.dataset()), "; known datasets: ", known));
+  }
+  const qnet::v1::InputNormalization& norm = spec.input_normalization();
+  const std::vector<double> mean(norm.mean().begin(), norm.mean().end());
+  const std::vector<double> std(norm.std().begin(), norm.std().end());
+  if (absl::Status s = CheckInputNormalization(mean, std); !s.ok()) {
+    errors.push_back(absl::StrCat("input_normalization: ", s.message()));
+  } else if (const DatasetEntry* d = datasets_->Find(spec.dataset());
+             d != nullptr && !mean.empty() &&
+             mean.size() != static_cast<size_t>(d->info.channels())) {
+    errors.push_back(absl::StrCat("input_normalization gives ", mean.size(),
+                                  " value(s) per list but dataset ", Quote(spec.dataset()), " has ",
+                                  d->info.channels(), " channel(s)"));
   }
 
   CheckRange("weight_bits", spec.weight_bits(), 1, 8, &errors);

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/cli/progress_line.h"
+#include "common/input_normalization.h"
 
 namespace qnet::cli {
 namespace {
@@ -84,6 +85,10 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
   };
   std::string out = RenderTable(rows, 1);
   if (!m.device().empty()) absl::StrAppend(&out, "device: ", m.device(), "\n");
+  const v1::InputNormalization& norm = m.input_normalization();
+  const std::string inputs = FormatInputNormalization({norm.mean().begin(), norm.mean().end()},
+                                                      {norm.std().begin(), norm.std().end()});
+  if (!inputs.empty()) absl::StrAppend(&out, inputs, "\n");
   return out;
 }
 

@@ -54,6 +54,19 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitFlags& flags, const std::st
     if (!levels.ok()) return levels.status();
     for (double level : *levels) spec.add_weight_levels(level);
   }
+  absl::StatusOr<std::vector<double>> mean = ParseNumberList(flags.input_mean, "--input-mean");
+  if (!mean.ok()) return mean.status();
+  absl::StatusOr<std::vector<double>> std = ParseNumberList(flags.input_std, "--input-std");
+  if (!std.ok()) return std.status();
+  if (mean->size() != std->size()) {
+    return absl::InvalidArgumentError(
+        "--input-mean and --input-std go together, one value per image channel each");
+  }
+  if (!mean->empty()) {
+    v1::InputNormalization& norm = *spec.mutable_input_normalization();
+    norm.mutable_mean()->Add(mean->begin(), mean->end());
+    norm.mutable_std()->Add(std->begin(), std->end());
+  }
   v1::TrainingSettings& t = *spec.mutable_training();
   t.set_epochs(flags.epochs);
   t.set_pretrain_epochs(flags.pretrain_epochs);

@@ -40,6 +40,8 @@ struct SubmitFlags {
   std::optional<double> distill_weight;  // unset: the recipe's; 0 is a value (labels only)
   bool quantize_first_last = false;
   bool learn_thresholds = false;
+  // Per channel, comma-separated ("0.5" or "0.49,0.48,0.45"); both empty: the dataset's own.
+  std::string input_mean, input_std;
   int priority = 0;
   std::string export_formats;  // "torchscript,onnx"
   std::string request_id;

@@ -37,6 +37,11 @@ void AddSubmitFlags(CLI::App& sub, SubmitFlags& f) {
   sub.add_flag("--quantize-first-last", f.quantize_first_last,
                "also quantize the first conv and last linear layer");
   sub.add_flag("--learn-thresholds", f.learn_thresholds, "learn the quantizer's thresholds");
+  sub.add_option("--input-mean", f.input_mean,
+                 "per-channel mean the model's inputs are normalised with, pixels scaled to "
+                 "[0,1], comma-separated (default: the dataset's; give with --input-std)");
+  sub.add_option("--input-std", f.input_std,
+                 "per-channel std of that normalisation, comma-separated");
   sub.add_option("--priority", f.priority, "higher runs first");
   sub.add_option("--export", f.export_formats,
                  "artifacts to produce, comma-separated: torchscript,onnx,packed,metrics "

@@ -46,6 +46,8 @@ TEST(JobSpecFlagsTest, MapsEveryFlag) {
   f.learn_thresholds = true;
   f.priority = 5;
   f.export_formats = "torchscript,onnx";
+  f.input_mean = "0.49, 0.48,0.45";
+  f.input_std = "0.25,0.24,0.26";
   absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "sha256:abc");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->model(), "sha256:abc");
@@ -68,6 +70,8 @@ TEST(JobSpecFlagsTest, MapsEveryFlag) {
   EXPECT_TRUE(spec->training().learn_thresholds());
   EXPECT_EQ(spec->priority(), 5);
   EXPECT_THAT(spec->export_formats(), ElementsAre("torchscript", "onnx"));
+  EXPECT_THAT(spec->input_normalization().mean(), ElementsAre(0.49, 0.48, 0.45));
+  EXPECT_THAT(spec->input_normalization().std(), ElementsAre(0.25, 0.24, 0.26));
 }
 
 TEST(JobSpecFlagsTest, UnsetFlagsLeaveTheDefaultsToTheServer) {
@@ -76,6 +80,7 @@ TEST(JobSpecFlagsTest, UnsetFlagsLeaveTheDefaultsToTheServer) {
   absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, f.model);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_FALSE(spec->training().has_distill_weight());
+  EXPECT_FALSE(spec->has_input_normalization());
   EXPECT_EQ(spec->weight_levels_size(), 0);
   EXPECT_EQ(spec->export_formats_size(), 0);
 }
@@ -88,6 +93,17 @@ TEST(JobSpecFlagsTest, RefusesMalformedLevels) {
   EXPECT_THAT(std::string(spec.status().message()), HasSubstr("'zero'"));
   EXPECT_FALSE(ParseNumberList("1,nan", "--weight-levels").ok());
   EXPECT_FALSE(ParseNumberList("1e999", "--weight-levels").ok());
+}
+
+TEST(JobSpecFlagsTest, RefusesAnInputMeanWithoutItsStd) {
+  SubmitFlags f;
+  f.input_mean = "0.5";
+  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "zoo:lenet5");
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(spec.status().message()), HasSubstr("--input-mean and --input-std"));
+  f.input_std = "0.5,x";
+  spec = BuildJobSpec(f, "zoo:lenet5");
+  EXPECT_THAT(std::string(spec.status().message()), HasSubstr("--input-std: 'x'"));
 }
 
 TEST(JobSpecFlagsTest, ClassifiesModels) {
@@ -176,7 +192,10 @@ TEST(JobReportTest, MetricsTable) {
   m.set_float_size_bytes(1700000);
   m.set_packed_size_bytes(110000);
   m.set_compression_ratio(15.46);
+  m.mutable_input_normalization()->add_mean(0.2860);
+  m.mutable_input_normalization()->add_std(0.3530);
   const std::string table = FormatMetricsTable(m);
+  EXPECT_THAT(table, HasSubstr("inputs: (pixel/255 - mean) / std, mean 0.286 std 0.353"));
   EXPECT_THAT(table, HasSubstr("float"));
   EXPECT_THAT(table, HasSubstr("quantized"));
   EXPECT_THAT(table, HasSubstr("top-1"));
@@ -283,13 +302,16 @@ TEST_F(CommandsTest, SubmitUploadsALocalModelAndSubmitsItsDigest) {
   const std::string model = (dir_ / "net.pt").string();
   std::ofstream(model, std::ios::binary) << "torchscript bytes";
   EXPECT_EQ(Cli({"submit", "--model", model, "--dataset", "fashion-mnist", "--weight-bits", "2",
-                 "--distill-weight", "0.25", "--request-id", "r1", "--json"}),
+                 "--distill-weight", "0.25", "--input-mean", "0.5", "--input-std", "0.5",
+                 "--request-id", "r1", "--json"}),
             kExitOk);
   auto state = server_.Lock();
   ASSERT_EQ(state->submits.size(), 1u);
   EXPECT_EQ(state->submits[0].spec().model(), DigestOf("torchscript bytes"));
   EXPECT_EQ(state->submits[0].spec().weight_bits(), 2);
   EXPECT_DOUBLE_EQ(state->submits[0].spec().training().distill_weight(), 0.25);
+  EXPECT_THAT(state->submits[0].spec().input_normalization().mean(), ElementsAre(0.5));
+  EXPECT_THAT(state->submits[0].spec().input_normalization().std(), ElementsAre(0.5));
   EXPECT_EQ(state->submits[0].request_id(), "r1");
   EXPECT_EQ(state->upload_kinds, std::vector<std::string>{"model"});
   nlohmann::json j = nlohmann::json::parse(out_.str());

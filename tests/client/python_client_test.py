@@ -72,7 +72,8 @@ def main() -> int:
 
             # submit / get / list / idempotency
             settings = dict(activation_bits=2, pretrain_epochs=1, epochs=1, distill_weight=0.0,
-                            max_train_samples=256, max_test_samples=128)
+                            max_train_samples=256, max_test_samples=128,
+                            input_mean=[0.5], input_std=[0.25])
             job = qnet.submit("zoo:lenet5", "synth", 2, request_id="py-1", **settings)
             assert job.id and job.state in (job_pb2.QUEUED, job_pb2.RUNNING), job
             assert qnet.get(job.id).id == job.id
@@ -89,7 +90,10 @@ def main() -> int:
             # bad input is refused with a message, and the server keeps answering
             for bad in (dict(dataset="no-such-data", weight_bits=2),
                         dict(dataset="synth", weight_bits=33),
-                        dict(dataset="synth", weight_bits=2, distill_weight=1.5)):
+                        dict(dataset="synth", weight_bits=2, distill_weight=1.5),
+                        dict(dataset="synth", weight_bits=2, input_mean=[0.5]),
+                        dict(dataset="synth", weight_bits=2, input_mean=[0.5] * 3,
+                             input_std=[0.2] * 3)):
                 try:
                     qnet.submit("zoo:lenet5", **bad)
                     raise AssertionError(f"accepted {bad}")
@@ -116,6 +120,12 @@ def main() -> int:
                 paths = qnet.download(job.id, tmp / "art")
                 digests = {"sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
                 assert {a.digest for a in done.artifacts} == digests
+                # the job trained with the normalization it was given, and says so
+                norm = done.metrics.input_normalization
+                assert (list(norm.mean), list(norm.std)) == ([0.5], [0.25]), norm
+                import torch
+                model = torch.jit.load(str(next(p for p in paths if p.suffix == ".pt")))
+                assert (model.qnet_input_mean, model.qnet_input_std) == ([0.5], [0.25])
                 print(f"job {job.id} SUCCEEDED, quantized_top1={done.metrics.quantized_top1:.3f}")
             else:
                 cancelled = qnet.cancel(job.id)

@@ -449,6 +449,20 @@ TEST(WorkerConvertTest, ZeroKeepsEngineDefaults) {
   EXPECT_EQ(config.train.distill_weight, defaults.train.distill_weight);  // unset: the recipe's
   spec.mutable_training()->set_distill_weight(0);
   EXPECT_EQ(JobConfigFromSpec(spec, "cpu").train.distill_weight, 0);
+  EXPECT_TRUE(config.input_mean.empty() && config.input_std.empty());  // the dataset's own
+  spec.mutable_input_normalization()->add_mean(0.25);
+  spec.mutable_input_normalization()->add_std(0.75);
+  config = JobConfigFromSpec(spec, "cpu");
+  EXPECT_EQ(config.input_mean, std::vector<double>{0.25});
+  EXPECT_EQ(config.input_std, std::vector<double>{0.75});
+
+  engine::JobMetrics metrics;
+  metrics.input_mean = {0.1, 0.2, 0.3};
+  metrics.input_std = {0.4, 0.5, 0.6};
+  const v1::Metrics proto = MetricsToProto(metrics);
+  const v1::InputNormalization& norm = proto.input_normalization();
+  EXPECT_EQ(std::vector<double>(norm.mean().begin(), norm.mean().end()), metrics.input_mean);
+  EXPECT_EQ(std::vector<double>(norm.std().begin(), norm.std().end()), metrics.input_std);
 
   engine::ProgressEvent event;
   event.accuracy = -1;

@@ -43,5 +43,13 @@ TEST(InputNormalizationTest, RefusesMalformedValuesNamingTheProblem) {
   }
 }
 
+TEST(InputNormalizationTest, FormatsOneLinePerJob) {
+  EXPECT_EQ(FormatInputNormalization({0.28604}, {0.35302}),
+            "inputs: (pixel/255 - mean) / std, mean 0.286 std 0.353");
+  EXPECT_EQ(FormatInputNormalization({0.5, 0.25, 0}, {1, 2, 3}),
+            "inputs: (pixel/255 - mean) / std, mean 0.5,0.25,0 std 1,2,3");
+  EXPECT_EQ(FormatInputNormalization({}, {}), "");
+}
+
 }  // namespace
 }  // namespace qnet

@@ -72,10 +72,35 @@ TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
   const nlohmann::json m = nlohmann::json::parse(Slurp(out + "/metrics.json"));
   EXPECT_GT(m["quantized_top1"].get<double>(), 0.5);
   EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
+  // The reported accuracy is what a user gets from the artifact and the raw test images.
   const Output check =
-      RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out + "/model.pt 2>&1");
+      RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out +
+                 "/model.pt --accuracy " + data_ + " " + out + "/metrics.json 2>&1");
   EXPECT_EQ(check.status, 0) << check.text;
   EXPECT_NE(check.text.find("3"), std::string::npos) << check.text;  // conv2, fc1, fc2
+  EXPECT_NE(r.text.find("inputs: (pixel/255 - mean) / std, mean "), std::string::npos) << r.text;
+}
+
+// A model trained on its own preprocessing: the job uses it, and the artifact carries it.
+TEST_F(LocalRun, GivenInputNormalizationTravelsWithTheArtifact) {
+  const std::string out = base_ + "/out_norm";
+  const Output r =
+      RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+                 " --weight-bits 2 --pretrain-epochs 2 --epochs 1 " +
+                 "--batch-size 32 --device cpu --input-mean 0.5 --input-std 0.25 " +
+                 "--export torchscript,metrics --out " + out + " 2>" + base_ + "/stderr_norm.txt");
+  ASSERT_EQ(r.status, 0) << r.text << Slurp(base_ + "/stderr_norm.txt");
+  EXPECT_NE(r.text.find("mean 0.5 std 0.25"), std::string::npos) << r.text;
+  const Output check =
+      RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out +
+                 "/model.pt --accuracy " + data_ + " " + out + "/metrics.json 2>&1");
+  EXPECT_EQ(check.status, 0) << check.text;
+  // Three values for one-channel images: one line, exit 2, before any training.
+  const Output bad =
+      RunCommand(std::string(QNET_WORKER_BIN) + " run --model zoo:lenet5 --dataset " + data_ +
+                 " --input-mean 0.5,0.5,0.5 --input-std 1,1,1 --out " + base_ + "/bad_norm 2>&1");
+  EXPECT_EQ(bad.status, 2) << bad.text;
+  EXPECT_NE(bad.text.find("3 channel(s)"), std::string::npos) << bad.text;
 }
 
 TEST_F(LocalRun, BadArgumentsExitTwoWithOneLine) {

@@ -189,6 +189,26 @@ TEST_F(JobValidatorTest, TrainingRanges) {
   }
 }
 
+TEST_F(JobValidatorTest, InputNormalization) {
+  qnet::v1::JobSpec spec = Valid();
+  spec.mutable_input_normalization()->add_mean(0.5);
+  spec.mutable_input_normalization()->add_std(0.5);
+  EXPECT_TRUE(validator_->Validate(spec).ok());
+  spec.mutable_input_normalization()->clear_std();
+  EXPECT_THAT(Refusal(spec), HasSubstr("input_normalization: input normalization needs one mean "
+                                       "and one std per channel; got 1 mean(s) and 0 std(s)"));
+  spec.mutable_input_normalization()->add_std(0);
+  EXPECT_THAT(Refusal(spec), HasSubstr("std of channel 0 must be finite and > 0, got 0"));
+  // Three channels for a one-channel dataset: refused here, not after the job was queued.
+  spec = Valid();
+  for (int c = 0; c < 3; ++c) {
+    spec.mutable_input_normalization()->add_mean(0.5);
+    spec.mutable_input_normalization()->add_std(0.25);
+  }
+  EXPECT_THAT(Refusal(spec), HasSubstr("input_normalization gives 3 value(s) per list but dataset "
+                                       "\"fashion-mnist\" has 1 channel(s)"));
+}
+
 TEST_F(JobValidatorTest, ExportFormats) {
   qnet::v1::JobSpec spec = Valid();
   spec.add_export_formats("pdf");

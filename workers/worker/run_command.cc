@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/input_normalization.h"
 #include "common/job_limits.h"
 #include "workers/worker/progress_bar.h"
 
@@ -40,6 +41,7 @@ struct RunArgs {
   uint64_t seed = 1;
   double temperature_slope = 0;
   double distill_weight = -1;
+  std::vector<double> input_mean, input_std;
   bool quantize_first_last = false;
   bool learn_thresholds = false;
   std::string device = "auto";
@@ -100,6 +102,8 @@ void Run(const RunArgs& a) {
   config.train.seed = a.seed;
   config.train.temperature_slope = a.temperature_slope;
   config.train.distill_weight = a.distill_weight;
+  config.input_mean = a.input_mean;
+  config.input_std = a.input_std;
   config.train.quantize_first_last = a.quantize_first_last;
   config.train.learn_thresholds = a.learn_thresholds;
   config.train.device = a.device;
@@ -182,6 +186,7 @@ std::string FormatSummary(const engine::JobConfig& config, const engine::JobResu
     absl::StrAppendFormat(&s, "  size: float %s (no packed artifact: --export lacks packed)\n",
                           Bytes(m.float_size_bytes));
   }
+  absl::StrAppend(&s, "  ", FormatInputNormalization(m.input_mean, m.input_std), "\n");
   for (const engine::ArtifactFile& a : result.artifacts) {
     absl::StrAppendFormat(&s, "  %-12s %s\n", a.kind, a.path);
   }
@@ -219,6 +224,13 @@ void RegisterRunCommand(CLI::App& app) {
                   "weight of the float model's predictions in the QN loss, 0 (labels only) to 1 "
                   "(default: the recipe's 0.5)")
       ->check(CLI::Range(0.0, 1.0));
+  run->add_option("--input-mean", args->input_mean,
+                  "per-channel mean the model's inputs are normalised with, pixels scaled to "
+                  "[0,1], comma-separated (default: the dataset's; give with --input-std)")
+      ->delimiter(',');
+  run->add_option("--input-std", args->input_std,
+                  "per-channel std of that normalisation, comma-separated")
+      ->delimiter(',');
   run->add_flag("--quantize-first-last", args->quantize_first_last);
   run->add_flag("--learn-thresholds", args->learn_thresholds);
   run->add_option("--device", args->device, "auto, cpu, cuda or cuda:N");

@@ -9,6 +9,9 @@ engine::JobConfig JobConfigFromSpec(const v1::JobSpec& spec, const std::string& 
   config.activation_bits = spec.activation_bits();
   config.weight_levels.assign(spec.weight_levels().begin(), spec.weight_levels().end());
   config.export_formats.assign(spec.export_formats().begin(), spec.export_formats().end());
+  const v1::InputNormalization& norm = spec.input_normalization();
+  config.input_mean.assign(norm.mean().begin(), norm.mean().end());
+  config.input_std.assign(norm.std().begin(), norm.std().end());
 
   const v1::TrainingSettings& t = spec.training();
   engine::TrainSettings& train = config.train;
@@ -55,6 +58,9 @@ v1::Metrics MetricsToProto(const engine::JobMetrics& m) {
   out.set_packed_size_bytes(m.packed_size_bytes);
   out.set_compression_ratio(m.compression_ratio);
   out.set_device(m.device);
+  v1::InputNormalization* norm = out.mutable_input_normalization();
+  norm->mutable_mean()->Add(m.input_mean.begin(), m.input_mean.end());
+  norm->mutable_std()->Add(m.input_std.begin(), m.input_std.end());
   for (const engine::EpochRecord& e : m.epochs) {
     v1::EpochMetrics* r = out.add_epochs();
     r->set_epoch(e.epoch);

@@ -91,10 +91,13 @@ class QnetClient:
                seed: int = 0, temperature_slope: float = 0.0,
                distill_weight: Optional[float] = None, quantize_first_last: bool = False,
                learn_thresholds: bool = False, export_formats: Iterable[str] = (),
+               input_mean: Iterable[float] = (), input_std: Iterable[float] = (),
                priority: int = 0, request_id: str = ""):
         """Submits a job. `model` is zoo:NAME, sha256:<hex>, or a local TorchScript file (uploaded
         first). Zero settings take the server's defaults; so does `distill_weight=None`, since 0
-        there is a setting (train on the labels alone). Returns the Job message."""
+        there is a setting (train on the labels alone). `input_mean`/`input_std` (one value per
+        image channel, pixels scaled to [0, 1]) are the normalization the model was trained
+        with; left empty, the dataset's training statistics are used. Returns the Job message."""
         if not model.startswith(("zoo:", "sha256:")):
             if not os.path.isfile(model):
                 raise QnetError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -111,6 +114,10 @@ class QnetClient:
             model=model, dataset=dataset, weight_bits=weight_bits,
             activation_bits=activation_bits, weight_levels=list(weight_levels),
             export_formats=list(export_formats), priority=priority, training=training)
+        mean, std = list(input_mean), list(input_std)
+        if mean or std:
+            spec.input_normalization.mean.extend(mean)
+            spec.input_normalization.std.extend(std)
         return self._call(self._jobs.SubmitJob,
                           job_pb2.SubmitJobRequest(spec=spec, request_id=request_id))
 
