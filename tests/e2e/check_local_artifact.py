@@ -56,42 +56,46 @@ def onnx_correct(path, images, labels):
     return int((logits.argmax(1) == labels).sum())
 
 
-args = sys.argv[1:]
-accuracy = None
-if '--accuracy' in args:
-    i = args.index('--accuracy')
-    accuracy = args[i + 1:i + 3]
-    del args[i:i + 3]
-model = torch.jit.load(args[0]).eval()
-quantized = 0
-for name, m in model.named_modules():
-    if not hasattr(m, 'qnet_levels'):
-        continue
-    levels = m.qnet_levels
-    if levels.numel() == 0:
-        continue
-    quantized += 1
-    w = m.weight.detach()
-    values = torch.unique(w)
-    assert values.numel() <= levels.numel(), f'{name}: {values.numel()} values > {levels.numel()}'
-    allowed = torch.tensor(m.qnet_alpha, dtype=torch.float32) * levels
-    assert bool((w.unsqueeze(-1) == allowed).any(-1).all()), f'{name}: weight not alpha*level'
-assert quantized > 0, 'no quantized layers (qnet_levels) in the artifact'
-if len(args) > 1:
-    io = torch.load(args[1], weights_only=False)  # written by the test itself
-    with torch.no_grad():
-        got = model(io['input'])
-    want = io['output']
-    err = (got - want).abs().max().item()
-    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), f'outputs differ by {err}'
-if accuracy:
-    images, labels = raw_test_split(accuracy[0])
-    reported = json.load(open(accuracy[1]))['quantized_top1'] * labels.size
-    scores = {'torchscript': torchscript_correct(model, images, labels)}
-    onnx_path = pathlib.Path(args[0]).with_name('model.onnx')
-    if onnx_path.exists():
-        scores['onnx'] = onnx_correct(onnx_path, images, labels)
-    for kind, correct in scores.items():
-        assert abs(correct - reported) <= 1, \
-            f'{kind}: {correct}/{labels.size} correct, metrics say {reported:.0f}'
-print(quantized)
+def main(args):
+    accuracy = None
+    if '--accuracy' in args:
+        i = args.index('--accuracy')
+        accuracy = args[i + 1:i + 3]
+        del args[i:i + 3]
+    model = torch.jit.load(args[0]).eval()
+    quantized = 0
+    for name, m in model.named_modules():
+        if not hasattr(m, 'qnet_levels'):
+            continue
+        levels = m.qnet_levels
+        if levels.numel() == 0:
+            continue
+        quantized += 1
+        w = m.weight.detach()
+        values = torch.unique(w)
+        assert values.numel() <= levels.numel(), f'{name}: {values.numel()} values > {levels.numel()}'
+        allowed = torch.tensor(m.qnet_alpha, dtype=torch.float32) * levels
+        assert bool((w.unsqueeze(-1) == allowed).any(-1).all()), f'{name}: weight not alpha*level'
+    assert quantized > 0, 'no quantized layers (qnet_levels) in the artifact'
+    if len(args) > 1:
+        io = torch.load(args[1], weights_only=False)  # written by the test itself
+        with torch.no_grad():
+            got = model(io['input'])
+        want = io['output']
+        err = (got - want).abs().max().item()
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), f'outputs differ by {err}'
+    if accuracy:
+        images, labels = raw_test_split(accuracy[0])
+        reported = json.load(open(accuracy[1]))['quantized_top1'] * labels.size
+        scores = {'torchscript': torchscript_correct(model, images, labels)}
+        onnx_path = pathlib.Path(args[0]).with_name('model.onnx')
+        if onnx_path.exists():
+            scores['onnx'] = onnx_correct(onnx_path, images, labels)
+        for kind, correct in scores.items():
+            assert abs(correct - reported) <= 1, \
+                f'{kind}: {correct}/{labels.size} correct, metrics say {reported:.0f}'
+    print(quantized)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
