@@ -193,6 +193,10 @@ TEST_F(JobRunnerTest, SavedFloatModelIsTheTrainedBaseline) {
   first.float_model_path = ::testing::TempDir() + "/runner_float.pt";
   absl::StatusOr<JobResult> trained = RunJob(first, {});
   ASSERT_TRUE(trained.ok()) << trained.status();
+  // Like the artifacts, it says how its inputs are normalised.
+  torch::jit::Module saved = torch::jit::load(first.float_model_path);
+  EXPECT_EQ(saved.attr("qnet_input_mean").toDoubleVector(), trained->metrics.input_mean);
+  EXPECT_EQ(saved.attr("qnet_input_std").toDoubleVector(), trained->metrics.input_std);
 
   // The saved model, given back as a user model, scores exactly the float accuracy it had.
   JobConfig again = Config("runner_float_again");

@@ -58,7 +58,8 @@ struct JobConfig {
   std::string out_dir;         // artifacts land here
   std::string checkpoint_dir;  // checkpoints are written here; resumes from the newest one present
   // When set, the full-precision model (after pre-training, before quantization) is saved here as
-  // TorchScript: the float baseline a zoo job trained, reusable as the --model of later jobs.
+  // TorchScript: the float baseline a zoo job trained, reusable as the --model of later jobs. It
+  // records its input normalisation like the artifacts do.
   // Not written when a resumed run starts past pre-training (its float weights are not restored).
   std::string float_model_path;
 };

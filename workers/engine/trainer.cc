@@ -453,6 +453,11 @@ absl::Status Trainer::Run() {
     if (!config_.float_model_path.empty()) {
       torch::jit::Module cpu_copy = model_.clone();
       cpu_copy.to(torch::kCPU);
+      if (absl::Status s =
+              RecordInputNormalization(cpu_copy, data_.channel_mean, data_.channel_std);
+          !s.ok()) {
+        return s;
+      }
       if (absl::Status s = SaveModule(cpu_copy, config_.float_model_path); !s.ok()) return s;
     }
     completed = std::max(completed, pretrain_epochs);
