@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/engine/synthetic_idx.h"
+#include "workers/engine/export.h"
 
 namespace qnet::engine {
 namespace {
@@ -191,14 +192,18 @@ TEST_F(JobRunnerTest, SavedFloatModelIsTheTrainedBaseline) {
   first.train.epochs = 0;
   first.export_formats = {"metrics"};
   first.float_model_path = ::testing::TempDir() + "/runner_float.pt";
+  // Not the dataset's statistics, so that the second job can only match by reading the record.
+  first.input_mean = {0.5};
+  first.input_std = {0.25};
   absl::StatusOr<JobResult> trained = RunJob(first, {});
   ASSERT_TRUE(trained.ok()) << trained.status();
   // Like the artifacts, it says how its inputs are normalised.
   torch::jit::Module saved = torch::jit::load(first.float_model_path);
-  EXPECT_EQ(saved.attr("qnet_input_mean").toDoubleVector(), trained->metrics.input_mean);
-  EXPECT_EQ(saved.attr("qnet_input_std").toDoubleVector(), trained->metrics.input_std);
+  EXPECT_EQ(saved.attr("qnet_input_mean").toDoubleVector(), first.input_mean);
+  EXPECT_EQ(saved.attr("qnet_input_std").toDoubleVector(), first.input_std);
 
-  // The saved model, given back as a user model, scores exactly the float accuracy it had.
+  // The saved model, given back as a user model with no normalisation named, is fed the way it
+  // records and scores exactly the float accuracy it had.
   JobConfig again = Config("runner_float_again");
   again.model = first.float_model_path;
   again.train.pretrain_epochs = 0;
@@ -209,6 +214,35 @@ TEST_F(JobRunnerTest, SavedFloatModelIsTheTrainedBaseline) {
   EXPECT_GT(trained->metrics.float_top1, 0.3);
   EXPECT_DOUBLE_EQ(reloaded->metrics.float_top1, trained->metrics.float_top1);
   EXPECT_DOUBLE_EQ(reloaded->metrics.float_top5, trained->metrics.float_top5);
+  EXPECT_EQ(reloaded->metrics.input_mean, first.input_mean);
+  EXPECT_EQ(reloaded->metrics.input_std, first.input_std);
+  // A job that names a normalisation overrides the record.
+  again.input_mean = {0.25};
+  again.input_std = {0.5};
+  reloaded = RunJob(again, {});
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->metrics.input_mean, again.input_mean);
+}
+
+TEST(RecordedInputNormalizationTest, ReadsWhatIsRecordedAndRefusesMalformedRecords) {
+  torch::jit::Module m("m");
+  absl::StatusOr<std::optional<InputNormalization>> r = RecordedInputNormalization(m);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->has_value());
+  ASSERT_TRUE(RecordInputNormalization(m, {0.1, 0.2}, {0.3, 0.4}).ok());
+  r = RecordedInputNormalization(m);
+  ASSERT_TRUE(r.ok() && r->has_value()) << r.status();
+  EXPECT_EQ((*r)->mean, (std::vector<double>{0.1, 0.2}));
+  EXPECT_EQ((*r)->std, (std::vector<double>{0.3, 0.4}));
+  torch::jit::Module zero_std("z");
+  ASSERT_TRUE(RecordInputNormalization(zero_std, {0.1}, {0}).ok());
+  r = RecordedInputNormalization(zero_std);
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("std of channel 0"), std::string::npos) << r.status();
+  torch::jit::Module mean_only("o");
+  mean_only.register_attribute("qnet_input_mean", c10::ListType::ofFloats(),
+                               c10::List<double>({0.5}));
+  EXPECT_TRUE(absl::IsInvalidArgument(RecordedInputNormalization(mean_only).status()));
 }
 
 }  // namespace

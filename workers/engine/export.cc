@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
 #include "common/digest.h"
+#include "common/input_normalization.h"
 
 namespace qnet::engine {
 namespace {
@@ -137,6 +138,27 @@ absl::Status RecordInputNormalization(torch::jit::Module& module, const std::vec
     return absl::InvalidArgumentError(
         absl::StrCat("cannot record the input normalization on the model: ", TorchErrorText(e)));
   }
+}
+
+absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
+    const torch::jit::Module& module) {
+  if (!module.hasattr(kInputMeanAttr) && !module.hasattr(kInputStdAttr)) return std::nullopt;
+  const auto read = [&](const char* name) -> std::optional<std::vector<double>> {
+    if (!module.hasattr(name)) return std::nullopt;
+    const c10::IValue v = module.attr(name);
+    if (!v.isDoubleList()) return std::nullopt;
+    return v.toDoubleVector();
+  };
+  std::optional<std::vector<double>> mean = read(kInputMeanAttr), std = read(kInputStdAttr);
+  if (!mean || !std) {
+    return absl::InvalidArgumentError(absl::StrCat("its ", kInputMeanAttr, " and ", kInputStdAttr,
+                                                   " attributes must both be float lists"));
+  }
+  if (absl::Status s = CheckInputNormalization(*mean, *std); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("its recorded input normalization is unusable: ", s.message()));
+  }
+  return InputNormalization{*std::move(mean), *std::move(std)};
 }
 
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path) {

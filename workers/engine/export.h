@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +49,13 @@ inline constexpr char kInputMeanAttr[] = "qnet_input_mean";
 inline constexpr char kInputStdAttr[] = "qnet_input_std";
 absl::Status RecordInputNormalization(torch::jit::Module& module, const std::vector<double>& mean,
                                       const std::vector<double>& std);
+struct InputNormalization {
+  std::vector<double> mean, std;
+};
+// What `module` records, if anything. INVALID_ARGUMENT when the attributes are there but are not
+// two float lists that pass CheckInputNormalization.
+absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
+    const torch::jit::Module& module);
 
 // Saves a module atomically (temporary file, then rename).
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path);

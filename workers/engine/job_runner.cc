@@ -96,21 +96,20 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
       absl::StrCat("unknown device '", name, "' (auto, cpu, cuda, cuda:N)"));
 }
 
-absl::StatusOr<torch::jit::Module> LoadModel(const JobConfig& c, const DatasetSplits& data) {
-  if (absl::StartsWith(c.model, "zoo:")) {
-    return MakeZooModel(c.model.substr(4), data.channels, data.num_classes, c.train.seed);
-  }
+bool IsZoo(const JobConfig& c) { return absl::StartsWith(c.model, "zoo:"); }
+
+absl::StatusOr<torch::jit::Module> LoadModelFile(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(c.model, ec)) {
+  if (!std::filesystem::is_regular_file(path, ec)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model file ", c.model, " does not exist (or is not a file)"));
+        absl::StrCat("model file ", path, " does not exist (or is not a file)"));
   }
   try {
-    return torch::jit::load(c.model, torch::kCPU);
+    return torch::jit::load(path, torch::kCPU);
   } catch (const std::exception& e) {
     const std::string why = TorchErrorText(e);
     return absl::InvalidArgumentError(
-        absl::StrCat("model file ", c.model, " is not a loadable TorchScript archive: ", why));
+        absl::StrCat("model file ", path, " is not a loadable TorchScript archive: ", why));
   }
 }
 
@@ -151,19 +150,43 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
   if (!device.ok()) return device.status();
   torch::manual_seed(config.train.seed);
 
+  // A model file is loaded first: when the job gives no normalisation, the one the model records
+  // (a qnet artifact or saved float model given back) is what it was trained with.
+  JobConfig job = config;
+  std::optional<torch::jit::Module> model_file;
+  if (!IsZoo(config)) {
+    absl::StatusOr<torch::jit::Module> m = LoadModelFile(config.model);
+    if (!m.ok()) return m.status();
+    model_file = *std::move(m);
+    if (job.input_mean.empty()) {
+      absl::StatusOr<std::optional<InputNormalization>> recorded =
+          RecordedInputNormalization(*model_file);
+      if (!recorded.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("model file ", config.model, ": ", recorded.status().message()));
+      }
+      if (recorded->has_value()) {
+        job.input_mean = (*recorded)->mean;
+        job.input_std = (*recorded)->std;
+      }
+    }
+  }
   absl::StatusOr<DatasetSplits> data = LoadDataset(config.dataset_dir, config.dataset_format,
                                                    {.max_train = config.train.max_train_samples,
                                                     .max_test = config.train.max_test_samples,
                                                     .seed = config.train.seed,
-                                                    .mean = config.input_mean,
-                                                    .std = config.input_std});
+                                                    .mean = job.input_mean,
+                                                    .std = job.input_std});
   if (!data.ok()) {
     if (absl::IsNotFound(data.status())) {
       return absl::InvalidArgumentError(absl::StrCat("dataset: ", data.status().message()));
     }
     return data.status();
   }
-  absl::StatusOr<torch::jit::Module> model = LoadModel(config, *data);
+  absl::StatusOr<torch::jit::Module> model =
+      model_file ? *std::move(model_file)
+                 : MakeZooModel(config.model.substr(4), data->channels, data->num_classes,
+                                config.train.seed);
   if (!model.ok()) return model.status();
   if (absl::Status s = CheckModel(*model, *data, config.model); !s.ok()) return s;
 
@@ -172,7 +195,7 @@ absl::StatusOr<JobResult> RunJobImpl(const JobConfig& config, const JobCallbacks
     if (p.is_floating_point()) float_size += p.numel() * 4;
   }
 
-  Trainer trainer(config, callbacks, *data, *device, *model);
+  Trainer trainer(job, callbacks, *data, *device, *model);
   if (absl::Status s = trainer.Run(); !s.ok()) return s;
   JobResult result;
   result.metrics = trainer.metrics();

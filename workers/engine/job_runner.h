@@ -50,7 +50,9 @@ struct JobConfig {
   int activation_bits = 0;            // 0: float activations
   std::vector<double> weight_levels;  // explicit levels; overrides weight_bits when non-empty
   // The input normalisation the model expects, per channel: x' = (pixel / 255 - mean) / std.
-  // Empty: the training split's statistics. Either way the artifacts record what was used.
+  // Empty: what a model file records (qnet_input_mean/qnet_input_std, as qnet's artifacts and
+  // saved float models do), else the training split's statistics. The artifacts record what was
+  // used.
   std::vector<double> input_mean, input_std;
   TrainSettings train;
   std::vector<std::string>
