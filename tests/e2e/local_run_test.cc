@@ -79,6 +79,14 @@ TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
   EXPECT_EQ(check.status, 0) << check.text;
   EXPECT_NE(check.text.find("3"), std::string::npos) << check.text;  // conv2, fc1, fc2
   EXPECT_NE(r.text.find("inputs: (pixel/255 - mean) / std, mean "), std::string::npos) << r.text;
+  // The benchmark's image-by-image comparison, on a model against itself: no discordant images.
+  const Output paired = RunCommand(std::string(QNET_PYTHON) + " -W ignore " + QNET_PAIRED_PY + " " +
+                                   out + "/model.pt " + out + "/model.pt " + data_ + " 2>&1");
+  EXPECT_EQ(paired.status, 0) << paired.text;
+  EXPECT_NE(paired.text.find("only float right 0, only quantized right 0"), std::string::npos)
+      << paired.text;
+  EXPECT_NE(paired.text.find("difference +0 images, exact McNemar p = 1.000"), std::string::npos)
+      << paired.text;
 }
 
 // A model trained on its own preprocessing: the job uses it, and the artifact carries it.
