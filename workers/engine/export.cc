@@ -3,10 +3,10 @@
 
 #include <cstring>
 #include <exception>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -162,20 +162,13 @@ absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
 }
 
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  std::error_code ec;
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec)
-    return absl::InternalError(absl::StrCat("cannot create ", parent.string(), ": ", ec.message()));
+  std::ostringstream bytes;
   try {
-    module.save(tmp);
+    module.save(bytes);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("saving ", path, ": ", TorchErrorText(e)));
   }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, bytes.view());
 }
 
 int CodeBits(int64_t num_levels) {

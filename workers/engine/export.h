@@ -57,7 +57,7 @@ struct InputNormalization {
 absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
     const torch::jit::Module& module);
 
-// Saves a module atomically (temporary file, then rename).
+// Saves a module atomically (common/atomic_file.h: parent directories created, no torn file).
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path);
 
 // Bits per code for n+1 levels: ceil(log2(n+1)), at least 1.
