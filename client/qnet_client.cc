@@ -148,6 +148,15 @@ absl::StatusOr<std::vector<v1::Model>> QnetClient::ListModels() {
   return std::vector<v1::Model>(response.models().begin(), response.models().end());
 }
 
+absl::StatusOr<v1::Capabilities> QnetClient::GetCapabilities() {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::Capabilities response;
+  grpc::Status s = jobs_->GetCapabilities(&context, v1::GetCapabilitiesRequest(), &response);
+  if (!s.ok()) return FromGrpc(s, "GetCapabilities", address_);
+  return response;
+}
+
 absl::StatusOr<int64_t> QnetClient::StatBlob(const std::string& digest) {
   v1::StatBlobRequest request;
   request.set_digest(digest);

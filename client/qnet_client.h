@@ -72,6 +72,9 @@ class QnetClient {
   absl::StatusOr<v1::Job> CancelJob(const std::string& id);
   absl::StatusOr<std::vector<v1::Dataset>> ListDatasets();
   absl::StatusOr<std::vector<v1::Model>> ListModels();
+  // What the server accepts: export formats (and the artifact kinds each produces), dataset
+  // formats, bit ranges.
+  absl::StatusOr<v1::Capabilities> GetCapabilities();
 
   // Uploads a file as a blob of `kind` ("model", "dataset", "checkpoint", "artifact"). Its sha256
   // is computed first; a blob the server already has (StatBlob) is not sent again.

@@ -43,6 +43,8 @@ class DatasetRegistry {
   static absl::StatusOr<Flag> ParseFlag(absl::string_view flag);
   // Plain registry names: [a-z0-9][a-z0-9._-]*, at most 64 characters, no "..".
   static bool IsValidName(absl::string_view name);
+  // The formats Add accepts, sorted.
+  static std::vector<std::string> FormatNames();
 
   // Registers (or replaces) a dataset. Formats: "idx" (1x28x28, 10 classes) and "cifar10"
   // (3x32x32, 10 classes). NOT_FOUND when `dir` is not a folder.

@@ -3,8 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/job/catalog.h"
+#include "common/job/job_spec.h"
 #include "server/grpc_status.h"
-#include "server/model_catalog.h"
 #include "server/page_token.h"
 
 namespace qnet::server {
@@ -25,7 +26,7 @@ JobServiceImpl::JobServiceImpl(Scheduler* scheduler, const JobValidator* validat
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
                                        const qnet::v1::SubmitJobRequest* request,
                                        qnet::v1::Job* response) {
-  if (absl::Status s = JobValidator::ValidateRequestId(request->request_id()); !s.ok()) {
+  if (absl::Status s = job::ValidateRequestId(request->request_id()); !s.ok()) {
     return ToGrpcStatus(s);
   }
   if (absl::Status s = validator_->Validate(request->spec()); !s.ok()) return ToGrpcStatus(s);
@@ -106,7 +107,14 @@ grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext*,
 
 grpc::Status JobServiceImpl::ListModels(grpc::ServerContext*, const qnet::v1::ListModelsRequest*,
                                         qnet::v1::ListModelsResponse* response) {
-  for (const qnet::v1::Model& m : ZooModels()) *response->add_models() = m;
+  for (const qnet::v1::Model& m : job::ZooModels()) *response->add_models() = m;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetCapabilities(grpc::ServerContext*,
+                                             const qnet::v1::GetCapabilitiesRequest*,
+                                             qnet::v1::Capabilities* response) {
+  *response = job::Capabilities(DatasetRegistry::FormatNames());
   return grpc::Status::OK;
 }
 

@@ -39,6 +39,9 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
                             qnet::v1::ListDatasetsResponse* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const qnet::v1::ListModelsRequest* request,
                           qnet::v1::ListModelsResponse* response) override;
+  grpc::Status GetCapabilities(grpc::ServerContext* context,
+                               const qnet::v1::GetCapabilitiesRequest* request,
+                               qnet::v1::Capabilities* response) override;
 
  private:
   Scheduler* const scheduler_;

@@ -1,8 +1,9 @@
-// JobValidator: checks a JobSpec (and request_id) before the server accepts a job, so bad input
-// is refused up front with INVALID_ARGUMENT and a message naming every problem found, instead of
-// failing later on a worker. Models must be a zoo name or the digest of an uploaded TorchScript
-// archive; datasets must be registry names; bits, levels, epochs, batch sizes and export formats
-// must be in range. Thread-safe.
+// JobValidator: qnetd's check of a JobSpec before it accepts a job, so bad input is refused up
+// front with INVALID_ARGUMENT and a message naming every problem found, instead of failing later
+// on a worker. The settings are judged by job::ValidateJobSpec, the check every process shares;
+// this class adds what only the server knows: the model blob is uploaded and is a TorchScript
+// archive, the dataset is registered, and the input normalization fits its channels.
+// Thread-safe.
 //
 //   JobValidator validator(&datasets, &blobs);
 //   if (absl::Status s = validator.Validate(request.spec()); !s.ok()) return ToGrpcStatus(s);
@@ -10,10 +11,10 @@
 #define QNET_SERVER_JOB_VALIDATOR_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "qnet/v1/job.pb.h"
 #include "server/blob_store.h"
@@ -27,12 +28,11 @@ class JobValidator {
   JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs);
 
   absl::Status Validate(const qnet::v1::JobSpec& spec) const;
-  // Printable ASCII, at most 128 characters ("" = no idempotency).
-  static absl::Status ValidateRequestId(absl::string_view request_id);
 
  private:
-  // Appends the model's problems to `errors`.
-  void CheckModel(const std::string& model, std::vector<std::string>* errors) const;
+  // Appends the problems of an uploaded model blob to `errors`.
+  void CheckModelBlob(const std::string& digest, std::vector<std::string>* errors) const;
+  void CheckDataset(const qnet::v1::JobSpec& spec, std::vector<std::string>* errors) const;
 
   const DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;

@@ -6,12 +6,15 @@
 
 namespace qnet::cli {
 
-std::vector<v1::Artifact> SelectArtifacts(const v1::Job& job, std::string_view format) {
+std::vector<v1::Artifact> SelectArtifacts(const v1::Job& job, std::string_view format,
+                                          const v1::Capabilities& capabilities) {
+  std::set<std::string, std::less<>> kinds = {std::string(format)};
+  for (const v1::ExportFormat& f : capabilities.export_formats()) {
+    if (f.name() == format) kinds.insert(f.artifact_kinds().begin(), f.artifact_kinds().end());
+  }
   std::vector<v1::Artifact> selected;
   for (const v1::Artifact& a : job.artifacts()) {
-    if (format.empty() || a.kind() == format || (format == "packed" && a.kind() == "manifest")) {
-      selected.push_back(a);
-    }
+    if (format.empty() || kinds.contains(a.kind())) selected.push_back(a);
   }
   return selected;
 }

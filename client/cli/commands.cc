@@ -6,11 +6,13 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/cli/artifact_select.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/job_json.h"
 #include "client/cli/job_report.h"
 #include "client/cli/progress_line.h"
+#include "common/job/job_spec.h"
 
 namespace qnet::cli {
 namespace {
@@ -121,24 +123,26 @@ absl::StatusOr<v1::Job> FollowJob(QnetClient& client, const std::string& id, con
 
 int RunSubmit(QnetClient& client, const SubmitFlags& flags, bool wait, bool json,
               const Console& console) {
-  std::string model_ref = flags.model;
-  if (ClassifyModel(flags.model) == ModelSource::kLocalFile) {
+  const std::string& model = flags.job.model;
+  std::string model_ref = model;
+  if (!job::IsModelReference(model)) {
     std::error_code ec;
-    if (!fs::is_regular_file(flags.model, ec)) {
+    if (!fs::is_regular_file(model, ec)) {
       return Usage(console, "submit",
-                   absl::StrCat("model file '", flags.model,
+                   absl::StrCat("model file '", model,
                                 "' does not exist; give zoo:NAME for a built-in model (see qnet "
                                 "models) or the path of a TorchScript .pt file"));
     }
-    absl::StatusOr<client::UploadResult> uploaded = client.UploadFile(flags.model, "model");
+    absl::StatusOr<client::UploadResult> uploaded = client.UploadFile(model, "model");
     if (!uploaded.ok()) return Fail(console, "submit", uploaded.status());
     console.err << (uploaded->already_present ? "model already on the server: " : "uploaded ")
-                << flags.model << " (" << FormatBytes(uploaded->size_bytes) << ") as "
-                << uploaded->digest << "\n";
+                << model << " (" << FormatBytes(uploaded->size_bytes) << ") as " << uploaded->digest
+                << "\n";
     model_ref = uploaded->digest;
   }
-  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(flags, model_ref);
+  absl::StatusOr<v1::JobSpec> spec = job::BuildJobSpec(flags.job, model_ref);
   if (!spec.ok()) return Usage(console, "submit", spec.status().message());
+  spec->set_priority(flags.priority);
 
   absl::StatusOr<v1::Job> job = client.SubmitJob(*spec, flags.request_id);
   if (!job.ok()) return Fail(console, "submit", job.status());
@@ -197,7 +201,13 @@ int RunDownload(QnetClient& client, const std::string& id, const std::string& di
                 const std::string& format, const Console& console) {
   absl::StatusOr<v1::Job> job = client.GetJob(id);
   if (!job.ok()) return Fail(console, "download", job.status());
-  const std::vector<v1::Artifact> artifacts = SelectArtifacts(*job, format);
+  // A server without GetCapabilities still serves downloads by artifact kind.
+  absl::StatusOr<v1::Capabilities> capabilities = client.GetCapabilities();
+  if (!capabilities.ok() && !absl::IsUnimplemented(capabilities.status())) {
+    return Fail(console, "download", capabilities.status());
+  }
+  const std::vector<v1::Artifact> artifacts =
+      SelectArtifacts(*job, format, capabilities.value_or(v1::Capabilities()));
   if (artifacts.empty()) {
     const std::string state = v1::JobState_Name(job->state());
     if (job->state() != v1::SUCCEEDED) {
@@ -237,6 +247,27 @@ int RunDatasets(QnetClient& client, bool json, const Console& console) {
   } else {
     console.out << FormatDatasetTable(*datasets);
   }
+  return kExitOk;
+}
+
+int RunFormats(QnetClient& client, bool json, const Console& console) {
+  absl::StatusOr<v1::Capabilities> c = client.GetCapabilities();
+  if (!c.ok()) return Fail(console, "formats", c.status());
+  if (json) {
+    console.out << MessageToJson(*c) << "\n";
+    return kExitOk;
+  }
+  console.out << "export formats (submit --export, download --format):\n";
+  for (const v1::ExportFormat& f : c->export_formats()) {
+    console.out << "  " << f.name()
+                << std::string(f.name().size() < 12 ? 12 - f.name().size() : 1, ' ')
+                << f.description() << "\n";
+  }
+  console.out << "dataset formats: " << absl::StrJoin(c->dataset_formats(), ", ") << "\n"
+              << "model sources: " << absl::StrJoin(c->model_sources(), ", ") << "\n"
+              << "weight bits " << c->weight_bits().min() << ".." << c->weight_bits().max()
+              << ", activation bits " << c->activation_bits().min() << ".."
+              << c->activation_bits().max() << " (0: float)\n";
   return kExitOk;
 }
 

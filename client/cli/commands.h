@@ -13,8 +13,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "client/cli/job_spec_flags.h"
 #include "client/qnet_client.h"
+#include "common/job/job_spec_flags.h"
 
 namespace qnet::cli {
 
@@ -37,6 +37,13 @@ struct FollowOptions {
 absl::StatusOr<v1::Job> FollowJob(client::QnetClient& client, const std::string& id,
                                   const Console& console, const FollowOptions& options = {});
 
+// `qnet submit`: the job's flags (shared with `qnet-worker run`) and the submission's own.
+struct SubmitFlags {
+  job::JobSpecFlags job;
+  int priority = 0;
+  std::string request_id;
+};
+
 int RunSubmit(client::QnetClient& client, const SubmitFlags& flags, bool wait, bool json,
               const Console& console);
 int RunGet(client::QnetClient& client, const std::string& id, bool json, const Console& console);
@@ -50,6 +57,8 @@ int RunDownload(client::QnetClient& client, const std::string& id, const std::st
                 const std::string& format, const Console& console);
 int RunDatasets(client::QnetClient& client, bool json, const Console& console);
 int RunModels(client::QnetClient& client, bool json, const Console& console);
+// What the server accepts (GetCapabilities): export formats, dataset formats, bit ranges.
+int RunFormats(client::QnetClient& client, bool json, const Console& console);
 
 }  // namespace qnet::cli
 

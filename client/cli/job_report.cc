@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/progress_line.h"
 #include "common/input_normalization.h"
+#include "common/job/job_spec.h"
 
 namespace qnet::cli {
 namespace {
@@ -35,7 +36,7 @@ std::string RenderTable(const std::vector<std::vector<std::string>>& rows,
 }
 
 std::string Bits(const v1::JobSpec& spec) {
-  std::string s = absl::StrCat("W", spec.weight_bits());
+  std::string s = absl::StrCat("W", job::WithDefaults(spec).weight_bits());
   if (spec.weight_levels_size() > 0) s = absl::StrCat("L", spec.weight_levels_size());
   absl::StrAppend(&s, spec.activation_bits() > 0 ? absl::StrCat("A", spec.activation_bits()) : "");
   return s;

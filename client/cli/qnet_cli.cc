@@ -13,39 +13,12 @@ namespace qnet::cli {
 namespace {
 
 void AddSubmitFlags(CLI::App& sub, SubmitFlags& f) {
-  sub.add_option("--model", f.model,
-                 "zoo:NAME (see `qnet models`), sha256:<hex> of an uploaded model, or the path of "
-                 "a TorchScript .pt file to upload")
-      ->required();
-  sub.add_option("--dataset", f.dataset, "dataset name the server knows (see `qnet datasets`)")
-      ->required();
-  sub.add_option("--weight-bits", f.weight_bits, "weight bit width, 1..8");
-  sub.add_option("--activation-bits", f.activation_bits, "activation bit width (0: float)");
-  sub.add_option("--weight-levels", f.weight_levels,
-                 "explicit sorted weight levels, comma-separated (overrides --weight-bits levels)");
-  sub.add_option("--epochs", f.epochs, "QN fine-tuning epochs");
-  sub.add_option("--pretrain-epochs", f.pretrain_epochs, "full-precision epochs first");
-  sub.add_option("--batch-size", f.batch_size, "training batch size");
-  sub.add_option("--lr", f.learning_rate, "learning rate (0: the recipe's default)");
-  sub.add_option("--max-train-samples", f.max_train_samples, "train on at most N images");
-  sub.add_option("--max-test-samples", f.max_test_samples, "evaluate on at most N images");
-  sub.add_option("--seed", f.seed, "random seed");
-  sub.add_option("--temperature-slope", f.temperature_slope, "QN temperature growth per epoch");
-  sub.add_option("--distill-weight", f.distill_weight,
-                 "weight of the float model's predictions in the QN loss, 0 (labels only) to 1 "
-                 "(default: the recipe's 0.5)");
-  sub.add_flag("--quantize-first-last", f.quantize_first_last,
-               "also quantize the first conv and last linear layer");
-  sub.add_flag("--learn-thresholds", f.learn_thresholds, "learn the quantizer's thresholds");
-  sub.add_option("--input-mean", f.input_mean,
-                 "per-channel mean the model's inputs are normalised with, pixels scaled to "
-                 "[0,1], comma-separated (default: the dataset's; give with --input-std)");
-  sub.add_option("--input-std", f.input_std,
-                 "per-channel std of that normalisation, comma-separated");
+  job::BindJobSpecFlags(
+      sub, f.job,
+      {.model_help = "zoo:NAME (see `qnet models`), sha256:<hex> of an uploaded model, or the "
+                     "path of a TorchScript .pt file to upload",
+       .dataset_help = "dataset name the server knows (see `qnet datasets`)"});
   sub.add_option("--priority", f.priority, "higher runs first");
-  sub.add_option("--export", f.export_formats,
-                 "artifacts to produce, comma-separated: torchscript,onnx,packed,metrics "
-                 "(default: all)");
   sub.add_option("--request-id", f.request_id,
                  "idempotency key: submitting again with the same id returns the first job");
 }
@@ -95,14 +68,16 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
   CLI::App* download = app.add_subcommand("download", "download a job's artifacts, verified");
   download->add_option("id", id, "job id")->required();
   download->add_option("-o,--output", out_dir, "directory to write into")->required();
-  std::vector<std::string> formats(std::begin(kDownloadFormats), std::end(kDownloadFormats));
-  download->add_option("--format", format, "only this artifact kind")
-      ->check(CLI::IsMember(formats));
+  download->add_option("--format", format,
+                       "only this export format's artifacts (see `qnet formats`) or this kind");
 
   CLI::App* datasets = app.add_subcommand("datasets", "list the datasets the server knows");
   datasets->add_flag("--json", json, "print as JSON");
   CLI::App* models = app.add_subcommand("models", "list the built-in models");
   models->add_flag("--json", json, "print as JSON");
+  CLI::App* formats =
+      app.add_subcommand("formats", "list what the server accepts: export and dataset formats");
+  formats->add_flag("--json", json, "print as JSON");
 
   try {
     app.parse(argc, argv);
@@ -121,6 +96,7 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
     if (download->parsed()) return RunDownload(*client, id, out_dir, format, console);
     if (datasets->parsed()) return RunDatasets(*client, json, console);
     if (models->parsed()) return RunModels(*client, json, console);
+    if (formats->parsed()) return RunFormats(*client, json, console);
   } catch (const std::exception& e) {
     // Nothing here throws by design; a bad_alloc or the like still gets a message, not abort().
     console.err << "qnet: " << e.what() << "\n";

@@ -9,10 +9,10 @@
 #include "client/cli/exit_codes.h"
 #include "client/cli/job_json.h"
 #include "client/cli/job_report.h"
-#include "client/cli/job_spec_flags.h"
 #include "client/cli/progress_line.h"
 #include "client/cli/qnet_cli.h"
 #include "common/digest.h"
+#include "common/job/catalog.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -25,93 +25,6 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-TEST(JobSpecFlagsTest, MapsEveryFlag) {
-  SubmitFlags f;
-  f.model = "zoo:lenet5";
-  f.dataset = "fashion-mnist";
-  f.weight_bits = 2;
-  f.activation_bits = 3;
-  f.weight_levels = "-1, 0,1.5";
-  f.epochs = 4;
-  f.pretrain_epochs = 1;
-  f.batch_size = 64;
-  f.learning_rate = 0.01;
-  f.max_train_samples = 3000;
-  f.max_test_samples = 1000;
-  f.seed = 7;
-  f.temperature_slope = 20;
-  f.distill_weight = 0;
-  f.quantize_first_last = true;
-  f.learn_thresholds = true;
-  f.priority = 5;
-  f.export_formats = "torchscript,onnx";
-  f.input_mean = "0.49, 0.48,0.45";
-  f.input_std = "0.25,0.24,0.26";
-  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "sha256:abc");
-  ASSERT_TRUE(spec.ok()) << spec.status();
-  EXPECT_EQ(spec->model(), "sha256:abc");
-  EXPECT_EQ(spec->dataset(), "fashion-mnist");
-  EXPECT_EQ(spec->weight_bits(), 2);
-  EXPECT_EQ(spec->activation_bits(), 3);
-  EXPECT_THAT(spec->weight_levels(), ElementsAre(-1, 0, 1.5));
-  EXPECT_EQ(spec->training().epochs(), 4);
-  EXPECT_EQ(spec->training().pretrain_epochs(), 1);
-  EXPECT_EQ(spec->training().batch_size(), 64);
-  EXPECT_DOUBLE_EQ(spec->training().learning_rate(), 0.01);
-  EXPECT_EQ(spec->training().max_train_samples(), 3000);
-  EXPECT_EQ(spec->training().max_test_samples(), 1000);
-  EXPECT_EQ(spec->training().seed(), 7u);
-  EXPECT_DOUBLE_EQ(spec->training().temperature_slope(), 20);
-  // 0 is a setting (labels only), not "unset": it must reach the server as present.
-  EXPECT_TRUE(spec->training().has_distill_weight());
-  EXPECT_EQ(spec->training().distill_weight(), 0);
-  EXPECT_TRUE(spec->training().quantize_first_last());
-  EXPECT_TRUE(spec->training().learn_thresholds());
-  EXPECT_EQ(spec->priority(), 5);
-  EXPECT_THAT(spec->export_formats(), ElementsAre("torchscript", "onnx"));
-  EXPECT_THAT(spec->input_normalization().mean(), ElementsAre(0.49, 0.48, 0.45));
-  EXPECT_THAT(spec->input_normalization().std(), ElementsAre(0.25, 0.24, 0.26));
-}
-
-TEST(JobSpecFlagsTest, UnsetFlagsLeaveTheDefaultsToTheServer) {
-  SubmitFlags f;
-  f.model = "zoo:lenet5";
-  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, f.model);
-  ASSERT_TRUE(spec.ok()) << spec.status();
-  EXPECT_FALSE(spec->training().has_distill_weight());
-  EXPECT_FALSE(spec->has_input_normalization());
-  EXPECT_EQ(spec->weight_levels_size(), 0);
-  EXPECT_EQ(spec->export_formats_size(), 0);
-}
-
-TEST(JobSpecFlagsTest, RefusesMalformedLevels) {
-  SubmitFlags f;
-  f.weight_levels = "-1,zero,1";
-  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "zoo:lenet5");
-  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(spec.status().message()), HasSubstr("'zero'"));
-  EXPECT_FALSE(ParseNumberList("1,nan", "--weight-levels").ok());
-  EXPECT_FALSE(ParseNumberList("1e999", "--weight-levels").ok());
-}
-
-TEST(JobSpecFlagsTest, RefusesAnInputMeanWithoutItsStd) {
-  SubmitFlags f;
-  f.input_mean = "0.5";
-  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, "zoo:lenet5");
-  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(spec.status().message()), HasSubstr("--input-mean and --input-std"));
-  f.input_std = "0.5,x";
-  spec = BuildJobSpec(f, "zoo:lenet5");
-  EXPECT_THAT(std::string(spec.status().message()), HasSubstr("--input-std: 'x'"));
-}
-
-TEST(JobSpecFlagsTest, ClassifiesModels) {
-  EXPECT_EQ(ClassifyModel("zoo:resnet20"), ModelSource::kZoo);
-  EXPECT_EQ(ClassifyModel("sha256:00"), ModelSource::kDigest);
-  EXPECT_EQ(ClassifyModel("./net.pt"), ModelSource::kLocalFile);
-  EXPECT_EQ(ClassifyModel("net.pt"), ModelSource::kLocalFile);
-}
 
 v1::Job RunningJob() {
   v1::Job job;
@@ -263,9 +176,14 @@ TEST(ArtifactSelectTest, NamesAreSafeAndUnique) {
   for (const char* kind : {"torchscript", "onnx", "packed", "manifest", "metrics"}) {
     job.add_artifacts()->set_kind(kind);
   }
-  EXPECT_EQ(SelectArtifacts(job, "").size(), 5u);
-  EXPECT_EQ(SelectArtifacts(job, "packed").size(), 2u);
-  EXPECT_EQ(SelectArtifacts(job, "onnx").size(), 1u);
+  // What each export format brings comes from the server's capabilities, not from the CLI.
+  const v1::Capabilities caps = job::Capabilities({});
+  EXPECT_EQ(SelectArtifacts(job, "", caps).size(), 5u);
+  EXPECT_EQ(SelectArtifacts(job, "packed", caps).size(), 2u);
+  EXPECT_EQ(SelectArtifacts(job, "onnx", caps).size(), 1u);
+  EXPECT_EQ(SelectArtifacts(job, "manifest", caps).size(), 1u);  // an artifact kind
+  EXPECT_EQ(SelectArtifacts(job, "packed", v1::Capabilities()).size(), 1u);
+  EXPECT_EQ(SelectArtifacts(job, "nope", caps).size(), 0u);
 }
 
 // --- commands against the fake server ---
@@ -411,7 +329,9 @@ TEST_F(CommandsTest, DownloadWritesEveryArtifactVerified) {
     v1::Job& job = state->jobs["job-1"];
     job.set_state(v1::SUCCEEDED);
     for (auto [kind, name, content] :
-         {std::tuple{"torchscript", "m.pt", ts}, std::tuple{"onnx", "m.onnx", onnx}}) {
+         {std::tuple{"torchscript", "m.pt", ts}, std::tuple{"onnx", "m.onnx", onnx},
+          std::tuple{"packed", "m.qnet", std::string("codes")},
+          std::tuple{"manifest", "manifest.json", std::string("{}")}}) {
       v1::Artifact* a = job.add_artifacts();
       a->set_kind(kind);
       a->set_filename(name);
@@ -428,6 +348,24 @@ TEST_F(CommandsTest, DownloadWritesEveryArtifactVerified) {
   EXPECT_EQ(Cli({"download", "job-1", "-o", only, "--format", "onnx"}), kExitOk);
   EXPECT_FALSE(fs::exists(only + "/m.pt"));
   EXPECT_TRUE(fs::exists(only + "/m.onnx"));
+
+  // The server's capabilities say that the packed format brings its manifest.
+  const std::string packed = (dir_ / "packed").string();
+  EXPECT_EQ(Cli({"download", "job-1", "-o", packed, "--format", "packed"}), kExitOk);
+  EXPECT_TRUE(fs::exists(packed + "/m.qnet"));
+  EXPECT_TRUE(fs::exists(packed + "/manifest.json"));
+  EXPECT_FALSE(fs::exists(packed + "/m.onnx"));
+}
+
+TEST_F(CommandsTest, FormatsListsWhatTheServerAccepts) {
+  EXPECT_EQ(Cli({"formats"}), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), HasSubstr("packed"));
+  EXPECT_THAT(out_.str(), HasSubstr("dataset formats: idx"));
+  EXPECT_THAT(out_.str(), HasSubstr("weight bits 1..8"));
+  out_.str("");
+  EXPECT_EQ(Cli({"formats", "--json"}), kExitOk) << err_.str();
+  const nlohmann::json j = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(j["export_formats"].size(), 4u);
 }
 
 TEST_F(CommandsTest, DownloadOfAQueuedJobSaysWhy) {

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "common/digest.h"
+#include "common/job/catalog.h"
 
 namespace qnet::testing {
 namespace {
@@ -130,6 +131,12 @@ class FakeQnetServer::Jobs final : public v1::JobService::Service {
     m->set_name("zoo:lenet5");
     m->set_description("LeNet-5");
     m->set_input_shape("1x28x28");
+    return grpc::Status::OK;
+  }
+
+  grpc::Status GetCapabilities(grpc::ServerContext*, const v1::GetCapabilitiesRequest*,
+                               v1::Capabilities* response) override {
+    *response = job::Capabilities({"idx"});
     return grpc::Status::OK;
   }
 

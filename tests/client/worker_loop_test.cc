@@ -94,7 +94,7 @@ class WorkerLoopTest : public ::testing::Test {
 };
 
 // A runner that reports progress, writes a checkpoint and two artifacts, and succeeds.
-absl::StatusOr<engine::JobResult> SucceedingRunner(const engine::JobConfig& config,
+absl::StatusOr<engine::JobResult> SucceedingRunner(const engine::JobRun& config,
                                                    const engine::JobCallbacks& callbacks) {
   engine::ProgressEvent event;
   event.phase = "weights";
@@ -103,7 +103,7 @@ absl::StatusOr<engine::JobResult> SucceedingRunner(const engine::JobConfig& conf
   event.loss = 0.5;
   event.accuracy = -1;
   callbacks.on_progress(event);
-  const std::string ckpt = config.checkpoint_dir + "/ckpt-1.pt";
+  const std::string ckpt = config.context.checkpoint_dir + "/ckpt-1.pt";
   WriteFile(ckpt, "checkpoint one");
   callbacks.on_checkpoint(ckpt);
   engine::JobResult result;
@@ -111,20 +111,20 @@ absl::StatusOr<engine::JobResult> SucceedingRunner(const engine::JobConfig& conf
   result.metrics.device = "cpu";
   result.metrics.epochs.push_back({.epoch = 1, .phase = "weights", .train_loss = 0.5});
   result.metrics.epochs.push_back({.epoch = 2, .phase = "joint", .train_loss = 0.4});
-  WriteFile(config.out_dir + "/model.pt", "quantized torchscript");
-  WriteFile(config.out_dir + "/metrics.json", R"({"quantized_top1": 0.81})");
-  result.artifacts.push_back({"torchscript", config.out_dir + "/model.pt"});
-  result.artifacts.push_back({"metrics", config.out_dir + "/metrics.json"});
+  WriteFile(config.context.out_dir + "/model.pt", "quantized torchscript");
+  WriteFile(config.context.out_dir + "/metrics.json", R"({"quantized_top1": 0.81})");
+  result.artifacts.push_back({"torchscript", config.context.out_dir + "/model.pt"});
+  result.artifacts.push_back({"metrics", config.context.out_dir + "/metrics.json"});
   return result;
 }
 
 TEST_F(WorkerLoopTest, RunsALeasedJobAndCompletesIt) {
   QueueLease();
-  engine::JobConfig seen;
-  auto loop = MakeLoop([&](const engine::JobConfig& c, const engine::JobCallbacks& cb) {
+  engine::JobRun seen;
+  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
     seen = c;
     // The dataset directory holds the files under their names with their content.
-    EXPECT_EQ(ReadFile(c.dataset_dir + "/train-images-idx3-ubyte"),
+    EXPECT_EQ(ReadFile(c.context.dataset_dir + "/train-images-idx3-ubyte"),
               "content of train-images-idx3-ubyte");
     return SucceedingRunner(c, cb);
   });
@@ -132,11 +132,11 @@ TEST_F(WorkerLoopTest, RunsALeasedJobAndCompletesIt) {
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   EXPECT_EQ(*outcome, LeaseOutcome::kCompleted);
 
-  EXPECT_EQ(seen.model, "zoo:lenet5");
-  EXPECT_EQ(seen.dataset_format, "idx");
-  EXPECT_EQ(seen.weight_bits, 2);
-  EXPECT_EQ(seen.train.epochs, 2);
-  EXPECT_EQ(fs::path(seen.dataset_dir).filename(), "synth");
+  EXPECT_EQ(seen.spec.model(), "zoo:lenet5");
+  EXPECT_EQ(seen.context.dataset_format, "idx");
+  EXPECT_EQ(seen.spec.weight_bits(), 2);
+  EXPECT_EQ(seen.spec.training().epochs(), 2);
+  EXPECT_EQ(fs::path(seen.context.dataset_dir).filename(), "synth");
 
   auto state = server_.Lock();
   ASSERT_EQ(state->acquires.size(), 1u);
@@ -192,9 +192,9 @@ TEST_F(WorkerLoopTest, FetchesAnUploadedModelBlob) {
   const std::string model = server_.PutBlob("user torchscript");
   QueueLease(model);
   std::string model_path;
-  auto loop = MakeLoop([&](const engine::JobConfig& c, const engine::JobCallbacks& cb) {
-    model_path = c.model;
-    EXPECT_EQ(ReadFile(c.model), "user torchscript");
+  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+    model_path = c.context.model_path;
+    EXPECT_EQ(ReadFile(c.context.model_path), "user torchscript");
     return SucceedingRunner(c, cb);
   });
   ASSERT_EQ(*loop->RunOnce(), LeaseOutcome::kCompleted);
@@ -204,9 +204,9 @@ TEST_F(WorkerLoopTest, FetchesAnUploadedModelBlob) {
 TEST_F(WorkerLoopTest, ResumesFromTheCheckpointOfTheLastAttempt) {
   // Attempt 1 writes ckpt-1.pt and then dies.
   QueueLease();
-  auto first = MakeLoop([](const engine::JobConfig& c, const engine::JobCallbacks& cb) {
-    WriteFile(c.checkpoint_dir + "/ckpt-1.pt", "epoch one state");
-    cb.on_checkpoint(c.checkpoint_dir + "/ckpt-1.pt");
+  auto first = MakeLoop([](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+    WriteFile(c.context.checkpoint_dir + "/ckpt-1.pt", "epoch one state");
+    cb.on_checkpoint(c.context.checkpoint_dir + "/ckpt-1.pt");
     return absl::StatusOr<engine::JobResult>(absl::InternalError("worker crashed"));
   });
   ASSERT_EQ(*first->RunOnce(), LeaseOutcome::kFailed);
@@ -224,15 +224,15 @@ TEST_F(WorkerLoopTest, ResumesFromTheCheckpointOfTheLastAttempt) {
   // Attempt 2 finds it under its own name in a fresh checkpoint directory.
   QueueLease("zoo:lenet5", checkpoint);
   options_.cache_dir = (dir_ / "other-cache").string();
-  auto second = MakeLoop([](const engine::JobConfig& c, const engine::JobCallbacks& cb) {
-    EXPECT_EQ(ReadFile(c.checkpoint_dir + "/ckpt-1.pt"), "epoch one state");
+  auto second = MakeLoop([](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+    EXPECT_EQ(ReadFile(c.context.checkpoint_dir + "/ckpt-1.pt"), "epoch one state");
     return SucceedingRunner(c, cb);
   });
   EXPECT_EQ(*second->RunOnce(), LeaseOutcome::kCompleted);
 }
 
 // Polls should_stop() like the engine does between steps.
-absl::StatusOr<engine::JobResult> StoppableRunner(const engine::JobConfig&,
+absl::StatusOr<engine::JobResult> StoppableRunner(const engine::JobRun&,
                                                   const engine::JobCallbacks& callbacks) {
   for (int step = 0; step < 1000; ++step) {
     engine::ProgressEvent event;
@@ -272,7 +272,7 @@ TEST_F(WorkerLoopTest, LostLeaseStopsTheJobAndReportsNothing) {
 
 TEST_F(WorkerLoopTest, InvalidArgumentFailsForGoodOtherErrorsAreRetryable) {
   QueueLease();
-  auto loop = MakeLoop([](const engine::JobConfig&, const engine::JobCallbacks&) {
+  auto loop = MakeLoop([](const engine::JobRun&, const engine::JobCallbacks&) {
     return absl::StatusOr<engine::JobResult>(
         absl::InvalidArgumentError("model.pt: not a TorchScript archive"));
   });
@@ -285,10 +285,10 @@ TEST_F(WorkerLoopTest, InvalidArgumentFailsForGoodOtherErrorsAreRetryable) {
 
 TEST_F(WorkerLoopTest, AThrowingRunnerFailsTheLeaseInsteadOfCrashing) {
   QueueLease();
-  auto loop = MakeLoop([](const engine::JobConfig&,
-                          const engine::JobCallbacks&) -> absl::StatusOr<engine::JobResult> {
-    throw std::runtime_error("boom");
-  });
+  auto loop = MakeLoop(
+      [](const engine::JobRun&, const engine::JobCallbacks&) -> absl::StatusOr<engine::JobResult> {
+        throw std::runtime_error("boom");
+      });
   EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
   auto state = server_.Lock();
   ASSERT_EQ(state->fails.size(), 1u);
@@ -299,7 +299,7 @@ TEST_F(WorkerLoopTest, AThrowingRunnerFailsTheLeaseInsteadOfCrashing) {
 TEST_F(WorkerLoopTest, AMissingModelBlobFailsTheLeaseWithoutRunning) {
   QueueLease(DigestOf("never uploaded"));
   bool ran = false;
-  auto loop = MakeLoop([&](const engine::JobConfig& c, const engine::JobCallbacks& cb) {
+  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
     ran = true;
     return SucceedingRunner(c, cb);
   });
@@ -351,7 +351,7 @@ TEST_F(WorkerLoopTest, AnEngineIgnoringStopIsAbandonedAfterTheGrace) {
   options_.stop_grace = 100ms;
   auto release = std::make_shared<std::atomic<bool>>(false);
   auto started = std::make_shared<std::atomic<bool>>(false);
-  auto loop = MakeLoop([release, started](const engine::JobConfig&, const engine::JobCallbacks&) {
+  auto loop = MakeLoop([release, started](const engine::JobRun&, const engine::JobCallbacks&) {
     started->store(true);
     while (!release->load()) std::this_thread::sleep_for(5ms);
     return absl::StatusOr<engine::JobResult>(absl::CancelledError("late"));
@@ -425,37 +425,7 @@ TEST(WorkerCheckpointTest, EnvelopeRoundTripKeepsTheName) {
   fs::remove_all(dir);
 }
 
-TEST(WorkerConvertTest, ZeroKeepsEngineDefaults) {
-  v1::JobSpec spec;
-  spec.set_model("zoo:resnet20");
-  spec.set_weight_bits(3);
-  spec.add_weight_levels(-1);
-  spec.add_weight_levels(1);
-  spec.add_export_formats("onnx");
-  spec.mutable_training()->set_pretrain_epochs(2);
-  spec.mutable_training()->set_max_train_samples(256);
-  engine::JobConfig config = JobConfigFromSpec(spec, "cpu");
-  const engine::JobConfig defaults;
-  EXPECT_EQ(config.model, "zoo:resnet20");
-  EXPECT_EQ(config.weight_bits, 3);
-  EXPECT_EQ(config.weight_levels, (std::vector<double>{-1, 1}));
-  EXPECT_EQ(config.export_formats, std::vector<std::string>{"onnx"});
-  EXPECT_EQ(config.train.pretrain_epochs, 2);
-  EXPECT_EQ(config.train.max_train_samples, 256);
-  EXPECT_EQ(config.train.epochs, defaults.train.epochs);
-  EXPECT_EQ(config.train.batch_size, defaults.train.batch_size);
-  EXPECT_EQ(config.train.seed, defaults.train.seed);
-  EXPECT_EQ(config.train.device, "cpu");
-  EXPECT_EQ(config.train.distill_weight, defaults.train.distill_weight);  // unset: the recipe's
-  spec.mutable_training()->set_distill_weight(0);
-  EXPECT_EQ(JobConfigFromSpec(spec, "cpu").train.distill_weight, 0);
-  EXPECT_TRUE(config.input_mean.empty() && config.input_std.empty());  // the dataset's own
-  spec.mutable_input_normalization()->add_mean(0.25);
-  spec.mutable_input_normalization()->add_std(0.75);
-  config = JobConfigFromSpec(spec, "cpu");
-  EXPECT_EQ(config.input_mean, std::vector<double>{0.25});
-  EXPECT_EQ(config.input_std, std::vector<double>{0.75});
-
+TEST(WorkerConvertTest, MetricsAndProgressBecomeTheApiMessages) {
   engine::JobMetrics metrics;
   metrics.input_mean = {0.1, 0.2, 0.3};
   metrics.input_std = {0.4, 0.5, 0.6};
@@ -463,6 +433,8 @@ TEST(WorkerConvertTest, ZeroKeepsEngineDefaults) {
   const v1::InputNormalization& norm = proto.input_normalization();
   EXPECT_EQ(std::vector<double>(norm.mean().begin(), norm.mean().end()), metrics.input_mean);
   EXPECT_EQ(std::vector<double>(norm.std().begin(), norm.std().end()), metrics.input_std);
+  metrics.effective_spec.mutable_training()->set_seed(7);
+  EXPECT_EQ(MetricsToProto(metrics).effective_spec().training().seed(), 7u);
 
   engine::ProgressEvent event;
   event.accuracy = -1;

@@ -77,7 +77,10 @@ TEST_F(LocalRun, BinaryWritesArtifactsAndTable) {
       RunCommand(std::string(QNET_PYTHON) + " " + QNET_CHECK_PY + " " + out +
                  "/model.pt --accuracy " + data_ + " " + out + "/metrics.json 2>&1");
   EXPECT_EQ(check.status, 0) << check.text;
-  EXPECT_NE(check.text.find("3"), std::string::npos) << check.text;  // conv2, fc1, fc2
+  // The script's last line counts the quantized layers: conv2, fc1, fc2.
+  std::string last = check.text.substr(0, check.text.find_last_not_of("\n") + 1);
+  last = last.substr(last.find_last_of('\n') + 1);
+  EXPECT_EQ(last, "3") << check.text;
   EXPECT_NE(r.text.find("inputs: (pixel/255 - mean) / std, mean "), std::string::npos) << r.text;
   // The benchmark's image-by-image comparison, on a model against itself: no discordant images.
   const Output paired = RunCommand(std::string(QNET_PYTHON) + " -W ignore " + QNET_PAIRED_PY + " " +
@@ -130,15 +133,15 @@ TEST_F(LocalRun, BadArgumentsExitTwoWithOneLine) {
 TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
   absl::StatusOr<qnet::engine::DatasetSplits> data = qnet::engine::LoadDataset(data_, "idx", {});
   ASSERT_TRUE(data.ok());
-  qnet::engine::JobConfig config;
-  config.model = "zoo:resnet20";
-  config.dataset_dir = data_;
-  config.weight_bits = 3;
-  config.activation_bits = 2;
-  config.train.pretrain_epochs = 1;
-  config.train.epochs = 1;
-  config.train.batch_size = 50;
-  config.train.device = "cpu";
+  qnet::engine::JobRun config;
+  config.spec.set_model("zoo:resnet20");
+  config.spec.set_weight_bits(3);
+  config.spec.set_activation_bits(2);
+  config.spec.mutable_training()->set_pretrain_epochs(1);
+  config.spec.mutable_training()->set_epochs(1);
+  config.spec.mutable_training()->set_batch_size(50);
+  config.spec.mutable_training()->set_seed(1);
+  config.context = {.dataset_dir = data_, .dataset_format = "idx", .device = "cpu"};
   qnet::engine::Trainer trainer(config, {}, *data, torch::kCPU,
                                 *qnet::engine::MakeZooModel("resnet20", 1, 10, 1));
   ASSERT_TRUE(trainer.Run().ok());

@@ -26,17 +26,17 @@ class TrainerTest : public ::testing::Test {
     return *std::move(d);
   }
 
-  static JobConfig Config(const std::string& zoo, int wb, int ab) {
-    JobConfig c;
-    c.model = "zoo:" + zoo;
-    c.dataset_dir = *dir_;
-    c.weight_bits = wb;
-    c.activation_bits = ab;
-    c.train.pretrain_epochs = 1;
-    c.train.epochs = 2;
-    c.train.batch_size = 32;
-    c.train.seed = 3;
-    c.train.device = "cpu";
+  static JobRun Config(const std::string& zoo, int wb, int ab) {
+    JobRun c;
+    c.spec.set_model("zoo:" + zoo);
+    c.context.dataset_dir = *dir_;
+    c.spec.set_weight_bits(wb);
+    c.spec.set_activation_bits(ab);
+    c.spec.mutable_training()->set_pretrain_epochs(1);
+    c.spec.mutable_training()->set_epochs(2);
+    c.spec.mutable_training()->set_batch_size(32);
+    c.spec.mutable_training()->set_seed(3);
+    c.context.device = "cpu";
     return c;
   }
 
@@ -53,8 +53,8 @@ std::string* TrainerTest::dir_ = nullptr;
 
 TEST_F(TrainerTest, LearnsSeparableProblemAndKeepsItQuantized) {
   DatasetSplits data = Data();
-  JobConfig config = Config("lenet5", 2, 2);
-  config.train.pretrain_epochs = 3;
+  JobRun config = Config("lenet5", 2, 2);
+  config.spec.mutable_training()->set_pretrain_epochs(3);
   std::vector<ProgressEvent> events;
   JobCallbacks cb;
   cb.on_progress = [&](const ProgressEvent& e) { events.push_back(e); };
@@ -87,9 +87,9 @@ TEST_F(TrainerTest, StopsWhenAsked) {
 // The temperature follows slope * (epoch + 1) per step and stays at slope * plateau after that.
 TEST_F(TrainerTest, TemperatureStopsGrowingAtThePlateau) {
   DatasetSplits data = Data();
-  JobConfig config = Config("lenet5", 2, 0);
-  config.train.pretrain_epochs = 0;
-  config.train.epochs = 6;
+  JobRun config = Config("lenet5", 2, 0);
+  config.spec.mutable_training()->set_pretrain_epochs(0);
+  config.spec.mutable_training()->set_epochs(6);
   Trainer trainer(config, {}, data, torch::kCPU, Model("lenet5", 3));
   ASSERT_TRUE(trainer.Run().ok());
   const Recipe recipe;
@@ -109,18 +109,18 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
   torch::set_num_threads(1);
   DatasetSplits data = Data();
   for (const char* zoo : {"lenet5", "resnet20"}) {
-    JobConfig config = Config(zoo, 2, 2);
-    config.train.max_train_samples = 0;
-    config.train.batch_size = 64;
+    JobRun config = Config(zoo, 2, 2);
+    config.spec.mutable_training()->set_max_train_samples(0);
+    config.spec.mutable_training()->set_batch_size(64);
     const std::string base = ::testing::TempDir() + "/resume_" + zoo;
     std::filesystem::remove_all(base);
 
-    config.checkpoint_dir = base + "/full";
+    config.context.checkpoint_dir = base + "/full";
     Trainer full(config, {}, data, torch::kCPU, Model(zoo, 3));
     ASSERT_TRUE(full.Run().ok());
 
     // Stop right after the checkpoint of epoch 2 (the first QN epoch), then resume.
-    config.checkpoint_dir = base + "/cut";
+    config.context.checkpoint_dir = base + "/cut";
     JobCallbacks cb;
     bool stop = false;
     cb.on_checkpoint = [&](const std::string& path) {
@@ -129,11 +129,12 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
     cb.should_stop = [&] { return stop; };
     Trainer first(config, cb, data, torch::kCPU, Model(zoo, 3));
     ASSERT_TRUE(absl::IsCancelled(first.Run()));
-    ASSERT_TRUE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 2)));
-    ASSERT_FALSE(std::filesystem::exists(CheckpointPath(config.checkpoint_dir, 3)));
+    ASSERT_TRUE(std::filesystem::exists(CheckpointPath(config.context.checkpoint_dir, 2)));
+    ASSERT_FALSE(std::filesystem::exists(CheckpointPath(config.context.checkpoint_dir, 3)));
     // The resumed run gets the float model's logits from the checkpoint, not from its model (a
     // fresh zoo initialisation): without them its losses would differ from the full run's.
-    absl::StatusOr<Checkpoint> cut = LoadCheckpoint(CheckpointPath(config.checkpoint_dir, 2));
+    absl::StatusOr<Checkpoint> cut =
+        LoadCheckpoint(CheckpointPath(config.context.checkpoint_dir, 2));
     ASSERT_TRUE(cut.ok()) << cut.status();
     ASSERT_EQ(cut->tensors.count("teacher/logits"), 1u);
     EXPECT_EQ(cut->tensors["teacher/logits"].sizes(),
@@ -163,11 +164,12 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
 
 TEST_F(TrainerTest, IgnoresCheckpointsOfAnotherJob) {
   DatasetSplits data = Data();
-  JobConfig config = Config("lenet5", 2, 0);
-  config.train.epochs = 1;
-  config.checkpoint_dir = ::testing::TempDir() + "/other_job";
-  std::filesystem::remove_all(config.checkpoint_dir);
-  ASSERT_TRUE(SaveCheckpoint(CheckpointPath(config.checkpoint_dir, 5), {{}, R"({"x":1})"}).ok());
+  JobRun config = Config("lenet5", 2, 0);
+  config.spec.mutable_training()->set_epochs(1);
+  config.context.checkpoint_dir = ::testing::TempDir() + "/other_job";
+  std::filesystem::remove_all(config.context.checkpoint_dir);
+  ASSERT_TRUE(
+      SaveCheckpoint(CheckpointPath(config.context.checkpoint_dir, 5), {{}, R"({"x":1})"}).ok());
   Trainer t(config, {}, data, torch::kCPU, Model("lenet5", 3));
   ASSERT_TRUE(t.Run().ok());
   EXPECT_EQ(t.metrics().epochs.size(), 2u);
@@ -179,14 +181,16 @@ TEST_F(TrainerTest, DistillationWeightZeroTrainsOnLabelsAlone) {
   DatasetSplits data = Data();
   std::vector<double> losses;
   for (double weight : {-1.0, 0.0}) {
-    JobConfig config = Config("lenet5", 2, 0);
-    config.train.epochs = 1;
-    config.train.distill_weight = weight;
-    config.checkpoint_dir = qnet::testing::ProcessTempDir("distill") + std::to_string(weight);
-    std::filesystem::remove_all(config.checkpoint_dir);
+    JobRun config = Config("lenet5", 2, 0);
+    config.spec.mutable_training()->set_epochs(1);
+    config.spec.mutable_training()->set_distill_weight(weight);
+    config.context.checkpoint_dir =
+        qnet::testing::ProcessTempDir("distill") + std::to_string(weight);
+    std::filesystem::remove_all(config.context.checkpoint_dir);
     Trainer trainer(config, {}, data, torch::kCPU, Model("lenet5", 3));
     ASSERT_TRUE(trainer.Run().ok());
-    absl::StatusOr<Checkpoint> last = LoadCheckpoint(CheckpointPath(config.checkpoint_dir, 2));
+    absl::StatusOr<Checkpoint> last =
+        LoadCheckpoint(CheckpointPath(config.context.checkpoint_dir, 2));
     ASSERT_TRUE(last.ok()) << last.status();
     EXPECT_EQ(last->tensors.count("teacher/logits"), weight == 0 ? 0u : 1u) << weight;
     losses.push_back(trainer.metrics().epochs.back().train_loss);

@@ -7,7 +7,7 @@
 #include <random>
 
 #include "common/digest.h"
-#include "common/job_limits.h"
+#include "common/job/job_spec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/torchscript_archive.h"
@@ -175,7 +175,7 @@ TEST_F(JobValidatorTest, TrainingRanges) {
   EXPECT_THAT(Refusal(spec), HasSubstr("max_train_samples"));
   // Beyond the engine's limit the worker would fail the job after it was queued.
   spec = Valid();
-  spec.mutable_training()->set_temperature_slope(kMaxTemperatureSlope + 1);
+  spec.mutable_training()->set_temperature_slope(job::kMaxTemperatureSlope + 1);
   EXPECT_THAT(Refusal(spec), HasSubstr("training.temperature_slope must be in 0..2000"));
   for (double weight : {-0.1, 1.5, std::nan("")}) {
     spec = Valid();
@@ -235,15 +235,6 @@ TEST_F(JobValidatorTest, HugeSpecsGetAShortMessage) {
   const std::string message = Refusal(spec);
   EXPECT_LT(message.size(), 2000u);
   EXPECT_THAT(message, AllOf(HasSubstr("export_formats lists 100000 entries"), HasSubstr("more")));
-}
-
-TEST(RequestIdTest, PrintableAndBounded) {
-  EXPECT_TRUE(JobValidator::ValidateRequestId("").ok());
-  EXPECT_TRUE(JobValidator::ValidateRequestId("3f2a-uuid-like_id.1").ok());
-  EXPECT_EQ(JobValidator::ValidateRequestId(std::string(129, 'a')).code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(JobValidator::ValidateRequestId("has space").code(),
-            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TorchScriptArchiveTest, StructuralCheck) {

@@ -161,6 +161,14 @@ absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
   return InputNormalization{*std::move(mean), *std::move(std)};
 }
 
+absl::Status SaveFloatModel(const torch::jit::Module& model, const std::vector<double>& mean,
+                            const std::vector<double>& std, const std::string& path) {
+  torch::jit::Module cpu_copy = model.clone();
+  cpu_copy.to(torch::kCPU);
+  if (absl::Status s = RecordInputNormalization(cpu_copy, mean, std); !s.ok()) return s;
+  return SaveModule(cpu_copy, path);
+}
+
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path) {
   std::ostringstream bytes;
   try {

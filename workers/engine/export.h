@@ -57,6 +57,11 @@ struct InputNormalization {
 absl::StatusOr<std::optional<InputNormalization>> RecordedInputNormalization(
     const torch::jit::Module& module);
 
+// The full-precision model as a reusable TorchScript file: a CPU copy of `model` that records
+// the input normalisation it was trained with (RecordInputNormalization), saved atomically.
+absl::Status SaveFloatModel(const torch::jit::Module& model, const std::vector<double>& mean,
+                            const std::vector<double>& std, const std::string& path);
+
 // Saves a module atomically (common/atomic_file.h: parent directories created, no torn file).
 absl::Status SaveModule(const torch::jit::Module& module, const std::string& path);
 

@@ -2,7 +2,7 @@
 // hard, per-epoch curves), sizes, device, bit widths, settings and the input normalisation, as one
 // JSON document.
 //
-//   nlohmann::json j = MetricsJson(result.metrics, config);
+//   nlohmann::json j = MetricsJson(result.metrics, run);  // run.spec with defaults resolved
 //   absl::Status s = WriteJsonFile(out_dir + "/metrics.json", j);
 #ifndef QNET_WORKERS_ENGINE_METRICS_JSON_H_
 #define QNET_WORKERS_ENGINE_METRICS_JSON_H_
@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
-#include "workers/engine/job_runner.h"
+#include "workers/engine/job_run.h"
 
 namespace qnet::engine {
 
@@ -20,7 +20,7 @@ namespace qnet::engine {
 // (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, bits
 // {weight, activation, weight_levels}, epochs [{epoch, phase, train_loss, temperature, soft_top1,
 // hard_top1}], settings {...}, input_normalization (below).
-nlohmann::json MetricsJson(const JobMetrics& metrics, const JobConfig& config);
+nlohmann::json MetricsJson(const JobMetrics& metrics, const JobRun& run);
 
 // How the artifacts' inputs are prepared: {"pixel_scale": 1/255, "mean": [...], "std": [...]},
 // x' = (pixel * pixel_scale - mean[c]) / std[c]. In metrics.json and manifest.json.

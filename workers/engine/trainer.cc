@@ -19,29 +19,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "workers/engine/checkpoint.h"
-#include "workers/engine/export.h"
 #include "workers/engine/levels.h"
 #include "workers/engine/sgd.h"
 
 namespace qnet::engine {
 namespace {
 
-enum class Phase { kWeights, kActivations, kJoint };
-
-const char* PhaseName(Phase p) {
-  switch (p) {
-    case Phase::kWeights:
-      return "weights";
-    case Phase::kActivations:
-      return "activations";
-    case Phase::kJoint:
-      return "joint";
-  }
-  return "";
-}
-
-// The QN steps split in thirds: weights only, activations only, both. Per step rather than per
-// epoch, so a single QN epoch still runs all three phases.
 // What the worker reports as device memory: the bytes the CUDA caching allocator holds (the
 // figure nvidia-smi attributes to the process, less the CUDA context).
 int64_t DeviceMemoryBytes(const torch::Device& device) {
@@ -57,35 +40,6 @@ int64_t DeviceMemoryBytes(const torch::Device& device) {
   return 0;
 }
 
-Phase PhaseAt(int64_t step, int64_t total, bool activations) {
-  if (!activations) return Phase::kWeights;
-  if (3 * step < total) return Phase::kWeights;
-  if (3 * step < 2 * total) return Phase::kActivations;
-  return Phase::kJoint;
-}
-
-// Progress in [0, 1) within the step's phase.
-double PhaseProgress(int64_t step, int64_t total, bool activations) {
-  if (!activations) return static_cast<double>(step) / static_cast<double>(total);
-  const int64_t begin = static_cast<int64_t>(PhaseAt(step, total, true)) * total;
-  return static_cast<double>(3 * step - begin) / static_cast<double>(total);
-}
-
-// Group order of the QN optimizer.
-enum Group { kOther = 0, kLatents = 1, kWeightQuantizers = 2, kActivationQuantizers = 3 };
-
-std::vector<bool> ActiveGroups(Phase p) {
-  switch (p) {
-    case Phase::kWeights:
-      return {true, true, true, false};
-    case Phase::kActivations:
-      return {true, false, false, true};
-    case Phase::kJoint:
-      return {true, true, true, true};
-  }
-  return {};
-}
-
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -96,13 +50,6 @@ void SeedEpoch(uint64_t seed, int epoch) {
   torch::manual_seed(seed * 1000003ULL + static_cast<uint64_t>(epoch));
 }
 
-bool IsBatchNorm(const torch::jit::Module& m) {
-  const std::string type = m.type()->name() ? m.type()->name()->qualifiedName() : "";
-  return type.ends_with("BatchNorm2d") || type.ends_with("BatchNorm1d")
-             ? m.hasattr("running_mean") && m.hasattr("running_var")
-             : false;
-}
-
 void CopyInto(const torch::Tensor& dst, const torch::Tensor& src) {
   torch::NoGradGuard no_grad;
   dst.copy_(src.to(dst.device(), dst.scalar_type()));
@@ -110,181 +57,68 @@ void CopyInto(const torch::Tensor& dst, const torch::Tensor& src) {
 
 }  // namespace
 
-Accuracy Evaluate(const ForwardFn& forward, const TensorDataset& data, int64_t batch_size,
-                  const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  Accuracy acc;
-  int64_t seen = 0, correct1 = 0, correct5 = 0;
-  double loss = 0;
-  BatchIterator it(data, batch_size, /*seed=*/0, /*epoch=*/0, /*augment=*/false);
-  while (std::optional<Batch> batch = it.Next()) {
-    const torch::Tensor labels = batch->labels.to(device);
-    const torch::Tensor logits = forward(batch->images.to(device));
-    const int64_t k = std::min<int64_t>(5, logits.size(1));
-    const torch::Tensor top = std::get<1>(logits.topk(k, 1));
-    const torch::Tensor hits = top.eq(labels.unsqueeze(1));
-    correct1 += hits.select(1, 0).sum().item<int64_t>();
-    correct5 += hits.any(1).sum().item<int64_t>();
-    loss += torch::cross_entropy_loss(logits, labels).item<double>() * labels.size(0);
-    seen += labels.size(0);
-  }
-  if (seen > 0) {
-    acc.top1 = static_cast<double>(correct1) / static_cast<double>(seen);
-    acc.top5 = static_cast<double>(correct5) / static_cast<double>(seen);
-    acc.loss = loss / static_cast<double>(seen);
-  }
-  return acc;
-}
-
-torch::Tensor Predict(const ForwardFn& forward, const TensorDataset& data, int64_t batch_size,
-                      const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  batch_size = std::max<int64_t>(1, batch_size);
-  for (int64_t i = 0; i < data.size(); i += batch_size) {
-    out.push_back(forward(data.images.slice(0, i, i + batch_size).to(device)));
-  }
-  return out.empty() ? torch::Tensor() : torch::cat(out);
-}
-
-torch::Tensor DistillationLoss(const torch::Tensor& logits, const torch::Tensor& labels,
-                               const torch::Tensor& teacher, double weight, double tau) {
-  const torch::Tensor ce = torch::cross_entropy_loss(logits, labels);
-  if (weight <= 0 || !teacher.defined()) return ce;
-  const torch::Tensor log_student = torch::log_softmax(logits / tau, 1);
-  const torch::Tensor log_teacher = torch::log_softmax(teacher.to(logits.dtype()) / tau, 1);
-  const torch::Tensor kl = (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean();
-  return (1 - weight) * ce + weight * tau * tau * kl;
-}
-
-void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
-                         const TensorDataset& train, int64_t batch_size, uint64_t seed,
-                         const torch::Device& device, int batches) {
-  struct Bn {
-    torch::jit::Module module;
-    bool settable = false;  // float `momentum` attribute
-    double momentum = 0.1;
-    bool cumulative = false;
-    c10::IValue saved_momentum;
-  };
-  std::vector<Bn> bns;
-  for (const torch::jit::Module& m : model.modules()) {
-    if (!IsBatchNorm(m)) continue;
-    Bn bn{m, false, 0.1, false, c10::IValue()};
-    if (m.hasattr("momentum")) {
-      const c10::IValue v = m.attr("momentum");
-      bn.saved_momentum = v;
-      if (v.isDouble()) {
-        bn.settable = true;
-      } else if (v.isNone()) {
-        bn.cumulative = true;
-      }
-    } else if (m.type()->hasConstant("momentum")) {
-      const c10::IValue v = m.type()->getConstant("momentum");
-      if (v.isDouble()) bn.momentum = v.toDouble();
-      if (v.isNone()) bn.cumulative = true;
-    }
-    bns.push_back(bn);
-  }
-  if (bns.empty() || batches <= 0) return;
-  torch::NoGradGuard no_grad;
-  for (Bn& bn : bns) {
-    bn.module.attr("running_mean").toTensor().zero_();
-    bn.module.attr("running_var").toTensor().zero_();
-    if (bn.module.hasattr("num_batches_tracked")) {
-      bn.module.attr("num_batches_tracked").toTensor().zero_();
-    }
-  }
-  const bool was_training = model.is_training();
-  model.train(true);
-  BatchIterator it(train, batch_size, seed, /*epoch=*/2000003, /*augment=*/false);
-  int done = 0;
-  while (done < batches) {
-    std::optional<Batch> batch = it.Next();
-    if (!batch) break;
-    ++done;
-    for (Bn& bn : bns) {
-      if (bn.settable) bn.module.setattr("momentum", 1.0 / done);
-    }
-    forward(batch->images.to(device));
-  }
-  for (Bn& bn : bns) {
-    if (bn.settable) {
-      bn.module.setattr("momentum", bn.saved_momentum);
-    } else if (!bn.cumulative && done > 0) {
-      // An exponential average started from zero: divide out its total weight.
-      const double weight = 1.0 - std::pow(1.0 - bn.momentum, done);
-      bn.module.attr("running_mean").toTensor().div_(weight);
-      bn.module.attr("running_var").toTensor().div_(weight);
-    }
-  }
-  model.train(was_training);
-}
-
-Recipe ResolveRecipe(const JobConfig& config) {
-  Recipe r;
-  if (config.train.learning_rate > 0) r.qn_lr = config.train.learning_rate;
-  if (config.train.temperature_slope > 0) r.temperature_slope = config.train.temperature_slope;
-  if (config.train.distill_weight >= 0) r.distill_weight = config.train.distill_weight;
-  r.augment = config.dataset_format == "cifar10";
-  return r;
-}
-
-Trainer::Trainer(const JobConfig& config, const JobCallbacks& callbacks, const DatasetSplits& data,
-                 const torch::Device& device, torch::jit::Module model)
-    : config_(config),
+Trainer::Trainer(const JobRun& run, const JobCallbacks& callbacks, const DatasetSplits& data,
+                 const torch::Device& device, torch::jit::Module model,
+                 FloatModelSink on_float_model)
+    : run_(run),
       callbacks_(callbacks),
+      on_float_model_(std::move(on_float_model)),
       data_(data),
       device_(device),
-      recipe_(ResolveRecipe(config)),
+      recipe_(ResolveRecipe(run.spec, run.context.dataset_format == "cifar10")),
       model_(std::move(model)) {
-  // Graphs run as written: no profiling re-specialisation midway, so a resumed run executes the
-  // same kernels in the same order as an uninterrupted one (and the first steps are not slower).
-  torch::jit::setGraphExecutorOptimize(false);
-  steps_per_epoch_ = std::max<int64_t>(
-      1, (data_.train.size() + config_.train.batch_size - 1) / config_.train.batch_size);
+  steps_per_epoch_ =
+      std::max<int64_t>(1, (data_.train.size() + run_.spec.training().batch_size() - 1) /
+                               run_.spec.training().batch_size());
 }
 
 Trainer::~Trainer() = default;
 
 bool Trainer::Stopping() const { return callbacks_.should_stop && callbacks_.should_stop(); }
 
+bool Trainer::ProgressDue(int64_t step, int64_t steps) const {
+  if (!callbacks_.on_progress) return false;
+  return step == 1 || step == steps || Now() - last_emit_ >= 0.2;
+}
+
 void Trainer::Emit(ProgressEvent event) {
   if (!callbacks_.on_progress) return;
-  const double now = Now();
-  const bool edge = event.epoch_end || event.step == 1 || event.step == event.steps_per_epoch;
-  if (!edge && now - last_emit_ < 0.2) return;
-  last_emit_ = now;
+  last_emit_ = Now();
   event.device_memory_bytes = DeviceMemoryBytes(device_);
   callbacks_.on_progress(event);
 }
 
 std::string Trainer::Fingerprint() const {
-  const TrainSettings& t = config_.train;
+  const v1::TrainingSettings& t = run_.spec.training();
   // Only the last path component: a resumed attempt runs on another worker whose cache lives
   // elsewhere, but its model and dataset folders are named by the same content digests.
   auto leaf = [](const std::string& p) { return std::filesystem::path(p).filename().string(); };
-  nlohmann::json j = {{"model", leaf(config_.model)},
-                      {"dataset", leaf(config_.dataset_dir)},
-                      {"format", config_.dataset_format},
-                      {"weight_bits", config_.weight_bits},
-                      {"weight_levels", config_.weight_levels},
-                      {"activation_bits", config_.activation_bits},
-                      {"epochs", t.epochs},
-                      {"pretrain_epochs", t.pretrain_epochs},
-                      {"batch_size", t.batch_size},
-                      {"lr", t.learning_rate},
-                      {"max_train", t.max_train_samples},
-                      {"max_test", t.max_test_samples},
-                      {"seed", t.seed},
-                      {"slope", t.temperature_slope},
-                      {"distill", t.distill_weight},
-                      {"first_last", t.quantize_first_last},
-                      {"learn_thresholds", t.learn_thresholds}};
+  const v1::JobSpec& spec = run_.spec;
+  const std::string& model =
+      run_.context.model_path.empty() ? spec.model() : run_.context.model_path;
+  nlohmann::json j = {{"model", leaf(model)},
+                      {"dataset", leaf(run_.context.dataset_dir)},
+                      {"format", run_.context.dataset_format},
+                      {"weight_bits", spec.weight_bits()},
+                      {"weight_levels", std::vector<double>(spec.weight_levels().begin(),
+                                                            spec.weight_levels().end())},
+                      {"activation_bits", spec.activation_bits()},
+                      {"epochs", t.epochs()},
+                      {"pretrain_epochs", t.pretrain_epochs()},
+                      {"batch_size", t.batch_size()},
+                      {"lr", t.learning_rate()},
+                      {"max_train", t.max_train_samples()},
+                      {"max_test", t.max_test_samples()},
+                      {"seed", t.seed()},
+                      {"slope", t.temperature_slope()},
+                      {"distill", t.has_distill_weight() ? t.distill_weight() : -1.0},
+                      {"first_last", t.quantize_first_last()},
+                      {"learn_thresholds", t.learn_thresholds()}};
   // Added only when set, so checkpoints of jobs without it keep the fingerprint they had.
-  if (!config_.input_mean.empty()) {
-    j["input_mean"] = config_.input_mean;
-    j["input_std"] = config_.input_std;
+  const v1::InputNormalization& norm = spec.input_normalization();
+  if (!norm.mean().empty()) {
+    j["input_mean"] = std::vector<double>(norm.mean().begin(), norm.mean().end());
+    j["input_std"] = std::vector<double>(norm.std().begin(), norm.std().end());
   }
   return j.dump();
 }
@@ -311,7 +145,7 @@ std::string Trainer::MetaJson(int epoch, const std::string& stage) const {
 }
 
 absl::Status Trainer::SaveEpoch(int epoch, const std::string& stage) {
-  if (config_.checkpoint_dir.empty()) return absl::OkStatus();
+  if (run_.context.checkpoint_dir.empty()) return absl::OkStatus();
   Checkpoint c;
   c.meta = MetaJson(epoch, stage);
   torch::jit::Module& m = quantized_ ? quantized_->module() : model_;
@@ -338,7 +172,7 @@ absl::Status Trainer::SaveEpoch(int epoch, const std::string& stage) {
       if (sgd_->buffers()[i].defined()) c.tensors[absl::StrCat("sgd/", i)] = sgd_->buffers()[i];
     }
   }
-  const std::string path = CheckpointPath(config_.checkpoint_dir, epoch);
+  const std::string path = CheckpointPath(run_.context.checkpoint_dir, epoch);
   if (absl::Status s = SaveCheckpoint(path, c); !s.ok()) return s;
   if (callbacks_.on_checkpoint) callbacks_.on_checkpoint(path);
   return absl::OkStatus();
@@ -392,15 +226,35 @@ void LoadRecords(const nlohmann::json& meta, JobMetrics& metrics) {
 
 }  // namespace
 
+namespace {
+
+// Graphs run as written while a job trains: no profiling re-specialisation midway, so a resumed
+// run executes the same kernels in the same order as an uninterrupted one (and the first steps
+// are not slower). The process's setting is restored afterwards.
+class GraphOptimizationOff {
+ public:
+  GraphOptimizationOff() : saved_(torch::jit::getGraphExecutorOptimize()) {
+    torch::jit::setGraphExecutorOptimize(false);
+  }
+  ~GraphOptimizationOff() { torch::jit::setGraphExecutorOptimize(saved_); }
+  GraphOptimizationOff(const GraphOptimizationOff&) = delete;
+  GraphOptimizationOff& operator=(const GraphOptimizationOff&) = delete;
+
+ private:
+  bool saved_;
+};
+
+}  // namespace
+
 absl::Status Trainer::Run() {
-  const TrainSettings& t = config_.train;
-  const int pretrain_epochs = std::max(0, t.pretrain_epochs);
-  const int qn_epochs = std::max(0, t.epochs);
+  GraphOptimizationOff graph_optimization_off;
+  const v1::TrainingSettings& t = run_.spec.training();
+  const int pretrain_epochs = std::max(0, t.pretrain_epochs());
   metrics_ = JobMetrics();
   metrics_.device = device_.str();
 
   // Resume from the newest checkpoint of this same job, if any.
-  std::optional<LoadedCheckpoint> resume = LoadLatestCheckpoint(config_.checkpoint_dir);
+  std::optional<LoadedCheckpoint> resume = LoadLatestCheckpoint(run_.context.checkpoint_dir);
   nlohmann::json meta;
   if (resume) {
     meta = nlohmann::json::parse(resume->checkpoint.meta, nullptr, /*allow_exceptions=*/false);
@@ -425,58 +279,26 @@ absl::Status Trainer::Run() {
 
   model_.to(device_);
   if (stage != "qn") {
-    if (stage == "pretrain") {
-      if (absl::Status s = LoadModuleTensors(model_, resume->checkpoint, {}); !s.ok()) return s;
-    }
-    if (completed < pretrain_epochs) {
-      std::vector<torch::Tensor> params;
-      for (const torch::Tensor& p : model_.parameters()) {
-        if (p.is_floating_point()) params.push_back(p.requires_grad_(true));
-      }
-      sgd_ = std::make_unique<Sgd>(std::vector<ParamGroup>{{params, recipe_.pretrain_weight_decay}},
-                                   recipe_.momentum);
-      if (stage == "pretrain") LoadSgdBuffers(*sgd_, resume->checkpoint, device_);
-      if (absl::Status s = Pretrain(completed); !s.ok()) return s;
-      sgd_.reset();
-    }
-    model_.eval();
-    const Accuracy fp =
-        Evaluate([&](const torch::Tensor& x) { return model_.forward({x}).toTensor(); }, data_.test,
-                 t.batch_size, device_);
-    metrics_.float_top1 = fp.top1;
-    metrics_.float_top5 = fp.top5;
-    if (recipe_.distill_weight > 0 && t.epochs > 0) {
-      teacher_logits_ =
-          Predict([&](const torch::Tensor& x) { return model_.forward({x}).toTensor(); },
-                  data_.train, t.batch_size, device_);
-    }
-    if (!config_.float_model_path.empty()) {
-      torch::jit::Module cpu_copy = model_.clone();
-      cpu_copy.to(torch::kCPU);
-      if (absl::Status s =
-              RecordInputNormalization(cpu_copy, data_.channel_mean, data_.channel_std);
-          !s.ok()) {
-        return s;
-      }
-      if (absl::Status s = SaveModule(cpu_copy, config_.float_model_path); !s.ok()) return s;
-    }
+    if (absl::Status s = TrainFloat(completed, stage, resume); !s.ok()) return s;
     completed = std::max(completed, pretrain_epochs);
   }
 
   // The QN model: a clone (fresh graphs to rewrite) of the float model.
   QuantSpec spec;
-  absl::StatusOr<torch::Tensor> wl = config_.weight_levels.empty()
-                                         ? WeightLevels(config_.weight_bits)
-                                         : LevelsFromList(config_.weight_levels);
+  const v1::JobSpec& job = run_.spec;
+  absl::StatusOr<torch::Tensor> wl =
+      job.weight_levels().empty() ? WeightLevels(job.weight_bits())
+                                  : LevelsFromList(std::vector<double>(job.weight_levels().begin(),
+                                                                       job.weight_levels().end()));
   if (!wl.ok()) return wl.status();
   spec.weight_levels = *wl;
-  if (config_.activation_bits > 0) {
-    absl::StatusOr<torch::Tensor> al = ActivationLevels(config_.activation_bits);
+  if (job.activation_bits() > 0) {
+    absl::StatusOr<torch::Tensor> al = ActivationLevels(job.activation_bits());
     if (!al.ok()) return al.status();
     spec.activation_levels = *al;
   }
-  spec.quantize_first_last = t.quantize_first_last;
-  spec.learn_thresholds = t.learn_thresholds;
+  spec.quantize_first_last = t.quantize_first_last();
+  spec.learn_thresholds = t.learn_thresholds();
   absl::StatusOr<std::unique_ptr<QuantizedModel>> q = QuantizedModel::Create(model_.clone(), spec);
   if (!q.ok()) return q.status();
   quantized_ = *std::move(q);
@@ -490,9 +312,125 @@ absl::Status Trainer::Run() {
   if (stage == "qn") {
     if (absl::Status s = RestoreQuantized(*resume); !s.ok()) return s;
   }
-  if (absl::Status s = FineTune(completed - pretrain_epochs); !s.ok()) return s;
+  const int qn_epochs = std::max(0, t.epochs());
+  QnPhase qn(*quantized_, recipe_, teacher_logits_, data_.test, t.batch_size(), device_,
+             steps_per_epoch_, static_cast<int64_t>(qn_epochs) * steps_per_epoch_,
+             [this] { return calibrated_ ? absl::OkStatus() : Calibrate(); });
+  if (absl::Status s = RunEpochs(qn, completed - pretrain_epochs, qn_epochs, pretrain_epochs);
+      !s.ok()) {
+    return s;
+  }
+  return Finalize();
+}
 
-  // Final: hard everywhere, batch-norm statistics re-estimated under the hard quantizer.
+// Pre-training (or its rest, when resumed), the float baseline's accuracy and the teacher's
+// logits.
+absl::Status Trainer::TrainFloat(int completed, const std::string& stage,
+                                 const std::optional<LoadedCheckpoint>& resume) {
+  const v1::TrainingSettings& t = run_.spec.training();
+  const int pretrain_epochs = std::max(0, t.pretrain_epochs());
+  if (stage == "pretrain") {
+    if (absl::Status s = LoadModuleTensors(model_, resume->checkpoint, {}); !s.ok()) return s;
+  }
+  if (completed < pretrain_epochs) {
+    std::vector<torch::Tensor> params;
+    for (const torch::Tensor& p : model_.parameters()) {
+      if (p.is_floating_point()) params.push_back(p.requires_grad_(true));
+    }
+    sgd_ = std::make_unique<Sgd>(std::vector<ParamGroup>{{params, recipe_.pretrain_weight_decay}},
+                                 recipe_.momentum);
+    if (stage == "pretrain") LoadSgdBuffers(*sgd_, resume->checkpoint, device_);
+    PretrainPhase pretrain(model_, recipe_, data_.test, t.batch_size(), device_,
+                           static_cast<int64_t>(pretrain_epochs) * steps_per_epoch_);
+    if (absl::Status s = RunEpochs(pretrain, completed, pretrain_epochs, 0); !s.ok()) return s;
+    sgd_.reset();
+  }
+  model_.eval();
+  const ForwardFn forward = [&](const torch::Tensor& x) { return model_.forward({x}).toTensor(); };
+  const Accuracy fp = Evaluate(forward, data_.test, t.batch_size(), device_);
+  metrics_.float_top1 = fp.top1;
+  metrics_.float_top5 = fp.top5;
+  if (recipe_.distill_weight > 0 && t.epochs() > 0) {
+    teacher_logits_ = Predict(forward, data_.train, t.batch_size(), device_);
+  }
+  if (on_float_model_) return on_float_model_(model_);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::RunEpochs(EpochPhase& phase, int first_epoch, int epochs, int epoch_offset) {
+  const v1::TrainingSettings& t = run_.spec.training();
+  const int total_epochs = std::max(0, t.pretrain_epochs()) + std::max(0, t.epochs());
+  const int64_t run_steps_left =
+      static_cast<int64_t>(total_epochs - epoch_offset) * steps_per_epoch_;
+  const double start = Now();
+  int64_t done_steps = 0;
+  for (int epoch = first_epoch; epoch < epochs; ++epoch) {
+    const int run_epoch = epoch_offset + epoch;
+    SeedEpoch(t.seed(), run_epoch);
+    phase.BeginEpoch();
+    BatchIterator it(data_.train, t.batch_size(), t.seed(), run_epoch, recipe_.augment);
+    int64_t step = 0;
+    // Summed on the device: reading each step's loss would synchronise with it every step.
+    torch::Tensor loss_sum =
+        torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+    StepPlan plan;
+    while (std::optional<Batch> batch = it.Next()) {
+      if (Stopping()) return absl::CancelledError("stopped by request");
+      const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch_ + step;
+      absl::StatusOr<StepPlan> planned = phase.Prepare(global);
+      if (!planned.ok()) return planned.status();
+      plan = *std::move(planned);
+      const torch::Tensor loss = phase.Loss(*batch);
+      loss.backward();
+      // Clipping sees the gradients as backward produced them, the temperature's factor included
+      // (docs/METHOD.md).
+      ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);
+      sgd_->Step(plan.learning_rate, plan.groups);
+      sgd_->ZeroGrad();
+      ++step;
+      ++done_steps;
+      loss_sum += loss.detach().to(torch::kDouble);
+      if (!ProgressDue(step, it.num_batches())) continue;
+      ProgressEvent ev;
+      ev.phase = plan.phase;
+      ev.epoch = run_epoch + 1;
+      ev.total_epochs = total_epochs;
+      ev.step = step;
+      ev.steps_per_epoch = it.num_batches();
+      ev.loss = loss.item<double>();
+      ev.temperature = plan.temperature;
+      ev.accuracy = last_hard_top1_;
+      const double elapsed = Now() - start;
+      ev.images_per_second = static_cast<double>(done_steps * t.batch_size()) / elapsed;
+      ev.eta_seconds = elapsed / static_cast<double>(done_steps) *
+                       static_cast<double>(run_steps_left - global - 1);
+      Emit(ev);
+    }
+    const EpochScores scores = phase.EndEpoch();
+    last_hard_top1_ = scores.hard_top1;
+    metrics_.epochs.push_back(
+        {run_epoch + 1, plan.phase,
+         loss_sum.item<double>() / static_cast<double>(std::max<int64_t>(1, step)),
+         plan.temperature, scores.soft_top1, scores.hard_top1});
+    ProgressEvent ev;
+    ev.phase = plan.phase;
+    ev.epoch = run_epoch + 1;
+    ev.total_epochs = total_epochs;
+    ev.step = ev.steps_per_epoch = step;
+    ev.loss = metrics_.epochs.back().train_loss;
+    ev.temperature = plan.temperature;
+    ev.accuracy = scores.hard_top1;
+    ev.epoch_end = true;
+    Emit(ev);
+    if (absl::Status s = SaveEpoch(run_epoch + 1, phase.stage()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// Hard everywhere, batch-norm statistics re-estimated under the hard quantizer, final scores.
+absl::Status Trainer::Finalize() {
+  const v1::TrainingSettings& t = run_.spec.training();
+  const int qn_epochs = std::max(0, t.epochs());
   QuantizedModel& qm = *quantized_;
   if (!qm.activation_quantizers().empty() && !calibrated_) {
     if (absl::Status s = Calibrate(); !s.ok()) return s;
@@ -502,22 +440,22 @@ absl::Status Trainer::Run() {
   qm.RefreshWeights();
   ProgressEvent fin;
   fin.phase = "finalize";
-  fin.epoch = fin.total_epochs = pretrain_epochs + qn_epochs;
+  fin.epoch = fin.total_epochs = std::max(0, t.pretrain_epochs()) + qn_epochs;
   fin.accuracy = last_hard_top1_;
   Emit(fin);
   const ForwardFn forward = [&](const torch::Tensor& x) { return qm.Forward(x); };
   if (metrics_.epochs.empty() || qn_epochs == 0) {
     qm.module().eval();
-    metrics_.hard_top1 = Evaluate(forward, data_.test, t.batch_size, device_).top1;
+    metrics_.hard_top1 = Evaluate(forward, data_.test, t.batch_size(), device_).top1;
     metrics_.soft_top1 = metrics_.hard_top1;
   } else {
     metrics_.soft_top1 = metrics_.epochs.back().soft_top1;
     metrics_.hard_top1 = metrics_.epochs.back().hard_top1;
   }
-  ReestimateBatchNorm(qm.module(), forward, data_.train, t.batch_size, t.seed, device_,
+  ReestimateBatchNorm(qm.module(), forward, data_.train, t.batch_size(), t.seed(), device_,
                       recipe_.bn_reestimate_batches);
   qm.module().eval();
-  const Accuracy final_acc = Evaluate(forward, data_.test, t.batch_size, device_);
+  const Accuracy final_acc = Evaluate(forward, data_.test, t.batch_size(), device_);
   metrics_.quantized_top1 = final_acc.top1;
   metrics_.quantized_top5 = final_acc.top5;
   return absl::OkStatus();
@@ -553,73 +491,6 @@ absl::Status Trainer::RestoreQuantized(const LoadedCheckpoint& ckpt) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Pretrain(int first_epoch) {
-  const TrainSettings& t = config_.train;
-  const int pretrain_epochs = t.pretrain_epochs;
-  const int total_epochs = pretrain_epochs + std::max(0, t.epochs);
-  const int64_t total_steps = static_cast<int64_t>(pretrain_epochs) * steps_per_epoch_;
-  const double start = Now();
-  int64_t done_steps = 0;
-  for (int epoch = first_epoch; epoch < pretrain_epochs; ++epoch) {
-    SeedEpoch(t.seed, epoch);
-    model_.train(true);
-    BatchIterator it(data_.train, t.batch_size, t.seed, epoch, recipe_.augment);
-    int64_t step = 0;
-    double loss_sum = 0;
-    while (std::optional<Batch> batch = it.Next()) {
-      if (Stopping()) return absl::CancelledError("stopped by request");
-      const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch_ + step;
-      // Cosine decay over all pre-training steps.
-      const double lr = 0.5 * recipe_.pretrain_lr *
-                        (1 + std::cos(M_PI * static_cast<double>(global) /
-                                      static_cast<double>(std::max<int64_t>(1, total_steps))));
-      const torch::Tensor labels = batch->labels.to(device_);
-      const torch::Tensor logits = model_.forward({batch->images.to(device_)}).toTensor();
-      const torch::Tensor loss = torch::cross_entropy_loss(logits, labels);
-      loss.backward();
-      ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);
-      sgd_->Step(lr);
-      sgd_->ZeroGrad();
-      ++step;
-      ++done_steps;
-      const double l = loss.item<double>();
-      loss_sum += l;
-      ProgressEvent ev;
-      ev.phase = "pretrain";
-      ev.epoch = epoch + 1;
-      ev.total_epochs = total_epochs;
-      ev.step = step;
-      ev.steps_per_epoch = it.num_batches();
-      ev.loss = l;
-      ev.accuracy = last_hard_top1_;
-      const double elapsed = Now() - start;
-      ev.images_per_second = static_cast<double>(done_steps * t.batch_size) / elapsed;
-      ev.eta_seconds =
-          elapsed / static_cast<double>(done_steps) *
-          static_cast<double>(static_cast<int64_t>(total_epochs) * steps_per_epoch_ - global - 1);
-      Emit(ev);
-    }
-    model_.eval();
-    const Accuracy acc =
-        Evaluate([&](const torch::Tensor& x) { return model_.forward({x}).toTensor(); }, data_.test,
-                 t.batch_size, device_);
-    last_hard_top1_ = acc.top1;
-    metrics_.epochs.push_back(
-        {epoch + 1, "pretrain", loss_sum / std::max<int64_t>(1, step), 0, acc.top1, acc.top1});
-    ProgressEvent ev;
-    ev.phase = "pretrain";
-    ev.epoch = epoch + 1;
-    ev.total_epochs = total_epochs;
-    ev.step = ev.steps_per_epoch = step;
-    ev.loss = metrics_.epochs.back().train_loss;
-    ev.accuracy = acc.top1;
-    ev.epoch_end = true;
-    Emit(ev);
-    if (absl::Status s = SaveEpoch(epoch + 1, "pretrain"); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Trainer::Calibrate() {
   QuantizedModel& qm = *quantized_;
   torch::NoGradGuard no_grad;
@@ -630,7 +501,8 @@ absl::Status Trainer::Calibrate() {
   qm.RefreshWeights();
   std::vector<ActivationCalibrator> calibrators(
       qm.activation_quantizers().size(), ActivationCalibrator(recipe_.calibration_percentile));
-  BatchIterator it(data_.train, config_.train.batch_size, config_.train.seed, /*epoch=*/1000003,
+  BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
+                   /*epoch=*/1000003,
                    /*augment=*/false);
   for (int b = 0; b < recipe_.calibration_batches; ++b) {
     std::optional<Batch> batch = it.Next();
@@ -652,108 +524,6 @@ absl::Status Trainer::Calibrate() {
   }
   qm.module().train(was_training);
   calibrated_ = true;
-  return absl::OkStatus();
-}
-
-absl::Status Trainer::FineTune(int first_epoch) {
-  const TrainSettings& t = config_.train;
-  const int pretrain_epochs = std::max(0, t.pretrain_epochs);
-  const int qn_epochs = std::max(0, t.epochs);
-  const int total_epochs = pretrain_epochs + qn_epochs;
-  QuantizedModel& qm = *quantized_;
-  const bool activations = !qm.activation_quantizers().empty();
-  const int64_t total_steps = static_cast<int64_t>(qn_epochs) * steps_per_epoch_;
-  const double start = Now();
-  int64_t done_steps = 0;
-  const ForwardFn forward = [&](const torch::Tensor& x) { return qm.Forward(x); };
-  Phase phase = Phase::kWeights;
-  for (int epoch = first_epoch; epoch < qn_epochs; ++epoch) {
-    SeedEpoch(t.seed, pretrain_epochs + epoch);
-    BatchIterator it(data_.train, t.batch_size, t.seed, pretrain_epochs + epoch, recipe_.augment);
-    int64_t step = 0;
-    double loss_sum = 0;
-    double temperature = 0;  // the schedule's T at the epoch's last step
-    while (std::optional<Batch> batch = it.Next()) {
-      if (Stopping()) return absl::CancelledError("stopped by request");
-      const int64_t global = static_cast<int64_t>(epoch) * steps_per_epoch_ + step;
-      phase = PhaseAt(global, total_steps, activations);
-      if (phase != Phase::kWeights && !calibrated_) {
-        if (absl::Status s = Calibrate(); !s.ok()) return s;
-      }
-      qm.module().train(true);
-      qm.SetHard(false, recipe_.hard_forward_activations);
-      qm.SetActivationsEnabled(phase != Phase::kWeights);
-      temperature = std::min(
-          recipe_.temperature_cap,
-          recipe_.temperature_slope *
-              std::min(recipe_.temperature_plateau,
-                       1.0 + static_cast<double>(global) / static_cast<double>(steps_per_epoch_)));
-      qm.SetTemperature(
-          std::min(recipe_.temperature_cap, temperature * recipe_.weight_temperature_factor),
-          std::min(recipe_.temperature_cap, temperature * recipe_.activation_temperature_factor));
-      const double progress = PhaseProgress(global, total_steps, activations);
-      const double lr = recipe_.qn_lr * (progress < 0.7 ? 1.0 : 0.1);
-      if (phase == Phase::kActivations) {
-        torch::NoGradGuard no_grad;  // weights are fixed in this phase
-        qm.RefreshWeights();
-      } else {
-        qm.RefreshWeights();
-      }
-      const torch::Tensor teacher =
-          teacher_logits_.defined() ? teacher_logits_.index_select(0, batch->indices.to(device_))
-                                    : torch::Tensor();
-      const torch::Tensor loss =
-          DistillationLoss(qm.Forward(batch->images.to(device_)), batch->labels.to(device_),
-                           teacher, recipe_.distill_weight, recipe_.distill_temperature);
-      loss.backward();
-      // Clipping sees the gradients as backward produced them, T factor included (QN.md).
-      ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);
-      sgd_->Step(lr, ActiveGroups(phase));
-      sgd_->ZeroGrad();
-      ++step;
-      ++done_steps;
-      const double l = loss.item<double>();
-      loss_sum += l;
-      ProgressEvent ev;
-      ev.phase = PhaseName(phase);
-      ev.epoch = pretrain_epochs + epoch + 1;
-      ev.total_epochs = total_epochs;
-      ev.step = step;
-      ev.steps_per_epoch = it.num_batches();
-      ev.loss = l;
-      ev.temperature = temperature;
-      ev.accuracy = last_hard_top1_;
-      const double elapsed = Now() - start;
-      ev.images_per_second = static_cast<double>(done_steps * t.batch_size) / elapsed;
-      ev.eta_seconds =
-          elapsed / static_cast<double>(done_steps) * static_cast<double>(total_steps - global - 1);
-      Emit(ev);
-    }
-    // Soft and hard evaluation (the gap between them is the train/eval mismatch to watch).
-    qm.module().eval();
-    qm.SetHard(false);
-    qm.RefreshWeights();
-    const Accuracy soft = Evaluate(forward, data_.test, t.batch_size, device_);
-    qm.SetHard(true);
-    qm.RefreshWeights();
-    const Accuracy hard = Evaluate(forward, data_.test, t.batch_size, device_);
-    qm.SetHard(false);
-    last_hard_top1_ = hard.top1;
-    metrics_.epochs.push_back({pretrain_epochs + epoch + 1, PhaseName(phase),
-                               loss_sum / std::max<int64_t>(1, step), temperature, soft.top1,
-                               hard.top1});
-    ProgressEvent ev;
-    ev.phase = PhaseName(phase);
-    ev.epoch = pretrain_epochs + epoch + 1;
-    ev.total_epochs = total_epochs;
-    ev.step = ev.steps_per_epoch = step;
-    ev.loss = metrics_.epochs.back().train_loss;
-    ev.temperature = temperature;
-    ev.accuracy = hard.top1;
-    ev.epoch_end = true;
-    Emit(ev);
-    if (absl::Status s = SaveEpoch(pretrain_epochs + epoch + 1, "qn"); !s.ok()) return s;
-  }
   return absl::OkStatus();
 }
 

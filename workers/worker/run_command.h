@@ -32,7 +32,7 @@ struct DatasetChoice {
 absl::StatusOr<DatasetChoice> ResolveDataset(const std::string& dataset, const std::string& format);
 
 // The summary table printed after a successful run.
-std::string FormatSummary(const engine::JobConfig& config, const engine::JobResult& result);
+std::string FormatSummary(const engine::JobRun& run, const engine::JobResult& result);
 
 }  // namespace qnet::worker
 

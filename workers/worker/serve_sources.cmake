@@ -15,6 +15,6 @@ function(qnet_add_worker_service_library)
     ${dir}/worker_loop.cc)
   target_include_directories(qnet_worker_service PUBLIC ${PROJECT_SOURCE_DIR})
   target_link_libraries(qnet_worker_service
-    PUBLIC qnet_client qnet_proto qnet_common absl::status absl::statusor gRPC::grpc++
+    PUBLIC qnet_client qnet_proto qnet_common qnet_job absl::status absl::statusor gRPC::grpc++
     PRIVATE spdlog::spdlog absl::strings qnet_warnings)
 endfunction()

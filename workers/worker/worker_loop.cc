@@ -171,10 +171,12 @@ absl::StatusOr<LeaseOutcome> WorkerLoop::RunOnce() {
   return RunLease(response);
 }
 
-absl::StatusOr<engine::JobConfig> WorkerLoop::Prepare(const v1::AcquireLeaseResponse& response,
-                                                      const std::string& work_dir) {
+absl::StatusOr<engine::JobRun> WorkerLoop::Prepare(const v1::AcquireLeaseResponse& response,
+                                                   const std::string& work_dir) {
   const v1::Job& job = response.job();
-  engine::JobConfig config = JobConfigFromSpec(job.spec(), options_.device);
+  engine::JobRun run{.spec = job.spec()};
+  engine::RunContext& ctx = run.context;
+  if (!options_.device.empty()) ctx.device = options_.device;
   const std::string& model = job.spec().model();
   if (absl::StartsWith(model, "sha256:")) {
     absl::StatusOr<std::string> path = cache_.Blob(model);
@@ -182,7 +184,7 @@ absl::StatusOr<engine::JobConfig> WorkerLoop::Prepare(const v1::AcquireLeaseResp
       return absl::Status(path.status().code(),
                           absl::StrCat("fetching model ", model, ": ", path.status().message()));
     }
-    config.model = *path;
+    ctx.model_path = *path;
   } else if (!absl::StartsWith(model, "zoo:")) {
     return absl::InvalidArgumentError(
         absl::StrCat("model '", model, "' is neither zoo:NAME nor a sha256: blob digest"));
@@ -195,14 +197,14 @@ absl::StatusOr<engine::JobConfig> WorkerLoop::Prepare(const v1::AcquireLeaseResp
   absl::StatusOr<std::string> dataset =
       cache_.Dataset(job.spec().dataset(), response.dataset_files());
   if (!dataset.ok()) return dataset.status();
-  config.dataset_dir = *dataset;
-  if (!response.dataset_format().empty()) config.dataset_format = response.dataset_format();
+  ctx.dataset_dir = *dataset;
+  ctx.dataset_format = response.dataset_format().empty() ? "idx" : response.dataset_format();
 
-  config.out_dir = (fs::path(work_dir) / "out").string();
-  config.checkpoint_dir = (fs::path(work_dir) / "checkpoints").string();
+  ctx.out_dir = (fs::path(work_dir) / "out").string();
+  ctx.checkpoint_dir = (fs::path(work_dir) / "checkpoints").string();
   std::error_code ec;
-  fs::create_directories(config.out_dir, ec);
-  fs::create_directories(config.checkpoint_dir, ec);
+  fs::create_directories(ctx.out_dir, ec);
+  fs::create_directories(ctx.checkpoint_dir, ec);
   if (ec) {
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create work directories under ", work_dir, ": ", ec.message()));
@@ -214,7 +216,7 @@ absl::StatusOr<engine::JobConfig> WorkerLoop::Prepare(const v1::AcquireLeaseResp
     const std::string envelope = (fs::path(work_dir) / "resume.checkpoint").string();
     absl::StatusOr<int64_t> got = blobs_.DownloadBlob(job.checkpoint_digest(), envelope);
     absl::StatusOr<std::string> unpacked =
-        got.ok() ? UnpackCheckpoint(envelope, config.checkpoint_dir) : got.status();
+        got.ok() ? UnpackCheckpoint(envelope, ctx.checkpoint_dir) : got.status();
     if (unpacked.ok()) {
       spdlog::info("job {}: resuming from {} ({})", job.id(),
                    fs::path(*unpacked).filename().string(), job.checkpoint_digest());
@@ -224,7 +226,7 @@ absl::StatusOr<engine::JobConfig> WorkerLoop::Prepare(const v1::AcquireLeaseResp
     }
     fs::remove(envelope, ec);
   }
-  return config;
+  return run;
 }
 
 void WorkerLoop::HeartbeatLoop(Lease& lease) {
@@ -394,7 +396,7 @@ LeaseOutcome WorkerLoop::RunLease(const v1::AcquireLeaseResponse& response) {
 
   std::thread heartbeat([this, lease] { HeartbeatLoop(*lease); });
 
-  absl::StatusOr<engine::JobConfig> config =
+  absl::StatusOr<engine::JobRun> config =
       stopping_ ? absl::CancelledError("stopped before the job started")
                 : Prepare(response, lease->work_dir);
   absl::StatusOr<engine::JobResult> result = absl::UnknownError("not run");

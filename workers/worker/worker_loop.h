@@ -41,7 +41,7 @@
 namespace qnet::worker {
 
 // engine::RunJob's signature.
-using JobRunner = std::function<absl::StatusOr<engine::JobResult>(const engine::JobConfig&,
+using JobRunner = std::function<absl::StatusOr<engine::JobResult>(const engine::JobRun&,
                                                                   const engine::JobCallbacks&)>;
 
 struct ServeOptions {
@@ -101,8 +101,8 @@ class WorkerLoop {
 
   LeaseOutcome RunLease(const v1::AcquireLeaseResponse& response);
   // Downloads what the job needs and fills the engine config; errors fail the lease.
-  absl::StatusOr<engine::JobConfig> Prepare(const v1::AcquireLeaseResponse& response,
-                                            const std::string& work_dir);
+  absl::StatusOr<engine::JobRun> Prepare(const v1::AcquireLeaseResponse& response,
+                                         const std::string& work_dir);
   void HeartbeatLoop(Lease& lease);
   void SendHeartbeat(Lease& lease);
   absl::Status UploadCheckpoint(Lease& lease, const std::string& checkpoint_path);

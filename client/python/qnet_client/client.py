@@ -84,18 +84,19 @@ class QnetClient:
             raise QnetError(e.code(), e.details() or str(e)) from None
 
     # --- jobs ---
-    def submit(self, model: str, dataset: str, weight_bits: int = 0, *,
+    def submit(self, model: str, dataset: str, weight_bits: Optional[int] = None, *,
                activation_bits: int = 0, weight_levels: Iterable[float] = (),
-               epochs: int = 0, pretrain_epochs: int = 0, batch_size: int = 0,
+               epochs: Optional[int] = None, pretrain_epochs: int = 0, batch_size: int = 0,
                learning_rate: float = 0.0, max_train_samples: int = 0, max_test_samples: int = 0,
-               seed: int = 0, temperature_slope: float = 0.0,
+               seed: Optional[int] = None, temperature_slope: float = 0.0,
                distill_weight: Optional[float] = None, quantize_first_last: bool = False,
                learn_thresholds: bool = False, export_formats: Iterable[str] = (),
                input_mean: Iterable[float] = (), input_std: Iterable[float] = (),
                priority: int = 0, request_id: str = ""):
         """Submits a job. `model` is zoo:NAME, sha256:<hex>, or a local TorchScript file (uploaded
-        first). Zero settings take the server's defaults; so does `distill_weight=None`, since 0
-        there is a setting (train on the labels alone). `input_mean`/`input_std` (one value per
+        first). Zero settings take the server's defaults; so do `weight_bits`, `epochs`, `seed`
+        and `distill_weight` left at None, since 0 is a value there (no QN epochs, seed 0, train on
+        the labels alone). `input_mean`/`input_std` (one value per
         image channel, pixels scaled to [0, 1]) are the normalization the model was trained
         with; left empty, the dataset's training statistics are used. Returns the Job message."""
         if not model.startswith(("zoo:", "sha256:")):
@@ -104,16 +105,18 @@ class QnetClient:
                                 f"model file '{model}' does not exist")
             model = self.upload(model, "model")
         training = job_pb2.TrainingSettings(
-            epochs=epochs, pretrain_epochs=pretrain_epochs, batch_size=batch_size,
+            pretrain_epochs=pretrain_epochs, batch_size=batch_size,
             learning_rate=learning_rate, max_train_samples=max_train_samples,
-            max_test_samples=max_test_samples, seed=seed, temperature_slope=temperature_slope,
+            max_test_samples=max_test_samples, temperature_slope=temperature_slope,
             quantize_first_last=quantize_first_last, learn_thresholds=learn_thresholds)
-        if distill_weight is not None:
-            training.distill_weight = distill_weight
+        for name, value in (("epochs", epochs), ("seed", seed), ("distill_weight", distill_weight)):
+            if value is not None:
+                setattr(training, name, value)
         spec = job_pb2.JobSpec(
-            model=model, dataset=dataset, weight_bits=weight_bits,
-            activation_bits=activation_bits, weight_levels=list(weight_levels),
+            model=model, dataset=dataset, activation_bits=activation_bits, weight_levels=list(weight_levels),
             export_formats=list(export_formats), priority=priority, training=training)
+        if weight_bits is not None:
+            spec.weight_bits = weight_bits
         mean, std = list(input_mean), list(input_std)
         if mean or std:
             spec.input_normalization.mean.extend(mean)
@@ -144,6 +147,11 @@ class QnetClient:
 
     def models(self):
         return list(self._call(self._jobs.ListModels, job_pb2.ListModelsRequest()).models)
+
+    def capabilities(self):
+        """What the server accepts: export formats (with the artifact kinds each produces),
+        dataset formats, model sources and bit ranges (a qnet.v1.Capabilities)."""
+        return self._call(self._jobs.GetCapabilities, job_pb2.GetCapabilitiesRequest())
 
     def wait(self, job_id: str, timeout: Optional[float] = None,
              on_progress: Optional[Callable] = None, raise_on_failure: bool = False):
@@ -232,10 +240,15 @@ class QnetClient:
         return path.stat().st_size
 
     def download(self, job_id: str, out_dir, kind: Optional[str] = None) -> List[pathlib.Path]:
-        """Downloads the job's artifacts (or those of `kind`) into out_dir; returns the paths."""
+        """Downloads the job's artifacts into out_dir and returns the paths: all of them, or those
+        of `kind`, an export format (every artifact kind it produces, as the server's
+        capabilities say: "packed" brings its manifest) or an artifact kind."""
         job = self.get(job_id)
-        artifacts = [a for a in job.artifacts
-                     if kind is None or a.kind == kind or (kind == "packed" and a.kind == "manifest")]
+        kinds = {kind}
+        if kind is not None:
+            kinds.update(k for f in self.capabilities().export_formats if f.name == kind
+                         for k in f.artifact_kinds)
+        artifacts = [a for a in job.artifacts if kind is None or a.kind in kinds]
         if not artifacts:
             raise QnetError(grpc.StatusCode.FAILED_PRECONDITION,
                             f"job {job_id} ({job_pb2.JobState.Name(job.state)}) has no "

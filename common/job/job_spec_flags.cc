@@ -1,4 +1,4 @@
-#include "client/cli/job_spec_flags.h"
+#include "common/job/job_spec_flags.h"
 
 #include <cerrno>
 #include <cmath>
@@ -8,13 +8,42 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/job/catalog.h"
 
-namespace qnet::cli {
+namespace qnet::job {
 
-ModelSource ClassifyModel(absl::string_view model) {
-  if (absl::StartsWith(model, "zoo:")) return ModelSource::kZoo;
-  if (absl::StartsWith(model, "sha256:")) return ModelSource::kDigest;
-  return ModelSource::kLocalFile;
+void BindJobSpecFlags(CLI::App& command, JobSpecFlags& f, const BindOptions& options) {
+  command.add_option("--model", f.model, options.model_help)->required();
+  command.add_option("--dataset", f.dataset, options.dataset_help)->required();
+  command.add_option("--weight-bits", f.weight_bits, "weight bit width, 1..8 (default 2)");
+  command.add_option("--activation-bits", f.activation_bits, "activation bit width (0: float)");
+  command.add_option("--weight-levels", f.weight_levels,
+                     "explicit sorted weight levels, comma-separated (overrides --weight-bits)");
+  command.add_option("--epochs", f.epochs, "QN fine-tuning epochs (default 3)");
+  command.add_option("--pretrain-epochs", f.pretrain_epochs, "full-precision epochs first");
+  command.add_option("--batch-size", f.batch_size, "training batch size (default 128)");
+  command.add_option("--lr", f.learning_rate, "QN learning rate (0: the recipe's)");
+  command.add_option("--max-train-samples", f.max_train_samples,
+                     "train on at most N images (0: all)");
+  command.add_option("--max-test-samples", f.max_test_samples,
+                     "evaluate on at most N images (0: all)");
+  command.add_option("--seed", f.seed, "random seed (default 1)");
+  command.add_option("--temperature-slope", f.temperature_slope,
+                     "QN temperature growth per epoch (0: the recipe's)");
+  command.add_option("--distill-weight", f.distill_weight,
+                     "weight of the float model's predictions in the QN loss, 0 (labels only) to "
+                     "1 (default: the recipe's 0.5)");
+  command.add_flag("--quantize-first-last", f.quantize_first_last,
+                   "also quantize the first conv and last linear layer");
+  command.add_flag("--learn-thresholds", f.learn_thresholds, "learn the quantizer's thresholds");
+  command.add_option("--input-mean", f.input_mean,
+                     "per-channel mean the model's inputs are normalised with, pixels scaled to "
+                     "[0,1], comma-separated (default: the dataset's; give with --input-std)");
+  command.add_option("--input-std", f.input_std,
+                     "per-channel std of that normalisation, comma-separated");
+  command.add_option("--export", f.export_formats,
+                     absl::StrCat("artifacts to produce, comma-separated: ", ExportFormatNames(),
+                                  " (default: all)"));
 }
 
 absl::StatusOr<std::vector<double>> ParseNumberList(absl::string_view text,
@@ -42,11 +71,11 @@ std::vector<std::string> ParseWordList(absl::string_view text) {
   return words;
 }
 
-absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitFlags& flags, const std::string& model_ref) {
+absl::StatusOr<v1::JobSpec> BuildJobSpec(const JobSpecFlags& flags, const std::string& model_ref) {
   v1::JobSpec spec;
   spec.set_model(model_ref);
   spec.set_dataset(flags.dataset);
-  spec.set_weight_bits(flags.weight_bits);
+  if (flags.weight_bits) spec.set_weight_bits(*flags.weight_bits);
   spec.set_activation_bits(flags.activation_bits);
   if (!flags.weight_levels.empty()) {
     absl::StatusOr<std::vector<double>> levels =
@@ -68,13 +97,13 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitFlags& flags, const std::st
     norm.mutable_std()->Add(std->begin(), std->end());
   }
   v1::TrainingSettings& t = *spec.mutable_training();
-  t.set_epochs(flags.epochs);
+  if (flags.epochs) t.set_epochs(*flags.epochs);
   t.set_pretrain_epochs(flags.pretrain_epochs);
   t.set_batch_size(flags.batch_size);
   t.set_learning_rate(flags.learning_rate);
   t.set_max_train_samples(flags.max_train_samples);
   t.set_max_test_samples(flags.max_test_samples);
-  t.set_seed(flags.seed);
+  if (flags.seed) t.set_seed(*flags.seed);
   t.set_temperature_slope(flags.temperature_slope);
   if (flags.distill_weight) t.set_distill_weight(*flags.distill_weight);
   t.set_quantize_first_last(flags.quantize_first_last);
@@ -82,8 +111,7 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitFlags& flags, const std::st
   for (std::string& format : ParseWordList(flags.export_formats)) {
     spec.add_export_formats(std::move(format));
   }
-  spec.set_priority(flags.priority);
   return spec;
 }
 
-}  // namespace qnet::cli
+}  // namespace qnet::job

@@ -1,0 +1,197 @@
+#include "common/job/job_spec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/digest.h"
+#include "common/input_normalization.h"
+#include "common/job/catalog.h"
+
+namespace qnet::job {
+namespace {
+
+constexpr size_t kMaxErrors = 10;  // problems named in one message
+
+// Clips what a client sent before quoting it back.
+std::string Quote(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > 80) out += "...";
+  return out + "\"";
+}
+
+void CheckRange(absl::string_view field, int value, IntLimit limit,
+                std::vector<std::string>* errors) {
+  if (value < limit.min || value > limit.max) {
+    errors->push_back(
+        absl::StrCat(field, " must be in ", limit.min, "..", limit.max, " (got ", value, ")"));
+  }
+}
+
+void CheckModel(const std::string& model, const ValidateOptions& options,
+                std::vector<std::string>* errors) {
+  const std::string sources =
+      absl::StrCat(ZooModelNames(), ", ",
+                   options.allow_model_path ? "or a TorchScript file"
+                                            : "or sha256:<hex> of an uploaded TorchScript archive");
+  if (model.empty()) {
+    errors->push_back(absl::StrCat("model is required: one of ", sources));
+  } else if (absl::StartsWith(model, "zoo:")) {
+    if (FindZooModel(model) == nullptr) {
+      errors->push_back(
+          absl::StrCat("unknown zoo model ", Quote(model), "; known: ", ZooModelNames()));
+    }
+  } else if (absl::StartsWith(model, "sha256:")) {
+    if (!IsValidDigest(model)) {
+      errors->push_back(absl::StrCat("model digest ", Quote(model),
+                                     " is not a digest: expected sha256:<64 lowercase hex>"));
+    }
+  } else if (!options.allow_model_path) {
+    errors->push_back(absl::StrCat("model ", Quote(model), " must be one of ", sources));
+  }
+}
+
+void CheckWeightLevels(const v1::JobSpec& spec, std::vector<std::string>* errors) {
+  if (spec.weight_levels_size() == 0) return;
+  if (spec.weight_levels_size() < kWeightLevelCount.min ||
+      spec.weight_levels_size() > kWeightLevelCount.max) {
+    errors->push_back(absl::StrCat("weight_levels must list ", kWeightLevelCount.min, "..",
+                                   kWeightLevelCount.max, " levels (got ",
+                                   spec.weight_levels_size(), ")"));
+  }
+  for (int i = 0; i < spec.weight_levels_size(); ++i) {
+    if (!std::isfinite(spec.weight_levels(i))) {
+      errors->push_back("weight_levels must be finite numbers");
+      return;
+    }
+    if (i > 0 && !(spec.weight_levels(i) > spec.weight_levels(i - 1))) {
+      errors->push_back("weight_levels must be sorted ascending and distinct");
+      return;
+    }
+  }
+}
+
+void CheckTraining(const v1::TrainingSettings& t, std::vector<std::string>* errors) {
+  if (t.has_epochs()) CheckRange("training.epochs", t.epochs(), kEpochs, errors);
+  CheckRange("training.pretrain_epochs", t.pretrain_epochs(), kPretrainEpochs, errors);
+  if (t.batch_size() != 0) CheckRange("training.batch_size", t.batch_size(), kBatchSize, errors);
+  if (!(t.learning_rate() >= 0 && t.learning_rate() <= kMaxLearningRate)) {
+    errors->push_back(absl::StrCat("training.learning_rate must be in 0..", kMaxLearningRate,
+                                   " (got ", t.learning_rate(), ")"));
+  }
+  if (!(t.temperature_slope() >= 0 && t.temperature_slope() <= kMaxTemperatureSlope)) {
+    errors->push_back(absl::StrCat("training.temperature_slope must be in 0..",
+                                   kMaxTemperatureSlope, " (got ", t.temperature_slope(), ")"));
+  }
+  if (t.has_distill_weight() && !(t.distill_weight() >= 0 && t.distill_weight() <= 1)) {
+    errors->push_back(
+        absl::StrCat("training.distill_weight must be in 0..1 (got ", t.distill_weight(), ")"));
+  }
+  if (t.max_train_samples() < 0) errors->push_back("training.max_train_samples must be >= 0");
+  if (t.max_test_samples() < 0) errors->push_back("training.max_test_samples must be >= 0");
+}
+
+void CheckExportFormats(const v1::JobSpec& spec, std::vector<std::string>* errors) {
+  const size_t known = ExportFormats().size();
+  if (static_cast<size_t>(spec.export_formats_size()) > known) {
+    errors->push_back(absl::StrCat("export_formats lists ", spec.export_formats_size(),
+                                   " entries; choose from ", ExportFormatNames()));
+  }
+  std::vector<absl::string_view> seen;
+  for (const std::string& f : spec.export_formats()) {
+    if (errors->size() > kMaxErrors) break;  // a huge list costs no more than the message shows
+    if (FindExportFormat(f) == nullptr) {
+      errors->push_back(
+          absl::StrCat("unknown export format ", Quote(f), "; choose from ", ExportFormatNames()));
+    } else if (std::find(seen.begin(), seen.end(), f) != seen.end()) {
+      errors->push_back(absl::StrCat("export format ", Quote(f), " is listed twice"));
+    }
+    seen.push_back(f);
+  }
+}
+
+}  // namespace
+
+v1::JobSpec WithDefaults(const v1::JobSpec& spec) {
+  v1::JobSpec out = spec;
+  if (!out.has_weight_bits() && out.weight_levels_size() == 0) {
+    out.set_weight_bits(kDefaultWeightBits);
+  }
+  v1::TrainingSettings& t = *out.mutable_training();
+  if (!t.has_epochs()) t.set_epochs(kDefaultEpochs);
+  if (t.batch_size() == 0) t.set_batch_size(kDefaultBatchSize);
+  if (!t.has_seed()) t.set_seed(kDefaultSeed);
+  if (out.export_formats_size() == 0) {
+    for (const v1::ExportFormat& f : ExportFormats()) out.add_export_formats(f.name());
+  }
+  return out;
+}
+
+absl::Status ValidateJobSpec(const v1::JobSpec& spec, const ValidateOptions& options) {
+  return ProblemsToStatus(JobSpecProblems(spec, options));
+}
+
+std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const ValidateOptions& options) {
+  std::vector<std::string> errors;
+  CheckModel(spec.model(), options, &errors);
+  if (spec.dataset().empty()) errors.push_back("dataset is required");
+  const v1::InputNormalization& norm = spec.input_normalization();
+  if (absl::Status s =
+          CheckInputNormalization(std::vector<double>(norm.mean().begin(), norm.mean().end()),
+                                  std::vector<double>(norm.std().begin(), norm.std().end()));
+      !s.ok()) {
+    errors.push_back(absl::StrCat("input_normalization: ", s.message()));
+  }
+  // Explicit levels stand in for the bits; otherwise unset bits take the default.
+  if (spec.has_weight_bits() || spec.weight_levels_size() == 0) {
+    CheckRange("weight_bits", WithDefaults(spec).weight_bits(), kWeightBits, &errors);
+  }
+  CheckRange("activation_bits (0 = float activations)", spec.activation_bits(), kActivationBits,
+             &errors);
+  CheckWeightLevels(spec, &errors);
+  CheckTraining(spec.training(), &errors);
+  CheckExportFormats(spec, &errors);
+  return errors;
+}
+
+absl::Status ProblemsToStatus(std::vector<std::string> errors) {
+  if (errors.empty()) return absl::OkStatus();
+  if (errors.size() > kMaxErrors) {
+    const size_t more = errors.size() - kMaxErrors;
+    errors.resize(kMaxErrors);
+    errors.push_back(absl::StrCat("and ", more, " more"));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid job spec: ", absl::StrJoin(errors, "; ")));
+}
+
+absl::Status ValidateRequestId(absl::string_view request_id) {
+  if (request_id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id must be at most ", kMaxRequestIdBytes, " characters"));
+  }
+  for (char c : request_id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "request_id must be printable ASCII without spaces (e.g. a UUID)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool IsModelReference(absl::string_view model) {
+  return absl::StartsWith(model, "zoo:") || absl::StartsWith(model, "sha256:");
+}
+
+bool WantsExport(const v1::JobSpec& spec, absl::string_view format) {
+  return spec.export_formats().empty() ||
+         std::find(spec.export_formats().begin(), spec.export_formats().end(), format) !=
+             spec.export_formats().end();
+}
+
+}  // namespace qnet::job
