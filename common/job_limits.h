@@ -9,7 +9,7 @@
 
 namespace qnet {
 
-// Temperature growth per epoch. The schedule's T is capped at 2000 (QN.md) anyway, so a steeper
+// Temperature growth per epoch. The schedule's T is capped at 2000 (Recipe) anyway, so a steeper
 // slope would only reach the cap in the first epoch.
 inline constexpr double kMaxTemperatureSlope = 2000;
 

@@ -1,7 +1,7 @@
 // The engine's single entry point for running one compression job end to end.
 //
 // RunJob loads the model (zoo name or TorchScript file), the dataset, pre-trains in full precision
-// when asked, fine-tunes with the QN recipe (QN.md), evaluates, and writes the artifacts into
+// when asked, fine-tunes with the QN recipe (docs/METHOD.md), evaluates, writes the artifacts into
 // `out_dir`. Both `qnet-worker run` (local) and `qnet-worker serve` (leased jobs) call it; the
 // caller owns the out and checkpoint directories, the engine owns everything written inside them.
 //

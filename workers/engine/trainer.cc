@@ -706,7 +706,7 @@ absl::Status Trainer::FineTune(int first_epoch) {
           DistillationLoss(qm.Forward(batch->images.to(device_)), batch->labels.to(device_),
                            teacher, recipe_.distill_weight, recipe_.distill_temperature);
       loss.backward();
-      // Clipping sees the gradients as backward produced them, T factor included (QN.md).
+      // Clipping sees the gradients as backward produced them, T factor included (docs/METHOD.md).
       ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);
       sgd_->Step(lr, ActiveGroups(phase));
       sgd_->ZeroGrad();
