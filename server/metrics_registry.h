@@ -1,5 +1,5 @@
 // MetricsRegistry: every Prometheus metric qnetd exports, behind named methods so callers never
-// build label sets by hand. Names follow DESIGN.md (base units, `_total` counters, no job ids as
+// build label sets by hand. Names follow Prometheus (base units, `_total` counters, no job ids as
 // labels). The HTTP /metrics handler calls Serialize(), which first runs the collect hook so gauges
 // that are cheap to compute on demand (jobs by state, workers) are fresh at every scrape.
 //

@@ -1,5 +1,5 @@
-// Tests of level sets, 1-D k-means and quantizer initialisation (QN.md "Level sets" and
-// "Initialisation").
+// Tests of level sets, 1-D k-means and quantizer initialisation (docs/METHOD.md "Levels and
+// initialisation").
 
 #include "workers/engine/levels.h"
 

@@ -1,5 +1,5 @@
 // Tests of the fused quantizer op against its ATen composition, finite differences and the
-// properties QN.md asks for (exact hard levels, clamp window, thread-count independence).
+// properties docs/METHOD.md "The quantizer" states (exact hard levels, clamp window, thread count).
 
 #include "workers/engine/quantizer.h"
 
@@ -181,7 +181,7 @@ TEST(QuantizeTest, GradientsMatchFiniteDifferencesInDouble) {
   }
 }
 
-// QN.md's formulas written out per element, for levels with unequal steps (where the published
+// The closed-form gradients per element, for levels with unequal steps (where the published
 // activation code went wrong).
 TEST(QuantizeTest, GradientsFollowTheClosedForm) {
   const LevelSet set{"uneven", {-0.7, 0.1, 0.35, 1.2}, {-0.3, 0.2, 0.9}};

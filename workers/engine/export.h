@@ -1,4 +1,4 @@
-// The artifacts of a finished job (DESIGN.md "Output artifacts"), written from a trained
+// The artifacts of a finished job (docs/METHOD.md "Artifacts"), written from a trained
 // QuantizedModel:
 //  - TorchScript (model.pt): a clone of the float model with every quantized Conv2d/Linear weight
 //    set to its hard values alpha*q_j (exactly), attributes qnet_alpha (float) and qnet_levels

@@ -11,7 +11,7 @@
 namespace qnet::engine {
 namespace {
 
-constexpr double kBetaHeadroom = 1.25;  // QN.md: beta = (5/4) * max|q| / max|x|
+constexpr double kBetaHeadroom = 1.25;  // beta = (5/4) * max|q| / max|x|, as the paper initialises
 constexpr double kTernaryThreshold = 0.05;
 
 torch::Tensor FloatTensor(const std::vector<double>& values) {

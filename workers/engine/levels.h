@@ -1,5 +1,5 @@
-// Quantizer level sets and initialisation from a full-precision model (QN.md, "Level sets" and
-// "Initialisation"): which target levels a bit width means, and the starting alpha, beta and
+// Quantizer level sets and initialisation from a full-precision model (docs/METHOD.md, "Levels and
+// initialisation"): which target levels a bit width means, and the starting alpha, beta and
 // thresholds of a weight quantizer (from the weight tensor) or an activation quantizer (from
 // calibration batches).
 //
@@ -120,9 +120,9 @@ class ActivationCalibrator {
 };
 
 // Activation quantizer, thresholds the midpoints of adjacent levels (b_i = i - 0.5 for
-// {0..2^k-1}). From a range: beta = 1.25 * max|q| / range (QN.md), alpha = 1 / beta. From a
+// {0..2^k-1}). From a range: beta = 1.25 * max|q| / range (the paper's), alpha = 1 / beta. From a
 // calibrator: beta = max|q| / MseFitRange, alpha = 1 / beta, so the top level sits at the
-// MSE-fitted clipping range (QN.md's 1.25 x max leaves 2-bit activations nearly all in level 0,
+// MSE-fitted clipping range (the paper's 1.25 x max leaves 2-bit activations nearly all in level 0,
 // and the network then trains back from a collapsed start). A range of 0 (a dead ReLU) falls back
 // to 1, as for weights. FailedPrecondition before any batch was observed; InvalidArgument for bad
 // levels or a negative or non-finite range.

@@ -1,4 +1,4 @@
-// ONNX export of the engine's hard-quantized TorchScript artifact (DESIGN.md "Output artifacts").
+// ONNX export of the engine's hard-quantized TorchScript artifact (docs/METHOD.md "Artifacts").
 //
 // The exporter walks the module's TorchScript graphs while running them on two example batches, so
 // submodule calls, `self.training` branches and shape arithmetic resolve to concrete values, and

@@ -504,7 +504,7 @@ internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Te
   for (int64_t c = 0; c < chunks; ++c) {
     for (int i = 0; i < stride; ++i) sums[i] += partial[c * stride + i];
   }
-  // The factors applied once here are those QN.md's formulas share across elements.
+  // The factors applied once here are those the closed-form gradients share across elements.
   const double a = alpha.item<double>();
   const double at = a * temperature;
   internal::QuantizeGrads grads;

@@ -1,4 +1,4 @@
-// The Quantization Networks quantizer (QN.md): y = alpha * (sum_i s_i * sigmoid(T*(beta*x - b_i)) +
+// The QN quantizer (docs/METHOD.md): y = alpha * (sum_i s_i * sigmoid(T*(beta*x - b_i)) +
 // q_0) in soft mode, with the unit step H in place of the sigmoid in hard mode.
 //
 // One fused pass over the data for forward and one for backward, with exact gradients for x,

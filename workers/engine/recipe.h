@@ -19,7 +19,7 @@ namespace qnet::engine {
 struct Recipe {
   double pretrain_lr = 0.1;
   double pretrain_weight_decay = 5e-4;
-  // QN.md suggests about 1e-3, for runs of many epochs. On the short budgets jobs get, 1e-2
+  // The paper suggests about 1e-3, for runs of many epochs. On the short budgets jobs get, 1e-2
   // recovers more than 3e-3 (ResNet-20 W2A2 on 5,000 Fashion-MNIST images: 86.6% against 85.2%;
   // LeNet-5 pre-trained for one epoch: 73.0% against 70.6%), and 3e-2 diverged on that LeNet-5
   // (23% from the labels alone, where 1e-2 gives 74%). docs/BENCHMARKS.md has the commands.

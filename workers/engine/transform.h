@@ -1,5 +1,5 @@
 // The QN model transform: turns a TorchScript classifier (a user's scripted/traced model or a zoo
-// model) into one that trains with Quantization Networks quantizers (QN.md).
+// model) into one that trains with Quantization Networks quantizers (docs/METHOD.md).
 //
 // Weights: every Conv2d/Linear submodule (class name ending in "Conv2d"/"Linear", a `weight` of
 // dim 4/2) is quantized, except the first conv and the last linear unless quantize_first_last.
