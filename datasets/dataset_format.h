@@ -72,13 +72,13 @@ class DatasetFormat {
 
   // The name users give (--dataset NAME=FORMAT:DIR, --dataset-format), e.g. "idx".
   virtual absl::string_view name() const = 0;
-  // One line for help texts, e.g. "IDX files (MNIST, Fashion-MNIST), raw or .gz".
+  // One line for help texts: what the folder holds, e.g. "CIFAR-10 binary batches: ...".
   virtual absl::string_view description() const = 0;
   // Whether training augments with random crops and flips: right for natural photographs
   // (CIFAR-10), wrong for centred glyphs (MNIST), whose classes a flip can change.
   virtual bool augments() const = 0;
 
-  // Whether `dir` looks like this format (its first file is there); reads no file.
+  // Whether `dir` looks like this format: its first file is there (opens no file).
   virtual bool Detect(const std::string& dir) const = 0;
   // Shape, classes and counts from headers and file sizes; checks that every file Read needs
   // exists and that the headers agree with each other.
@@ -88,7 +88,7 @@ class DatasetFormat {
   virtual DatasetSummary Typical() const = 0;
 
   // Every image and label of both splits. Besides the format's own checks, refuses splits of
-  // different shapes (INVALID_ARGUMENT) and out-of-memory (RESOURCE_EXHAUSTED).
+  // different shapes (INVALID_ARGUMENT) and reports running out of memory (RESOURCE_EXHAUSTED).
   absl::StatusOr<RawDataset> Read(const std::string& dir) const;
 
  private:
