@@ -153,16 +153,22 @@ absl::StatusOr<std::vector<int64_t>> ReadDims(const std::string& path, uint32_t 
   return ReadIdxHeader(*reader, magic);
 }
 
-absl::StatusOr<SplitHeader> InspectSplit(const SplitFiles& files) {
-  absl::StatusOr<std::vector<int64_t>> images = ReadDims(files.images, kImagesMagic);
+std::string BaseName(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+// Reads the headers of one split ("train" or "t10k"); appends its file names to `files`.
+absl::StatusOr<SplitHeader> InspectSplit(const std::string& dir, const std::string& prefix,
+                                         std::vector<std::string>& files) {
+  absl::StatusOr<SplitFiles> paths = FindSplit(dir, prefix);
+  if (!paths.ok()) return paths.status();
+  absl::StatusOr<std::vector<int64_t>> images = ReadDims(paths->images, kImagesMagic);
   if (!images.ok()) return images.status();
-  absl::StatusOr<std::vector<int64_t>> labels = ReadDims(files.labels, kLabelsMagic);
+  absl::StatusOr<std::vector<int64_t>> labels = ReadDims(paths->labels, kLabelsMagic);
   if (!labels.ok()) return labels.status();
-  if (absl::Status s = CheckCounts(files, (*images)[0], (*labels)[0]); !s.ok()) return s;
+  if (absl::Status s = CheckCounts(*paths, (*images)[0], (*labels)[0]); !s.ok()) return s;
+  files.push_back(BaseName(paths->images));
+  files.push_back(BaseName(paths->labels));
   return SplitHeader{(*images)[0], GreyShape(*images)};
 }
-
-std::string BaseName(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
 class IdxFormat final : public DatasetFormat {
  public:
@@ -177,22 +183,16 @@ class IdxFormat final : public DatasetFormat {
   }
 
   absl::StatusOr<DatasetSummary> Inspect(const std::string& dir) const override {
-    DatasetSummary summary = Typical();
-    ImageShape shapes[2];
-    int64_t* counts[2] = {&summary.train_images, &summary.test_images};
-    const char* prefixes[2] = {"train", "t10k"};
-    for (int i = 0; i < 2; ++i) {
-      absl::StatusOr<SplitFiles> files = FindSplit(dir, prefixes[i]);
-      if (!files.ok()) return files.status();
-      absl::StatusOr<SplitHeader> header = InspectSplit(*files);
-      if (!header.ok()) return header.status();
-      *counts[i] = header->count;
-      shapes[i] = header->shape;
-      summary.files.push_back(BaseName(files->images));
-      summary.files.push_back(BaseName(files->labels));
-    }
-    if (absl::Status s = CheckSplitShapesAgree(dir, shapes[0], shapes[1]); !s.ok()) return s;
-    summary.shape = shapes[0];
+    DatasetSummary summary;
+    summary.num_classes = kNumClasses;
+    absl::StatusOr<SplitHeader> train = InspectSplit(dir, "train", summary.files);
+    if (!train.ok()) return train.status();
+    absl::StatusOr<SplitHeader> test = InspectSplit(dir, "t10k", summary.files);
+    if (!test.ok()) return test.status();
+    if (absl::Status s = CheckSplitShapesAgree(dir, train->shape, test->shape); !s.ok()) return s;
+    summary.shape = train->shape;
+    summary.train_images = train->count;
+    summary.test_images = test->count;
     return summary;
   }
 
