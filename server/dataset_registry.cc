@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "common/atomic_file.h"
+#include "datasets/dataset_format.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -19,32 +20,6 @@ namespace qnet::server {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct FormatInfo {
-  const char* format;
-  int channels, height, width, classes;
-  std::vector<std::string> expected;  // file name stems the worker needs
-};
-
-const std::vector<FormatInfo>& Formats() {
-  static const auto* const kFormats = new std::vector<FormatInfo>{
-      {"idx",
-       1,
-       28,
-       28,
-       10,
-       {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte"}},
-      {"cifar10",
-       3,
-       32,
-       32,
-       10,
-       {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
-        "data_batch_5.bin", "test_batch.bin"}},
-  };
-  return *kFormats;
-}
 
 int64_t MtimeNanos(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
@@ -103,30 +78,31 @@ absl::Status DatasetRegistry::Add(const std::string& name, const std::string& fo
     return absl::InvalidArgumentError(absl::StrCat(
         "dataset name \"", name, "\" is not a plain name ([a-z0-9][a-z0-9._-]*, at most 64)"));
   }
-  auto it = std::find_if(Formats().begin(), Formats().end(),
-                         [&](const FormatInfo& f) { return format == f.format; });
-  if (it == Formats().end()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset ", name, ": unknown format \"", format, "\" (idx or cifar10)"));
+  const datasets::DatasetFormat* dataset_format = datasets::FindDatasetFormat(format);
+  if (dataset_format == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("dataset ", name, ": unknown format \"", format,
+                                                   "\" (", datasets::DatasetFormatNameList(), ")"));
   }
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat("dataset ", name, ": ", dir, " is not a folder"));
   }
+  absl::StatusOr<datasets::DatasetSummary> summary = dataset_format->Inspect(dir);
+  if (!summary.ok()) {
+    // Kept, so that files can still arrive before the first job; the shape clients see is then
+    // the format's usual one.
+    spdlog::warn("dataset {}: {}; workers will fail on it", name,
+                 std::string(summary.status().message()));
+    summary = dataset_format->Typical();
+  }
   DatasetEntry entry;
   entry.dir = dir;
   entry.info.set_name(name);
-  entry.info.set_format(it->format);
-  entry.info.set_channels(it->channels);
-  entry.info.set_height(it->height);
-  entry.info.set_width(it->width);
-  entry.info.set_num_classes(it->classes);
-  for (const std::string& want : it->expected) {
-    if (!fs::exists(fs::path(dir) / want, ec) && !fs::exists(fs::path(dir) / (want + ".gz"), ec)) {
-      spdlog::warn("dataset {}: {} has no {} (or {}.gz); workers will fail on it", name, dir, want,
-                   want);
-    }
-  }
+  entry.info.set_format(format);
+  entry.info.set_channels(static_cast<int32_t>(summary->shape.channels));
+  entry.info.set_height(static_cast<int32_t>(summary->shape.height));
+  entry.info.set_width(static_cast<int32_t>(summary->shape.width));
+  entry.info.set_num_classes(static_cast<int32_t>(summary->num_classes));
   datasets_[name] = std::move(entry);
   return absl::OkStatus();
 }

@@ -46,8 +46,10 @@ class DatasetRegistry {
   // The formats Add accepts, sorted.
   static std::vector<std::string> FormatNames();
 
-  // Registers (or replaces) a dataset. Formats: "idx" (1x28x28, 10 classes) and "cifar10"
-  // (3x32x32, 10 classes). NOT_FOUND when `dir` is not a folder.
+  // Registers (or replaces) a dataset in any registered format (datasets/dataset_format.h).
+  // Shape and classes come from the folder's headers; a folder the format cannot read yet is
+  // still registered, with a warning and the format's usual shape. INVALID_ARGUMENT for an
+  // unknown format (the message lists the known ones), NOT_FOUND when `dir` is not a folder.
   absl::Status Add(const std::string& name, const std::string& format, const std::string& dir);
   // Imports every regular file of every dataset folder into `blobs`.
   absl::Status ImportFiles(const BlobStore& blobs, const std::string& digest_cache_path);

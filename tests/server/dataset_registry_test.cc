@@ -6,6 +6,7 @@
 #include "common/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/datasets/dataset_files.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -33,8 +34,9 @@ TEST(DatasetRegistryTest, NamesAndFormats) {
   DatasetRegistry registry;
   EXPECT_TRUE(registry.empty());
   EXPECT_EQ(registry.Add("../x", "idx", dir.path()).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(registry.Add("x", "png", dir.path()).message()),
-              HasSubstr("idx or cifar10"));
+  absl::Status unknown = registry.Add("x", "png", dir.path());
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(unknown.message(), "dataset x: unknown format \"png\" (cifar10, idx)");
   EXPECT_EQ(registry.Add("x", "idx", dir / "missing").code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(registry.Add("cifar", "cifar10", dir.path()).ok());
   ASSERT_TRUE(registry.Add("fashion-mnist", "idx", dir.path()).ok());
@@ -47,6 +49,30 @@ TEST(DatasetRegistryTest, NamesAndFormats) {
   EXPECT_EQ(registry.Find("fashion-mnist")->info.format(), "idx");
   EXPECT_EQ(registry.Find("nope"), nullptr);
   EXPECT_EQ(registry.List().size(), 2u);
+}
+
+TEST(DatasetRegistryTest, ShapeComesFromTheFilesWhenTheyCanBeRead) {
+  TempDir dir;
+  qnet::testing::WriteIdxDataset(dir / "small", {.rows = 6, .cols = 5}, /*gz=*/false);
+  qnet::testing::WriteCifar(dir / "cifar/cifar-10-batches-bin");
+  DatasetRegistry registry;
+  ASSERT_TRUE(registry.Add("small", "idx", dir / "small").ok());
+  ASSERT_TRUE(registry.Add("cifar", "cifar10", dir / "cifar").ok());
+  const qnet::v1::Dataset& small = registry.Find("small")->info;
+  EXPECT_EQ(small.format(), "idx");
+  EXPECT_EQ(small.channels(), 1);
+  EXPECT_EQ(small.height(), 6);
+  EXPECT_EQ(small.width(), 5);
+  EXPECT_EQ(small.num_classes(), 10);
+  const qnet::v1::Dataset& cifar = registry.Find("cifar")->info;
+  EXPECT_EQ(cifar.channels(), 3);
+  EXPECT_EQ(cifar.width(), 32);
+
+  // Files that do not parse yet: still registered, with the format's usual shape.
+  testing::WriteFile(dir / "small/train-images-idx3-ubyte", "not an IDX file");
+  ASSERT_TRUE(registry.Add("small", "idx", dir / "small").ok());
+  EXPECT_EQ(registry.Find("small")->info.height(), 28);
+  EXPECT_EQ(registry.Find("small")->info.width(), 28);
 }
 
 TEST(DatasetRegistryTest, ImportsFilesOnceAndCachesDigests) {

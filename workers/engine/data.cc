@@ -1,13 +1,8 @@
 #include "workers/engine/data.h"
 #include "workers/engine/torch_error.h"
 
-#include <sys/stat.h>
-#include <zlib.h>
-
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <cstdio>
 #include <exception>
 #include <memory>
 #include <new>
@@ -17,31 +12,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "common/input_normalization.h"
+#include "datasets/dataset_format.h"
 
 namespace qnet::engine {
 namespace {
-
-// Larger claims are refused before anything is allocated: no real image dataset file is this big,
-// and a corrupt header must not make the worker allocate gigabytes.
-constexpr uint64_t kMaxFileBytes = uint64_t{1} << 31;
-constexpr size_t kChunkBytes = size_t{1} << 20;
-constexpr int64_t kNumClasses = 10;  // MNIST, Fashion-MNIST and CIFAR-10 alike
-constexpr uint32_t kIdxImagesMagic = 0x00000803;
-constexpr uint32_t kIdxLabelsMagic = 0x00000801;
-constexpr int64_t kCifarSide = 32;
-constexpr int64_t kCifarRecord = 1 + 3 * kCifarSide * kCifarSide;
-
-absl::Status Malformed(const std::string& path, absl::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ": ", problem));
-}
-
-std::string Hex32(uint32_t v) {
-  std::array<char, 16> buf{};
-  std::snprintf(buf.data(), buf.size(), "0x%08x", v);
-  return buf.data();
-}
 
 // SplitMix64: turns (seed, stream) pairs into well-spread generator seeds.
 uint64_t Mix(uint64_t seed, uint64_t stream) {
@@ -55,231 +30,28 @@ torch::Generator SeededGenerator(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
-// Size of a regular file, or -1 if it does not exist (or is not a regular file).
-int64_t FileSize(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return -1;
-  return static_cast<int64_t>(st.st_size);
+// A tensor over `values`, which it keeps alive without copying them.
+template <typename T>
+torch::Tensor VectorToTensor(std::vector<T>&& values, std::vector<int64_t> shape,
+                             torch::ScalarType type) {
+  auto holder = std::make_shared<std::vector<T>>(std::move(values));
+  void* data = holder->data();
+  return torch::from_blob(
+      data, shape, [holder](void*) mutable { holder.reset(); }, type);
 }
 
-// A file read through zlib, which reads uncompressed files transparently: the same code serves
-// train-images-idx3-ubyte.gz and train-images-idx3-ubyte.
-class Reader {
- public:
-  static absl::StatusOr<Reader> Open(const std::string& path) {
-    const int64_t size = FileSize(path);
-    if (size < 0) return absl::NotFoundError(absl::StrCat(path, ": file not found"));
-    gzFile f = gzopen(path.c_str(), "rb");
-    if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open"));
-    return Reader(path, size, f);
-  }
-
-  // Appends exactly n bytes to `out` (in chunks, so memory follows what the file really holds, not
-  // what its header claims); a short read is a truncated or corrupt file.
-  absl::Status ReadExactly(uint64_t n, std::vector<uint8_t>& out, absl::string_view what) {
-    uint64_t got = 0;
-    while (got < n) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunkBytes, n - got));
-      const size_t before = out.size();
-      out.resize(before + want);
-      const int r = gzread(file_.get(), out.data() + before, static_cast<unsigned>(want));
-      if (r < 0) return Malformed(path_, absl::StrCat("corrupt data while reading ", what));
-      out.resize(before + static_cast<size_t>(r));
-      got += static_cast<uint64_t>(r);
-      if (static_cast<size_t>(r) < want) {
-        return Malformed(path_, absl::StrCat("truncated: ", what, " needs ", n,
-                                             " bytes but the file ends after ", got));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Reads everything, refusing more than `limit` bytes.
-  absl::Status ReadAll(uint64_t limit, std::vector<uint8_t>& out) {
-    while (true) {
-      const size_t before = out.size();
-      out.resize(before + kChunkBytes);
-      const int r = gzread(file_.get(), out.data() + before, static_cast<unsigned>(kChunkBytes));
-      if (r < 0) return Malformed(path_, "corrupt data");
-      out.resize(before + static_cast<size_t>(r));
-      if (out.size() > limit) {
-        return Malformed(path_, absl::StrCat("larger than the ", limit, "-byte limit"));
-      }
-      if (r == 0) return absl::OkStatus();
-    }
-  }
-
-  // After the declared content: anything left means the header and the file disagree.
-  absl::Status ExpectEnd() {
-    uint8_t extra = 0;
-    const int r = gzread(file_.get(), &extra, 1);
-    if (r < 0) return Malformed(path_, "corrupt data after the declared content");
-    if (r > 0) return Malformed(path_, "trailing bytes after the size the header declares");
-    return absl::OkStatus();
-  }
-
-  // True when the file is not gzip-compressed (valid after the first read).
-  bool raw() const { return gzdirect(file_.get()) == 1; }
-  int64_t file_size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  struct Closer {
-    void operator()(gzFile f) const { gzclose(f); }
-  };
-  Reader(std::string path, int64_t size, gzFile f)
-      : path_(std::move(path)), size_(size), file_(f) {}
-
-  std::string path_;
-  int64_t size_;
-  std::unique_ptr<gzFile_s, Closer> file_;
-};
-
-// Images as stored: uint8 [N, C, H, W]; labels int64 [N].
-struct RawSplit {
+// Images uint8 [N, C, H, W]; labels int64 [N].
+struct SplitTensors {
   torch::Tensor images;
   torch::Tensor labels;
 };
 
-torch::Tensor BytesToTensor(std::vector<uint8_t>&& bytes, std::vector<int64_t> shape) {
-  auto holder = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
-  void* data = holder->data();
-  return torch::from_blob(
-      data, shape, [holder](void*) mutable { holder.reset(); }, torch::kUInt8);
-}
-
-// Parses an IDX file of unsigned bytes into a uint8 tensor of the declared dimensions.
-absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path, uint32_t expected_magic) {
-  absl::StatusOr<Reader> reader = Reader::Open(path);
-  if (!reader.ok()) return reader.status();
-  std::vector<uint8_t> header;
-  if (absl::Status s = reader->ReadExactly(4, header, "the IDX magic number"); !s.ok()) return s;
-  const uint32_t magic = (uint32_t{header[0]} << 24) | (uint32_t{header[1]} << 16) |
-                         (uint32_t{header[2]} << 8) | uint32_t{header[3]};
-  if (magic != expected_magic) {
-    const char* wanted = expected_magic == kIdxImagesMagic ? "images" : "labels";
-    std::string seen = "not an IDX file of unsigned bytes";
-    if (magic == kIdxImagesMagic) seen = "an IDX image file";
-    if (magic == kIdxLabelsMagic) seen = "an IDX label file";
-    return Malformed(path, absl::StrCat("bad magic number ", Hex32(magic), " (", seen,
-                                        "), expected ", Hex32(expected_magic), " for ", wanted));
-  }
-  const int ndims = static_cast<int>(magic & 0xff);
-  header.clear();
-  if (absl::Status s =
-          reader->ReadExactly(4 * static_cast<uint64_t>(ndims), header, "the IDX dims");
-      !s.ok()) {
-    return s;
-  }
-  std::vector<int64_t> dims;
-  uint64_t total = 1;
-  for (int i = 0; i < ndims; ++i) {
-    const uint8_t* p = header.data() + 4 * i;
-    const uint32_t d =
-        (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-    if (d == 0) return Malformed(path, absl::StrCat("dimension ", i, " is 0"));
-    // Checked at every step so the product cannot overflow.
-    total *= d;
-    if (total > kMaxFileBytes) {
-      return Malformed(path, absl::StrCat("header claims more than ", kMaxFileBytes,
-                                          " bytes of data (dimension ", i, " is ", d, ")"));
-    }
-    dims.push_back(d);
-  }
-  const uint64_t header_bytes = 4 + 4 * static_cast<uint64_t>(ndims);
-  // An uncompressed file's size is known up front: check it against the header before reading.
-  if (reader->raw() && static_cast<uint64_t>(reader->file_size()) != header_bytes + total) {
-    return Malformed(path,
-                     absl::StrCat(static_cast<uint64_t>(reader->file_size()) < header_bytes + total
-                                      ? "truncated: "
-                                      : "size mismatch: ",
-                                  "header declares ", total, " data bytes but the file has ",
-                                  reader->file_size() - static_cast<int64_t>(header_bytes)));
-  }
-  std::vector<uint8_t> data;
-  if (absl::Status s = reader->ReadExactly(total, data, "the data the header declares"); !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = reader->ExpectEnd(); !s.ok()) return s;
-  return BytesToTensor(std::move(data), dims);
-}
-
-// Finds `dir/name.gz` or `dir/name`.
-absl::StatusOr<std::string> FindIdx(const std::string& dir, const std::string& name) {
-  for (const std::string& candidate : {absl::StrCat(dir, "/", name, ".gz"), dir + "/" + name}) {
-    if (FileSize(candidate) >= 0) return candidate;
-  }
-  return absl::NotFoundError(absl::StrCat(dir, "/", name, "[.gz]: file not found"));
-}
-
-absl::Status CheckLabels(const std::string& path, const torch::Tensor& labels) {
-  const auto* p = labels.data_ptr<int64_t>();
-  for (int64_t i = 0; i < labels.numel(); ++i) {
-    if (p[i] >= kNumClasses) {
-      return Malformed(path, absl::StrCat("label ", p[i], " at index ", i, " is out of range for ",
-                                          kNumClasses, " classes"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<RawSplit> LoadIdxSplit(const std::string& dir, const std::string& prefix) {
-  absl::StatusOr<std::string> images_path = FindIdx(dir, prefix + "-images-idx3-ubyte");
-  if (!images_path.ok()) return images_path.status();
-  absl::StatusOr<std::string> labels_path = FindIdx(dir, prefix + "-labels-idx1-ubyte");
-  if (!labels_path.ok()) return labels_path.status();
-  absl::StatusOr<torch::Tensor> images = ReadIdx(*images_path, kIdxImagesMagic);
-  if (!images.ok()) return images.status();
-  absl::StatusOr<torch::Tensor> labels = ReadIdx(*labels_path, kIdxLabelsMagic);
-  if (!labels.ok()) return labels.status();
-  if (images->size(0) != labels->size(0)) {
-    return Malformed(*labels_path, absl::StrCat("count mismatch: ", labels->size(0), " labels for ",
-                                                images->size(0), " images in ", *images_path));
-  }
-  RawSplit split{images->unsqueeze(1), labels->to(torch::kLong)};
-  if (absl::Status s = CheckLabels(*labels_path, split.labels); !s.ok()) return s;
-  return split;
-}
-
-// One CIFAR-10 binary batch: records of 1 label byte + 3x32x32 channel-major pixels.
-absl::StatusOr<RawSplit> ReadCifarBatch(const std::string& path) {
-  absl::StatusOr<Reader> reader = Reader::Open(path);
-  if (!reader.ok()) return reader.status();
-  if (static_cast<uint64_t>(reader->file_size()) > kMaxFileBytes) {
-    return Malformed(path, absl::StrCat("file of ", reader->file_size(), " bytes exceeds the ",
-                                        kMaxFileBytes, "-byte limit"));
-  }
-  std::vector<uint8_t> bytes;
-  if (absl::Status s = reader->ReadAll(kMaxFileBytes, bytes); !s.ok()) return s;
-  const auto size = static_cast<int64_t>(bytes.size());
-  if (size == 0) return Malformed(path, "empty file");
-  if (size % kCifarRecord != 0) {
-    return Malformed(path, absl::StrCat("truncated: ", size, " bytes is not a whole number of ",
-                                        kCifarRecord, "-byte records"));
-  }
-  const int64_t n = size / kCifarRecord;
-  torch::Tensor records = BytesToTensor(std::move(bytes), {n, kCifarRecord});
-  RawSplit split{records.slice(1, 1).reshape({n, 3, kCifarSide, kCifarSide}).contiguous(),
-                 records.select(1, 0).to(torch::kLong)};
-  if (absl::Status s = CheckLabels(path, split.labels); !s.ok()) return s;
-  return split;
-}
-
-absl::StatusOr<RawSplit> LoadCifarSplit(const std::string& dir, bool train) {
-  std::vector<std::string> names;
-  if (train) {
-    for (int i = 1; i <= 5; ++i) names.push_back(absl::StrCat("data_batch_", i, ".bin"));
-  } else {
-    names.push_back("test_batch.bin");
-  }
-  std::vector<torch::Tensor> images, labels;
-  for (const std::string& name : names) {
-    absl::StatusOr<RawSplit> part = ReadCifarBatch(dir + "/" + name);
-    if (!part.ok()) return part.status();
-    images.push_back(part->images);
-    labels.push_back(part->labels);
-  }
-  return RawSplit{torch::cat(images), torch::cat(labels)};
+SplitTensors ToTensors(datasets::RawSplit&& split) {
+  const int64_t n = split.size();
+  const datasets::ImageShape& s = split.shape;
+  return {
+      VectorToTensor(std::move(split.pixels), {n, s.channels, s.height, s.width}, torch::kUInt8),
+      VectorToTensor(std::move(split.labels), {n}, torch::kLong)};
 }
 
 // Per-channel mean and population std of uint8 [N, C, H, W] pixels scaled to [0, 1]; exact
@@ -320,7 +92,7 @@ torch::Tensor SubsetIndices(int64_t n, int64_t max, uint64_t seed) {
   return std::get<0>(perm.slice(0, 0, max).sort());
 }
 
-TensorDataset Finish(const RawSplit& raw, const torch::Tensor& subset,
+TensorDataset Finish(const SplitTensors& raw, const torch::Tensor& subset,
                      const std::vector<double>& mean, const std::vector<double>& stddev) {
   torch::Tensor images = raw.images, labels = raw.labels;
   if (subset.defined()) {
@@ -340,39 +112,27 @@ absl::StatusOr<DatasetSplits> LoadDatasetImpl(const std::string& dir, const std:
     return absl::InvalidArgumentError(absl::StrCat(
         "max_train (", options.max_train, ") and max_test (", options.max_test, ") must be >= 0"));
   }
-  absl::StatusOr<RawSplit> train, test;
-  if (format == "idx") {
-    train = LoadIdxSplit(dir, "train");
-    if (!train.ok()) return train.status();
-    test = LoadIdxSplit(dir, "t10k");
-  } else if (format == "cifar10") {
-    std::string root = dir;
-    if (FileSize(root + "/data_batch_1.bin") < 0 &&
-        FileSize(root + "/cifar-10-batches-bin/data_batch_1.bin") >= 0) {
-      root += "/cifar-10-batches-bin";
-    }
-    train = LoadCifarSplit(root, /*train=*/true);
-    if (!train.ok()) return train.status();
-    test = LoadCifarSplit(root, /*train=*/false);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown dataset format '", format, "' (known: idx, cifar10)"));
+  const datasets::DatasetFormat* dataset_format = datasets::FindDatasetFormat(format);
+  if (dataset_format == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown dataset format '", format, "' (known: ", datasets::DatasetFormatNameList(), ")"));
   }
-  if (!test.ok()) return test.status();
-  if (train->images.sizes().slice(1) != test->images.sizes().slice(1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(dir, ": train images are ", c10::str(train->images.sizes().slice(1)),
-                     " but test images are ", c10::str(test->images.sizes().slice(1))));
-  }
+  absl::StatusOr<datasets::RawDataset> raw = dataset_format->Read(dir);
+  if (!raw.ok()) return raw.status();
+  const datasets::ImageShape shape = raw->shape();
+  const int64_t num_classes = raw->num_classes;
+  const SplitTensors train = ToTensors(std::move(raw->train));
+  const SplitTensors test = ToTensors(std::move(raw->test));
 
   DatasetSplits out;
-  out.num_classes = kNumClasses;
-  out.channels = train->images.size(1);
-  out.height = train->images.size(2);
-  out.width = train->images.size(3);
+  out.num_classes = num_classes;
+  out.channels = shape.channels;
+  out.height = shape.height;
+  out.width = shape.width;
+  out.augment = dataset_format->augments();
   if (options.mean.empty() && options.std.empty()) {
     // Statistics of the whole train split, so they do not change with max_train.
-    ChannelStats(train->images, out.channel_mean, out.channel_std);
+    ChannelStats(train.images, out.channel_mean, out.channel_std);
   } else if (options.mean.size() != static_cast<size_t>(out.channels)) {
     return absl::InvalidArgumentError(absl::StrCat("input normalization has ", options.mean.size(),
                                                    " channel(s) but the images of ", dir, " have ",
@@ -382,10 +142,10 @@ absl::StatusOr<DatasetSplits> LoadDatasetImpl(const std::string& dir, const std:
     out.channel_std = options.std;
   }
   out.train =
-      Finish(*train, SubsetIndices(train->images.size(0), options.max_train, Mix(options.seed, 1)),
+      Finish(train, SubsetIndices(train.images.size(0), options.max_train, Mix(options.seed, 1)),
              out.channel_mean, out.channel_std);
   out.test =
-      Finish(*test, SubsetIndices(test->images.size(0), options.max_test, Mix(options.seed, 2)),
+      Finish(test, SubsetIndices(test.images.size(0), options.max_test, Mix(options.seed, 2)),
              out.channel_mean, out.channel_std);
   return out;
 }

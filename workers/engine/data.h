@@ -1,11 +1,11 @@
-// Image-classification datasets for the engine: IDX (MNIST / Fashion-MNIST, .gz or raw) and
-// CIFAR-10 binary batches, held in memory as normalised float tensors, with seeded shuffling,
+// Image-classification datasets for the engine, in any format of datasets/dataset_format.h (IDX,
+// CIFAR-10 binary, ...), held in memory as normalised float tensors, with seeded shuffling,
 // optional crop/flip augmentation, a held-out test split and subset limits for quick runs.
 //
 //   absl::StatusOr<qnet::engine::DatasetSplits> d =
 //       qnet::engine::LoadDataset("/usr/share/datasets/fashion-mnist", "idx", {.max_train = 6000});
 //   qnet::engine::BatchIterator it(d->train, /*batch_size=*/128, /*seed=*/1, /*epoch=*/0,
-//                                  /*augment=*/false);
+//                                  d->augment);
 //   while (auto batch = it.Next()) { model.forward({batch->images}); ... }
 #ifndef QNET_WORKERS_ENGINE_DATA_H_
 #define QNET_WORKERS_ENGINE_DATA_H_
@@ -36,6 +36,9 @@ struct DatasetSplits {
   // What both splits were normalised with: x' = (x / 255 - mean[c]) / std[c]. LoadOptions'
   // values when given, else the statistics of the full train split. The artifacts record them.
   std::vector<double> channel_mean, channel_std;
+  // Whether training should crop and flip (BatchIterator's `augment`): the format's choice
+  // (DatasetFormat::augments), true for natural images such as CIFAR-10, false for IDX glyphs.
+  bool augment = false;
 };
 
 struct LoadOptions {
@@ -47,12 +50,12 @@ struct LoadOptions {
   std::vector<double> mean = {}, std = {};
 };
 
-// format "idx": train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* in `dir`.
-// format "cifar10": data_batch_1..5.bin and test_batch.bin (optionally under
-// cifar-10-batches-bin/). Malformed input returns INVALID_ARGUMENT naming the file and the problem
-// (bad magic, truncated, count mismatch, label out of range), and so does a normalisation that is
-// malformed or has a different channel count than the images; a missing file NOT_FOUND. Never
-// throws.
+// `format` is a registered dataset format's name (datasets::DatasetFormatNames(): "idx" reads
+// train-images-idx3-ubyte[.gz] etc., "cifar10" data_batch_1..5.bin and test_batch.bin, optionally
+// under cifar-10-batches-bin/); another name is INVALID_ARGUMENT listing the known ones. Malformed
+// input returns INVALID_ARGUMENT naming the file and the problem (bad magic, truncated, count
+// mismatch, label out of range), and so does a normalisation that is malformed or has a different
+// channel count than the images; a missing file NOT_FOUND. Never throws.
 absl::StatusOr<DatasetSplits> LoadDataset(const std::string& dir, const std::string& format,
                                           const LoadOptions& options);
 

@@ -1,0 +1,112 @@
+#include "datasets/dataset_format.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <new>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace qnet::datasets {
+namespace {
+
+using FormatMap = std::map<std::string, std::unique_ptr<DatasetFormat>, std::less<>>;
+
+// Built on first use, so registrars in other files can run before this file's statics; never
+// destroyed, so a format stays valid for code running at exit.
+FormatMap& Formats() {
+  static auto* const formats = new FormatMap;
+  return *formats;
+}
+
+std::string ShapeText(const ImageShape& s) {
+  return absl::StrCat("[", s.channels, ", ", s.height, ", ", s.width, "]");
+}
+
+}  // namespace
+
+absl::StatusOr<RawDataset> DatasetFormat::Read(const std::string& dir) const {
+  absl::StatusOr<RawDataset> data;
+  try {
+    data = ReadFiles(dir);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(dir, ": out of memory reading the dataset"));
+  }
+  if (!data.ok()) return data.status();
+  if (absl::Status s = CheckSplitShapesAgree(dir, data->train.shape, data->test.shape); !s.ok()) {
+    return s;
+  }
+  // Consumers index pixels by these sizes without further checks: a parser that breaks them is a
+  // bug here, not bad input.
+  for (const RawSplit* split : {&data->train, &data->test}) {
+    if (split->pixels.size() != static_cast<size_t>(split->size() * split->shape.pixels())) {
+      return absl::InternalError(
+          absl::StrCat(dir, ": format ", name(), " read ", split->pixels.size(),
+                       " pixel bytes for ", split->size(), " images of ", ShapeText(split->shape)));
+    }
+  }
+  return data;
+}
+
+const DatasetFormat* FindDatasetFormat(absl::string_view name) {
+  auto it = Formats().find(name);
+  return it == Formats().end() ? nullptr : it->second.get();
+}
+
+std::vector<std::string> DatasetFormatNames() {
+  std::vector<std::string> names;
+  for (const auto& [name, format] : Formats()) names.push_back(name);
+  return names;
+}
+
+std::string DatasetFormatNameList() { return absl::StrJoin(DatasetFormatNames(), ", "); }
+
+absl::StatusOr<const DatasetFormat*> DetectDatasetFormat(const std::string& dir) {
+  std::vector<const DatasetFormat*> matches;
+  for (const auto& [name, format] : Formats()) {
+    if (format->Detect(dir)) matches.push_back(format.get());
+  }
+  if (matches.size() == 1) return matches.front();
+  if (matches.empty()) {
+    return absl::NotFoundError(absl::StrCat(dir, " does not look like any known dataset format (",
+                                            DatasetFormatNameList(), ")"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      dir, " looks like several dataset formats (",
+      absl::StrJoin(
+          matches, ", ",
+          [](std::string* out, const DatasetFormat* f) { absl::StrAppend(out, f->name()); }),
+      "); name one"));
+}
+
+bool RegisterDatasetFormat(std::unique_ptr<DatasetFormat> format) {
+  std::string name(format->name());
+  if (!Formats().emplace(name, std::move(format)).second) {
+    std::fprintf(stderr, "dataset format \"%s\" is registered twice\n", name.c_str());
+    std::abort();
+  }
+  return true;
+}
+
+absl::Status CheckSplitShapesAgree(const std::string& dir, const ImageShape& train,
+                                   const ImageShape& test) {
+  if (train == test) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(dir, ": train images are ", ShapeText(train),
+                                                 " but test images are ", ShapeText(test)));
+}
+
+absl::Status CheckLabels(const std::string& path, const std::vector<int64_t>& labels,
+                         int64_t num_classes) {
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": label ", labels[i], " at index ", i,
+                                                     " is out of range for ", num_classes,
+                                                     " classes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace qnet::datasets
