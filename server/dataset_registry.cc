@@ -42,13 +42,6 @@ std::string CachedDigest(const nlohmann::json& cache, const std::string& path, i
 
 }  // namespace
 
-std::vector<std::string> DatasetRegistry::FormatNames() {
-  std::vector<std::string> names;
-  for (const FormatInfo& f : Formats()) names.push_back(f.format);
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 bool DatasetRegistry::IsValidName(absl::string_view name) {
   if (name.empty() || name.size() > 64 || absl::StrContains(name, "..")) return false;
   auto ok = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };

@@ -43,8 +43,6 @@ class DatasetRegistry {
   static absl::StatusOr<Flag> ParseFlag(absl::string_view flag);
   // Plain registry names: [a-z0-9][a-z0-9._-]*, at most 64 characters, no "..".
   static bool IsValidName(absl::string_view name);
-  // The formats Add accepts, sorted.
-  static std::vector<std::string> FormatNames();
 
   // Registers (or replaces) a dataset in any registered format (datasets/dataset_format.h).
   // Shape and classes come from the folder's headers; a folder the format cannot read yet is

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/job/catalog.h"
 #include "common/job/job_spec.h"
+#include "datasets/dataset_format.h"
 #include "server/grpc_status.h"
 #include "server/page_token.h"
 
@@ -114,7 +115,7 @@ grpc::Status JobServiceImpl::ListModels(grpc::ServerContext*, const qnet::v1::Li
 grpc::Status JobServiceImpl::GetCapabilities(grpc::ServerContext*,
                                              const qnet::v1::GetCapabilitiesRequest*,
                                              qnet::v1::Capabilities* response) {
-  *response = job::Capabilities(DatasetRegistry::FormatNames());
+  *response = job::Capabilities(datasets::DatasetFormatNames());
   return grpc::Status::OK;
 }
 

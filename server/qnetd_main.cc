@@ -15,7 +15,9 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "common/token_file.h"
+#include "datasets/dataset_format.h"
 #include "server/qnet_server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -52,7 +54,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
   app.add_option("--dataset", options.datasets,
-                 "extra dataset NAME=FORMAT:DIR (FORMAT idx or cifar10); repeatable");
+                 absl::StrCat("extra dataset NAME=FORMAT:DIR (FORMAT one of ",
+                              datasets::DatasetFormatNameList(), "); repeatable"));
   app.add_option("--worker-binary", options.worker_binary,
                  "qnet-worker to run for --local-workers (default: next to qnetd)");
   app.add_option("--max-wait-seconds", options.max_wait_seconds,

@@ -65,7 +65,7 @@ Trainer::Trainer(const JobRun& run, const JobCallbacks& callbacks, const Dataset
       on_float_model_(std::move(on_float_model)),
       data_(data),
       device_(device),
-      recipe_(ResolveRecipe(run.spec, run.context.dataset_format == "cifar10")),
+      recipe_(ResolveRecipe(run.spec, data.augment)),
       model_(std::move(model)) {
   steps_per_epoch_ =
       std::max<int64_t>(1, (data_.train.size() + run_.spec.training().batch_size() - 1) /

@@ -17,6 +17,7 @@
 #include "common/input_normalization.h"
 #include "common/job/job_spec.h"
 #include "common/job/job_spec_flags.h"
+#include "datasets/dataset_format.h"
 #include "workers/worker/progress_bar.h"
 
 namespace qnet::worker {
@@ -35,19 +36,6 @@ struct RunArgs {
   std::string checkpoint_dir;
   std::string save_float_model;
 };
-
-bool Exists(const std::filesystem::path& p) {
-  std::error_code ec;
-  return std::filesystem::exists(p, ec);
-}
-
-std::string DetectFormat(const std::filesystem::path& dir) {
-  if (Exists(dir / "train-images-idx3-ubyte") || Exists(dir / "train-images-idx3-ubyte.gz")) {
-    return "idx";
-  }
-  if (Exists(dir / "data_batch_1.bin") || Exists(dir / "cifar-10-batches-bin")) return "cifar10";
-  return "";
-}
 
 [[noreturn]] void Fail(int code, const std::string& message) {
   std::fprintf(stderr, "qnet-worker run: %s\n", message.c_str());
@@ -113,15 +101,17 @@ absl::StatusOr<DatasetChoice> ResolveDataset(const std::string& dataset,
           "' is neither a known name (fashion-mnist, mnist, cifar10) nor a directory"));
     }
     choice.dir = dataset;
-    choice.format = DetectFormat(dataset);
+    if (format.empty()) {
+      absl::StatusOr<const datasets::DatasetFormat*> detected =
+          datasets::DetectDatasetFormat(dataset);
+      if (!detected.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--dataset ", dataset, ": ", detected.status().message(), "; give --dataset-format"));
+      }
+      choice.format = std::string((*detected)->name());
+    }
   }
   if (!format.empty()) choice.format = format;
-  if (choice.format.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--dataset ", dataset,
-        ": no IDX (train-images-idx3-ubyte[.gz]) or CIFAR-10 (data_batch_1.bin) files found; "
-        "give --dataset-format"));
-  }
   return choice;
 }
 
@@ -162,12 +152,12 @@ std::string FormatSummary(const engine::JobRun& run, const engine::JobResult& re
 void RegisterRunCommand(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* run = app.add_subcommand("run", "Run one compression job locally");
-  job::BindJobSpecFlags(
-      *run, args->job,
-      {.model_help = "zoo:lenet5, zoo:resnet20, or a TorchScript .pt file",
-       .dataset_help = "fashion-mnist, mnist, cifar10, or a directory of IDX / CIFAR-10 files"});
-  run->add_option("--dataset-format", args->dataset_format, "idx or cifar10 (default: detect)")
-      ->check(CLI::IsMember({"idx", "cifar10"}));
+  job::BindJobSpecFlags(*run, args->job,
+                        {.model_help = "zoo:lenet5, zoo:resnet20, or a TorchScript .pt file",
+                         .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset directory"});
+  run->add_option("--dataset-format", args->dataset_format,
+                  absl::StrCat(datasets::DatasetFormatNameList(), " (default: detect)"))
+      ->check(CLI::IsMember(datasets::DatasetFormatNames()));
   run->add_option("--device", args->device, "auto, cpu, cuda or cuda:N");
   run->add_option("--checkpoint-dir", args->checkpoint_dir,
                   "write per-epoch checkpoints here and resume from the newest");

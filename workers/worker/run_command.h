@@ -24,11 +24,12 @@ void RegisterRunCommand(CLI::App& app);
 
 struct DatasetChoice {
   std::string dir;
-  std::string format;  // "idx" or "cifar10"
+  std::string format;  // a registered dataset format (datasets/dataset_format.h)
 };
 
-// A dataset name ("fashion-mnist", "mnist", "cifar10") or a directory holding IDX or CIFAR-10
-// files; `format` ("" = detect) overrides the detection. InvalidArgument when neither.
+// A dataset name ("fashion-mnist", "mnist", "cifar10") or a directory in a registered dataset
+// format; `format` ("" = detect, datasets::DetectDatasetFormat) overrides the detection.
+// InvalidArgument when neither.
 absl::StatusOr<DatasetChoice> ResolveDataset(const std::string& dataset, const std::string& format);
 
 // The summary table printed after a successful run.
