@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
   app.add_option("--dataset", options.datasets,
                  absl::StrCat("extra dataset NAME=FORMAT:DIR (FORMAT one of ",
-                              datasets::DatasetFormatNameList(), "); repeatable"));
+                              qnet::datasets::DatasetFormatNameList(), "); repeatable"));
   app.add_option("--worker-binary", options.worker_binary,
                  "qnet-worker to run for --local-workers (default: next to qnetd)");
   app.add_option("--max-wait-seconds", options.max_wait_seconds,

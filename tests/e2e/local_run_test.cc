@@ -141,7 +141,9 @@ TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
   config.spec.mutable_training()->set_epochs(1);
   config.spec.mutable_training()->set_batch_size(50);
   config.spec.mutable_training()->set_seed(1);
-  config.context = {.dataset_dir = data_, .dataset_format = "idx", .device = "cpu"};
+  config.context.dataset_dir = data_;
+  config.context.dataset_format = "idx";
+  config.context.device = "cpu";
   qnet::engine::Trainer trainer(config, {}, *data, torch::kCPU,
                                 *qnet::engine::MakeZooModel("resnet20", 1, 10, 1));
   ASSERT_TRUE(trainer.Run().ok());

@@ -10,8 +10,9 @@
 //   run.spec.set_model("zoo:lenet5");
 //   run.spec.set_dataset("fashion-mnist");
 //   run.spec.set_weight_bits(2);
-//   run.context = {.dataset_dir = "/usr/share/datasets/fashion-mnist", .dataset_format = "idx",
-//                  .out_dir = "/tmp/out"};
+//   run.context.dataset_dir = "/usr/share/datasets/fashion-mnist";
+//   run.context.dataset_format = "idx";
+//   run.context.out_dir = "/tmp/out";
 //   qnet::engine::JobCallbacks callbacks;
 //   callbacks.on_progress = [](const qnet::engine::ProgressEvent& p) { ... };
 //   absl::StatusOr<qnet::engine::JobResult> result = qnet::engine::RunJob(run, callbacks);

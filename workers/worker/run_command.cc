@@ -57,7 +57,8 @@ void Run(const RunArgs& a) {
   absl::StatusOr<DatasetChoice> ds = ResolveDataset(a.job.dataset, a.dataset_format);
   if (!ds.ok()) Fail(2, std::string(ds.status().message()));
   engine::JobRun run{.spec = *std::move(spec),
-                     .context = {.dataset_dir = ds->dir,
+                     .context = {.model_path = "",
+                                 .dataset_dir = ds->dir,
                                  .dataset_format = ds->format,
                                  .device = a.device,
                                  .out_dir = a.out,

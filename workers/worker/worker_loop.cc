@@ -174,7 +174,8 @@ absl::StatusOr<LeaseOutcome> WorkerLoop::RunOnce() {
 absl::StatusOr<engine::JobRun> WorkerLoop::Prepare(const v1::AcquireLeaseResponse& response,
                                                    const std::string& work_dir) {
   const v1::Job& job = response.job();
-  engine::JobRun run{.spec = job.spec()};
+  engine::JobRun run;
+  run.spec = job.spec();
   engine::RunContext& ctx = run.context;
   if (!options_.device.empty()) ctx.device = options_.device;
   const std::string& model = job.spec().model();
