@@ -158,8 +158,9 @@ void Scheduler::Apply(Entry& e, JobRecord next) {
   const absl::Time now = clock_->Now();
   if (was == qnet::v1::QUEUED) {
     queue_.erase(KeyOf(e));  // already off it when reserved
-    if (state == qnet::v1::RUNNING && metrics_ != nullptr)
+    if (state == qnet::v1::RUNNING && metrics_ != nullptr) {
       metrics_->QueueWait(now - e.queued_since);
+    }
   } else if (was == qnet::v1::RUNNING) {
     lease_expiry_.erase({e.rec.lease_expire, id});
     SeeWorker(e.rec.job.worker_id(), -1);

@@ -96,16 +96,12 @@ class Qnetd {
   // Sends `sig` and returns the exit status (-1 if it did not exit within `timeout`).
   int SignalAndWait(int sig, absl::Duration timeout = absl::Seconds(20)) {
     ::kill(pid_, sig);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        return status;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
+    int status = 0;
+    if (!testing::WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, timeout)) {
+      return -1;
     }
-    return -1;
+    pid_ = 0;
+    return status;
   }
 
   std::unique_ptr<qnet::v1::JobService::Stub> Stub() const {
@@ -209,10 +205,10 @@ TEST_F(QnetdE2eTest, RunsLocalWorkersAndStopsThemOnSigterm) {
   Qnetd qnetd(Args({"--local-workers", "2", "--worker-binary", script}));
   ASSERT_TRUE(qnetd.Start());
   std::string started;
-  for (int i = 0; i < 200 && started.find("worker-cache-1") == std::string::npos; ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(testing::WaitFor([&] {
     started = testing::ReadFile(dir_ / "workers.txt");
-  }
+    return started.find("worker-cache-1") != std::string::npos;
+  }));
   EXPECT_THAT(started, HasSubstr("serve --server " + qnetd.grpc() + " --cache-dir " +
                                  dir_ / "data/worker-cache-0"));
   EXPECT_THAT(started, HasSubstr("--cache-dir " + dir_ / "data/worker-cache-1"));
