@@ -403,9 +403,9 @@ TEST_F(SchedulerTest, WaitForChangeSeesEveryKindOfUpdate) {
   EXPECT_TRUE(wait_seen(1)) << "the lease was not seen";
   qnet::v1::Progress progress;
   progress.set_epoch(4);
-  ASSERT_TRUE(scheduler_->Heartbeat(id, lease.token, &progress, "").ok());
+  EXPECT_TRUE(scheduler_->Heartbeat(id, lease.token, &progress, "").ok());
   EXPECT_TRUE(wait_seen(2)) << "the heartbeat was not seen";
-  ASSERT_TRUE(scheduler_->Complete(id, lease.token, {}, {}).ok());
+  EXPECT_TRUE(scheduler_->Complete(id, lease.token, {}, {}).ok());
   watcher.join();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0].state(), qnet::v1::RUNNING);
