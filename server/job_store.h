@@ -1,6 +1,8 @@
 // JobStore: the durable record of every job. The scheduler keeps the live view in memory and
-// writes each change through a JobStore; on startup it rebuilds its queue from the store. The
-// interface is the test seam; SqliteJobStore (sqlite_job_store.h) is the implementation.
+// writes each change through a JobStore; on startup it rebuilds its queue from the store.
+// SqliteJobStore (sqlite_job_store.h) is the implementation qnetd uses; OpenJobStore
+// (job_store_registry.h) opens one by URI. Every implementation must pass the conformance suite
+// in tests/server/job_store_conformance.h.
 //
 //   std::future<absl::Status> done = store.Create(record);  // queued, applied in call order
 //   if (absl::Status s = done.get(); !s.ok()) { ... }      // resolved once durable
@@ -29,7 +31,7 @@ struct JobRecord {
   qnet::v1::Job job;
   int64_t seq = 0;                              // submission order, unique, > 0
   std::string lease_token;                      // the current lease (RUNNING jobs only)
-  absl::Time lease_expire = absl::UnixEpoch();  // when that lease runs out
+  absl::Time lease_expire = absl::UnixEpoch();  // when that lease runs out (kept to the ms)
 };
 
 // One page of ListJobs, newest first.
@@ -46,7 +48,8 @@ class JobStore {
   // request_id is taken. Writes are applied in the order of the calls (Create and Save alike); the
   // future resolves when this write is durable (OK) or has failed. Dropping the future is fine.
   virtual std::future<absl::Status> Create(const JobRecord& record) = 0;
-  // Queues an update of an existing job's whole record, as Create does.
+  // Queues an update of an existing job's whole record, as Create does. NOT_FOUND when no job has
+  // this id with this seq and request_id (those never change).
   virtual std::future<absl::Status> Save(const JobRecord& record) = 0;
 
   // Reads see every write whose future has resolved OK.
@@ -59,6 +62,13 @@ class JobStore {
   virtual absl::Status ForEachActive(const std::function<void(JobRecord)>& fn) = 0;
   virtual absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> CountByState() = 0;
   virtual absl::StatusOr<int64_t> MaxSeq() = 0;
+
+  // Makes every write queued so far durable, then refuses writes and reads (UNAVAILABLE).
+  // Idempotent; the destructor does it too.
+  virtual void Close() = 0;
+  // Durable commits so far: a store that groups writes counts one per group (for tests and the
+  // load generator).
+  virtual int64_t commits() const = 0;
 };
 
 }  // namespace qnet::server

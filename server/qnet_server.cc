@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc_metrics_interceptor.h"
+#include "server/job_store_registry.h"
 #include "spdlog/spdlog.h"
 
 #ifndef QNET_VERSION
@@ -82,6 +83,21 @@ absl::Status QnetServer::Init() {
     worker_binary = *found;
   }
 
+  // Before the slower steps (dataset import), so a mistyped --store fails at once.
+  if (o.store != nullptr) {
+    store_ = o.store;
+  } else {
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        OpenJobStore(o.store_uri.empty() ? DefaultJobStoreUri(o.data_dir) : o.store_uri);
+    if (!store.ok()) {
+      if (o.store_uri.empty()) return store.status();
+      return absl::Status(store.status().code(),
+                          absl::StrCat("--store: ", store.status().message()));
+    }
+    owned_store_ = *std::move(store);
+    store_ = owned_store_.get();
+  }
+
   metrics_ = std::make_unique<MetricsRegistry>(QnetVersion());
 
   absl::StatusOr<std::unique_ptr<BlobStore>> blobs =
@@ -104,17 +120,13 @@ absl::Status QnetServer::Init() {
     return s;
   }
 
-  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
-      SqliteJobStore::Open(o.data_dir + "/jobs.db");
-  if (!store.ok()) return store.status();
-  store_ = *std::move(store);
   SchedulerOptions sched;
   sched.lease_duration = absl::Seconds(o.lease_seconds);
   sched.max_attempts = o.max_attempts;
   sched.max_queued = o.max_queued;
   sched.max_wait = absl::Seconds(std::max(0, o.max_wait_seconds));
-  scheduler_ = std::make_unique<Scheduler>(
-      store_.get(), o.clock != nullptr ? o.clock : &system_clock_, sched, metrics_.get());
+  scheduler_ = std::make_unique<Scheduler>(store_, o.clock != nullptr ? o.clock : &system_clock_,
+                                           sched, metrics_.get());
   if (absl::Status s = scheduler_->Recover(); !s.ok()) return s;
 
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());

@@ -1,9 +1,10 @@
 // QnetServer: one whole qnetd in a process: it opens DATA_DIR (locked against a second qnetd),
-// the blob store, the dataset registry (importing dataset files as blobs), the SQLite job store
-// and the scheduler (recovering queued and running jobs), then serves gRPC (JobService,
-// BlobService, WorkerService, health, reflection; metrics interceptor) and HTTP (WebApi), expires
-// leases in the background and supervises local workers. qnetd's main() is flag parsing around
-// this class; tests and the load generator run it in-process.
+// the blob store, the dataset registry (importing dataset files as blobs), the job store (by URI,
+// job_store_registry.h; SQLite in DATA_DIR by default) and the scheduler (recovering queued and
+// running jobs), then serves gRPC (JobService, BlobService, WorkerService, health, reflection;
+// metrics interceptor) and HTTP (WebApi), expires leases in the background and supervises local
+// workers. qnetd's main() is flag parsing around this class; tests and the load generator run it
+// in-process.
 //
 // Shutdown drains: health and /healthz turn NOT_SERVING, new submits and lease requests get
 // UNAVAILABLE, local workers are stopped (while heartbeats and Complete/FailLease still work),
@@ -38,10 +39,10 @@
 #include "server/dataset_registry.h"
 #include "server/http_server.h"
 #include "server/job_service.h"
+#include "server/job_store.h"
 #include "server/job_validator.h"
 #include "server/metrics_registry.h"
 #include "server/scheduler.h"
-#include "server/sqlite_job_store.h"
 #include "server/web_api.h"
 #include "server/worker_service.h"
 #include "server/worker_supervisor.h"
@@ -66,6 +67,11 @@ struct QnetServerOptions {
   // workers get it in their environment); "" = workers are not authenticated.
   std::string worker_token;
   std::string chartjs_path = "/usr/share/javascript/chart.js/chart.min.js";
+  // Where jobs are stored, as OpenJobStore takes it; "" = DefaultJobStoreUri(data_dir).
+  std::string store_uri;
+  // Tests: this store instead of store_uri (not owned; it must outlive the server, which closes
+  // it on Shutdown).
+  JobStore* store = nullptr;
   const Clock* clock = nullptr;  // nullptr = the system clock
 };
 
@@ -86,7 +92,7 @@ class QnetServer {
   Scheduler& scheduler() { return *scheduler_; }
   MetricsRegistry& metrics() { return *metrics_; }
   const BlobStore& blobs() const { return *blobs_; }
-  SqliteJobStore& store() { return *store_; }
+  JobStore& store() { return *store_; }
 
  private:
   explicit QnetServer(const QnetServerOptions& options);
@@ -99,7 +105,8 @@ class QnetServer {
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<BlobStore> blobs_;
   DatasetRegistry datasets_;
-  std::unique_ptr<SqliteJobStore> store_;
+  std::unique_ptr<JobStore> owned_store_;  // null when options.store was given
+  JobStore* store_ = nullptr;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<JobValidator> validator_;
   std::unique_ptr<JobServiceImpl> job_service_;

@@ -5,7 +5,7 @@
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
 //         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
 //         [--max-blob-bytes N] [--dataset NAME=FORMAT:DIR]... [--worker-binary PATH]
-//         [--worker-token-file FILE]
+//         [--worker-token-file FILE] [--store URI]
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,8 +16,10 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/token_file.h"
 #include "datasets/dataset_format.h"
+#include "server/job_store_registry.h"
 #include "server/qnet_server.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -34,6 +36,12 @@ int main(int argc, char** argv) {
                  "HTTP address for /metrics, /healthz, REST and the dashboard")
       ->capture_default_str();
   app.add_option("--data-dir", options.data_dir, "folder for the job store and blobs")->required();
+  app.add_option("--store", options.store_uri,
+                 absl::StrCat("job store URI (default sqlite://DATA_DIR/jobs.db); schemes: ",
+                              absl::StrJoin(qnet::server::JobStoreSchemes(), ", ",
+                                            [](std::string* out, const auto& s) {
+                                              absl::StrAppend(out, s.example);
+                                            })));
   app.add_option("--local-workers", options.local_workers,
                  "qnet-worker processes to run next to the server")
       ->capture_default_str()

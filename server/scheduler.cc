@@ -15,14 +15,18 @@ namespace {
 using qnet::v1::Job;
 using qnet::v1::JobState;
 
-// Waits for a durable write; the caller must not hold the scheduler lock.
-absl::Status Await(std::future<absl::Status>& f) {
-  absl::Status s = f.get();
-  if (!s.ok()) {
-    return absl::UnavailableError(
-        absl::StrCat("could not save the job durably (", s.message(), "); retry later"));
-  }
-  return s;
+// A write the store refused: UNAVAILABLE when retrying can help (the store's own code for I/O
+// trouble), INTERNAL when the store and the scheduler disagree.
+absl::Status StoreRefused(const absl::Status& cause, const std::string& message) {
+  return absl::IsUnavailable(cause) ? absl::UnavailableError(message)
+                                    : absl::InternalError(message);
+}
+
+absl::Status NotStored(absl::string_view what, absl::string_view job_id, JobState kept,
+                       const absl::Status& cause) {
+  return StoreRefused(cause, absl::StrCat("could not store ", what, " of job ", job_id, " (",
+                                          cause.message(), "); nothing changed, the job is still ",
+                                          qnet::v1::JobState_Name(kept), "; retry later"));
 }
 
 absl::Status StaleLease(absl::string_view job_id, absl::string_view why) {
@@ -81,19 +85,6 @@ void Scheduler::Touch(Entry& e) {
   watch_cv_.SignalAll();
 }
 
-void Scheduler::SetState(Entry& e, JobState state) {
-  --counts_[e.rec.job.state()];
-  ++counts_[state];
-  e.rec.job.set_state(state);
-}
-
-void Scheduler::Enqueue(Entry& e) {
-  SetState(e, qnet::v1::QUEUED);
-  e.queued_since = clock_->Now();
-  queue_.emplace(KeyOf(e), &e);
-  work_cv_.Signal();
-}
-
 void Scheduler::SeeWorker(const std::string& worker_id, int lease_delta) {
   if (worker_id.empty()) return;
   Worker& w = workers_[worker_id];
@@ -101,32 +92,103 @@ void Scheduler::SeeWorker(const std::string& worker_id, int lease_delta) {
   w.leases = std::max(0, w.leases + lease_delta);
 }
 
-void Scheduler::EndLease(Entry& e) {
-  if (e.rec.job.state() != qnet::v1::RUNNING) return;
-  lease_expiry_.erase({e.rec.lease_expire, e.rec.job.id()});
-  SeeWorker(e.rec.job.worker_id(), -1);
-  e.rec.lease_token.clear();
-  e.rec.lease_expire = absl::UnixEpoch();
+JobRecord Scheduler::AsFinished(JobRecord rec, JobState state, std::string error) const {
+  rec.job.set_state(state);
+  rec.job.set_error(std::move(error));
+  rec.job.set_cancel_requested(rec.job.cancel_requested() && state == qnet::v1::CANCELLED);
+  *rec.job.mutable_end_time() = ToTimestamp(clock_->Now());
+  rec.lease_token.clear();
+  rec.lease_expire = absl::UnixEpoch();
+  return rec;
 }
 
-std::future<absl::Status> Scheduler::Finish(Entry& e, JobState state, std::string error,
-                                            Job* final_job) {
-  const absl::Time now = clock_->Now();
-  EndLease(e);
-  if (e.rec.job.state() == qnet::v1::QUEUED) queue_.erase(KeyOf(e));
-  SetState(e, state);
-  e.rec.job.set_error(std::move(error));
-  e.rec.job.set_cancel_requested(e.rec.job.cancel_requested() && state == qnet::v1::CANCELLED);
-  *e.rec.job.mutable_end_time() = ToTimestamp(now);
-  if (metrics_ != nullptr) {
-    std::optional<absl::Duration> run_time;
-    if (e.rec.job.has_start_time()) run_time = now - FromTimestamp(e.rec.job.start_time());
-    metrics_->JobFinished(state, run_time);
+JobRecord Scheduler::AsRetriedOrFailed(JobRecord rec, absl::string_view reason) const {
+  const int attempt = rec.job.attempt();
+  if (attempt >= options_.max_attempts) {
+    return AsFinished(std::move(rec), qnet::v1::FAILED,
+                      absl::StrCat(reason, " on attempt ", attempt, " of ", options_.max_attempts,
+                                   "; no attempts left (server flag --max-attempts)"));
   }
-  Touch(e);
-  std::future<absl::Status> saved = store_->Save(e.rec);
-  if (final_job != nullptr) *final_job = e.rec.job;
+  rec.job.set_state(qnet::v1::QUEUED);
+  rec.job.set_attempt(attempt + 1);
+  rec.job.clear_worker_id();
+  rec.lease_token.clear();
+  rec.lease_expire = absl::UnixEpoch();
+  return rec;
+}
 
+Scheduler::Change Scheduler::BeginChange(Entry& e, JobRecord next) {
+  Change c;
+  c.id = e.rec.job.id();
+  if (e.rec.job.state() == qnet::v1::QUEUED) c.reserved = queue_.erase(KeyOf(e)) > 0;
+  e.writing = true;
+  c.saved = store_->Save(next);
+  c.next = std::move(next);
+  return c;
+}
+
+void Scheduler::EndChange(Change& c, const absl::Status& stored) {
+  // The entry is still there: only a stored change removes it, and this is the job's only one.
+  Entry& e = active_.find(c.id)->second;
+  e.writing = false;
+  write_cv_.SignalAll();
+  if (stored.ok()) {
+    Apply(e, std::move(c.next));
+  } else if (c.reserved) {
+    queue_.emplace(KeyOf(e), &e);
+    work_cv_.Signal();
+  }
+}
+
+absl::Status Scheduler::AwaitChange(Change& c, absl::string_view what) {
+  const absl::Status stored = c.saved.get();
+  absl::MutexLock lock(&mu_);
+  EndChange(c, stored);
+  if (stored.ok()) return stored;
+  const JobState kept = active_.find(c.id)->second.rec.job.state();  // not applied: still active
+  spdlog::error("job {}: {} not stored: {}", c.id, std::string(what),
+                std::string(stored.message()));
+  return NotStored(what, c.id, kept, stored);
+}
+
+void Scheduler::Apply(Entry& e, JobRecord next) {
+  const std::string id = e.rec.job.id();
+  const JobState was = e.rec.job.state();
+  const JobState state = next.job.state();
+  const absl::Time now = clock_->Now();
+  if (was == qnet::v1::QUEUED) {
+    queue_.erase(KeyOf(e));  // already off it when reserved
+    if (state == qnet::v1::RUNNING && metrics_ != nullptr) {
+      metrics_->QueueWait(now - e.queued_since);
+    }
+  } else if (was == qnet::v1::RUNNING) {
+    lease_expiry_.erase({e.rec.lease_expire, id});
+    SeeWorker(e.rec.job.worker_id(), -1);
+  }
+  --counts_[was];
+  ++counts_[state];
+  e.rec = std::move(next);
+  Touch(e);
+  if (state == qnet::v1::QUEUED) {
+    if (was != qnet::v1::QUEUED) e.queued_since = now;
+    queue_.emplace(KeyOf(e), &e);
+    work_cv_.Signal();
+  } else if (state == qnet::v1::RUNNING) {
+    lease_expiry_.emplace(e.rec.lease_expire, id);
+    SeeWorker(e.rec.job.worker_id(), +1);
+  } else {
+    if (metrics_ != nullptr) {
+      std::optional<absl::Duration> run_time;
+      if (e.rec.job.has_start_time()) {
+        run_time = FromTimestamp(e.rec.job.end_time()) - FromTimestamp(e.rec.job.start_time());
+      }
+      metrics_->JobFinished(state, run_time);
+    }
+    MoveToFinished(e);
+  }
+}
+
+void Scheduler::MoveToFinished(Entry& e) {
   const std::string id = e.rec.job.id();
   Finished& f = finished_[id];
   f.job = std::move(e.rec.job);
@@ -141,24 +203,14 @@ std::future<absl::Status> Scheduler::Finish(Entry& e, JobState state, std::strin
     }
     finished_order_.pop_front();
   }
-  return saved;
 }
 
-std::future<absl::Status> Scheduler::RetryOrFail(Entry& e, absl::string_view reason) {
-  const int attempt = e.rec.job.attempt();
-  if (attempt >= options_.max_attempts) {
-    return Finish(e, qnet::v1::FAILED,
-                  absl::StrCat(reason, " on attempt ", attempt, " of ", options_.max_attempts,
-                               "; no attempts left (server flag --max-attempts)"));
+void Scheduler::AwaitNoWrite(absl::string_view id) {
+  while (true) {
+    auto it = active_.find(id);
+    if (it == active_.end() || !it->second.writing) return;
+    write_cv_.Wait(&mu_);
   }
-  spdlog::warn("job {}: {} on attempt {}; re-queued for attempt {}", e.rec.job.id(),
-               std::string(reason), attempt, attempt + 1);
-  EndLease(e);
-  e.rec.job.set_attempt(attempt + 1);
-  e.rec.job.clear_worker_id();
-  Enqueue(e);
-  Touch(e);
-  return store_->Save(e.rec);
 }
 
 absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
@@ -217,7 +269,7 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
   std::future<absl::Status> saved = store_->Create(rec);
   mu_.Unlock();
 
-  absl::Status s = Await(saved);
+  const absl::Status s = saved.get();
 
   absl::MutexLock lock(&mu_);
   --pending_submits_;
@@ -225,7 +277,11 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
     pending_requests_.erase(request_id);
     submit_cv_.SignalAll();
   }
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    spdlog::error("new job {} not stored: {}", rec.job.id(), std::string(s.message()));
+    return StoreRefused(s, absl::StrCat("could not store the new job (", s.message(),
+                                        "); it was not created; submit again later"));
+  }
   Job result = rec.job;
   const std::string id = rec.job.id();
   Entry& e = active_[id];
@@ -278,10 +334,10 @@ absl::StatusOr<JobList> Scheduler::List(JobState state, int64_t before_seq, int 
 }
 
 absl::StatusOr<Job> Scheduler::Cancel(absl::string_view id) {
-  std::future<absl::Status> saved;
-  Job result;
+  Change change;
   {
     absl::MutexLock lock(&mu_);
+    AwaitNoWrite(id);
     auto it = active_.find(id);
     if (it == active_.end()) {
       std::optional<Job> done = FindInMemory(id);
@@ -298,17 +354,18 @@ absl::StatusOr<Job> Scheduler::Cancel(absl::string_view id) {
                                                         "); there is nothing to cancel"));
     }
     Entry& e = it->second;
+    JobRecord next;
     if (e.rec.job.state() == qnet::v1::QUEUED) {
-      saved = Finish(e, qnet::v1::CANCELLED, "cancelled by request before it started", &result);
+      next = AsFinished(e.rec, qnet::v1::CANCELLED, "cancelled by request before it started");
     } else {
       if (e.rec.job.cancel_requested()) return e.rec.job;
-      e.rec.job.set_cancel_requested(true);
-      Touch(e);
-      result = e.rec.job;
-      saved = store_->Save(e.rec);
+      next = e.rec;
+      next.job.set_cancel_requested(true);
     }
+    change = BeginChange(e, std::move(next));
   }
-  if (absl::Status s = Await(saved); !s.ok()) return s;
+  Job result = change.next.job;
+  if (absl::Status s = AwaitChange(change, "the cancellation"); !s.ok()) return s;
   return result;
 }
 
@@ -348,8 +405,8 @@ absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worke
                                                         const std::function<bool()>& cancelled) {
   const absl::Time deadline =
       absl::Now() + std::clamp(wait, absl::ZeroDuration(), options_.max_wait);
-  std::future<absl::Status> saved;
-  Lease lease;
+  ExpireLeases();  // a job whose lease ran out since the last sweep is queued for this call
+  Change change;
   {
     absl::MutexLock lock(&mu_);
     SeeWorker(worker_id, 0);
@@ -357,48 +414,33 @@ absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worke
       if (shutdown_) {
         return absl::UnavailableError("server is shutting down; retry against the new instance");
       }
-      ExpireLeasesLocked();
       if (!queue_.empty()) break;
       if (absl::Now() >= deadline || (cancelled && cancelled())) return std::optional<Lease>();
       // Wake up now and then to notice a client that went away.
       work_cv_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(250)));
     }
     Entry& e = *queue_.begin()->second;
-    queue_.erase(queue_.begin());
     const absl::Time now = clock_->Now();
-    if (metrics_ != nullptr) metrics_->QueueWait(now - e.queued_since);
-    SetState(e, qnet::v1::RUNNING);
-    Job& job = e.rec.job;
-    job.set_worker_id(worker_id);
-    if (!job.has_start_time()) *job.mutable_start_time() = ToTimestamp(now);
-    e.rec.lease_token =
+    JobRecord next = e.rec;
+    next.job.set_state(qnet::v1::RUNNING);
+    next.job.set_worker_id(worker_id);
+    if (!next.job.has_start_time()) *next.job.mutable_start_time() = ToTimestamp(now);
+    next.lease_token =
         absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(rng_), absl::Uniform<uint64_t>(rng_));
-    e.rec.lease_expire = now + options_.lease_duration;
-    lease_expiry_.emplace(e.rec.lease_expire, job.id());
-    SeeWorker(worker_id, +1);
-    Touch(e);
-    lease = {job, e.rec.lease_token, e.rec.lease_expire};
-    saved = store_->Save(e.rec);
-    spdlog::info("job {} attempt {} leased to {} ({})", job.id(), job.attempt(), worker_id, device);
+    next.lease_expire = now + options_.lease_duration;
+    change = BeginChange(e, std::move(next));
   }
-  if (absl::Status s = Await(saved); !s.ok()) {
-    // Not durable: take the lease back so the job is not lost to a worker that never heard of it.
-    absl::MutexLock lock(&mu_);
-    auto it = active_.find(lease.job.id());
-    if (it != active_.end() && it->second.rec.lease_token == lease.token) {
-      EndLease(it->second);
-      it->second.rec.job.clear_worker_id();
-      Enqueue(it->second);
-      Touch(it->second);
-    }
-    return s;
-  }
+  // A worker never hears of a lease that is not stored: the job stays QUEUED for the next one.
+  Lease lease = {change.next.job, change.next.lease_token, change.next.lease_expire};
+  if (absl::Status s = AwaitChange(change, "the lease"); !s.ok()) return s;
+  spdlog::info("job {} attempt {} leased to {} ({})", lease.job.id(), lease.job.attempt(),
+               worker_id, device);
   return std::optional<Lease>(std::move(lease));
 }
 
 absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
                                                        absl::string_view token) {
-  ExpireLeasesLocked();
+  AwaitNoWrite(job_id);
   auto it = active_.find(job_id);
   if (it == active_.end()) {
     std::optional<Job> done = FindInMemory(job_id);
@@ -417,6 +459,10 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
         job_id, absl::StrCat("the job is leased under another token (attempt ", e.rec.job.attempt(),
                              ", worker ", e.rec.job.worker_id(), ")"));
   }
+  // Ran out but not swept yet: as good as expired (ExpireLeases re-queues it).
+  if (e.rec.lease_expire <= clock_->Now()) {
+    return StaleLease(job_id, "the lease expired; the job will be re-queued");
+  }
   return &e;
 }
 
@@ -424,105 +470,119 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
                                                     absl::string_view token,
                                                     const qnet::v1::Progress* progress,
                                                     const std::string& checkpoint_digest) {
-  std::future<absl::Status> saved;
-  HeartbeatReply reply;
+  Change change;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
-    lease_expiry_.erase({e.rec.lease_expire, e.rec.job.id()});
-    e.rec.lease_expire = clock_->Now() + options_.lease_duration;
-    lease_expiry_.emplace(e.rec.lease_expire, e.rec.job.id());
-    if (progress != nullptr) *e.rec.job.mutable_progress() = *progress;
-    if (!checkpoint_digest.empty()) e.rec.job.set_checkpoint_digest(checkpoint_digest);
     SeeWorker(e.rec.job.worker_id(), 0);
-    if (metrics_ != nullptr && progress != nullptr && !e.rec.job.worker_id().empty()) {
-      metrics_->SetWorkerThroughput(e.rec.job.worker_id(), progress->images_per_second());
-      if (progress->device_memory_bytes() > 0) {
-        metrics_->SetWorkerDeviceMemory(e.rec.job.worker_id(),
-                                        static_cast<double>(progress->device_memory_bytes()));
-      }
-    }
-    Touch(e);
-    reply = {e.rec.job.cancel_requested(), e.rec.lease_expire};
-    saved = store_->Save(e.rec);
+    JobRecord next = e.rec;
+    next.lease_expire = clock_->Now() + options_.lease_duration;
+    if (progress != nullptr) *next.job.mutable_progress() = *progress;
+    if (!checkpoint_digest.empty()) next.job.set_checkpoint_digest(checkpoint_digest);
+    change = BeginChange(e, std::move(next));
   }
-  if (absl::Status s = Await(saved); !s.ok()) return s;
+  const HeartbeatReply reply = {change.next.job.cancel_requested(), change.next.lease_expire};
+  const std::string worker = change.next.job.worker_id();
+  if (absl::Status s = AwaitChange(change, "the heartbeat"); !s.ok()) return s;
+  if (metrics_ != nullptr && progress != nullptr && !worker.empty()) {
+    metrics_->SetWorkerThroughput(worker, progress->images_per_second());
+    if (progress->device_memory_bytes() > 0) {
+      metrics_->SetWorkerDeviceMemory(worker, static_cast<double>(progress->device_memory_bytes()));
+    }
+  }
   return reply;
 }
 
 absl::Status Scheduler::Complete(
     absl::string_view job_id, absl::string_view token, const qnet::v1::Metrics& metrics,
     const google::protobuf::RepeatedPtrField<qnet::v1::Artifact>& artifacts) {
-  std::future<absl::Status> saved;
+  Change change;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
     SeeWorker(e.rec.job.worker_id(), 0);
-    *e.rec.job.mutable_metrics() = metrics;
-    *e.rec.job.mutable_artifacts() = artifacts;
-    spdlog::info("job {} succeeded on attempt {}", e.rec.job.id(), e.rec.job.attempt());
-    saved = Finish(e, qnet::v1::SUCCEEDED, "");
+    JobRecord next = AsFinished(e.rec, qnet::v1::SUCCEEDED, "");
+    *next.job.mutable_metrics() = metrics;
+    *next.job.mutable_artifacts() = artifacts;
+    change = BeginChange(e, std::move(next));
   }
-  return Await(saved);
+  const int attempt = change.next.job.attempt();
+  if (absl::Status s = AwaitChange(change, "the completion"); !s.ok()) return s;
+  spdlog::info("job {} succeeded on attempt {}", std::string(job_id), attempt);
+  return absl::OkStatus();
 }
 
 absl::Status Scheduler::Fail(absl::string_view job_id, absl::string_view token,
                              const std::string& error, bool retryable, bool cancelled) {
-  std::future<absl::Status> saved;
+  const std::string reason = error.empty() ? "the worker reported a failure" : error;
+  Change change;
   {
     absl::MutexLock lock(&mu_);
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
     SeeWorker(e.rec.job.worker_id(), 0);
-    const std::string reason = error.empty() ? "the worker reported a failure" : error;
+    JobRecord next;
     if (cancelled) {
-      spdlog::info("job {} cancelled by its worker", e.rec.job.id());
-      saved = Finish(e, qnet::v1::CANCELLED, error.empty() ? "cancelled by request" : error);
+      next = AsFinished(e.rec, qnet::v1::CANCELLED, error.empty() ? "cancelled by request" : error);
     } else if (retryable) {
-      saved = RetryOrFail(e, reason);
+      next = AsRetriedOrFailed(e.rec, reason);
     } else {
-      spdlog::warn("job {} failed on attempt {}: {}", e.rec.job.id(), e.rec.job.attempt(), reason);
-      saved = Finish(e, qnet::v1::FAILED, reason);
+      next = AsFinished(e.rec, qnet::v1::FAILED, reason);
     }
+    change = BeginChange(e, std::move(next));
   }
-  return Await(saved);
+  const Job ended = change.next.job;
+  if (absl::Status s = AwaitChange(change, "the failure report"); !s.ok()) return s;
+  spdlog::warn("job {}: {}; now {} (attempt {})", std::string(job_id),
+               cancelled ? "cancelled by its worker" : reason,
+               qnet::v1::JobState_Name(ended.state()), ended.attempt());
+  return absl::OkStatus();
 }
 
 int Scheduler::ExpireLeases() {
-  absl::MutexLock lock(&mu_);
-  return ExpireLeasesLocked();
-}
-
-int Scheduler::ExpireLeasesLocked() {
-  const absl::Time now = clock_->Now();
+  std::vector<Change> changes;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (auto it = lease_expiry_.begin(); it != lease_expiry_.end() && it->first <= now; ++it) {
+      Entry& e = active_.find(it->second)->second;  // the lease table holds active jobs only
+      if (e.writing) continue;  // a heartbeat or report is being stored; look again next time
+      const std::string worker =
+          e.rec.job.worker_id().empty() ? std::string("unknown") : e.rec.job.worker_id();
+      JobRecord next = e.rec.job.cancel_requested()
+                           ? AsFinished(e.rec, qnet::v1::CANCELLED,
+                                        absl::StrCat("cancelled by request (worker ", worker,
+                                                     " stopped heart-beating before confirming)"))
+                           : AsRetriedOrFailed(e.rec, absl::StrCat("lease expired (worker ", worker,
+                                                                   " stopped heart-beating)"));
+      changes.push_back(BeginChange(e, std::move(next)));
+    }
+    PruneWorkers(now);
+  }
+  if (changes.empty()) return 0;
+  std::vector<absl::Status> stored;
+  stored.reserve(changes.size());
+  for (Change& c : changes) stored.push_back(c.saved.get());
   int expired = 0;
-  while (!lease_expiry_.empty() && lease_expiry_.begin()->first <= now) {
-    const std::string id = lease_expiry_.begin()->second;
-    auto it = active_.find(id);
-    if (it == active_.end()) {  // cannot happen; never loop forever on it
-      lease_expiry_.erase(lease_expiry_.begin());
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const Job ended = changes[i].next.job;
+    EndChange(changes[i], stored[i]);
+    if (!stored[i].ok()) {
+      spdlog::error("job {}: lease expired, but that could not be stored ({}); trying again later",
+                    ended.id(), std::string(stored[i].message()));
       continue;
     }
-    Entry& e = it->second;
     ++expired;
     if (metrics_ != nullptr) metrics_->LeaseExpired();
-    const std::string worker =
-        e.rec.job.worker_id().empty() ? std::string("unknown") : e.rec.job.worker_id();
-    if (e.rec.job.cancel_requested()) {
-      spdlog::info("job {}: lease expired after a cancel request; cancelled", id);
-      Finish(e, qnet::v1::CANCELLED,
-             absl::StrCat("cancelled by request (worker ", worker,
-                          " stopped heart-beating before confirming)"));
-    } else {
-      RetryOrFail(e, absl::StrCat("lease expired (worker ", worker, " stopped heart-beating)"));
-    }
+    spdlog::warn("job {}: lease expired; now {} (attempt {})", ended.id(),
+                 qnet::v1::JobState_Name(ended.state()), ended.attempt());
   }
-  PruneWorkers(now);
   return expired;
 }
 

@@ -2,8 +2,14 @@
 // FIFO within a priority), the lease table (who runs what, until when), cancellation, retries and
 // the watch notifications. It keeps QUEUED and RUNNING jobs (and a bounded cache of recently
 // finished ones) in memory so GetJob and AcquireLease cost the same with 100,000 queued jobs as
-// with ten, and writes every change through the JobStore. A change is durable before the call
-// that made it returns; a submit becomes visible only once durable.
+// with ten, and writes every change through the JobStore.
+//
+// Durability: every change (submit, lease, heartbeat, completion, failure, retry, cancel, lease
+// expiry) is written to the store first and reaches memory, and so any reader, only once it is
+// durable. A write the store refuses leaves memory as it was and the call fails UNAVAILABLE (or
+// INTERNAL) saying nothing changed; an expiry that could not be stored is tried again on the next
+// ExpireLeases. Changes of one job are written one at a time (a second waits for the first);
+// changes of different jobs are written concurrently and share the store's group commit.
 //
 // Leases: AcquireLease hands out a random token valid for `lease_duration`; each heartbeat
 // extends it. A lease that runs out re-queues the job with attempt+1 (keeping checkpoint_digest,
@@ -134,7 +140,8 @@ class Scheduler {
   absl::Status Fail(absl::string_view job_id, absl::string_view token, const std::string& error,
                     bool retryable, bool cancelled);
 
-  // Ends every lease whose time is up; returns how many. Call periodically.
+  // Ends every lease whose time is up (Acquire does too); returns how many ended durably. Call
+  // periodically.
   int ExpireLeases();
   // Wakes every waiter; later Submit/Acquire/Watch calls fail UNAVAILABLE.
   void Shutdown();
@@ -143,9 +150,17 @@ class Scheduler {
 
  private:
   struct Entry {
-    JobRecord rec;
+    JobRecord rec;  // as stored
     uint64_t version = 0;
     absl::Time queued_since;
+    bool writing = false;  // a change of this job is on its way to the store
+  };
+  // A change of one job on its way to the store.
+  struct Change {
+    std::string id;
+    JobRecord next;  // the record once stored
+    std::future<absl::Status> saved;
+    bool reserved = false;  // a QUEUED job taken off the queue while the change is written
   };
   struct QueueKey {
     int32_t priority;
@@ -165,18 +180,26 @@ class Scheduler {
 
   static QueueKey KeyOf(const Entry& e) { return {e.rec.job.spec().priority(), e.rec.seq}; }
   void Touch(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SetState(Entry& e, qnet::v1::JobState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Enqueue(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EndLease(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Moves `e` to the finished cache (e is gone afterwards; its final job goes to `final_job` if
-  // given); returns the durable-write future.
-  std::future<absl::Status> Finish(Entry& e, qnet::v1::JobState state, std::string error,
-                                   qnet::v1::Job* final_job = nullptr)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Re-queues with attempt+1, or fails once max_attempts have run.
-  std::future<absl::Status> RetryOrFail(Entry& e, absl::string_view reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int ExpireLeasesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The record of a job that ends now in `state` (its lease ends with it).
+  JobRecord AsFinished(JobRecord rec, qnet::v1::JobState state, std::string error) const;
+  // The record re-queued for attempt+1, or FAILED once max_attempts have run.
+  JobRecord AsRetriedOrFailed(JobRecord rec, absl::string_view reason) const;
+  // Marks `e` as being written and queues `next` in the store; a QUEUED job leaves the queue
+  // meanwhile, so no one else takes it.
+  Change BeginChange(Entry& e, JobRecord next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Once the write resolved: applies the change to memory when `stored` is OK, otherwise puts a
+  // reserved job back on the queue, leaving memory as it was.
+  void EndChange(Change& c, const absl::Status& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits for the write (without the lock), then EndChange. `what` names the change for errors:
+  // "the lease", "the completion", ...
+  absl::Status AwaitChange(Change& c, absl::string_view what) ABSL_LOCKS_EXCLUDED(mu_);
+  // Memory follows a stored change: queue, lease table, workers, counts, finished cache, watches.
+  void Apply(Entry& e, JobRecord next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MoveToFinished(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until no change of job `id` is being written, so the next one starts from the stored
+  // state.
+  void AwaitNoWrite(absl::string_view id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PruneWorkers(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SeeWorker(const std::string& worker_id, int lease_delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Entry*> FindLease(absl::string_view job_id, absl::string_view token)
@@ -193,6 +216,7 @@ class Scheduler {
   absl::CondVar work_cv_;    // a job was queued, or shutdown
   absl::CondVar watch_cv_;   // some job changed, or shutdown
   absl::CondVar submit_cv_;  // a pending submit finished
+  absl::CondVar write_cv_;   // a change was written (or refused)
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;

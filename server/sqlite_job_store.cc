@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "spdlog/spdlog.h"
@@ -166,6 +167,19 @@ absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::
     return checkpointer.status();
   }
   return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(path, *writer, *reader, *checkpointer));
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> SqliteJobStore::OpenUri(absl::string_view location) {
+  // Relative paths are refused: "sqlite://jobs.db" reads as a host name in URI terms, and a path
+  // that depends on the working folder is how a restarted server loses its jobs.
+  if (!absl::StartsWith(location, "/")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job store URI sqlite://", location,
+                     ": the path must be absolute, as in sqlite:///var/lib/qnet/jobs.db"));
+  }
+  absl::StatusOr<std::unique_ptr<SqliteJobStore>> store = Open(std::string(location));
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<JobStore>(*std::move(store));
 }
 
 SqliteJobStore::SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader,

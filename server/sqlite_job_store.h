@@ -31,6 +31,8 @@ class SqliteJobStore final : public JobStore {
  public:
   // Opens or creates the database at `path` (its folder must exist).
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
+  // The "sqlite" scheme of OpenJobStore: `location`, what follows "sqlite://", is an absolute path.
+  static absl::StatusOr<std::unique_ptr<JobStore>> OpenUri(absl::string_view location);
   ~SqliteJobStore() override;
   SqliteJobStore(const SqliteJobStore&) = delete;
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
@@ -46,10 +48,10 @@ class SqliteJobStore final : public JobStore {
 
   // Commits what is queued, stops the committer and closes the database. Later Saves fail with
   // UNAVAILABLE. Idempotent.
-  void Close();
+  void Close() override;
 
-  // Transactions committed so far (for tests and the load generator: shows group commit at work).
-  int64_t commits() const;
+  // Transactions committed so far (shows group commit at work).
+  int64_t commits() const override;
 
  private:
   struct PendingWrite {

@@ -15,6 +15,8 @@
 #include "qnet/v1/job.grpc.pb.h"
 #include "qnet/v1/worker.grpc.pb.h"
 #include "server/qnet_server.h"
+#include "server/sqlite_job_store.h"
+#include "tests/server/fault_injecting_job_store.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -30,11 +32,13 @@ class GrpcServiceTest : public ::testing::Test {
     StartServer(/*worker_token=*/"");
   }
 
-  void StartServer(const std::string& worker_token) {
+  // `store` null: the default SQLite store in the data folder.
+  void StartServer(const std::string& worker_token, JobStore* store = nullptr) {
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(2));
     server_.reset();
     QnetServerOptions options;
     options.worker_token = worker_token;
+    options.store = store;
     options.listen = "127.0.0.1:0";
     options.http_listen = "127.0.0.1:0";
     options.data_dir = dir_ / "data";
@@ -108,6 +112,7 @@ class GrpcServiceTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  std::unique_ptr<testing::FaultInjectingJobStore> faulty_store_;  // outlives server_
   std::unique_ptr<QnetServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<qnet::v1::JobService::Stub> jobs_;
@@ -491,7 +496,8 @@ TEST_F(GrpcServiceTest, DrainingRefusesNewWorkButLetsLeasesReport) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
     EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   });
-  absl::SleepFor(absl::Milliseconds(200));
+  // The poller is inside AcquireLease (seen, idle) before draining starts.
+  EXPECT_TRUE(testing::WaitFor([&] { return server_->scheduler().Stats().workers_idle == 1; }));
   server_->scheduler().Shutdown();
   poller.join();
   EXPECT_EQ(Submit(Spec(), &job).error_code(), grpc::StatusCode::UNAVAILABLE);
@@ -502,6 +508,40 @@ TEST_F(GrpcServiceTest, DrainingRefusesNewWorkButLetsLeasesReport) {
   fail.set_error("worker shutting down");
   qnet::v1::FailLeaseResponse fail_resp;
   EXPECT_TRUE(workers_->FailLease(Ctx().get(), fail, &fail_resp).ok());
+}
+
+TEST_F(GrpcServiceTest, StoreFailuresAreUnavailableAndChangeNothing) {
+  auto sqlite = SqliteJobStore::Open(dir_ / "faulty-jobs.db");
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  faulty_store_ = std::make_unique<testing::FaultInjectingJobStore>(*std::move(sqlite));
+  StartServer("", faulty_store_.get());
+  qnet::v1::Job job;
+  faulty_store_->FailWrites(1);
+  grpc::Status refused = Submit(Spec(), &job, "req-1");
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(refused.error_message(), HasSubstr("not created"));
+  ASSERT_TRUE(Submit(Spec(), &job, "req-1").ok());
+  qnet::v1::AcquireLeaseResponse lease = Acquire(0);
+  ASSERT_TRUE(lease.has_job());
+
+  qnet::v1::CompleteLeaseRequest complete;
+  complete.set_job_id(job.id());
+  complete.set_lease_token(lease.lease_token());
+  qnet::v1::CompleteLeaseResponse complete_resp;
+  faulty_store_->FailWrites(1);
+  grpc::Status not_stored = workers_->CompleteLease(Ctx().get(), complete, &complete_resp);
+  EXPECT_EQ(not_stored.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(not_stored.error_message(),
+              ::testing::AllOf(HasSubstr("could not store the completion"),
+                               HasSubstr("nothing changed, the job is still RUNNING")));
+  qnet::v1::GetJobRequest get;
+  get.set_id(job.id());
+  ASSERT_TRUE(jobs_->GetJob(Ctx().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), qnet::v1::RUNNING);
+  // The worker's retry of the same report succeeds once the store is back.
+  ASSERT_TRUE(workers_->CompleteLease(Ctx().get(), complete, &complete_resp).ok());
+  ASSERT_TRUE(jobs_->GetJob(Ctx().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), qnet::v1::SUCCEEDED);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <set>
 
 #include <grpcpp/create_channel.h>
@@ -30,10 +31,11 @@ namespace {
 using ::testing::HasSubstr;
 using testing::TempDir;
 
-// One qnetd child process; killed (SIGKILL) if still running at scope end.
+// One qnetd child process; killed (SIGKILL) if still running at scope end. Its stderr goes to
+// `stderr_path` when given.
 class Qnetd {
  public:
-  explicit Qnetd(const std::vector<std::string>& extra_args) {
+  explicit Qnetd(const std::vector<std::string>& extra_args, const std::string& stderr_path = "") {
     int out[2];
     EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
     std::vector<std::string> args = {QNETD_PATH, "--listen", "127.0.0.1:0", "--http-listen",
@@ -45,6 +47,10 @@ class Qnetd {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(out[1], STDOUT_FILENO);
+      if (!stderr_path.empty()) {
+        const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (err >= 0) ::dup2(err, STDERR_FILENO);
+      }
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
@@ -90,16 +96,12 @@ class Qnetd {
   // Sends `sig` and returns the exit status (-1 if it did not exit within `timeout`).
   int SignalAndWait(int sig, absl::Duration timeout = absl::Seconds(20)) {
     ::kill(pid_, sig);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        return status;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
+    int status = 0;
+    if (!testing::WaitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, timeout)) {
+      return -1;
     }
-    return -1;
+    pid_ = 0;
+    return status;
   }
 
   std::unique_ptr<qnet::v1::JobService::Stub> Stub() const {
@@ -162,6 +164,8 @@ TEST_F(QnetdE2eTest, JobsSurviveKill9WithoutDuplicates) {
       ids[job.request_id()] = job.id();
     }
     ASSERT_EQ(ids.size(), 30u);
+    // Without --store, jobs go where they always went.
+    EXPECT_TRUE(std::filesystem::exists(dir_ / "data/jobs.db"));
     const int status = qnetd.SignalAndWait(SIGKILL);
     ASSERT_TRUE(WIFSIGNALED(status));
   }
@@ -201,10 +205,10 @@ TEST_F(QnetdE2eTest, RunsLocalWorkersAndStopsThemOnSigterm) {
   Qnetd qnetd(Args({"--local-workers", "2", "--worker-binary", script}));
   ASSERT_TRUE(qnetd.Start());
   std::string started;
-  for (int i = 0; i < 200 && started.find("worker-cache-1") == std::string::npos; ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(testing::WaitFor([&] {
     started = testing::ReadFile(dir_ / "workers.txt");
-  }
+    return started.find("worker-cache-1") != std::string::npos;
+  }));
   EXPECT_THAT(started, HasSubstr("serve --server " + qnetd.grpc() + " --cache-dir " +
                                  dir_ / "data/worker-cache-0"));
   EXPECT_THAT(started, HasSubstr("--cache-dir " + dir_ / "data/worker-cache-1"));
@@ -231,6 +235,42 @@ TEST_F(QnetdE2eTest, RefusesASecondServerOnTheSameDataDirAndBadFlags) {
   Qnetd bad(Args({"--dataset", "x=png:/tmp"}));
   EXPECT_EQ(bad.ReadListeningLine(absl::Seconds(30)), "");
   EXPECT_EQ(first.SignalAndWait(SIGINT), 0);
+}
+
+TEST_F(QnetdE2eTest, StoreFlagChoosesTheJobStore) {
+  const std::string store = absl::StrCat("sqlite://", dir_ / "elsewhere.db");
+  std::string id;
+  {
+    Qnetd qnetd(Args({"--store", store}));
+    ASSERT_TRUE(qnetd.Start());
+    qnet::v1::Job job;
+    auto stub = qnetd.Stub();
+    ASSERT_TRUE(stub->SubmitJob(Ctx().get(), Request(1), &job).ok());
+    id = job.id();
+    stub.reset();
+    EXPECT_EQ(qnetd.SignalAndWait(SIGTERM), 0);
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "elsewhere.db"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "data/jobs.db"));
+  {
+    Qnetd again(Args({"--store", store}));
+    ASSERT_TRUE(again.Start());
+    qnet::v1::GetJobRequest get;
+    get.set_id(id);
+    qnet::v1::Job job;
+    EXPECT_TRUE(again.Stub()->GetJob(Ctx().get(), get, &job).ok());
+    EXPECT_EQ(job.request_id(), "e2e-1");
+  }
+
+  // An unknown scheme stops qnetd at once, naming the schemes it knows.
+  Qnetd unknown(Args({"--store", "postgres://db/qnet"}), dir_ / "unknown.log");
+  EXPECT_EQ(unknown.ReadListeningLine(absl::Seconds(30)), "");
+  const int status = unknown.SignalAndWait(0, absl::Seconds(10));  // signal 0: just wait
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_THAT(testing::ReadFile(dir_ / "unknown.log"),
+              ::testing::AllOf(HasSubstr("--store: unknown job store scheme \"postgres\""),
+                               HasSubstr("sqlite:///")));
 }
 
 }  // namespace

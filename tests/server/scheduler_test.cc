@@ -342,7 +342,8 @@ TEST_F(SchedulerTest, LongPollWakesOnSubmit) {
     auto lease = scheduler_->Acquire("w1", "cpu", absl::Seconds(10));
     if (lease.ok() && lease->has_value()) got = **lease;
   });
-  absl::SleepFor(absl::Milliseconds(100));
+  // The poller is inside Acquire (it has been seen) before the job comes.
+  EXPECT_TRUE(testing::WaitFor([&] { return scheduler_->Stats().workers_idle == 1; }));
   const absl::Time start = absl::Now();
   const std::string id = Submit().id();
   poller.join();
@@ -360,8 +361,8 @@ TEST_F(SchedulerTest, LongPollReturnsEmptyAfterWaitAndUnavailableOnShutdown) {
 
   absl::Status status;
   std::thread poller(
-      [&] { status = scheduler_->Acquire("w1", "cpu", absl::Seconds(30)).status(); });
-  absl::SleepFor(absl::Milliseconds(100));
+      [&] { status = scheduler_->Acquire("w2", "cpu", absl::Seconds(30)).status(); });
+  EXPECT_TRUE(testing::WaitFor([&] { return scheduler_->Stats().workers_idle == 2; }));
   scheduler_->Shutdown();
   poller.join();
   EXPECT_TRUE(absl::IsUnavailable(status));
@@ -377,21 +378,42 @@ TEST_F(SchedulerTest, WaitForChangeSeesEveryKindOfUpdate) {
   auto same = scheduler_->WaitForChange(id, first->version, absl::Now() + absl::Milliseconds(50));
   ASSERT_TRUE(same.ok());
   EXPECT_EQ(same->version, first->version);
-  std::thread worker([&] {
-    absl::SleepFor(absl::Milliseconds(50));
-    Lease lease = Acquire();
-    ASSERT_TRUE(scheduler_->Complete(id, lease.token, {}, {}).ok());
+  // A watcher records every job it is woken with; each change below is made only once the watcher
+  // saw the one before, so a change it missed cannot hide behind a later one.
+  absl::Mutex mu;
+  std::vector<qnet::v1::Job> seen;
+  std::thread watcher([&] {
+    uint64_t version = first->version;
+    while (true) {
+      auto next = scheduler_->WaitForChange(id, version, absl::Now() + absl::Seconds(10));
+      if (!next.ok() || next->version == version) return;  // the checks below then fail
+      version = next->version;
+      absl::MutexLock lock(&mu);
+      seen.push_back(next->job);
+      if (next->job.state() == qnet::v1::SUCCEEDED) return;
+    }
   });
-  uint64_t seen = first->version;
-  qnet::v1::JobState state = qnet::v1::QUEUED;
-  while (state != qnet::v1::SUCCEEDED) {
-    auto next = scheduler_->WaitForChange(id, seen, absl::Now() + absl::Seconds(5));
-    ASSERT_TRUE(next.ok());
-    ASSERT_NE(next->version, seen) << "no change within 5 s";
-    seen = next->version;
-    state = next->job.state();
-  }
-  worker.join();
+  auto wait_seen = [&](size_t n) {
+    return testing::WaitFor([&] {
+      absl::MutexLock lock(&mu);
+      return seen.size() >= n;
+    });
+  };
+  const Lease lease = Acquire();
+  EXPECT_TRUE(wait_seen(1)) << "the lease was not seen";
+  qnet::v1::Progress progress;
+  progress.set_epoch(4);
+  EXPECT_TRUE(scheduler_->Heartbeat(id, lease.token, &progress, "").ok());
+  EXPECT_TRUE(wait_seen(2)) << "the heartbeat was not seen";
+  EXPECT_TRUE(scheduler_->Complete(id, lease.token, {}, {}).ok());
+  watcher.join();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].state(), qnet::v1::RUNNING);
+  EXPECT_EQ(seen[0].worker_id(), "w1");
+  EXPECT_FALSE(seen[0].has_progress());
+  EXPECT_EQ(seen[1].state(), qnet::v1::RUNNING);
+  EXPECT_EQ(seen[1].progress().epoch(), 4);
+  EXPECT_EQ(seen[2].state(), qnet::v1::SUCCEEDED);
   EXPECT_EQ(scheduler_->WaitForChange("j-none", 0, absl::Now()).status().code(),
             absl::StatusCode::kNotFound);
 }

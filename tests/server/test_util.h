@@ -1,8 +1,9 @@
-// Helpers shared by the qnetd tests: a temp folder that cleans up after itself, a fake clock,
-// a tiny hand-built ZIP writer (to make TorchScript-shaped archives without PyTorch), a fake IDX
-// dataset folder, and a minimal blocking HTTP GET client.
+// Helpers shared by the qnetd tests: condition waits, a temp folder that cleans up after itself,
+// a fake clock, a tiny hand-built ZIP writer (to make TorchScript-shaped archives without
+// PyTorch), a fake IDX dataset folder, and a minimal blocking HTTP GET client.
 //
 //   TempDir dir;                                   // removed at scope end
+//   ASSERT_TRUE(WaitFor([&] { return server.ready(); }));  // polls, up to 10 s
 //   FakeClock clock;  clock.Advance(absl::Seconds(31));
 //   std::string zip = MakeZip({{"model/data.pkl", "x"}, {"model/code/m.py", "y"}});
 //   HttpResult r = HttpGet("127.0.0.1:8080", "/healthz");  // r.status == 200, r.body == "ok\n"
@@ -14,10 +15,23 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/clock.h"
 
 namespace qnet::server::testing {
+
+// Polls `done` until it holds or `timeout` passes; returns whether it held. Tests wait on
+// conditions this way, never on fixed sleeps.
+template <typename Pred>
+bool WaitFor(Pred done, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
 
 class TempDir {
  public:

@@ -17,18 +17,9 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::TempDir;
+using testing::WaitFor;
 
 bool Alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-template <typename Pred>
-bool WaitFor(Pred pred, absl::Duration timeout = absl::Seconds(10)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (pred()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return pred();
-}
 
 TEST(WorkerSupervisorTest, FindsTheBinary) {
   TempDir dir;
