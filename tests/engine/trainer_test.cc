@@ -1,6 +1,7 @@
 #include "workers/engine/trainer.h"
 
 #include <filesystem>
+#include <optional>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -180,19 +181,19 @@ TEST_F(TrainerTest, IgnoresCheckpointsOfAnotherJob) {
 TEST_F(TrainerTest, DistillationWeightZeroTrainsOnLabelsAlone) {
   DatasetSplits data = Data();
   std::vector<double> losses;
-  for (double weight : {-1.0, 0.0}) {
+  for (std::optional<double> weight : {std::optional<double>(), std::optional<double>(0.0)}) {
     JobRun config = Config("lenet5", 2, 0);
     config.spec.mutable_training()->set_epochs(1);
-    config.spec.mutable_training()->set_distill_weight(weight);
+    if (weight) config.spec.mutable_training()->set_distill_weight(*weight);  // unset: the recipe's
     config.context.checkpoint_dir =
-        qnet::testing::ProcessTempDir("distill") + std::to_string(weight);
+        qnet::testing::ProcessTempDir("distill") + (weight ? "zero" : "default");
     std::filesystem::remove_all(config.context.checkpoint_dir);
     Trainer trainer(config, {}, data, torch::kCPU, Model("lenet5", 3));
     ASSERT_TRUE(trainer.Run().ok());
     absl::StatusOr<Checkpoint> last =
         LoadCheckpoint(CheckpointPath(config.context.checkpoint_dir, 2));
     ASSERT_TRUE(last.ok()) << last.status();
-    EXPECT_EQ(last->tensors.count("teacher/logits"), weight == 0 ? 0u : 1u) << weight;
+    EXPECT_EQ(last->tensors.count("teacher/logits"), weight ? 0u : 1u);
     losses.push_back(trainer.metrics().epochs.back().train_loss);
   }
   EXPECT_NE(losses[0], losses[1]);
