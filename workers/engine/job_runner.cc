@@ -21,7 +21,7 @@
 #include "workers/engine/trainer.h"
 #include "workers/engine/zoo.h"
 #ifdef QNET_HAVE_ONNX
-#include "workers/engine/onnx_export.h"
+#include "workers/engine/export/onnx/onnx_export.h"
 #include "workers/engine/torch_error.h"
 #endif
 
