@@ -102,7 +102,7 @@ def make_family(family, out):
             y = y + torch.erf(x) + torch.sin(x) + torch.cos(x) + torch.reciprocal(x.abs() + 1)
             y = y - torch.neg(torch.floor(x * 3.0)) + torch.ceil(x * 3.0)
             y = F.dropout(y, 0.5, self.training).flatten(1)
-            return torch.log_softmax(y, 1) + torch.softmax(y, -1)
+            return torch.cat([y, torch.log_softmax(y, 1), torch.softmax(y, -1)], 1)
 
     class ConvLinear(nn.Module):
         def __init__(self):
@@ -149,7 +149,7 @@ def make_family(family, out):
         def forward(self, x):
             y = torch.add(x, x * x, alpha=0.5) - torch.sub(x, 1.5, alpha=2)
             y = y * 3.0 / (x.abs() + 1.0) + torch.true_divide(x, 4.0) - 2.0 / (x * x + 1.0)
-            y = y + y.mean([2, 3], keepdim=True) + y.sum(1, keepdim=True) + y.sum()
+            y = y + y.mean([2, 3], keepdim=True) + y.sum(1, keepdim=True) + y.sum() / 1000
             y.add_(x.mean())
             y = torch.relu_(y)
             return y.mean(-1)

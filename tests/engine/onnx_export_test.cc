@@ -163,13 +163,18 @@ const pb::TensorProto* Initializer(const pb::ModelProto& m, const std::string& n
   return nullptr;
 }
 
-// An initializer's values (raw_data, as the exporter writes them) as doubles.
-std::vector<double> Values(const pb::TensorProto& t) {
+// The values of the initializer `name` (raw_data, as the exporter writes them) as doubles.
+std::vector<double> Values(const pb::ModelProto& m, const std::string& name) {
   std::vector<double> out;
-  const std::string& raw = t.raw_data();
-  if (t.data_type() == pb::TensorProto::INT8) {
+  const pb::TensorProto* t = Initializer(m, name);
+  if (t == nullptr) {
+    ADD_FAILURE() << "no initializer " << name;
+    return out;
+  }
+  const std::string& raw = t->raw_data();
+  if (t->data_type() == pb::TensorProto::INT8) {
     for (char c : raw) out.push_back(static_cast<int8_t>(c));
-  } else if (t.data_type() == pb::TensorProto::FLOAT) {
+  } else if (t->data_type() == pb::TensorProto::FLOAT) {
     for (size_t i = 0; i + sizeof(float) <= raw.size(); i += sizeof(float)) {
       float f;
       std::memcpy(&f, raw.data() + i, sizeof f);
@@ -270,7 +275,8 @@ class OnnxExportTest : public ::testing::Test {
   // graph, and ONNX Runtime must compute what TorchScript does.
   void CheckFamily(const std::string& family, const std::set<std::string>& ops) {
     pb::ModelProto model;
-    ExportAndCheck(PythonModel("make-family " + family), {3, 8, 8}, "--no-top1", &model);
+    ASSERT_NO_FATAL_FAILURE(
+        ExportAndCheck(PythonModel("make-family " + family), {3, 8, 8}, "--no-top1", &model));
     const std::vector<std::string> have = OpTypes(model);
     for (const std::string& op : ops) {
       EXPECT_NE(std::find(have.begin(), have.end(), op), have.end())
@@ -283,7 +289,8 @@ class OnnxExportTest : public ::testing::Test {
 
 TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
   pb::ModelProto model;
-  ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq", &model);
+  ASSERT_NO_FATAL_FAILURE(
+      ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq", &model));
   // conv1, relu, the activation quantizer (scale, clip, QDQ), conv2 from INT8 codes, relu,
   // pooling, flatten, fc from INT8 codes.
   EXPECT_THAT(OpTypes(model),
@@ -308,10 +315,10 @@ TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
   const std::vector<std::pair<std::set<double>, double>> want = {{{-1, 0, 1}, 0.12},
                                                                  {{-4, -2, -1, 0, 1, 2, 4}, 0.05}};
   for (size_t i = 0; i < dq.size(); ++i) {
-    const std::vector<double> codes = Values(*Initializer(model, dq[i]->input(0)));
+    const std::vector<double> codes = Values(model, dq[i]->input(0));
     EXPECT_GT(codes.size(), 50u);
     for (double c : codes) EXPECT_EQ(want[i].first.count(c), 1u) << "code " << c;
-    const std::vector<double> scale = Values(*Initializer(model, dq[i]->input(1)));
+    const std::vector<double> scale = Values(model, dq[i]->input(1));
     ASSERT_EQ(scale.size(), 1u);
     EXPECT_NEAR(scale[0], want[i].second, 1e-7);
   }
@@ -322,8 +329,9 @@ TEST_F(OnnxExportTest, MetadataReachesOnnxRuntime) {
   const std::map<std::string, std::string> metadata = {{"qnet_input_mean", "[0.286]"},
                                                        {"qnet_input_std", "[0.353]"}};
   pb::ModelProto model;
-  ExportAndCheck(MakeSmallModel({}), {1, 8, 8},
-                 "--meta qnet_input_mean=[0.286] --meta qnet_input_std=[0.353]", &model, metadata);
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(
+      MakeSmallModel({}), {1, 8, 8}, "--meta qnet_input_mean=[0.286] --meta qnet_input_std=[0.353]",
+      &model, metadata));
   EXPECT_EQ(Metadata(model), metadata);
 }
 
@@ -334,7 +342,8 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
   o.fc_levels = {-1.5, -0.5, 0.5, 1.5};  // multiples of 0.5
   o.view_reshape = true;
   pb::ModelProto model;
-  ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-int8-dq 1 --act-steps", &model);
+  ASSERT_NO_FATAL_FAILURE(
+      ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-int8-dq 1 --act-steps", &model));
   EXPECT_THAT(OpTypes(model),
               ::testing::ElementsAre("Conv", "Relu", "Mul", "GreaterOrEqual", "Cast",
                                      "GreaterOrEqual", "Cast", "GreaterOrEqual", "Cast", "Sum",
@@ -344,7 +353,7 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
   // conv2: INT8 indices into the table alpha * levels.
   for (const pb::NodeProto& n : model.graph().node()) {
     if (n.op_type() != "Gather") continue;
-    const std::vector<double> table = Values(*Initializer(model, n.input(0)));
+    const std::vector<double> table = Values(model, n.input(0));
     ASSERT_EQ(table.size(), 4u);
     for (size_t i = 0; i < table.size(); ++i) {
       EXPECT_NEAR(table[i], 0.12 * o.conv_levels[i], 1e-7);
@@ -353,16 +362,18 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
   // fc: codes in steps of 0.5, scale alpha * 0.5.
   const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model);
   ASSERT_EQ(dq.size(), 1u);
-  for (double c : Values(*Initializer(model, dq[0]->input(0)))) {
+  for (double c : Values(model, dq[0]->input(0))) {
     EXPECT_TRUE(c == -3 || c == -1 || c == 1 || c == 3) << "code " << c;
   }
-  EXPECT_NEAR(Values(*Initializer(model, dq[0]->input(1)))[0], 0.025, 1e-7);
+  const std::vector<double> scale = Values(model, dq[0]->input(1));
+  ASSERT_EQ(scale.size(), 1u);
+  EXPECT_NEAR(scale[0], 0.025, 1e-7);
 }
 
 TEST_F(OnnxExportTest, TorchvisionResnet18) {
   pb::ModelProto model;
-  ExportAndCheck(PythonModel("make-resnet18", "--quantize"), {3, 32, 32}, "--min-int8-dq 19",
-                 &model);
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(PythonModel("make-resnet18", "--quantize"), {3, 32, 32},
+                                         "--min-int8-dq 19", &model));
   // Every conv but the first has ternary codes.
   EXPECT_EQ(WeightDequantizers(model).size(), 19u);
   EXPECT_EQ(Count(model, "Conv"), 20);
@@ -370,7 +381,7 @@ TEST_F(OnnxExportTest, TorchvisionResnet18) {
 
 TEST_F(OnnxExportTest, TracedModel) {
   pb::ModelProto model;
-  ExportAndCheck(PythonModel("make-traced"), {3, 16, 16}, "", &model);
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(PythonModel("make-traced"), {3, 16, 16}, "", &model));
   EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
 }
 
@@ -385,7 +396,7 @@ TEST_F(OnnxExportTest, ZooModels) {
     ASSERT_TRUE(m.ok()) << m.status();
     m->eval();
     pb::ModelProto model;
-    ExportAndCheck(*m, chw, "", &model);
+    ASSERT_NO_FATAL_FAILURE(ExportAndCheck(*m, chw, "", &model));
     EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
   }
 }
