@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
+// Early returns on an error Status / StatusOr, for the exporter's files.
 #define QNET_ONNX_RETURN_IF_ERROR(expr)          \
   do {                                           \
     absl::Status _qnet_status = (expr);          \
