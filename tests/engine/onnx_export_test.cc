@@ -2,26 +2,33 @@
 // torchvision resnet18 and the zoo models are exported, then checked in Python (onnx.checker full
 // check, ONNX Runtime against the TorchScript archive, INT8 DequantizeLinear weights). The Python
 // checks skip when python3 lacks onnx/onnxruntime/torch(vision).
-#include "workers/engine/onnx_export.h"
+#include "workers/engine/export/onnx/onnx_export.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "qnet_onnx.pb.h"
 
 #ifdef QNET_ONNX_TEST_HAVE_ZOO
 #include "workers/engine/zoo.h"
@@ -31,6 +38,8 @@ namespace qnet::engine {
 namespace {
 
 namespace fs = std::filesystem;
+namespace pb = ::qnet_onnx;
+using ::testing::HasSubstr;
 using torch::jit::Module;
 
 // --- model building ---
@@ -134,6 +143,73 @@ def forward(self, x):
   return m;
 }
 
+// --- reading the exported graph ---
+
+std::vector<std::string> OpTypes(const pb::ModelProto& m) {
+  std::vector<std::string> ops;
+  for (const pb::NodeProto& n : m.graph().node()) ops.push_back(n.op_type());
+  return ops;
+}
+
+int Count(const pb::ModelProto& m, const std::string& op) {
+  const std::vector<std::string> ops = OpTypes(m);
+  return static_cast<int>(std::count(ops.begin(), ops.end(), op));
+}
+
+const pb::TensorProto* Initializer(const pb::ModelProto& m, const std::string& name) {
+  for (const pb::TensorProto& t : m.graph().initializer()) {
+    if (t.name() == name) return &t;
+  }
+  return nullptr;
+}
+
+// The values of the initializer `name` (raw_data, as the exporter writes them) as doubles.
+std::vector<double> Values(const pb::ModelProto& m, const std::string& name) {
+  std::vector<double> out;
+  const pb::TensorProto* t = Initializer(m, name);
+  if (t == nullptr) {
+    ADD_FAILURE() << "no initializer " << name;
+    return out;
+  }
+  const std::string& raw = t->raw_data();
+  if (t->data_type() == pb::TensorProto::INT8) {
+    for (char c : raw) out.push_back(static_cast<int8_t>(c));
+  } else if (t->data_type() == pb::TensorProto::FLOAT) {
+    for (size_t i = 0; i + sizeof(float) <= raw.size(); i += sizeof(float)) {
+      float f;
+      std::memcpy(&f, raw.data() + i, sizeof f);
+      out.push_back(f);
+    }
+  }
+  return out;
+}
+
+// "N,1,8,8": a value's dims, symbolic ones by name.
+std::string Dims(const pb::ValueInfoProto& v) {
+  std::vector<std::string> dims;
+  for (const auto& d : v.type().tensor_type().shape().dim()) {
+    dims.push_back(d.has_dim_param() ? d.dim_param() : std::to_string(d.dim_value()));
+  }
+  return absl::StrJoin(dims, ",");
+}
+
+std::map<std::string, std::string> Metadata(const pb::ModelProto& m) {
+  std::map<std::string, std::string> out;
+  for (const auto& p : m.metadata_props()) out[p.key()] = p.value();
+  return out;
+}
+
+// The weight DequantizeLinear nodes: those whose codes are an INT8 initializer.
+std::vector<const pb::NodeProto*> WeightDequantizers(const pb::ModelProto& m) {
+  std::vector<const pb::NodeProto*> out;
+  for (const pb::NodeProto& n : m.graph().node()) {
+    const pb::TensorProto* codes =
+        n.op_type() == "DequantizeLinear" ? Initializer(m, n.input(0)) : nullptr;
+    if (codes != nullptr && codes->data_type() == pb::TensorProto::INT8) out.push_back(&n);
+  }
+  return out;
+}
+
 // --- environment ---
 
 class OnnxExportTest : public ::testing::Test {
@@ -165,17 +241,19 @@ class OnnxExportTest : public ::testing::Test {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   }
 
-  static bool HavePython() {
-    static const bool have = [] {
-      std::string out;
-      return Python("deps", &out) == 0;
-    }();
-    return have;
+  // Makes a TorchScript model in Python (`onnx_check.py COMMAND OUT.pt EXTRA`) and loads it.
+  Module PythonModel(const std::string& command, const std::string& extra = "") {
+    const std::string ts = (dir_ / "made.pt").string();
+    std::string out;
+    const int rc = Python(absl::StrCat(command, " ", ts, " ", extra), &out);
+    EXPECT_EQ(rc, 0) << out;
+    return torch::jit::load(ts);
   }
 
-  // Saves `m`, reloads it (like the engine, which exports the saved artifact), exports it and runs
-  // the Python check with `flags`.
+  // Saves `m`, reloads it (like the engine, which exports the saved artifact), exports it, reads
+  // the ONNX back into *model and runs the Python check with `flags`.
   void ExportAndCheck(Module m, std::vector<int64_t> chw, const std::string& flags,
+                      pb::ModelProto* model,
                       const std::map<std::string, std::string>& metadata = {}) {
     const std::string ts = (dir_ / "model.pt").string();
     const std::string onnx = (dir_ / "model.onnx").string();
@@ -183,8 +261,8 @@ class OnnxExportTest : public ::testing::Test {
     Module loaded = torch::jit::load(ts);
     absl::Status s = ExportOnnx(loaded, chw, onnx, metadata);
     ASSERT_TRUE(s.ok()) << s;
-    ASSERT_TRUE(fs::exists(onnx));
-    if (!HavePython()) GTEST_SKIP() << "python3 lacks onnx/onnxruntime/torch";
+    std::ifstream f(onnx, std::ios::binary);
+    ASSERT_TRUE(model->ParseFromString(std::string(std::istreambuf_iterator<char>(f), {})));
     std::string out;
     const int rc = Python(
         absl::StrCat("check ", onnx, " ", ts, " ", chw[0], " ", chw[1], " ", chw[2], " ", flags),
@@ -193,18 +271,68 @@ class OnnxExportTest : public ::testing::Test {
     std::cout << out;
   }
 
+  // Exports the Python-made model of one converter family; every op in `ops` must be in the
+  // graph, and ONNX Runtime must compute what TorchScript does.
+  void CheckFamily(const std::string& family, const std::set<std::string>& ops) {
+    pb::ModelProto model;
+    ASSERT_NO_FATAL_FAILURE(
+        ExportAndCheck(PythonModel("make-family " + family), {3, 8, 8}, "--no-top1", &model));
+    const std::vector<std::string> have = OpTypes(model);
+    for (const std::string& op : ops) {
+      EXPECT_NE(std::find(have.begin(), have.end(), op), have.end())
+          << op << " missing from " << absl::StrJoin(have, " ");
+    }
+  }
+
   fs::path dir_;
 };
 
 TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
-  ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq");
+  pb::ModelProto model;
+  ASSERT_NO_FATAL_FAILURE(
+      ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq", &model));
+  // conv1, relu, the activation quantizer (scale, clip, QDQ), conv2 from INT8 codes, relu,
+  // pooling, flatten, fc from INT8 codes.
+  EXPECT_THAT(OpTypes(model),
+              ::testing::ElementsAre("Conv", "Relu", "Mul", "Clip", "QuantizeLinear",
+                                     "DequantizeLinear", "DequantizeLinear", "Conv", "Relu",
+                                     "MaxPool", "Flatten", "DequantizeLinear", "Gemm", "Identity"));
+  ASSERT_EQ(model.opset_import_size(), 1);
+  EXPECT_EQ(model.opset_import(0).domain(), "");
+  EXPECT_EQ(model.opset_import(0).version(), 17);
+  EXPECT_EQ(model.ir_version(), 8);
+  ASSERT_EQ(model.graph().input_size(), 1);
+  EXPECT_EQ(model.graph().input(0).name(), "input");
+  EXPECT_EQ(Dims(model.graph().input(0)), "N,1,8,8");
+  ASSERT_EQ(model.graph().output_size(), 1);
+  EXPECT_EQ(model.graph().output(0).name(), "output");
+  EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
+  EXPECT_TRUE(Metadata(model).empty());
+
+  // The weights are their level codes with scale alpha (the levels are integers).
+  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model);
+  ASSERT_EQ(dq.size(), 2u);
+  const std::vector<std::pair<std::set<double>, double>> want = {{{-1, 0, 1}, 0.12},
+                                                                 {{-4, -2, -1, 0, 1, 2, 4}, 0.05}};
+  for (size_t i = 0; i < dq.size(); ++i) {
+    const std::vector<double> codes = Values(model, dq[i]->input(0));
+    EXPECT_GT(codes.size(), 50u);
+    for (double c : codes) EXPECT_EQ(want[i].first.count(c), 1u) << "code " << c;
+    const std::vector<double> scale = Values(model, dq[i]->input(1));
+    ASSERT_EQ(scale.size(), 1u);
+    EXPECT_NEAR(scale[0], want[i].second, 1e-7);
+  }
 }
 
 // What the engine records (the input normalisation) is readable where users run the model.
 TEST_F(OnnxExportTest, MetadataReachesOnnxRuntime) {
-  ExportAndCheck(MakeSmallModel({}), {1, 8, 8},
-                 "--meta qnet_input_mean=[0.286] --meta qnet_input_std=[0.353]",
-                 {{"qnet_input_mean", "[0.286]"}, {"qnet_input_std", "[0.353]"}});
+  const std::map<std::string, std::string> metadata = {{"qnet_input_mean", "[0.286]"},
+                                                       {"qnet_input_std", "[0.353]"}};
+  pb::ModelProto model;
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(
+      MakeSmallModel({}), {1, 8, 8}, "--meta qnet_input_mean=[0.286] --meta qnet_input_std=[0.353]",
+      &model, metadata));
+  EXPECT_EQ(Metadata(model), metadata);
 }
 
 TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
@@ -213,25 +341,48 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
   o.conv_levels = {-1, 0, 0.3, 1};       // no common step: codes index a level table
   o.fc_levels = {-1.5, -0.5, 0.5, 1.5};  // multiples of 0.5
   o.view_reshape = true;
-  ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-int8-dq 1 --act-steps");
+  pb::ModelProto model;
+  ASSERT_NO_FATAL_FAILURE(
+      ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-int8-dq 1 --act-steps", &model));
+  EXPECT_THAT(OpTypes(model),
+              ::testing::ElementsAre("Conv", "Relu", "Mul", "GreaterOrEqual", "Cast",
+                                     "GreaterOrEqual", "Cast", "GreaterOrEqual", "Cast", "Sum",
+                                     "Mul", "Cast", "Gather", "Conv", "Relu", "MaxPool", "Reshape",
+                                     "DequantizeLinear", "Gemm", "Identity"));
+  EXPECT_EQ(Count(model, "QuantizeLinear"), 0);
+  // conv2: INT8 indices into the table alpha * levels.
+  for (const pb::NodeProto& n : model.graph().node()) {
+    if (n.op_type() != "Gather") continue;
+    const std::vector<double> table = Values(model, n.input(0));
+    ASSERT_EQ(table.size(), 4u);
+    for (size_t i = 0; i < table.size(); ++i) {
+      EXPECT_NEAR(table[i], 0.12 * o.conv_levels[i], 1e-7);
+    }
+  }
+  // fc: codes in steps of 0.5, scale alpha * 0.5.
+  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model);
+  ASSERT_EQ(dq.size(), 1u);
+  for (double c : Values(model, dq[0]->input(0))) {
+    EXPECT_TRUE(c == -3 || c == -1 || c == 1 || c == 3) << "code " << c;
+  }
+  const std::vector<double> scale = Values(model, dq[0]->input(1));
+  ASSERT_EQ(scale.size(), 1u);
+  EXPECT_NEAR(scale[0], 0.025, 1e-7);
 }
 
 TEST_F(OnnxExportTest, TorchvisionResnet18) {
-  if (!HavePython()) GTEST_SKIP() << "python3 lacks onnx/onnxruntime/torch";
-  const std::string ts = (dir_ / "resnet18.pt").string();
-  std::string out;
-  if (Python("make-resnet18 " + ts + " --quantize", &out) != 0) {
-    GTEST_SKIP() << "torchvision unavailable: " << out;
-  }
-  ExportAndCheck(torch::jit::load(ts), {3, 32, 32}, "--min-int8-dq 19");
+  pb::ModelProto model;
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(PythonModel("make-resnet18", "--quantize"), {3, 32, 32},
+                                         "--min-int8-dq 19", &model));
+  // Every conv but the first has ternary codes.
+  EXPECT_EQ(WeightDequantizers(model).size(), 19u);
+  EXPECT_EQ(Count(model, "Conv"), 20);
 }
 
 TEST_F(OnnxExportTest, TracedModel) {
-  if (!HavePython()) GTEST_SKIP() << "python3 lacks onnx/onnxruntime/torch";
-  const std::string ts = (dir_ / "traced.pt").string();
-  std::string out;
-  ASSERT_EQ(Python("make-traced " + ts, &out), 0) << out;
-  ExportAndCheck(torch::jit::load(ts), {3, 16, 16}, "");
+  pb::ModelProto model;
+  ASSERT_NO_FATAL_FAILURE(ExportAndCheck(PythonModel("make-traced"), {3, 16, 16}, "", &model));
+  EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
 }
 
 #ifdef QNET_ONNX_TEST_HAVE_ZOO
@@ -244,10 +395,38 @@ TEST_F(OnnxExportTest, ZooModels) {
     absl::StatusOr<Module> m = MakeZooModel(name, chw[0], 10, 1);
     ASSERT_TRUE(m.ok()) << m.status();
     m->eval();
-    ExportAndCheck(*m, chw, "");
+    pb::ModelProto model;
+    ASSERT_NO_FATAL_FAILURE(ExportAndCheck(*m, chw, "", &model));
+    EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
   }
 }
 #endif
+
+// One test per converter family: each op's ONNX form, and ONNX Runtime agrees with TorchScript.
+TEST_F(OnnxExportTest, ActivationConverters) {
+  CheckFamily("activations", {"Relu", "Sigmoid",   "Tanh",       "LeakyRelu",  "Elu", "HardSigmoid",
+                              "Erf",  "HardSwish", "Clip",       "Sqrt",       "Exp", "Log",
+                              "Abs",  "Sin",       "Cos",        "Reciprocal", "Neg", "Floor",
+                              "Ceil", "Identity",  "LogSoftmax", "Softmax"});
+}
+
+TEST_F(OnnxExportTest, ConvLinearConverters) {
+  CheckFamily("conv-linear",
+              {"Conv", "BatchNormalization", "LayerNormalization", "MatMul", "Add", "Gemm"});
+}
+
+TEST_F(OnnxExportTest, PoolingConverters) {
+  CheckFamily("pooling", {"MaxPool", "AveragePool", "GlobalAveragePool", "Concat"});
+}
+
+TEST_F(OnnxExportTest, ShapeConverters) {
+  CheckFamily("shape",
+              {"Transpose", "Reshape", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity"});
+}
+
+TEST_F(OnnxExportTest, MathConverters) {
+  CheckFamily("math", {"Add", "Sub", "Mul", "Div", "ReduceMean", "ReduceSum", "Relu"});
+}
 
 TEST_F(OnnxExportTest, ExportIsDeterministicAndLeavesTheModuleAlone) {
   Module m = MakeSmallModel({});
@@ -264,27 +443,57 @@ TEST_F(OnnxExportTest, ExportIsDeterministicAndLeavesTheModuleAlone) {
   EXPECT_TRUE(torch::equal(before, m.attr("conv2").toModule().attr("weight").toTensor()));
 }
 
-TEST_F(OnnxExportTest, UnsupportedOpIsUnimplemented) {
-  Module m(c10::QualifiedName("__torch__.onnxtest.Cumsum"));
-  m.define(R"(
+// An op without a converter fails the export, naming the op, the node and where it is.
+TEST_F(OnnxExportTest, OpWithoutConverterFailsNamingOpAndNode) {
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  Module inner = NewModule(cu, "Inner");
+  inner.define(R"(
 def forward(self, x):
     return torch.cumsum(torch.flatten(x, 1), 1)
 )");
-  absl::Status s = ExportOnnx(m, {1, 4, 4}, (dir_ / "m.onnx").string());
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
-  EXPECT_NE(s.message().find("aten::cumsum"), std::string::npos) << s;
+  Module m = NewModule(cu, "Outer");
+  m.register_module("inner", inner);
+  m.define(R"(
+def forward(self, x):
+    return self.inner.forward(torch.relu(x))
+)");
+  const fs::path path = dir_ / "m.onnx";
+  absl::Status s = ExportOnnx(m, {1, 4, 4}, path.string());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("no converter for aten::cumsum")) << s;
+  EXPECT_THAT(s.message(), HasSubstr("= aten::cumsum(%")) << s;  // the node's IR
+  EXPECT_THAT(s.message(), HasSubstr("in inner.forward")) << s;
+  EXPECT_THAT(s.message(), HasSubstr("`return torch.cumsum(torch.flatten(x, 1), 1)`")) << s;
+  EXPECT_FALSE(fs::exists(path));
 }
 
-TEST_F(OnnxExportTest, DataDependentBranchIsUnimplemented) {
+// A converter that meets a variant it cannot write says which, for which node.
+TEST_F(OnnxExportTest, ConverterRefusalNamesOpAndNode) {
+  Module m(c10::QualifiedName("__torch__.onnxtest.SoftmaxDtype"));
+  m.define(R"(
+def forward(self, x):
+    return torch.softmax(torch.flatten(x, 1), 1, 7)  # dtype float64
+)");
+  absl::Status s = ExportOnnx(m, {1, 4, 4}, (dir_ / "m.onnx").string());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("does not support aten::softmax: a dtype argument")) << s;
+  EXPECT_THAT(s.message(), HasSubstr("= aten::softmax(%")) << s;
+  EXPECT_THAT(s.message(), HasSubstr("in forward")) << s;
+}
+
+TEST_F(OnnxExportTest, BatchDependentBranchIsRefused) {
   Module m(c10::QualifiedName("__torch__.onnxtest.Branch"));
   m.define(R"(
 def forward(self, x):
-    if bool(x.sum() > 0):
+    if x.size(0) > 2:
         return torch.flatten(x, 1)
     return torch.flatten(torch.relu(x), 1)
 )");
   absl::Status s = ExportOnnx(m, {1, 4, 4}, (dir_ / "m.onnx").string());
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(),
+              HasSubstr("prim::If: a branch that depends on the batch size or the input data"))
+      << s;
 }
 
 TEST_F(OnnxExportTest, BadArguments) {
@@ -306,6 +515,7 @@ TEST_F(OnnxExportTest, SoftActivationQuantizerIsRejected) {
   m.attr("act").toModule().setattr("hard", false);
   absl::Status s = ExportOnnx(m, {1, 8, 8}, (dir_ / "m.onnx").string());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("soft mode")) << s;
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 
 #include "workers/engine/export.h"
 #include "workers/engine/export/export_writer.h"
-#include "workers/engine/onnx_export.h"
+#include "workers/engine/export/onnx/onnx_export.h"
 
 namespace qnet::engine {
 namespace {
