@@ -13,7 +13,7 @@
 #include <string>
 #include <utility>
 
-#include "workers/engine/quantizer.h"
+#include "workers/engine/quantization/quantizer.h"
 
 namespace qnet::engine {
 namespace {

@@ -9,11 +9,11 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>
 
-#include "workers/engine/levels.h"
-#include "workers/engine/sgd.h"
-#include "workers/engine/trainer.h"
-#include "workers/engine/transform.h"
-#include "workers/engine/zoo.h"
+#include "workers/engine/quantization/levels.h"
+#include "workers/engine/training/sgd.h"
+#include "workers/engine/training/trainer.h"
+#include "workers/engine/transform/transform.h"
+#include "workers/engine/zoo/zoo.h"
 
 namespace qnet::engine {
 namespace {

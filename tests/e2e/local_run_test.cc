@@ -14,9 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/engine/synthetic_idx.h"
-#include "workers/engine/export.h"
-#include "workers/engine/trainer.h"
-#include "workers/engine/zoo.h"
+#include "workers/engine/export/export.h"
+#include "workers/engine/training/trainer.h"
+#include "workers/engine/zoo/zoo.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/engine/synthetic_idx.h"
-#include "workers/engine/export.h"
+#include "workers/engine/export/export.h"
 
 namespace qnet::engine {
 namespace {

@@ -14,12 +14,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/job/catalog.h"
 #include "common/job/job_spec.h"
-#include "workers/engine/data.h"
-#include "workers/engine/export.h"
+#include "workers/engine/data/data.h"
+#include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/torch_error.h"
-#include "workers/engine/trainer.h"
-#include "workers/engine/zoo.h"
+#include "workers/engine/training/trainer.h"
+#include "workers/engine/model_source/model_source.h"
 
 namespace qnet::engine {
 namespace {
@@ -53,21 +53,6 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown device '", name, "' (auto, cpu, cuda, cuda:N)"));
-}
-
-absl::StatusOr<torch::jit::Module> LoadModelFile(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model file ", path, " does not exist (or is not a file)"));
-  }
-  try {
-    return torch::jit::load(path, torch::kCPU);
-  } catch (const std::exception& e) {
-    const std::string why = TorchErrorText(e);
-    return absl::InvalidArgumentError(
-        absl::StrCat("model file ", path, " is not a loadable TorchScript archive: ", why));
-  }
 }
 
 // The model must map a batch of the dataset's images to [N, classes] logits.
@@ -150,28 +135,19 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   const v1::TrainingSettings& t = job.spec.training();
   torch::manual_seed(t.seed());
 
-  // A model file is loaded first: when the job gives no normalisation, the one the model records
+  // The model is opened first: when the job gives no normalisation, the one the model records
   // (a qnet artifact or saved float model given back) is what it was trained with.
-  const bool zoo = absl::StartsWith(job.spec.model(), "zoo:");
-  const std::string model_path =
-      job.context.model_path.empty() ? job.spec.model() : job.context.model_path;
-  std::optional<torch::jit::Module> model_file;
-  if (!zoo) {
-    absl::StatusOr<torch::jit::Module> m = LoadModelFile(model_path);
-    if (!m.ok()) return m.status();
-    model_file = *std::move(m);
-    if (job.spec.input_normalization().mean().empty()) {
-      absl::StatusOr<std::optional<InputNormalization>> recorded =
-          RecordedInputNormalization(*model_file);
-      if (!recorded.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("model file ", model_path, ": ", recorded.status().message()));
-      }
-      if (recorded->has_value()) {
-        v1::InputNormalization& norm = *job.spec.mutable_input_normalization();
-        norm.mutable_mean()->Add((*recorded)->mean.begin(), (*recorded)->mean.end());
-        norm.mutable_std()->Add((*recorded)->std.begin(), (*recorded)->std.end());
-      }
+  absl::StatusOr<std::unique_ptr<OpenedModel>> opened =
+      OpenModel(job.context.model_path.empty() ? job.spec.model() : job.context.model_path);
+  if (!opened.ok()) return opened.status();
+  if (job.spec.input_normalization().mean().empty()) {
+    absl::StatusOr<std::optional<InputNormalization>> recorded =
+        (*opened)->RecordedNormalization();
+    if (!recorded.ok()) return recorded.status();
+    if (recorded->has_value()) {
+      v1::InputNormalization& norm = *job.spec.mutable_input_normalization();
+      norm.mutable_mean()->Add((*recorded)->mean.begin(), (*recorded)->mean.end());
+      norm.mutable_std()->Add((*recorded)->std.begin(), (*recorded)->std.end());
     }
   }
   const v1::InputNormalization& norm = job.spec.input_normalization();
@@ -189,9 +165,7 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
     return data.status();
   }
   absl::StatusOr<torch::jit::Module> model =
-      model_file
-          ? *std::move(model_file)
-          : MakeZooModel(job.spec.model().substr(4), data->channels, data->num_classes, t.seed());
+      (*opened)->Instantiate(data->channels, data->num_classes, t.seed());
   if (!model.ok()) return model.status();
   if (absl::Status s = CheckModel(*model, *data, job.spec.model()); !s.ok()) return s;
 

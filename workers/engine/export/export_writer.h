@@ -18,9 +18,9 @@
 
 #include "absl/status/status.h"
 #include "common/registry.h"
-#include "workers/engine/data.h"
+#include "workers/engine/data/data.h"
 #include "workers/engine/job_run.h"
-#include "workers/engine/transform.h"
+#include "workers/engine/transform/transform.h"
 
 namespace qnet::engine {
 

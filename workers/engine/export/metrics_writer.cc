@@ -1,7 +1,7 @@
 // "metrics": accuracy, sizes and the effective settings as metrics.json. Last in catalog order,
 // so it sees the sizes the other writers measured.
 #include "workers/engine/export/export_writer.h"
-#include "workers/engine/metrics_json.h"
+#include "workers/engine/export/metrics_json.h"
 
 namespace qnet::engine {
 namespace {

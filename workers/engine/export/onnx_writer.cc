@@ -2,7 +2,7 @@
 // pairs (model.onnx), carrying the input normalisation as metadata properties.
 #include <nlohmann/json.hpp>
 
-#include "workers/engine/export.h"
+#include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/export/onnx/onnx_export.h"
 

@@ -2,9 +2,9 @@
 // digests of the artifacts written before it.
 #include <algorithm>
 
-#include "workers/engine/export.h"
+#include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
-#include "workers/engine/metrics_json.h"
+#include "workers/engine/export/metrics_json.h"
 
 namespace qnet::engine {
 namespace {

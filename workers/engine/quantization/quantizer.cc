@@ -1,0 +1,659 @@
+#include "workers/engine/quantization/quantizer.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "workers/engine/quantization/quantizer_kernels.h"
+
+// The CPU kernel is written with GCC/Clang vector extensions so that one source gives 4-wide SSE2
+// code for any x86-64 and 8-wide AVX2+FMA code chosen at run time (a worker binary must not
+// assume AVX2). The templated helpers take vectors by value but are always inlined into the
+// per-ISA entry points, so the ABI note GCC gives for 32-byte vectors outside AVX code never
+// applies to a real call; the CMake target turns that note off for this file (-Wno-psabi).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define QNET_QUANTIZER_AVX2 1
+#else
+#define QNET_QUANTIZER_AVX2 0
+#endif
+#define QNET_ALWAYS_INLINE inline __attribute__((always_inline))
+#define QNET_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
+
+namespace qnet::engine {
+namespace internal {
+namespace {
+std::atomic<bool> g_force_baseline{false};
+}  // namespace
+
+void SetCpuVectorIsa(CpuVectorIsa isa) { g_force_baseline = isa == CpuVectorIsa::kBaseline; }
+
+bool CpuKernelUsesAvx2() {
+#if QNET_QUANTIZER_AVX2
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has_avx2 && !g_force_baseline;
+#else
+  return false;
+#endif
+}
+}  // namespace internal
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// ---------------------------------------------------------------------------------------------
+// Vector types and per-lane math.
+
+typedef float VecF4 __attribute__((vector_size(16)));
+typedef float VecF8 __attribute__((vector_size(32)));
+typedef double VecD2 __attribute__((vector_size(16)));
+typedef double VecD4 __attribute__((vector_size(32)));
+typedef double VecD8 __attribute__((vector_size(64)));
+
+template <typename V>
+struct VecTraits;
+template <>
+struct VecTraits<VecF4> {
+  using Scalar = float;
+  using Wide = VecD4;  // reductions accumulate in double
+  static constexpr int kWidth = 4;
+};
+template <>
+struct VecTraits<VecF8> {
+  using Scalar = float;
+  using Wide = VecD8;
+  static constexpr int kWidth = 8;
+};
+template <>
+struct VecTraits<VecD2> {
+  using Scalar = double;
+  using Wide = VecD2;
+  static constexpr int kWidth = 2;
+};
+
+template <typename V>
+QNET_ALWAYS_INLINE V Load(const typename VecTraits<V>::Scalar* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V>
+QNET_ALWAYS_INLINE void Store(typename VecTraits<V>::Scalar* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+template <typename V>
+QNET_ALWAYS_INLINE V Splat(typename VecTraits<V>::Scalar s) {
+  return V{} + s;
+}
+
+template <typename V>
+QNET_ALWAYS_INLINE typename VecTraits<V>::Wide Widen(V v) {
+  return __builtin_convertvector(v, typename VecTraits<V>::Wide);
+}
+
+// exp(w) for |w| <= kSharedExpReach (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with
+// a two-constant ln2 (Cody-Waite), e^r by a degree-6 minimax polynomial on |r| <= ln2/2 (the
+// classic Cephes expf coefficients), 2^n written into the exponent bits; about 1 ulp. The bound
+// keeps n within [-116, 116], so there is no overflow or denormal handling to do. Double (tests,
+// gradcheck) calls std::exp per lane: accuracy matters there, speed does not.
+template <typename V>
+QNET_ALWAYS_INLINE V ExpInWindow(V w) {
+  using S = typename VecTraits<V>::Scalar;
+  if constexpr (std::is_same_v<S, float>) {
+    typedef int32_t VecI __attribute__((vector_size(sizeof(V))));
+    constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    const V t = w * 1.44269504088896341f + kRoundMagic;
+    const V n = t - kRoundMagic;
+    V r = w - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    V p = Splat<V>(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const VecI exponent = (__builtin_convertvector(n, VecI) + 127) << 23;
+    return p * std::bit_cast<V>(exponent);
+  } else {
+    V out;
+    for (int l = 0; l < VecTraits<V>::kWidth; ++l) out[l] = std::exp(w[l]);
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel bodies. Host copies of the small tensors, in the compute type of x.
+
+template <typename S>
+struct KernelParams {
+  S alpha, beta, temperature;
+  int n;                // number of thresholds (levels - 1)
+  const S* levels;      // q_0..q_n
+  const S* steps;       // s_i = q_i - q_{i-1}
+  const S* thresholds;  // b_1..b_n
+  // Shared exponential: exp(-z_i) = exp(-T*beta*x) * exp(T*b_i), so one exp per element serves
+  // all n sigmoids. Used when every T*b_i is small enough for both factors to stay finite;
+  // -T*beta*x is clamped to [shared_lo, shared_hi], outside which every z_i is clamped anyway.
+  bool shared_exp = false;
+  S shared_lo = 0, shared_hi = 0;
+  S exp_lo = 0, exp_hi = 0;           // e^-W, e^W
+  const S* exp_thresholds = nullptr;  // exp(T*b_i)
+};
+
+// v clamped to [lo, hi] per lane; a NaN lane stays NaN (both comparisons are false).
+template <typename V>
+QNET_ALWAYS_INLINE V Clamp(V v, typename VecTraits<V>::Scalar lo,
+                           typename VecTraits<V>::Scalar hi) {
+  v = v < lo ? Splat<V>(lo) : v;
+  return v > hi ? Splat<V>(hi) : v;
+}
+
+// exp(-clamp(z_i, -W, W)) for threshold i: from the element's shared factor when the kernel has
+// one (clamping the product to [e^-W, e^W] is clamping z_i; an overflow to inf or an underflow to
+// 0 lands on the right edge), else one exponential of its own.
+template <typename V>
+QNET_ALWAYS_INLINE V ExpNegClamped(const KernelParams<typename VecTraits<V>::Scalar>& p, V shared,
+                                   V z, int i) {
+  using S = typename VecTraits<V>::Scalar;
+  constexpr S kWin = static_cast<S>(kClampWindow);
+  if (!p.shared_exp) return ExpInWindow<V>(-Clamp(z, -kWin, kWin));
+  return Clamp(shared * p.exp_thresholds[i], p.exp_lo, p.exp_hi);
+}
+
+// exp(-T*beta*x), clamped to the range where it matters; unused without a shared exponential.
+template <typename V>
+QNET_ALWAYS_INLINE V SharedExp(const KernelParams<typename VecTraits<V>::Scalar>& p, V bx) {
+  if (!p.shared_exp) return V{};
+  return ExpInWindow<V>(Clamp(-(bx * p.temperature), p.shared_lo, p.shared_hi));
+}
+
+template <typename V, bool kHard>
+QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x) {
+  using S = typename VecTraits<V>::Scalar;
+  const V bx = p.beta * x;
+  if constexpr (kHard) {
+    // j counts the thresholds passed; comparisons give -1 for true.
+    decltype(bx < bx) j{};
+    for (int i = 0; i < p.n; ++i) j -= bx >= p.thresholds[i];
+    V q;
+    for (int l = 0; l < VecTraits<V>::kWidth; ++l) q[l] = p.levels[j[l]];
+    const V y = p.alpha * q;
+    return bx == bx ? y : bx;  // NaN in, NaN out
+  } else {
+    const V shared = SharedExp(p, bx);
+    V acc{};
+    for (int i = 0; i < p.n; ++i) {
+      const V z = (bx - p.thresholds[i]) * p.temperature;
+      acc += p.steps[i] / (S(1) + ExpNegClamped(p, shared, z, i));
+    }
+    return p.alpha * (acc + p.levels[0]);
+  }
+}
+
+template <typename V, bool kHard>
+QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                     const typename VecTraits<V>::Scalar* x,
+                                     typename VecTraits<V>::Scalar* y, int64_t count) {
+  using S = typename VecTraits<V>::Scalar;
+  constexpr int kW = VecTraits<V>::kWidth;
+  int64_t k = 0;
+  for (; k + kW <= count; k += kW) Store(y + k, ForwardVec<V, kHard>(p, Load<V>(x + k)));
+  if (k < count) {  // tail: run one padded vector, keep the valid lanes
+    S in[kW] = {};
+    S out[kW];
+    std::memcpy(in, x + k, (count - k) * sizeof(S));
+    Store(out, ForwardVec<V, kHard>(p, Load<V>(in)));
+    std::memcpy(y + k, out, (count - k) * sizeof(S));
+  }
+}
+
+// Per-chunk sums, in double: [0] sum g*bracket (d/dalpha), [1] sum g*x*D (d/dbeta before the
+// alpha*T factor), [2+i] sum g*s_i*sig_i*(1-sig_i) (d/db_i before the -alpha*T factor).
+template <typename V, bool kHard, bool kThresholds>
+QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                      const typename VecTraits<V>::Scalar* x,
+                                      const typename VecTraits<V>::Scalar* g,
+                                      typename VecTraits<V>::Scalar* gx, int64_t count,
+                                      double* sums) {
+  using S = typename VecTraits<V>::Scalar;
+  using Wide = typename VecTraits<V>::Wide;
+  constexpr int kW = VecTraits<V>::kWidth;
+  constexpr S kWin = static_cast<S>(kClampWindow);
+  const S scale_x = p.alpha * p.beta * p.temperature;
+  Wide acc_alpha{};
+  Wide acc_beta{};
+  // Threshold sums as plain doubles (kW per level), read and written with memcpy: a
+  // std::vector<Wide> would need 64-byte aligned storage, which its allocator did not give.
+  std::vector<double> acc_thr(kThresholds ? static_cast<size_t>(p.n) * kW : 0, 0.0);
+
+  // Recomputes the sigmoids of one vector (nothing per level was saved) and writes dy/dx. Takes
+  // pointers, not vectors: a lambda cannot carry the target attribute, so it must not pass AVX
+  // vectors by value.
+  auto step = [&](const S* xin, const S* gin, S* gx_out) QNET_ALWAYS_INLINE_LAMBDA {
+    const V xv = Load<V>(xin);
+    const V gv = Load<V>(gin);
+    const V bx = p.beta * xv;
+    const V shared = SharedExp(p, bx);
+    V dsum{};
+    V soft{};
+    decltype(bx < bx) j{};
+    for (int i = 0; i < p.n; ++i) {
+      const V z = (bx - p.thresholds[i]) * p.temperature;
+      const auto inside = (z > -kWin) & (z < kWin);
+      const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, z, i));
+      const V d = inside ? sig * (S(1) - sig) : V{};
+      const V sd = p.steps[i] * d;
+      dsum += sd;
+      if constexpr (kHard) {
+        j -= bx >= p.thresholds[i];
+      } else {
+        soft += p.steps[i] * sig;
+      }
+      if constexpr (kThresholds) {
+        double* slot = acc_thr.data() + static_cast<size_t>(i) * kW;
+        Wide acc;
+        std::memcpy(&acc, slot, sizeof(Wide));
+        acc += Widen(gv * sd);
+        std::memcpy(slot, &acc, sizeof(Wide));
+      }
+    }
+    V bracket;
+    if constexpr (kHard) {
+      for (int l = 0; l < kW; ++l) bracket[l] = p.levels[j[l]];
+    } else {
+      bracket = soft + p.levels[0];
+    }
+    acc_alpha += Widen(gv * bracket);
+    acc_beta += Widen(gv * xv * dsum);
+    if (gx_out != nullptr) Store(gx_out, gv * dsum * scale_x);
+  };
+
+  int64_t k = 0;
+  for (; k + kW <= count; k += kW) step(x + k, g + k, gx == nullptr ? nullptr : gx + k);
+  if (k < count) {  // padded lanes have g = 0 and so add nothing to the sums
+    S xin[kW] = {};
+    S gin[kW] = {};
+    S out[kW];
+    std::memcpy(xin, x + k, (count - k) * sizeof(S));
+    std::memcpy(gin, g + k, (count - k) * sizeof(S));
+    step(xin, gin, out);
+    if (gx != nullptr) std::memcpy(gx + k, out, (count - k) * sizeof(S));
+  }
+
+  auto lane_sum = [](const Wide& w) {
+    double s = 0;
+    for (int l = 0; l < kW; ++l) s += w[l];
+    return s;
+  };
+  sums[0] = lane_sum(acc_alpha);
+  sums[1] = lane_sum(acc_beta);
+  if constexpr (kThresholds) {
+    for (int i = 0; i < p.n; ++i) {
+      double s = 0;
+      for (int l = 0; l < kW; ++l) s += acc_thr[static_cast<size_t>(i) * kW + l];
+      sums[2 + i] = s;
+    }
+  }
+}
+
+template <typename V>
+QNET_ALWAYS_INLINE void ForwardDispatch(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                        const typename VecTraits<V>::Scalar* x,
+                                        typename VecTraits<V>::Scalar* y, int64_t count,
+                                        bool hard) {
+  if (hard) {
+    ForwardRange<V, true>(p, x, y, count);
+  } else {
+    ForwardRange<V, false>(p, x, y, count);
+  }
+}
+
+template <typename V>
+QNET_ALWAYS_INLINE void BackwardDispatch(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                         const typename VecTraits<V>::Scalar* x,
+                                         const typename VecTraits<V>::Scalar* g,
+                                         typename VecTraits<V>::Scalar* gx, int64_t count,
+                                         bool hard, bool thresholds, double* sums) {
+  if (hard) {
+    if (thresholds) {
+      BackwardRange<V, true, true>(p, x, g, gx, count, sums);
+    } else {
+      BackwardRange<V, true, false>(p, x, g, gx, count, sums);
+    }
+  } else {
+    if (thresholds) {
+      BackwardRange<V, false, true>(p, x, g, gx, count, sums);
+    } else {
+      BackwardRange<V, false, false>(p, x, g, gx, count, sums);
+    }
+  }
+}
+
+// Per-ISA entry points: the vector code above is inlined into each and compiled for its target.
+void ForwardFloatBaseline(const KernelParams<float>& p, const float* x, float* y, int64_t count,
+                          bool hard) {
+  ForwardDispatch<VecF4>(p, x, y, count, hard);
+}
+void BackwardFloatBaseline(const KernelParams<float>& p, const float* x, const float* g, float* gx,
+                           int64_t count, bool hard, bool thresholds, double* sums) {
+  BackwardDispatch<VecF4>(p, x, g, gx, count, hard, thresholds, sums);
+}
+#if QNET_QUANTIZER_AVX2
+__attribute__((target("avx2,fma"))) void ForwardFloatAvx2(const KernelParams<float>& p,
+                                                          const float* x, float* y, int64_t count,
+                                                          bool hard) {
+  ForwardDispatch<VecF8>(p, x, y, count, hard);
+}
+__attribute__((target("avx2,fma"))) void BackwardFloatAvx2(const KernelParams<float>& p,
+                                                           const float* x, const float* g,
+                                                           float* gx, int64_t count, bool hard,
+                                                           bool thresholds, double* sums) {
+  BackwardDispatch<VecF8>(p, x, g, gx, count, hard, thresholds, sums);
+}
+#endif
+void ForwardDouble(const KernelParams<double>& p, const double* x, double* y, int64_t count,
+                   bool hard) {
+  ForwardDispatch<VecD2>(p, x, y, count, hard);
+}
+void BackwardDouble(const KernelParams<double>& p, const double* x, const double* g, double* gx,
+                    int64_t count, bool hard, bool thresholds, double* sums) {
+  BackwardDispatch<VecD2>(p, x, g, gx, count, hard, thresholds, sums);
+}
+
+void ForwardKernel(const KernelParams<float>& p, const float* x, float* y, int64_t count,
+                   bool hard) {
+#if QNET_QUANTIZER_AVX2
+  if (internal::CpuKernelUsesAvx2()) return ForwardFloatAvx2(p, x, y, count, hard);
+#endif
+  ForwardFloatBaseline(p, x, y, count, hard);
+}
+void ForwardKernel(const KernelParams<double>& p, const double* x, double* y, int64_t count,
+                   bool hard) {
+  ForwardDouble(p, x, y, count, hard);
+}
+void BackwardKernel(const KernelParams<float>& p, const float* x, const float* g, float* gx,
+                    int64_t count, bool hard, bool thresholds, double* sums) {
+#if QNET_QUANTIZER_AVX2
+  if (internal::CpuKernelUsesAvx2()) {
+    return BackwardFloatAvx2(p, x, g, gx, count, hard, thresholds, sums);
+  }
+#endif
+  BackwardFloatBaseline(p, x, g, gx, count, hard, thresholds, sums);
+}
+void BackwardKernel(const KernelParams<double>& p, const double* x, const double* g, double* gx,
+                    int64_t count, bool hard, bool thresholds, double* sums) {
+  BackwardDouble(p, x, g, gx, count, hard, thresholds, sums);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU driver: fixed-size chunks spread over ATen's intra-op threads. The chunking does not depend
+// on the thread count, and per-chunk sums are added in chunk order, so results are bitwise the
+// same for any number of threads.
+
+constexpr int64_t kChunk = 1 << 15;
+
+// Largest |exponent| the shared-exponential path feeds ExpInWindow.
+constexpr double kSharedExpReach = 80.0;
+
+// The small tensors as host arrays in the compute type; steps computed in that type, like the
+// composite does.
+template <typename S>
+struct HostParams {
+  std::vector<S> levels, steps, thresholds, exp_thresholds;
+  KernelParams<S> kernel;
+
+  HostParams(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& lv,
+             const torch::Tensor& th, double temperature) {
+    const torch::Tensor l =
+        lv.detach().to(torch::kCPU, c10::CppTypeToScalarType<S>::value).contiguous();
+    const torch::Tensor t =
+        th.detach().to(torch::kCPU, c10::CppTypeToScalarType<S>::value).contiguous();
+    levels.assign(l.data_ptr<S>(), l.data_ptr<S>() + l.numel());
+    thresholds.assign(t.data_ptr<S>(), t.data_ptr<S>() + t.numel());
+    for (size_t i = 1; i < levels.size(); ++i) steps.push_back(levels[i] - levels[i - 1]);
+    kernel.alpha = static_cast<S>(alpha.item<double>());
+    kernel.beta = static_cast<S>(beta.item<double>());
+    kernel.temperature = static_cast<S>(temperature);
+    kernel.n = static_cast<int>(thresholds.size());
+    kernel.levels = levels.data();
+    kernel.steps = steps.data();
+    kernel.thresholds = thresholds.data();
+    // Float only (double keeps its per-term std::exp). The bound keeps both exp factors finite
+    // and inside the polynomial's range (|w| < 87, no denormals).
+    double reach = 0;  // max |T*b_i|
+    for (const S b : thresholds) reach = std::max(reach, std::abs(temperature * b));
+    if (std::is_same_v<S, float> && reach + kClampWindow <= kSharedExpReach) {
+      for (const S b : thresholds)
+        exp_thresholds.push_back(static_cast<S>(std::exp(temperature * b)));
+      double b_min = 0, b_max = 0;
+      if (!thresholds.empty()) {
+        b_min = *std::min_element(thresholds.begin(), thresholds.end());
+        b_max = *std::max_element(thresholds.begin(), thresholds.end());
+      }
+      kernel.shared_exp = true;
+      kernel.exp_lo = static_cast<S>(std::exp(-kClampWindow));
+      kernel.exp_hi = static_cast<S>(std::exp(kClampWindow));
+      kernel.shared_lo = static_cast<S>(-kClampWindow - temperature * b_max);
+      kernel.shared_hi = static_cast<S>(kClampWindow - temperature * b_min);
+      kernel.exp_thresholds = exp_thresholds.data();
+    }
+  }
+  // `kernel` points into the vectors above.
+  HostParams(const HostParams&) = delete;
+  HostParams& operator=(const HostParams&) = delete;
+};
+
+template <typename S>
+torch::Tensor ForwardCpu(const torch::Tensor& x, const torch::Tensor& alpha,
+                         const torch::Tensor& beta, const torch::Tensor& levels,
+                         const torch::Tensor& thresholds, double temperature, bool hard) {
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  const S* xp = x.data_ptr<S>();
+  S* yp = y.data_ptr<S>();
+  const int64_t numel = x.numel();
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t offset = c * kChunk;
+      ForwardKernel(hp.kernel, xp + offset, yp + offset, std::min(kChunk, numel - offset), hard);
+    }
+  });
+  return y;
+}
+
+template <typename S>
+internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                    const torch::Tensor& alpha, const torch::Tensor& beta,
+                                    const torch::Tensor& levels, const torch::Tensor& thresholds,
+                                    double temperature, bool hard, bool need_x,
+                                    bool need_thresholds) {
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  const int n = hp.kernel.n;
+  const int64_t numel = x.numel();
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  const int stride = 2 + (need_thresholds ? n : 0);
+  std::vector<double> partial(static_cast<size_t>(chunks) * stride, 0.0);
+  torch::Tensor gx;
+  if (need_x) gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  const S* xp = x.data_ptr<S>();
+  const S* gp = grad_y.data_ptr<S>();
+  S* gxp = need_x ? gx.data_ptr<S>() : nullptr;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t offset = c * kChunk;
+      BackwardKernel(hp.kernel, xp + offset, gp + offset, gxp == nullptr ? nullptr : gxp + offset,
+                     std::min(kChunk, numel - offset), hard, need_thresholds,
+                     partial.data() + c * stride);
+    }
+  });
+  std::vector<double> sums(stride, 0.0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int i = 0; i < stride; ++i) sums[i] += partial[c * stride + i];
+  }
+  // The factors applied once here are those the closed-form gradients share across elements.
+  const double a = alpha.item<double>();
+  const double at = a * temperature;
+  internal::QuantizeGrads grads;
+  grads.x = gx;
+  grads.alpha = torch::full(alpha.sizes(), sums[0], alpha.options());
+  grads.beta = torch::full(beta.sizes(), sums[1] * at, beta.options());
+  if (need_thresholds) {
+    std::vector<double> gt(n);
+    for (int i = 0; i < n; ++i) gt[i] = -at * sums[2 + i];
+    grads.thresholds = torch::tensor(gt, torch::kDouble).to(thresholds.options());
+  }
+  return grads;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The autograd function.
+
+class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& alpha, const torch::Tensor& beta,
+                               const torch::Tensor& levels, const torch::Tensor& thresholds,
+                               double temperature, bool hard) {
+    const torch::Tensor xc = x.contiguous();
+    // Only x and the small parameter tensors are kept; backward recomputes the sigmoids.
+    ctx->save_for_backward({xc, alpha, beta, levels, thresholds});
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["hard"] = hard;
+#ifdef QNET_WITH_CUDA
+    if (xc.is_cuda()) {
+      return internal::QuantizeForwardCuda(xc, alpha, beta, levels, thresholds, temperature, hard);
+    }
+#endif
+    if (xc.scalar_type() == torch::kDouble) {
+      return ForwardCpu<double>(xc, alpha, beta, levels, thresholds, temperature, hard);
+    }
+    return ForwardCpu<float>(xc, alpha, beta, levels, thresholds, temperature, hard);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const double temperature = ctx->saved_data["temperature"].toDouble();
+    const bool hard = ctx->saved_data["hard"].toBool();
+    const bool need_x = ctx->needs_input_grad(0);
+    const bool need_thresholds = ctx->needs_input_grad(4);
+    const torch::Tensor g = grad_outputs[0].to(x.scalar_type()).contiguous();
+    internal::QuantizeGrads grads;
+#ifdef QNET_WITH_CUDA
+    if (x.is_cuda()) {
+      grads = internal::QuantizeBackwardCuda(g, x, saved[1], saved[2], saved[3], saved[4],
+                                             temperature, hard, need_x, need_thresholds);
+    }
+#endif
+    if (!x.is_cuda()) {
+      grads = x.scalar_type() == torch::kDouble
+                  ? BackwardCpu<double>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
+                                        hard, need_x, need_thresholds)
+                  : BackwardCpu<float>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
+                                       hard, need_x, need_thresholds);
+    }
+    return {grads.x,          grads.alpha,     grads.beta,     torch::Tensor(),
+            grads.thresholds, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+void CheckArgs(const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& beta,
+               const torch::Tensor& levels, const torch::Tensor& thresholds, double temperature) {
+  const absl::Status status = ValidateQuantizeArgs(x, alpha, beta, levels, thresholds, temperature);
+  TORCH_CHECK(status.ok(), std::string(status.message()));
+}
+
+}  // namespace
+
+absl::Status ValidateQuantizeArgs(const torch::Tensor& x, const torch::Tensor& alpha,
+                                  const torch::Tensor& beta, const torch::Tensor& levels,
+                                  const torch::Tensor& thresholds, double temperature) {
+  const auto bad = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("quantizer: ", parts...));
+  };
+  if (!x.defined() || !alpha.defined() || !beta.defined() || !levels.defined() ||
+      !thresholds.defined()) {
+    return bad("x, alpha, beta, levels and thresholds must all be defined tensors");
+  }
+  if (!x.is_floating_point())
+    return bad("x must be floating point, got ", std::string(x.dtype().name()));
+  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"alpha", alpha},
+                                {"beta", beta},
+                                {"levels", levels},
+                                {"thresholds", thresholds}}) {
+    if (!t.is_floating_point()) return bad(name, " must be floating point");
+    if (t.device() != x.device() && !t.is_cpu()) {
+      return bad(name, " is on ", t.device().str(), " but x is on ", x.device().str());
+    }
+  }
+  if (alpha.numel() != 1 || beta.numel() != 1) {
+    return bad("alpha and beta must hold one value each, got ", alpha.numel(), " and ",
+               beta.numel());
+  }
+  if (levels.dim() != 1 || levels.numel() < 2 || levels.numel() > kMaxLevels) {
+    return bad("levels must be 1-D with 2 to ", kMaxLevels, " values, got shape ",
+               c10::str(levels.sizes()));
+  }
+  if (thresholds.dim() != 1 || thresholds.numel() != levels.numel() - 1) {
+    return bad("thresholds must be 1-D with ", levels.numel() - 1, " values (levels - 1), got ",
+               thresholds.numel());
+  }
+  if (!std::isfinite(temperature) || temperature <= 0) {
+    return bad("temperature must be finite and > 0, got ", temperature);
+  }
+  return absl::OkStatus();
+}
+
+torch::Tensor Quantize(const torch::Tensor& x, const torch::Tensor& alpha,
+                       const torch::Tensor& beta, const torch::Tensor& levels,
+                       const torch::Tensor& thresholds, double temperature, bool hard) {
+  CheckArgs(x, alpha, beta, levels, thresholds, temperature);
+  const bool fused_dtype = x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble;
+#ifdef QNET_WITH_CUDA
+  const bool fused_device = x.is_cpu() || x.is_cuda();
+#else
+  const bool fused_device = x.is_cpu();
+#endif
+  if (!fused_dtype || !fused_device) {
+    return QuantizeComposite(x, alpha, beta, levels, thresholds, temperature, hard);
+  }
+  return QuantizeFunction::apply(x, alpha, beta, levels, thresholds, temperature, hard);
+}
+
+torch::Tensor QuantizeComposite(const torch::Tensor& x, const torch::Tensor& alpha,
+                                const torch::Tensor& beta, const torch::Tensor& levels,
+                                const torch::Tensor& thresholds, double temperature, bool hard) {
+  CheckArgs(x, alpha, beta, levels, thresholds, temperature);
+  // Everything in x's dtype and device, as the fused kernels compute.
+  const auto opts = x.options();
+  const torch::Tensor a = alpha.to(opts).reshape({});
+  const torch::Tensor b = beta.to(opts).reshape({});
+  const torch::Tensor lv = levels.to(opts);
+  const torch::Tensor th = thresholds.to(opts);
+  const torch::Tensor steps = lv.slice(0, 1) - lv.slice(0, 0, -1);
+  const torch::Tensor bx = (b * x).unsqueeze(-1);
+  const torch::Tensor z = torch::clamp((bx - th) * temperature, -kClampWindow, kClampWindow);
+  const torch::Tensor soft = (torch::sigmoid(z) * steps).sum(-1) + lv[0];
+  if (!hard) return a * soft;
+  // Straight-through: the value is q_j exactly (soft - soft.detach() is 0), the gradient the soft
+  // bracket's; alpha's gradient is q_j.
+  const torch::Tensor j = (bx >= th).sum(-1);
+  const torch::Tensor q = torch::take(lv.detach(), j);
+  return a * (q + (soft - soft.detach()));
+}
+
+}  // namespace qnet::engine

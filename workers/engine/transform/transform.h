@@ -1,0 +1,162 @@
+// The QN model transform: turns a TorchScript classifier (a user's scripted/traced model or a zoo
+// model) into one that trains with Quantization Networks quantizers (docs/METHOD.md).
+//
+// Weights: every Conv2d/Linear submodule (class name ending in "Conv2d"/"Linear", a `weight` of
+// dim 4/2) is quantized, except the first conv and the last linear unless quantize_first_last.
+// Each quantized layer keeps a float latent weight (a leaf that the optimizer updates) and a
+// weight quantizer (learnable alpha, beta; fixed thresholds unless learn_thresholds); every step
+// RefreshWeights() sets the layer's `weight` attribute to Quantize(latent) so autograd reaches the
+// latent and the quantizer parameters.
+//
+// Activations (activation_bits > 0): a QnetActivationQuantizerTraining submodule is registered on
+// the parent of each quantized layer (except the first layer, whose input is the image) and the
+// parent's graph calls it on the layer's input. It runs the fused op through the TorchScript
+// operator qnet::qn_quantize, so training costs one pass per activation instead of an ATen chain.
+// The exported artifact uses plain-ATen quantizers instead (see export.h).
+//
+//   absl::StatusOr<std::unique_ptr<QuantizedModel>> q =
+//       QuantizedModel::Create(float_model.clone(), spec);   // the module is modified in place
+//   (*q)->SetTemperature(10.0);
+//   (*q)->RefreshWeights();                                   // every step, before forward
+//   torch::Tensor logits = (*q)->Forward(images);
+#ifndef QNET_WORKERS_ENGINE_TRANSFORM_TRANSFORM_H_
+#define QNET_WORKERS_ENGINE_TRANSFORM_TRANSFORM_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace qnet::engine {
+
+struct QuantSpec {
+  torch::Tensor weight_levels;      // 1-D sorted levels q_0..q_n
+  torch::Tensor activation_levels;  // undefined: float activations
+  bool quantize_first_last = false;
+  bool learn_thresholds = false;
+};
+
+// One quantized Conv2d/Linear layer.
+struct QuantizedLayer {
+  std::string name;  // qualified submodule name, e.g. "layer1.0.conv1"
+  torch::jit::Module module;
+  torch::Tensor latent;       // float latent weight (leaf, requires grad)
+  torch::Tensor alpha, beta;  // 0-dim learnable leaves
+  torch::Tensor levels;       // 1-D, on the model's device
+  torch::Tensor thresholds;   // 1-D; a learnable leaf only with learn_thresholds
+};
+
+// One activation quantizer submodule; its tensors are the module's own attributes.
+struct ActivationQuantizer {
+  std::string name;   // qualified name of the quantizer submodule
+  std::string layer;  // the quantized layer whose input it quantizes
+  torch::jit::Module module;
+  torch::Tensor alpha, beta, levels, thresholds;
+};
+
+// A layer found by FindQuantizableLayers.
+struct LayerRef {
+  std::string name;
+  torch::jit::Module module;
+  bool is_conv = false;
+  bool quantize = false;  // false for the first conv / last linear unless quantize_first_last
+};
+
+// Conv2d/Linear submodules in registration order (which is forward order for the models we see).
+std::vector<LayerRef> FindQuantizableLayers(const torch::jit::Module& model,
+                                            bool quantize_first_last);
+
+// The submodule at a dotted path ("" is the root); NotFound otherwise.
+absl::StatusOr<torch::jit::Module> SubmoduleAt(const torch::jit::Module& root,
+                                               const std::string& path);
+
+// Activation-quantizer submodule of `flavour`:
+//   kTraining: forward calls qnet::qn_quantize (fused autograd op) and can record its input for
+//              calibration; attributes alpha, beta (parameters), levels, thresholds (buffers),
+//              temperature, hard, enabled, calibrating, observed.
+//   kExport:   "QnetActivationQuantizer", plain ATen only (loads in stock PyTorch); attributes
+//              alpha, beta, levels, thresholds, temperature, hard.
+enum class QuantizerFlavour { kTraining, kExport };
+
+// Inserts activation quantizer modules in front of the named layers. `make_quantizer(layer)`
+// gives the module to register for a layer (defined by the caller). Returns the qualified names of
+// the quantizers, one per layer found called through prim::CallMethod in its parent; layers whose
+// call could not be found (e.g. inlined graphs) get "" (left unquantized).
+absl::StatusOr<std::vector<std::string>> InsertActivationQuantizers(
+    torch::jit::Module& model, const std::vector<std::string>& layers,
+    const std::function<torch::jit::Module(const std::string& layer)>& make_quantizer);
+
+// A fresh, unregistered quantizer module of the given flavour (levels/thresholds as given).
+torch::jit::Module MakeActivationQuantizerModule(QuantizerFlavour flavour,
+                                                 const torch::Tensor& levels,
+                                                 const torch::Tensor& thresholds, double alpha,
+                                                 double beta);
+
+class QuantizedModel {
+ public:
+  // Transforms `model` in place (pass a clone whose graphs have not run yet: a method's graph
+  // executor caches its plan on the first call). Initialises the weight quantizers from the
+  // current weights (levels.h); activation quantizers start at range 1 until Calibrate.
+  static absl::StatusOr<std::unique_ptr<QuantizedModel>> Create(torch::jit::Module model,
+                                                                const QuantSpec& spec);
+
+  torch::jit::Module& module() { return model_; }
+  std::vector<QuantizedLayer>& layers() { return layers_; }
+  std::vector<ActivationQuantizer>& activation_quantizers() { return act_; }
+  const QuantSpec& spec() const { return spec_; }
+
+  // Parameters of the underlying module that the optimizer trains besides latents and quantizer
+  // parameters: biases, batch-norm affine, unquantized layers' weights. Excludes quantized
+  // layers' `weight` (overwritten each step) and the quantizers' own attributes.
+  std::vector<torch::Tensor> OtherParameters() const;
+  std::vector<torch::Tensor> LatentWeights() const;
+  std::vector<torch::Tensor> WeightQuantizerParameters() const;      // alpha, beta (+thresholds)
+  std::vector<torch::Tensor> ActivationQuantizerParameters() const;  // alpha, beta
+
+  // The soft functions' temperatures: weight quantizers use weight_t, activation quantizers
+  // activation_t (the trainer gives each its own schedule).
+  void SetTemperature(double weight_t, double activation_t);
+  void SetTemperature(double t) { SetTemperature(t, t); }
+  double weight_temperature() const { return weight_temperature_; }
+  double activation_temperature() const { return activation_temperature_; }
+  // Hard: unit steps (inference); soft: sigmoids at the temperature. Either way the backward is
+  // the soft function's gradient (quantizer.h), so a hard activation quantizer still trains.
+  void SetHard(bool weights_hard, bool activations_hard);
+  void SetHard(bool hard) { SetHard(hard, hard); }
+  void SetActivationsEnabled(bool enabled);
+  // Sets every quantized layer's weight from its latent (soft or hard per SetHard). Call after
+  // each optimizer step (and under NoGradGuard for evaluation).
+  void RefreshWeights();
+  // Hard weight codes j (int64, latent's shape): alpha * levels[j] is the hard weight.
+  torch::Tensor HardCodes(const QuantizedLayer& layer) const;
+
+  // Activation calibration: enable recording, run forwards, then Observe each quantizer's input.
+  void SetCalibrating(bool on);
+  std::vector<torch::Tensor> ObservedActivations() const;  // one per activation quantizer
+  // Sets an activation quantizer's alpha/beta/thresholds (from levels.h's initialisation).
+  void SetActivationQuantizer(size_t index, double alpha, double beta,
+                              const torch::Tensor& thresholds);
+
+  torch::Tensor Forward(const torch::Tensor& x);
+
+ private:
+  QuantizedModel(torch::jit::Module model, QuantSpec spec)
+      : model_(std::move(model)), spec_(std::move(spec)) {}
+
+  torch::jit::Module model_;
+  QuantSpec spec_;
+  std::vector<QuantizedLayer> layers_;
+  std::vector<ActivationQuantizer> act_;
+  double weight_temperature_ = 1.0;
+  double activation_temperature_ = 1.0;
+  bool weights_hard_ = false;
+};
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_TRANSFORM_TRANSFORM_H_
