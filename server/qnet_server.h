@@ -17,37 +17,25 @@
 //   absl::StatusOr<std::unique_ptr<QnetServer>> server = QnetServer::Start(options);
 //   std::cout << (*server)->grpc_address();  // "127.0.0.1:43117"
 //   (*server)->Shutdown(absl::Seconds(10));
+//
+// This header is the whole public interface; the implementation (server/app/qnet_server_impl.h)
+// and the components under server/ stay out of its includes. Tests that need the scheduler or
+// the store start a QnetServerImpl instead.
 #ifndef QNET_SERVER_QNET_SERVER_H_
 #define QNET_SERVER_QNET_SERVER_H_
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
-
-#include <grpcpp/server.h>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/blob_service.h"
-#include "server/blob_store.h"
-#include "server/clock.h"
-#include "server/dataset_registry.h"
-#include "server/http_server.h"
-#include "server/job_service.h"
-#include "server/job_store.h"
-#include "server/job_validator.h"
-#include "server/metrics_registry.h"
-#include "server/scheduler.h"
-#include "server/web_api.h"
-#include "server/worker_service.h"
-#include "server/worker_supervisor.h"
 
 namespace qnet::server {
+
+class Clock;
+class JobStore;
 
 struct QnetServerOptions {
   std::string listen = "0.0.0.0:50051";      // gRPC, HOST:PORT (port 0 = any free port)
@@ -77,54 +65,17 @@ struct QnetServerOptions {
 
 class QnetServer {
  public:
+  // A serving qnetd, or why it could not start (nothing is left running then).
   static absl::StatusOr<std::unique_ptr<QnetServer>> Start(const QnetServerOptions& options);
-  ~QnetServer();  // Shutdown() with the default grace
-  QnetServer(const QnetServer&) = delete;
-  QnetServer& operator=(const QnetServer&) = delete;
+  virtual ~QnetServer() = default;  // the implementation shuts down with the default grace
 
   // "HOST:PORT" as listened on, with the real port.
-  const std::string& grpc_address() const { return grpc_address_; }
-  std::string http_address() const { return http_ != nullptr ? http_->address() : ""; }
-  bool serving() const { return !draining_.load(); }
+  virtual const std::string& grpc_address() const = 0;
+  // "" without an HTTP server.
+  virtual std::string http_address() const = 0;
+  virtual bool serving() const = 0;
 
-  void Shutdown(absl::Duration grace = absl::Seconds(10));
-
-  Scheduler& scheduler() { return *scheduler_; }
-  MetricsRegistry& metrics() { return *metrics_; }
-  const BlobStore& blobs() const { return *blobs_; }
-  JobStore& store() { return *store_; }
-
- private:
-  explicit QnetServer(const QnetServerOptions& options);
-  absl::Status Init();
-  void ReapLeases();
-
-  const QnetServerOptions options_;
-  int lock_fd_ = -1;
-  SystemClock system_clock_;
-  std::unique_ptr<MetricsRegistry> metrics_;
-  std::unique_ptr<BlobStore> blobs_;
-  DatasetRegistry datasets_;
-  std::unique_ptr<JobStore> owned_store_;  // null when options.store was given
-  JobStore* store_ = nullptr;
-  std::unique_ptr<Scheduler> scheduler_;
-  std::unique_ptr<JobValidator> validator_;
-  std::unique_ptr<JobServiceImpl> job_service_;
-  std::unique_ptr<BlobServiceImpl> blob_service_;
-  std::unique_ptr<WorkerServiceImpl> worker_service_;
-  std::unique_ptr<grpc::Server> grpc_server_;
-  std::string grpc_address_;
-  std::unique_ptr<WebApi> web_api_;
-  std::unique_ptr<HttpServer> http_;
-  std::unique_ptr<WorkerSupervisor> workers_;
-
-  std::atomic<bool> draining_{false};
-  std::mutex reaper_mu_;
-  std::condition_variable reaper_cv_;
-  bool reaper_stop_ = false;
-  std::thread reaper_;
-  std::mutex shutdown_mu_;
-  bool shut_down_ = false;
+  virtual void Shutdown(absl::Duration grace = absl::Seconds(10)) = 0;
 };
 
 // The version qnetd reports (qnet_build_info, dashboard).

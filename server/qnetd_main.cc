@@ -19,8 +19,8 @@
 #include "absl/strings/str_join.h"
 #include "common/token_file.h"
 #include "datasets/dataset_format.h"
-#include "server/job_store_registry.h"
 #include "server/qnet_server.h"
+#include "server/store/job_store_registry.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -39,8 +39,8 @@ int main(int argc, char** argv) {
   app.add_option("--store", options.store_uri,
                  absl::StrCat("job store URI (default sqlite://DATA_DIR/jobs.db); schemes: ",
                               absl::StrJoin(qnet::server::JobStoreSchemes(), ", ",
-                                            [](std::string* out, const auto& s) {
-                                              absl::StrAppend(out, s.example);
+                                            [](std::string* out, const auto& entry) {
+                                              absl::StrAppend(out, entry.second.example);
                                             })));
   app.add_option("--local-workers", options.local_workers,
                  "qnet-worker processes to run next to the server")

@@ -33,8 +33,8 @@
 #include "qnet/bench/server_echo.grpc.pb.h"
 #include "qnet/v1/job.grpc.pb.h"
 #include "qnet/v1/worker.grpc.pb.h"
-#include "server/qnet_server.h"
-#include "server/sqlite_job_store.h"
+#include "server/app/qnet_server_impl.h"
+#include "server/store/sqlite_job_store.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -147,7 +147,7 @@ void MakeFakeIdx(const std::string& dir) {
   }
 }
 
-std::unique_ptr<qnet::server::QnetServer> StartServer(const std::string& root, int max_queued) {
+std::unique_ptr<qnet::server::QnetServerImpl> StartServer(const std::string& root, int max_queued) {
   MakeFakeIdx(root + "/bench-dataset");
   qnet::server::QnetServerOptions o;
   o.listen = "127.0.0.1:0";
@@ -156,7 +156,7 @@ std::unique_ptr<qnet::server::QnetServer> StartServer(const std::string& root, i
   o.default_dataset_dir = "";
   o.datasets = {"bench=idx:" + root + "/bench-dataset"};
   o.max_queued = max_queued;
-  auto server = qnet::server::QnetServer::Start(o);
+  auto server = qnet::server::QnetServerImpl::Start(o);
   if (!server.ok()) {
     std::fprintf(stderr, "cannot start qnetd: %s\n",
                  std::string(server.status().message()).c_str());
@@ -197,7 +197,7 @@ struct DepthResult {
 // One in-process qnetd over a store prefilled with `depth` queued jobs.
 struct DepthServer {
   std::string root;
-  std::unique_ptr<qnet::server::QnetServer> server;
+  std::unique_ptr<qnet::server::QnetServerImpl> server;
   std::unique_ptr<qnet::v1::JobService::Stub> jobs;
   std::unique_ptr<qnet::v1::WorkerService::Stub> workers;
   DepthResult result;
@@ -299,7 +299,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
 
   std::string root;
-  std::unique_ptr<qnet::server::QnetServer> server;
+  std::unique_ptr<qnet::server::QnetServerImpl> server;
   std::string address = flags.server;
   if (address.empty()) {
     root = (std::filesystem::temp_directory_path() / absl::StrCat("qnet-loadgen-", ::getpid()))

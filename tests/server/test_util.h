@@ -17,7 +17,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/clock.h"
+#include "server/scheduling/clock.h"
 
 namespace qnet::server::testing {
 

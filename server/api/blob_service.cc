@@ -1,0 +1,81 @@
+#include "server/api/blob_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/api/grpc_status.h"
+#include "spdlog/spdlog.h"
+
+namespace qnet::server {
+
+BlobServiceImpl::BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics)
+    : store_(store), metrics_(metrics) {}
+
+grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
+                                     grpc::ServerReader<qnet::v1::UploadRequest>* reader,
+                                     qnet::v1::UploadResponse* response) {
+  qnet::v1::UploadRequest msg;
+  if (!reader->Read(&msg)) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "empty upload: send the header first"};
+  }
+  if (!msg.has_header()) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "the first upload message must be the header (size_bytes, digest, kind)"};
+  }
+  const qnet::v1::UploadHeader header = msg.header();
+  absl::StatusOr<std::unique_ptr<BlobStore::Upload>> upload =
+      store_->StartUpload(header.size_bytes(), header.digest());
+  if (!upload.ok()) return ToGrpcStatus(upload.status());
+  while (reader->Read(&msg)) {
+    if (msg.has_header()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT,
+              "a second header in one upload; upload discarded"};
+    }
+    if (absl::Status s = (*upload)->Append(msg.chunk()); !s.ok()) return ToGrpcStatus(s);
+    metrics_->BlobBytes(MetricsRegistry::BlobDirection::kUpload,
+                        static_cast<int64_t>(msg.chunk().size()));
+  }
+  if (context->IsCancelled()) {
+    return {grpc::StatusCode::CANCELLED, "upload cancelled by the client; discarded"};
+  }
+  absl::StatusOr<BlobInfo> blob = (*upload)->Commit();
+  if (!blob.ok()) return ToGrpcStatus(blob.status());
+  spdlog::debug("stored {} blob {} ({} bytes)", header.kind(), blob->digest, blob->size_bytes);
+  response->set_digest(blob->digest);
+  response->set_size_bytes(blob->size_bytes);
+  return grpc::Status::OK;
+}
+
+grpc::Status BlobServiceImpl::Download(grpc::ServerContext* context,
+                                       const qnet::v1::DownloadRequest* request,
+                                       grpc::ServerWriter<qnet::v1::DownloadChunk>* writer) {
+  absl::StatusOr<std::unique_ptr<BlobStore::Reader>> reader =
+      store_->OpenReader(request->digest(), request->offset());
+  if (!reader.ok()) return ToGrpcStatus(reader.status());
+  bool sent = false;
+  while (true) {
+    if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "download cancelled"};
+    qnet::v1::DownloadChunk chunk;
+    chunk.set_offset((*reader)->offset());
+    chunk.set_total_size((*reader)->size());
+    absl::StatusOr<std::string> data = (*reader)->Read(kDownloadChunkBytes);
+    if (!data.ok()) return ToGrpcStatus(data.status());
+    if (data->empty() && sent) break;  // an empty blob (or offset == size) still gets one chunk
+    const int64_t n = static_cast<int64_t>(data->size());
+    chunk.set_data(*std::move(data));
+    if (!writer->Write(chunk)) return {grpc::StatusCode::CANCELLED, "client went away"};
+    metrics_->BlobBytes(MetricsRegistry::BlobDirection::kDownload, n);
+    sent = true;
+    if (n == 0) break;
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status BlobServiceImpl::StatBlob(grpc::ServerContext*,
+                                       const qnet::v1::StatBlobRequest* request,
+                                       qnet::v1::StatBlobResponse* response) {
+  absl::StatusOr<int64_t> size = store_->Stat(request->digest());
+  if (!size.ok()) return ToGrpcStatus(size.status());
+  response->set_size_bytes(*size);
+  return grpc::Status::OK;
+}
+
+}  // namespace qnet::server

@@ -1,0 +1,122 @@
+#include "server/api/job_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/job/catalog.h"
+#include "common/job/job_spec.h"
+#include "datasets/dataset_format.h"
+#include "server/api/grpc_status.h"
+#include "server/scheduling/page_token.h"
+
+namespace qnet::server {
+namespace {
+
+grpc::Status RequireId(const std::string& id) {
+  if (id.empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "job id is required"};
+  if (id.size() > 128) return {grpc::StatusCode::INVALID_ARGUMENT, "job id is too long"};
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+JobServiceImpl::JobServiceImpl(Scheduler* scheduler, const JobValidator* validator,
+                               const DatasetRegistry* datasets)
+    : scheduler_(scheduler), validator_(validator), datasets_(datasets) {}
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+                                       const qnet::v1::SubmitJobRequest* request,
+                                       qnet::v1::Job* response) {
+  if (absl::Status s = job::ValidateRequestId(request->request_id()); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  if (absl::Status s = validator_->Validate(request->spec()); !s.ok()) return ToGrpcStatus(s);
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Submit(request->spec(), request->request_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const qnet::v1::GetJobRequest* request,
+                                    qnet::v1::Job* response) {
+  if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+                                      const qnet::v1::ListJobsRequest* request,
+                                      qnet::v1::ListJobsResponse* response) {
+  if (!qnet::v1::JobState_IsValid(request->state())) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "state is not a JobState"};
+  }
+  if (request->page_size() < 0) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "page_size must not be negative"};
+  }
+  const int page_size =
+      request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
+  absl::StatusOr<int64_t> before_seq = DecodePageToken(request->page_token(), request->state());
+  if (!before_seq.ok()) return ToGrpcStatus(before_seq.status());
+  absl::StatusOr<JobList> list = scheduler_->List(request->state(), *before_seq, page_size);
+  if (!list.ok()) return ToGrpcStatus(list.status());
+  for (qnet::v1::Job& job : list->jobs) *response->add_jobs() = std::move(job);
+  response->set_next_page_token(EncodePageToken(request->state(), list->next_before_seq));
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
+                                      const qnet::v1::WatchJobRequest* request,
+                                      grpc::ServerWriter<qnet::v1::Job>* writer) {
+  if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  uint64_t seen = 0;
+  while (true) {
+    if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "watch cancelled by client"};
+    absl::StatusOr<JobSnapshot> snap =
+        scheduler_->WaitForChange(request->id(), seen, absl::Now() + absl::Seconds(1));
+    if (!snap.ok()) return ToGrpcStatus(snap.status());
+    const qnet::v1::JobState state = snap->job.state();
+    if (snap->version != seen) {
+      seen = snap->version;
+      if (!writer->Write(snap->job)) {
+        return {grpc::StatusCode::CANCELLED, "client went away"};
+      }
+    }
+    if (state == qnet::v1::SUCCEEDED || state == qnet::v1::FAILED || state == qnet::v1::CANCELLED) {
+      return grpc::Status::OK;
+    }
+  }
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+                                       const qnet::v1::CancelJobRequest* request,
+                                       qnet::v1::Job* response) {
+  if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Cancel(request->id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext*,
+                                          const qnet::v1::ListDatasetsRequest*,
+                                          qnet::v1::ListDatasetsResponse* response) {
+  for (const qnet::v1::Dataset& d : datasets_->List()) *response->add_datasets() = d;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListModels(grpc::ServerContext*, const qnet::v1::ListModelsRequest*,
+                                        qnet::v1::ListModelsResponse* response) {
+  for (const qnet::v1::Model& m : job::ZooModels()) *response->add_models() = m;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetCapabilities(grpc::ServerContext*,
+                                             const qnet::v1::GetCapabilitiesRequest*,
+                                             qnet::v1::Capabilities* response) {
+  *response = job::Capabilities(datasets::DatasetFormatNames());
+  return grpc::Status::OK;
+}
+
+}  // namespace qnet::server

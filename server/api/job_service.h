@@ -1,0 +1,54 @@
+// JobServiceImpl: the public job API (qnet.v1.JobService) over the Scheduler: validates specs
+// (JobValidator), submits idempotently by request_id, reads, pages, watches and cancels jobs, and
+// lists the datasets and zoo models this server offers.
+//
+//   JobServiceImpl jobs(&scheduler, &validator, &datasets);
+//   grpc::ServerBuilder builder;
+//   builder.RegisterService(&jobs);
+#ifndef QNET_SERVER_API_JOB_SERVICE_H_
+#define QNET_SERVER_API_JOB_SERVICE_H_
+
+#include "qnet/v1/job.grpc.pb.h"
+#include "server/api/job_validator.h"
+#include "server/datasets/dataset_registry.h"
+#include "server/scheduling/scheduler.h"
+
+namespace qnet::server {
+
+class JobServiceImpl final : public qnet::v1::JobService::Service {
+ public:
+  static constexpr int kDefaultPageSize = 50;
+  static constexpr int kMaxPageSize = 500;
+
+  // All must outlive the service.
+  JobServiceImpl(Scheduler* scheduler, const JobValidator* validator,
+                 const DatasetRegistry* datasets);
+
+  grpc::Status SubmitJob(grpc::ServerContext* context, const qnet::v1::SubmitJobRequest* request,
+                         qnet::v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const qnet::v1::GetJobRequest* request,
+                      qnet::v1::Job* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context, const qnet::v1::ListJobsRequest* request,
+                        qnet::v1::ListJobsResponse* response) override;
+  grpc::Status WatchJob(grpc::ServerContext* context, const qnet::v1::WatchJobRequest* request,
+                        grpc::ServerWriter<qnet::v1::Job>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const qnet::v1::CancelJobRequest* request,
+                         qnet::v1::Job* response) override;
+  grpc::Status ListDatasets(grpc::ServerContext* context,
+                            const qnet::v1::ListDatasetsRequest* request,
+                            qnet::v1::ListDatasetsResponse* response) override;
+  grpc::Status ListModels(grpc::ServerContext* context, const qnet::v1::ListModelsRequest* request,
+                          qnet::v1::ListModelsResponse* response) override;
+  grpc::Status GetCapabilities(grpc::ServerContext* context,
+                               const qnet::v1::GetCapabilitiesRequest* request,
+                               qnet::v1::Capabilities* response) override;
+
+ private:
+  Scheduler* const scheduler_;
+  const JobValidator* const validator_;
+  const DatasetRegistry* const datasets_;
+};
+
+}  // namespace qnet::server
+
+#endif  // QNET_SERVER_API_JOB_SERVICE_H_

@@ -1,0 +1,93 @@
+#include "server/api/job_validator.h"
+
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/digest.h"
+#include "common/job/job_spec.h"
+#include "server/blobs/torchscript_archive.h"
+
+namespace qnet::server {
+namespace {
+
+// Clips what a client sent before quoting it back.
+std::string Quote(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (s.size() > 80) out += "...";
+  return out + "\"";
+}
+
+}  // namespace
+
+JobValidator::JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs)
+    : datasets_(datasets), blobs_(blobs) {}
+
+void JobValidator::CheckModelBlob(const std::string& digest,
+                                  std::vector<std::string>* errors) const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (checked_models_.contains(digest)) return;
+  }
+  absl::StatusOr<int64_t> size = blobs_->Stat(digest);
+  if (!size.ok()) {
+    errors->push_back(
+        absl::IsNotFound(size.status())
+            ? absl::StrCat("model blob ", digest,
+                           " not uploaded; upload the TorchScript file with BlobService.Upload "
+                           "(qnet upload) first")
+            : absl::StrCat("model blob ", digest, ": ", size.status().message()));
+    return;
+  }
+  if (absl::Status s = CheckTorchScriptArchive(blobs_->PathOf(digest)); !s.ok()) {
+    errors->push_back(absl::StrCat("model blob ", digest, " is ", s.message(),
+                                   "; save it with torch.jit.save(torch.jit.script(model), path)"));
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  checked_models_.insert(digest);
+}
+
+void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
+                                std::vector<std::string>* errors) const {
+  const std::string known =
+      datasets_->empty() ? std::string("none configured (server flag --dataset NAME=FORMAT:DIR)")
+                         : datasets_->Names();
+  if (spec.dataset().empty()) {
+    errors->push_back(absl::StrCat("known datasets: ", known));
+    return;
+  }
+  if (!DatasetRegistry::IsValidName(spec.dataset())) {
+    errors->push_back(absl::StrCat("dataset ", Quote(spec.dataset()),
+                                   " is not a dataset name (names only, never paths); known "
+                                   "datasets: ",
+                                   known));
+    return;
+  }
+  const DatasetEntry* d = datasets_->Find(spec.dataset());
+  if (d == nullptr) {
+    errors->push_back(
+        absl::StrCat("unknown dataset ", Quote(spec.dataset()), "; known datasets: ", known));
+    return;
+  }
+  const int channels = spec.input_normalization().mean_size();
+  if (channels != 0 && channels == spec.input_normalization().std_size() &&
+      channels != d->info.channels()) {
+    errors->push_back(absl::StrCat("input_normalization gives ", channels,
+                                   " value(s) per list but dataset ", Quote(spec.dataset()),
+                                   " has ", d->info.channels(), " channel(s)"));
+  }
+}
+
+absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
+  std::vector<std::string> errors = job::JobSpecProblems(spec, {});
+  if (absl::StartsWith(spec.model(), "sha256:") && IsValidDigest(spec.model())) {
+    CheckModelBlob(spec.model(), &errors);
+  }
+  CheckDataset(spec, &errors);
+  return job::ProblemsToStatus(std::move(errors));
+}
+
+}  // namespace qnet::server

@@ -1,0 +1,47 @@
+// WorkerServiceImpl: the worker protocol (qnet.v1.WorkerService) over the Scheduler: long-poll
+// AcquireLease (with the job's dataset as downloadable blobs), Heartbeat (progress, checkpoint;
+// answers cancel_requested and the new expiry), CompleteLease and FailLease. Stale or unknown
+// lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
+// With a worker token, every call must carry "authorization: Bearer TOKEN": none gets
+// UNAUTHENTICATED, another token PERMISSION_DENIED.
+//
+//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store, /*worker_token=*/"");
+//   builder.RegisterService(&workers);
+#ifndef QNET_SERVER_API_WORKER_SERVICE_H_
+#define QNET_SERVER_API_WORKER_SERVICE_H_
+
+#include <string>
+
+#include "qnet/v1/worker.grpc.pb.h"
+#include "server/blobs/blob_store.h"
+#include "server/datasets/dataset_registry.h"
+#include "server/scheduling/scheduler.h"
+
+namespace qnet::server {
+
+class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets, const BlobStore* blobs,
+                    std::string worker_token);
+
+  grpc::Status AcquireLease(grpc::ServerContext* context,
+                            const qnet::v1::AcquireLeaseRequest* request,
+                            qnet::v1::AcquireLeaseResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const qnet::v1::HeartbeatRequest* request,
+                         qnet::v1::HeartbeatResponse* response) override;
+  grpc::Status CompleteLease(grpc::ServerContext* context,
+                             const qnet::v1::CompleteLeaseRequest* request,
+                             qnet::v1::CompleteLeaseResponse* response) override;
+  grpc::Status FailLease(grpc::ServerContext* context, const qnet::v1::FailLeaseRequest* request,
+                         qnet::v1::FailLeaseResponse* response) override;
+
+ private:
+  Scheduler* const scheduler_;
+  const DatasetRegistry* const datasets_;
+  const BlobStore* const blobs_;
+  const std::string worker_token_;  // "" = no authentication
+};
+
+}  // namespace qnet::server
+
+#endif  // QNET_SERVER_API_WORKER_SERVICE_H_

@@ -1,0 +1,248 @@
+#include "server/app/qnet_server_impl.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <system_error>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/metrics/grpc_metrics_interceptor.h"
+#include "server/store/job_store_registry.h"
+#include "spdlog/spdlog.h"
+
+#ifndef QNET_VERSION
+#define QNET_VERSION "0.0.0"
+#endif
+
+namespace qnet::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kMaxMessageBytes = 16 << 20;  // upload chunks are <= 1 MiB; room to spare
+
+// Where local workers should connect: a wildcard listen address means "this machine".
+std::string ConnectAddress(const std::string& grpc_address) {
+  absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(grpc_address);
+  if (!hp.ok()) return grpc_address;
+  if (hp->first == "0.0.0.0" || hp->first == "[::]" || hp->first == "::" || hp->first.empty()) {
+    return absl::StrCat("127.0.0.1:", hp->second);
+  }
+  return grpc_address;
+}
+
+}  // namespace
+
+const char* QnetVersion() { return QNET_VERSION; }
+
+absl::StatusOr<std::unique_ptr<QnetServer>> QnetServer::Start(const QnetServerOptions& options) {
+  return QnetServerImpl::Start(options);
+}
+
+QnetServerImpl::QnetServerImpl(const QnetServerOptions& options) : options_(options) {}
+
+absl::StatusOr<std::unique_ptr<QnetServerImpl>> QnetServerImpl::Start(
+    const QnetServerOptions& options) {
+  std::unique_ptr<QnetServerImpl> server(new QnetServerImpl(options));
+  if (absl::Status s = server->Init(); !s.ok()) {
+    server->Shutdown(absl::ZeroDuration());
+    return s;
+  }
+  return server;
+}
+
+absl::Status QnetServerImpl::Init() {
+  const QnetServerOptions& o = options_;
+  if (o.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
+  if (o.lease_seconds < 1) return absl::InvalidArgumentError("--lease-seconds must be >= 1");
+  if (o.max_attempts < 1) return absl::InvalidArgumentError("--max-attempts must be >= 1");
+  if (o.max_queued < 1) return absl::InvalidArgumentError("--max-queued must be >= 1");
+  if (o.max_blob_bytes < 1) return absl::InvalidArgumentError("--max-blob-bytes must be >= 1");
+  if (o.local_workers < 0) return absl::InvalidArgumentError("--local-workers must be >= 0");
+
+  std::error_code ec;
+  fs::create_directories(o.data_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create --data-dir ", o.data_dir, ": ", ec.message()));
+  }
+  // One qnetd per data folder: two schedulers over one store would hand out the same jobs.
+  const std::string lock_path = o.data_dir + "/qnetd.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("another qnetd is using --data-dir ",
+                                                      o.data_dir, " (", lock_path, " is locked)"));
+  }
+
+  std::string worker_binary;
+  if (o.local_workers > 0) {
+    absl::StatusOr<std::string> found = WorkerSupervisor::FindWorkerBinary(o.worker_binary);
+    if (!found.ok()) return found.status();
+    worker_binary = *found;
+  }
+
+  // Before the slower steps (dataset import), so a mistyped --store fails at once.
+  if (o.store != nullptr) {
+    store_ = o.store;
+  } else {
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        OpenJobStore(o.store_uri.empty() ? DefaultJobStoreUri(o.data_dir) : o.store_uri);
+    if (!store.ok()) {
+      if (o.store_uri.empty()) return store.status();
+      return absl::Status(store.status().code(),
+                          absl::StrCat("--store: ", store.status().message()));
+    }
+    owned_store_ = *std::move(store);
+    store_ = owned_store_.get();
+  }
+
+  metrics_ = std::make_unique<MetricsRegistry>(QnetVersion());
+
+  absl::StatusOr<std::unique_ptr<BlobStore>> blobs =
+      BlobStore::Open(o.data_dir + "/blobs", o.max_blob_bytes);
+  if (!blobs.ok()) return blobs.status();
+  blobs_ = *std::move(blobs);
+
+  if (!o.default_dataset_dir.empty() && fs::is_directory(o.default_dataset_dir, ec)) {
+    if (absl::Status s = datasets_.Add("fashion-mnist", "idx", o.default_dataset_dir); !s.ok()) {
+      return s;
+    }
+  }
+  for (const std::string& flag : o.datasets) {
+    absl::StatusOr<DatasetRegistry::Flag> f = DatasetRegistry::ParseFlag(flag);
+    if (!f.ok()) return f.status();
+    if (absl::Status s = datasets_.Add(f->name, f->format, f->dir); !s.ok()) return s;
+  }
+  if (absl::Status s = datasets_.ImportFiles(*blobs_, o.data_dir + "/dataset-digests.json");
+      !s.ok()) {
+    return s;
+  }
+
+  SchedulerOptions sched;
+  sched.lease_duration = absl::Seconds(o.lease_seconds);
+  sched.max_attempts = o.max_attempts;
+  sched.max_queued = o.max_queued;
+  sched.max_wait = absl::Seconds(std::max(0, o.max_wait_seconds));
+  scheduler_ = std::make_unique<Scheduler>(store_, o.clock != nullptr ? o.clock : &system_clock_,
+                                           sched, metrics_.get());
+  if (absl::Status s = scheduler_->Recover(); !s.ok()) return s;
+
+  validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
+  job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_);
+  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get());
+  worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
+                                                        o.worker_token);
+  metrics_->SetCollectHook([this] {
+    SchedulerStats stats = scheduler_->Stats();
+    metrics_->SetJobCounts(stats.jobs);
+    metrics_->SetWorkers(stats.workers_busy, stats.workers_idle);
+  });
+
+  absl::StatusOr<std::pair<std::string, int>> grpc_hp = SplitHostPort(o.listen);
+  if (!grpc_hp.ok()) return grpc_hp.status();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(job_service_.get());
+  builder.RegisterService(blob_service_.get());
+  builder.RegisterService(worker_service_.get());
+  // Handlers block (durable writes, long-polls); keep enough polling threads that gRPC does not
+  // create and destroy a thread per call under load.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 2);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || port == 0) {
+    grpc_server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", o.listen, " (address in use or invalid?)"));
+  }
+  grpc_address_ = absl::StrCat(grpc_hp->first, ":", port);
+  grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+
+  if (!o.http_listen.empty()) {
+    web_api_ = std::make_unique<WebApi>(
+        scheduler_.get(), metrics_.get(), [this] { return serving(); }, o.chartjs_path,
+        QnetVersion());
+    absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(
+        o.http_listen, [api = web_api_.get()](const HttpRequest& r) { return api->Handle(r); });
+    if (!http.ok()) return http.status();
+    http_ = *std::move(http);
+  }
+
+  reaper_ = std::thread([this] { ReapLeases(); });
+
+  if (o.local_workers > 0) {
+    WorkerSupervisorOptions w;
+    w.binary = worker_binary;
+    w.server_address = ConnectAddress(grpc_address_);
+    w.data_dir = o.data_dir;
+    w.count = o.local_workers;
+    w.worker_token = o.worker_token;
+    workers_ = std::make_unique<WorkerSupervisor>(std::move(w));
+    workers_->Start();
+  }
+  spdlog::info("qnetd {} serving gRPC on {}{}{}; data in {}", QnetVersion(), grpc_address_,
+               http_ != nullptr ? ", HTTP on " : "", http_address(), o.data_dir);
+  return absl::OkStatus();
+}
+
+void QnetServerImpl::ReapLeases() {
+  std::unique_lock<std::mutex> lock(reaper_mu_);
+  while (!reaper_stop_) {
+    lock.unlock();
+    const int n = scheduler_->ExpireLeases();
+    if (n > 0) spdlog::info("{} lease(s) expired", n);
+    lock.lock();
+    reaper_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return reaper_stop_; });
+  }
+}
+
+void QnetServerImpl::Shutdown(absl::Duration grace) {
+  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  draining_ = true;
+  spdlog::info("draining: no new jobs or leases; waiting up to {} for running calls",
+               absl::FormatDuration(grace));
+  if (grpc_server_ != nullptr) grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  if (scheduler_ != nullptr) scheduler_->Shutdown();  // wakes long-polls and watches
+  if (workers_ != nullptr) workers_->Stop(grace);     // they may still report while stopping
+  if (grpc_server_ != nullptr) {
+    grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+    grpc_server_->Wait();
+    spdlog::debug("gRPC server stopped");
+  }
+  {
+    std::lock_guard<std::mutex> reaper_lock(reaper_mu_);
+    reaper_stop_ = true;
+  }
+  reaper_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  spdlog::debug("lease reaper stopped");
+  if (http_ != nullptr) http_->Stop();
+  spdlog::debug("HTTP server stopped");
+  if (store_ != nullptr) store_->Close();
+  if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+  spdlog::info("qnetd stopped cleanly");
+}
+
+QnetServerImpl::~QnetServerImpl() { Shutdown(); }
+
+}  // namespace qnet::server

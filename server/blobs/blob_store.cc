@@ -1,0 +1,264 @@
+#include "server/blobs/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "spdlog/spdlog.h"
+
+namespace qnet::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status ErrnoError(absl::string_view what, const std::string& path) {
+  const int err = errno;
+  std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open directory", dir);
+  absl::Status s = ::fsync(fd) == 0 ? absl::OkStatus() : ErrnoError("fsync directory", dir);
+  ::close(fd);
+  return s;
+}
+
+}  // namespace
+
+absl::Status CheckDigest(absl::string_view digest, absl::string_view what) {
+  if (IsValidDigest(std::string_view(digest.data(), digest.size()))) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, " \"", digest.substr(0, 80), "\" is not a digest: expected sha256:<64 lowercase hex>"));
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& root,
+                                                           int64_t max_blob_bytes) {
+  std::error_code ec;
+  for (const char* sub : {"sha256", "tmp"}) {
+    fs::create_directories(fs::path(root) / sub, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create blob folder ", root, "/", sub, ": ", ec.message()));
+    }
+  }
+  // Partial uploads of a previous run (crash, kill -9) are garbage now.
+  for (const auto& entry : fs::directory_iterator(fs::path(root) / "tmp", ec)) {
+    std::error_code rm_ec;
+    fs::remove(entry.path(), rm_ec);
+  }
+  return std::unique_ptr<BlobStore>(new BlobStore(root, max_blob_bytes));
+}
+
+std::string BlobStore::PathOf(absl::string_view digest) const {
+  return absl::StrCat(root_, "/sha256/", digest.substr(7));
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore::Upload>> BlobStore::StartUpload(
+    int64_t declared_size, const std::string& expected_digest) const {
+  return Start(declared_size, expected_digest, max_blob_bytes_);
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore::Upload>> BlobStore::Start(
+    int64_t declared_size, const std::string& expected_digest, int64_t limit) const {
+  if (declared_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size_bytes must not be negative (got ", declared_size, ")"));
+  }
+  if (declared_size > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat("blob of ", declared_size,
+                                                     " bytes exceeds the server's limit of ", limit,
+                                                     " bytes (server flag --max-blob-bytes)"));
+  }
+  if (!expected_digest.empty()) {
+    if (absl::Status s = CheckDigest(expected_digest, "digest"); !s.ok()) return s;
+  }
+  std::string temp =
+      absl::StrFormat("%s/tmp/upload-%016x", root_, absl::Uniform<uint64_t>(absl::BitGen()));
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("create", temp);
+  return std::unique_ptr<Upload>(
+      new Upload(this, fd, std::move(temp), declared_size, expected_digest, limit));
+}
+
+BlobStore::Upload::Upload(const BlobStore* store, int fd, std::string temp_path,
+                          int64_t declared_size, std::string expected_digest, int64_t limit)
+    : store_(store),
+      fd_(fd),
+      temp_path_(std::move(temp_path)),
+      declared_size_(declared_size),
+      expected_digest_(std::move(expected_digest)),
+      limit_(limit) {}
+
+BlobStore::Upload::~Upload() { Discard(); }
+
+void BlobStore::Upload::Discard() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!temp_path_.empty()) {
+    ::unlink(temp_path_.c_str());
+    temp_path_.clear();
+  }
+  done_ = true;
+}
+
+absl::Status BlobStore::Upload::Append(absl::string_view data) {
+  if (done_) return absl::FailedPreconditionError("upload already finished");
+  const int64_t total = received_ + static_cast<int64_t>(data.size());
+  if (total > limit_) {
+    Discard();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("blob exceeds the server's limit of ", limit_,
+                     " bytes (server flag --max-blob-bytes); upload discarded"));
+  }
+  if (declared_size_ > 0 && total > declared_size_) {
+    Discard();
+    return absl::InvalidArgumentError(absl::StrCat("upload sent more than the ", declared_size_,
+                                                   " bytes its header declared; upload discarded"));
+  }
+  hash_.Update(std::string_view(data.data(), data.size()));
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      absl::Status s = ErrnoError("write", temp_path_);
+      Discard();
+      return s;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  received_ = total;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BlobInfo> BlobStore::Upload::Commit() {
+  if (done_) return absl::FailedPreconditionError("upload already finished");
+  if (declared_size_ > 0 && received_ != declared_size_) {
+    Discard();
+    return absl::InvalidArgumentError(absl::StrCat("upload ended after ", received_,
+                                                   " bytes but its header declared ",
+                                                   declared_size_, "; upload discarded"));
+  }
+  BlobInfo info{hash_.Digest(), received_};
+  if (!expected_digest_.empty() && info.digest != expected_digest_) {
+    Discard();
+    return absl::InvalidArgumentError(absl::StrCat("digest mismatch: the header says ",
+                                                   expected_digest_, " but the content hashes to ",
+                                                   info.digest, "; upload discarded"));
+  }
+  if (::fsync(fd_) != 0) {
+    absl::Status s = ErrnoError("fsync", temp_path_);
+    Discard();
+    return s;
+  }
+  ::close(fd_);
+  fd_ = -1;
+  const std::string final_path = store_->PathOf(info.digest);
+  if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+    absl::Status s = ErrnoError("rename into", final_path);
+    Discard();
+    return s;
+  }
+  temp_path_.clear();
+  done_ = true;
+  if (absl::Status s = FsyncDir(store_->root_ + "/sha256"); !s.ok()) return s;
+  return info;
+}
+
+absl::StatusOr<int64_t> BlobStore::Stat(absl::string_view digest) const {
+  if (absl::Status s = CheckDigest(digest, "digest"); !s.ok()) return s;
+  struct stat st;
+  const std::string path = PathOf(digest);
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat("blob ", digest, " not found; upload it first"));
+    }
+    return ErrnoError("stat", path);
+  }
+  return static_cast<int64_t>(st.st_size);
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore::Reader>> BlobStore::OpenReader(absl::string_view digest,
+                                                                         int64_t offset) const {
+  if (absl::Status s = CheckDigest(digest, "digest"); !s.ok()) return s;
+  const std::string path = PathOf(digest);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(absl::StrCat("blob ", digest, " not found"));
+    }
+    return ErrnoError("open", path);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    absl::Status s = ErrnoError("stat", path);
+    ::close(fd);
+    return s;
+  }
+  if (offset < 0 || offset > st.st_size) {
+    ::close(fd);
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", offset, " is outside blob ", digest, " of ", st.st_size, " bytes"));
+  }
+  return std::unique_ptr<Reader>(new Reader(fd, offset, st.st_size));
+}
+
+BlobStore::Reader::~Reader() { ::close(fd_); }
+
+absl::StatusOr<std::string> BlobStore::Reader::Read(size_t max_bytes) {
+  const int64_t left = size_ - offset_;
+  std::string data(static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(max_bytes))),
+                   '\0');
+  size_t got = 0;
+  while (got < data.size()) {
+    ssize_t n = ::pread(fd_, data.data() + got, data.size() - got, offset_ + got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ErrnoError("read", "blob");
+    if (n == 0) break;  // the file shrank: cannot happen to a stored blob, but do not spin
+    got += static_cast<size_t>(n);
+  }
+  data.resize(got);
+  offset_ += static_cast<int64_t>(got);
+  return data;
+}
+
+absl::StatusOr<BlobInfo> BlobStore::ImportFile(const std::string& path) const {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("open", path);
+  absl::StatusOr<std::unique_ptr<Upload>> upload = Start(0, "", INT64_MAX);
+  if (!upload.ok()) {
+    ::close(fd);
+    return upload.status();
+  }
+  std::string buf(1 << 20, '\0');
+  absl::Status s;
+  while (s.ok()) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) s = ErrnoError("read", path);
+    if (n <= 0) break;
+    s = (*upload)->Append(absl::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  if (!s.ok()) return s;
+  return (*upload)->Commit();
+}
+
+}  // namespace qnet::server

@@ -1,0 +1,121 @@
+// BlobStore: content-addressed files on local disk: uploaded models and datasets, worker
+// checkpoints and artifacts, all named by "sha256:<hex>" and stored at ROOT/sha256/<hex>. An upload
+// streams into a temp file under ROOT/tmp while it is hashed; Commit checks the size and (when the
+// client named one) the digest, fsyncs and renames it into place, so a blob is either complete
+// and verified or absent. An upload dropped before Commit leaves nothing behind.
+//
+//   auto store = BlobStore::Open(data_dir + "/blobs", /*max_blob_bytes=*/1 << 30);
+//   auto upload = (*store)->StartUpload(/*declared_size=*/n, /*expected_digest=*/"");
+//   (*upload)->Append(chunk);             // RESOURCE_EXHAUSTED past the limit
+//   absl::StatusOr<BlobInfo> blob = (*upload)->Commit();
+//   auto reader = (*store)->OpenReader(blob->digest, /*offset=*/0);
+//   absl::StatusOr<std::string> data = (*reader)->Read(1 << 20);  // "" at the end
+#ifndef QNET_SERVER_BLOBS_BLOB_STORE_H_
+#define QNET_SERVER_BLOBS_BLOB_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/digest.h"
+
+namespace qnet::server {
+
+struct BlobInfo {
+  std::string digest;  // "sha256:<hex>"
+  int64_t size_bytes = 0;
+};
+
+class BlobStore {
+ public:
+  // One upload in progress. Not thread-safe; destroying it before Commit discards the data.
+  class Upload {
+   public:
+    ~Upload();
+    Upload(const Upload&) = delete;
+    Upload& operator=(const Upload&) = delete;
+
+    // RESOURCE_EXHAUSTED past the store's limit; INVALID_ARGUMENT past the declared size.
+    absl::Status Append(absl::string_view data);
+    // INVALID_ARGUMENT when the size or digest does not match what was declared.
+    absl::StatusOr<BlobInfo> Commit();
+    int64_t bytes_received() const { return received_; }
+
+   private:
+    friend class BlobStore;
+    Upload(const BlobStore* store, int fd, std::string temp_path, int64_t declared_size,
+           std::string expected_digest, int64_t limit);
+    void Discard();
+
+    const BlobStore* store_;
+    int fd_;
+    std::string temp_path_;
+    const int64_t declared_size_;  // 0 = not declared
+    const std::string expected_digest_;
+    const int64_t limit_;
+    int64_t received_ = 0;
+    Sha256 hash_;
+    bool done_ = false;
+  };
+
+  // Sequential reads of one blob from an offset.
+  class Reader {
+   public:
+    ~Reader();
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+    // Up to `max_bytes` from the current offset; "" at the end.
+    absl::StatusOr<std::string> Read(size_t max_bytes);
+    int64_t offset() const { return offset_; }
+    int64_t size() const { return size_; }
+
+   private:
+    friend class BlobStore;
+    Reader(int fd, int64_t offset, int64_t size) : fd_(fd), offset_(offset), size_(size) {}
+    int fd_;
+    int64_t offset_;
+    int64_t size_;
+  };
+
+  // Creates ROOT/sha256 and ROOT/tmp as needed and removes temp files left by a crash.
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const std::string& root,
+                                                         int64_t max_blob_bytes);
+
+  // declared_size: total size (0 = unknown), checked against the limit up front.
+  // expected_digest: "" or "sha256:<hex>", verified at Commit.
+  absl::StatusOr<std::unique_ptr<Upload>> StartUpload(int64_t declared_size,
+                                                      const std::string& expected_digest) const;
+  // Size of a stored blob; INVALID_ARGUMENT for a malformed digest, NOT_FOUND if absent.
+  absl::StatusOr<int64_t> Stat(absl::string_view digest) const;
+  bool Contains(absl::string_view digest) const { return Stat(digest).ok(); }
+  // OUT_OF_RANGE when offset is past the end.
+  absl::StatusOr<std::unique_ptr<Reader>> OpenReader(absl::string_view digest,
+                                                     int64_t offset) const;
+  // Where a blob lives (the digest must be valid).
+  std::string PathOf(absl::string_view digest) const;
+  // Copies a local file in (no size limit: this is for operator-provided files).
+  absl::StatusOr<BlobInfo> ImportFile(const std::string& path) const;
+
+  int64_t max_blob_bytes() const { return max_blob_bytes_; }
+  const std::string& root() const { return root_; }
+
+ private:
+  BlobStore(std::string root, int64_t max_blob_bytes)
+      : root_(std::move(root)), max_blob_bytes_(max_blob_bytes) {}
+  absl::StatusOr<std::unique_ptr<Upload>> Start(int64_t declared_size,
+                                                const std::string& expected_digest,
+                                                int64_t limit) const;
+
+  const std::string root_;
+  const int64_t max_blob_bytes_;
+};
+
+// INVALID_ARGUMENT unless `digest` is "sha256:" and 64 lowercase hex digits.
+absl::Status CheckDigest(absl::string_view digest, absl::string_view what);
+
+}  // namespace qnet::server
+
+#endif  // QNET_SERVER_BLOBS_BLOB_STORE_H_

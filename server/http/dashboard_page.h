@@ -1,0 +1,20 @@
+// The dashboard qnetd serves at GET /: one self-contained HTML page (inline CSS and script;
+// Chart.js comes from the server at /static/chart.js) that polls /api/v1/summary and /api/v1/jobs
+// every few seconds and shows jobs by state, the queue length over time, workers, and a table of
+// recent jobs with progress and accuracy. Text from jobs is inserted with textContent, never as
+// HTML.
+//
+//   return HttpResponse{.content_type = "text/html; charset=utf-8",
+//                       .body = std::string(DashboardHtml())};
+#ifndef QNET_SERVER_HTTP_DASHBOARD_PAGE_H_
+#define QNET_SERVER_HTTP_DASHBOARD_PAGE_H_
+
+#include "absl/strings/string_view.h"
+
+namespace qnet::server {
+
+absl::string_view DashboardHtml();
+
+}  // namespace qnet::server
+
+#endif  // QNET_SERVER_HTTP_DASHBOARD_PAGE_H_

@@ -1,0 +1,622 @@
+#include "server/scheduling/scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "server/scheduling/proto_time.h"
+#include "spdlog/spdlog.h"
+
+namespace qnet::server {
+namespace {
+
+using qnet::v1::Job;
+using qnet::v1::JobState;
+
+// A write the store refused: UNAVAILABLE when retrying can help (the store's own code for I/O
+// trouble), INTERNAL when the store and the scheduler disagree.
+absl::Status StoreRefused(const absl::Status& cause, const std::string& message) {
+  return absl::IsUnavailable(cause) ? absl::UnavailableError(message)
+                                    : absl::InternalError(message);
+}
+
+absl::Status NotStored(absl::string_view what, absl::string_view job_id, JobState kept,
+                       const absl::Status& cause) {
+  return StoreRefused(cause, absl::StrCat("could not store ", what, " of job ", job_id, " (",
+                                          cause.message(), "); nothing changed, the job is still ",
+                                          qnet::v1::JobState_Name(kept), "; retry later"));
+}
+
+absl::Status StaleLease(absl::string_view job_id, absl::string_view why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("lease for job ", job_id, " is not current: ", why, "; stop working on it"));
+}
+
+}  // namespace
+
+Scheduler::Scheduler(JobStore* store, const Clock* clock, SchedulerOptions options,
+                     MetricsRegistry* metrics)
+    : store_(store), clock_(clock), options_(options), metrics_(metrics) {}
+
+absl::Status Scheduler::Recover() {
+  absl::StatusOr<int64_t> max_seq = store_->MaxSeq();
+  if (!max_seq.ok()) return max_seq.status();
+  absl::StatusOr<std::map<JobState, int64_t>> counts = store_->CountByState();
+  if (!counts.ok()) return counts.status();
+  std::vector<JobRecord> records;
+  if (absl::Status s = store_->ForEachActive([&](JobRecord r) { records.push_back(std::move(r)); });
+      !s.ok()) {
+    return s;
+  }
+  absl::MutexLock lock(&mu_);
+  next_seq_ = *max_seq + 1;
+  counts_ = *counts;
+  const absl::Time now = clock_->Now();
+  int running = 0;
+  for (JobRecord& r : records) {
+    std::string id = r.job.id();
+    auto [it, inserted] = active_.try_emplace(id);
+    if (!inserted) continue;
+    Entry& e = it->second;
+    e.rec = std::move(r);
+    e.version = next_version_++;
+    if (!e.rec.job.request_id().empty()) request_ids_[e.rec.job.request_id()] = id;
+    if (e.rec.job.state() == qnet::v1::QUEUED) {
+      e.queued_since = FromTimestamp(e.rec.job.create_time());
+      queue_.emplace(KeyOf(e), &e);
+    } else {
+      ++running;
+      if (e.rec.lease_token.empty()) e.rec.lease_expire = now;  // no lease: expire at once
+      lease_expiry_.emplace(e.rec.lease_expire, id);
+      SeeWorker(e.rec.job.worker_id(), +1);
+    }
+  }
+  spdlog::info("job store: {} queued and {} running jobs recovered ({} jobs in all)", queue_.size(),
+               running, *max_seq);
+  return absl::OkStatus();
+}
+
+std::string Scheduler::NewId() { return absl::StrFormat("j-%016x", absl::Uniform<uint64_t>(rng_)); }
+
+void Scheduler::Touch(Entry& e) {
+  e.version = next_version_++;
+  watch_cv_.SignalAll();
+}
+
+void Scheduler::SeeWorker(const std::string& worker_id, int lease_delta) {
+  if (worker_id.empty()) return;
+  Worker& w = workers_[worker_id];
+  if (lease_delta >= 0) w.last_seen = clock_->Now();  // a lease ending is not a sign of life
+  w.leases = std::max(0, w.leases + lease_delta);
+}
+
+JobRecord Scheduler::AsFinished(JobRecord rec, JobState state, std::string error) const {
+  rec.job.set_state(state);
+  rec.job.set_error(std::move(error));
+  rec.job.set_cancel_requested(rec.job.cancel_requested() && state == qnet::v1::CANCELLED);
+  *rec.job.mutable_end_time() = ToTimestamp(clock_->Now());
+  rec.lease_token.clear();
+  rec.lease_expire = absl::UnixEpoch();
+  return rec;
+}
+
+JobRecord Scheduler::AsRetriedOrFailed(JobRecord rec, absl::string_view reason) const {
+  const int attempt = rec.job.attempt();
+  if (attempt >= options_.max_attempts) {
+    return AsFinished(std::move(rec), qnet::v1::FAILED,
+                      absl::StrCat(reason, " on attempt ", attempt, " of ", options_.max_attempts,
+                                   "; no attempts left (server flag --max-attempts)"));
+  }
+  rec.job.set_state(qnet::v1::QUEUED);
+  rec.job.set_attempt(attempt + 1);
+  rec.job.clear_worker_id();
+  rec.lease_token.clear();
+  rec.lease_expire = absl::UnixEpoch();
+  return rec;
+}
+
+Scheduler::Change Scheduler::BeginChange(Entry& e, JobRecord next) {
+  Change c;
+  c.id = e.rec.job.id();
+  if (e.rec.job.state() == qnet::v1::QUEUED) c.reserved = queue_.erase(KeyOf(e)) > 0;
+  e.writing = true;
+  c.saved = store_->Save(next);
+  c.next = std::move(next);
+  return c;
+}
+
+void Scheduler::EndChange(Change& c, const absl::Status& stored) {
+  // The entry is still there: only a stored change removes it, and this is the job's only one.
+  Entry& e = active_.find(c.id)->second;
+  e.writing = false;
+  write_cv_.SignalAll();
+  if (stored.ok()) {
+    Apply(e, std::move(c.next));
+  } else if (c.reserved) {
+    queue_.emplace(KeyOf(e), &e);
+    work_cv_.Signal();
+  }
+}
+
+absl::Status Scheduler::AwaitChange(Change& c, absl::string_view what) {
+  const absl::Status stored = c.saved.get();
+  absl::MutexLock lock(&mu_);
+  EndChange(c, stored);
+  if (stored.ok()) return stored;
+  const JobState kept = active_.find(c.id)->second.rec.job.state();  // not applied: still active
+  spdlog::error("job {}: {} not stored: {}", c.id, std::string(what),
+                std::string(stored.message()));
+  return NotStored(what, c.id, kept, stored);
+}
+
+void Scheduler::Apply(Entry& e, JobRecord next) {
+  const std::string id = e.rec.job.id();
+  const JobState was = e.rec.job.state();
+  const JobState state = next.job.state();
+  const absl::Time now = clock_->Now();
+  if (was == qnet::v1::QUEUED) {
+    queue_.erase(KeyOf(e));  // already off it when reserved
+    if (state == qnet::v1::RUNNING && metrics_ != nullptr) {
+      metrics_->QueueWait(now - e.queued_since);
+    }
+  } else if (was == qnet::v1::RUNNING) {
+    lease_expiry_.erase({e.rec.lease_expire, id});
+    SeeWorker(e.rec.job.worker_id(), -1);
+  }
+  --counts_[was];
+  ++counts_[state];
+  e.rec = std::move(next);
+  Touch(e);
+  if (state == qnet::v1::QUEUED) {
+    if (was != qnet::v1::QUEUED) e.queued_since = now;
+    queue_.emplace(KeyOf(e), &e);
+    work_cv_.Signal();
+  } else if (state == qnet::v1::RUNNING) {
+    lease_expiry_.emplace(e.rec.lease_expire, id);
+    SeeWorker(e.rec.job.worker_id(), +1);
+  } else {
+    if (metrics_ != nullptr) {
+      std::optional<absl::Duration> run_time;
+      if (e.rec.job.has_start_time()) {
+        run_time = FromTimestamp(e.rec.job.end_time()) - FromTimestamp(e.rec.job.start_time());
+      }
+      metrics_->JobFinished(state, run_time);
+    }
+    MoveToFinished(e);
+  }
+}
+
+void Scheduler::MoveToFinished(Entry& e) {
+  const std::string id = e.rec.job.id();
+  Finished& f = finished_[id];
+  f.job = std::move(e.rec.job);
+  f.version = e.version;
+  finished_order_.push_back(id);
+  active_.erase(id);
+  while (finished_order_.size() > options_.finished_cache_size) {
+    auto it = finished_.find(finished_order_.front());
+    if (it != finished_.end()) {
+      request_ids_.erase(it->second.job.request_id());
+      finished_.erase(it);
+    }
+    finished_order_.pop_front();
+  }
+}
+
+void Scheduler::AwaitNoWrite(absl::string_view id) {
+  while (true) {
+    auto it = active_.find(id);
+    if (it == active_.end() || !it->second.writing) return;
+    write_cv_.Wait(&mu_);
+  }
+}
+
+absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
+                                      const std::string& request_id) {
+  // A request_id not in memory may belong to a finished job evicted from the cache.
+  std::optional<JobRecord> stored;
+  if (!request_id.empty()) {
+    bool in_memory;
+    {
+      absl::MutexLock lock(&mu_);
+      in_memory = request_ids_.contains(request_id) || pending_requests_.contains(request_id);
+    }
+    if (!in_memory) {
+      absl::StatusOr<std::optional<JobRecord>> r = store_->FindByRequestId(request_id);
+      if (!r.ok()) return r.status();
+      if (r->has_value()) return (*r)->job;
+    }
+  }
+
+  mu_.Lock();
+  // Wait out a concurrent submit of the same request_id, then return what it made.
+  while (!request_id.empty() && pending_requests_.contains(request_id) && !shutdown_) {
+    submit_cv_.Wait(&mu_);
+  }
+  if (shutdown_) {
+    mu_.Unlock();
+    return absl::UnavailableError("server is shutting down; submit again once it is back");
+  }
+  if (!request_id.empty()) {
+    if (auto it = request_ids_.find(request_id); it != request_ids_.end()) {
+      const std::string id = it->second;
+      std::optional<Job> job = FindInMemory(id);
+      mu_.Unlock();
+      if (job.has_value()) return *std::move(job);
+      return Get(id);
+    }
+  }
+  const int64_t queued = static_cast<int64_t>(queue_.size()) + pending_submits_;
+  if (queued >= options_.max_queued) {
+    mu_.Unlock();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue is full: ", queued,
+        " jobs are waiting (server flag --max-queued=", options_.max_queued, "); retry later"));
+  }
+  JobRecord rec;
+  rec.seq = next_seq_++;
+  Job& job = rec.job;
+  job.set_id(NewId());
+  *job.mutable_spec() = spec;
+  job.set_state(qnet::v1::QUEUED);
+  job.set_attempt(1);
+  job.set_request_id(request_id);
+  *job.mutable_create_time() = ToTimestamp(clock_->Now());
+  if (!request_id.empty()) pending_requests_.insert(request_id);
+  ++pending_submits_;
+  std::future<absl::Status> saved = store_->Create(rec);
+  mu_.Unlock();
+
+  const absl::Status s = saved.get();
+
+  absl::MutexLock lock(&mu_);
+  --pending_submits_;
+  if (!request_id.empty()) {
+    pending_requests_.erase(request_id);
+    submit_cv_.SignalAll();
+  }
+  if (!s.ok()) {
+    spdlog::error("new job {} not stored: {}", rec.job.id(), std::string(s.message()));
+    return StoreRefused(s, absl::StrCat("could not store the new job (", s.message(),
+                                        "); it was not created; submit again later"));
+  }
+  Job result = rec.job;
+  const std::string id = rec.job.id();
+  Entry& e = active_[id];
+  e.rec = std::move(rec);
+  ++counts_[qnet::v1::QUEUED];
+  e.queued_since = FromTimestamp(e.rec.job.create_time());
+  queue_.emplace(KeyOf(e), &e);
+  if (!request_id.empty()) request_ids_[request_id] = id;
+  Touch(e);
+  work_cv_.Signal();
+  if (metrics_ != nullptr) metrics_->JobSubmitted();
+  return result;
+}
+
+std::optional<Job> Scheduler::FindInMemory(absl::string_view id) {
+  if (auto it = active_.find(id); it != active_.end()) return it->second.rec.job;
+  if (auto it = finished_.find(id); it != finished_.end()) return it->second.job;
+  return std::nullopt;
+}
+
+absl::StatusOr<Job> Scheduler::Get(absl::string_view id) {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    std::optional<Job> job = FindInMemory(id);
+    if (job.has_value()) return *std::move(job);
+  }
+  absl::StatusOr<std::optional<JobRecord>> r = store_->Get(id);
+  if (!r.ok()) return r.status();
+  if (!r->has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return (*r)->job;
+}
+
+absl::StatusOr<JobList> Scheduler::List(JobState state, int64_t before_seq, int limit) {
+  absl::StatusOr<JobPage> page = store_->List(state, before_seq, limit);
+  if (!page.ok()) return page.status();
+  JobList list;
+  list.next_before_seq = page->next_before_seq;
+  list.jobs.reserve(page->records.size());
+  absl::ReaderMutexLock lock(&mu_);
+  for (JobRecord& r : page->records) {
+    // The in-memory copy may be a change newer than the stored one.
+    std::optional<Job> live = FindInMemory(r.job.id());
+    if (live.has_value() && (state == qnet::v1::JOB_STATE_UNSPECIFIED || live->state() == state)) {
+      list.jobs.push_back(*std::move(live));
+    } else {
+      list.jobs.push_back(std::move(r.job));
+    }
+  }
+  return list;
+}
+
+absl::StatusOr<Job> Scheduler::Cancel(absl::string_view id) {
+  Change change;
+  {
+    absl::MutexLock lock(&mu_);
+    AwaitNoWrite(id);
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+      std::optional<Job> done = FindInMemory(id);
+      if (!done.has_value()) {
+        mu_.Unlock();
+        absl::StatusOr<std::optional<JobRecord>> r = store_->Get(id);
+        mu_.Lock();
+        if (!r.ok()) return r.status();
+        if (!r->has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+        done = (*r)->job;
+      }
+      return absl::FailedPreconditionError(absl::StrCat("job ", id, " already ended (",
+                                                        qnet::v1::JobState_Name(done->state()),
+                                                        "); there is nothing to cancel"));
+    }
+    Entry& e = it->second;
+    JobRecord next;
+    if (e.rec.job.state() == qnet::v1::QUEUED) {
+      next = AsFinished(e.rec, qnet::v1::CANCELLED, "cancelled by request before it started");
+    } else {
+      if (e.rec.job.cancel_requested()) return e.rec.job;
+      next = e.rec;
+      next.job.set_cancel_requested(true);
+    }
+    change = BeginChange(e, std::move(next));
+  }
+  Job result = change.next.job;
+  if (absl::Status s = AwaitChange(change, "the cancellation"); !s.ok()) return s;
+  return result;
+}
+
+absl::StatusOr<JobSnapshot> Scheduler::WaitForChange(absl::string_view id, uint64_t seen_version,
+                                                     absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    JobSnapshot snap;
+    bool found = false;
+    if (auto it = active_.find(id); it != active_.end()) {
+      snap = {it->second.rec.job, it->second.version};
+      found = true;
+    } else if (auto fit = finished_.find(id); fit != finished_.end()) {
+      return JobSnapshot{fit->second.job, fit->second.version};
+    }
+    if (!found) {
+      mu_.Unlock();
+      absl::StatusOr<std::optional<JobRecord>> r = store_->Get(id);
+      mu_.Lock();
+      if (!r.ok()) return r.status();
+      if (!r->has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+      // Finished long ago (or submitted a moment ago): report what is stored.
+      return JobSnapshot{(*r)->job, UINT64_MAX};
+    }
+    if (snap.version != seen_version) return snap;
+    if (shutdown_) {
+      return absl::UnavailableError("server is shutting down; watch again once it is back");
+    }
+    if (absl::Now() >= deadline) return snap;
+    watch_cv_.WaitWithDeadline(&mu_, deadline);
+  }
+}
+
+absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worker_id,
+                                                        const std::string& device,
+                                                        absl::Duration wait,
+                                                        const std::function<bool()>& cancelled) {
+  const absl::Time deadline =
+      absl::Now() + std::clamp(wait, absl::ZeroDuration(), options_.max_wait);
+  ExpireLeases();  // a job whose lease ran out since the last sweep is queued for this call
+  Change change;
+  {
+    absl::MutexLock lock(&mu_);
+    SeeWorker(worker_id, 0);
+    while (true) {
+      if (shutdown_) {
+        return absl::UnavailableError("server is shutting down; retry against the new instance");
+      }
+      if (!queue_.empty()) break;
+      if (absl::Now() >= deadline || (cancelled && cancelled())) return std::optional<Lease>();
+      // Wake up now and then to notice a client that went away.
+      work_cv_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(250)));
+    }
+    Entry& e = *queue_.begin()->second;
+    const absl::Time now = clock_->Now();
+    JobRecord next = e.rec;
+    next.job.set_state(qnet::v1::RUNNING);
+    next.job.set_worker_id(worker_id);
+    if (!next.job.has_start_time()) *next.job.mutable_start_time() = ToTimestamp(now);
+    next.lease_token =
+        absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(rng_), absl::Uniform<uint64_t>(rng_));
+    next.lease_expire = now + options_.lease_duration;
+    change = BeginChange(e, std::move(next));
+  }
+  // A worker never hears of a lease that is not stored: the job stays QUEUED for the next one.
+  Lease lease = {change.next.job, change.next.lease_token, change.next.lease_expire};
+  if (absl::Status s = AwaitChange(change, "the lease"); !s.ok()) return s;
+  spdlog::info("job {} attempt {} leased to {} ({})", lease.job.id(), lease.job.attempt(),
+               worker_id, device);
+  return std::optional<Lease>(std::move(lease));
+}
+
+absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
+                                                       absl::string_view token) {
+  AwaitNoWrite(job_id);
+  auto it = active_.find(job_id);
+  if (it == active_.end()) {
+    std::optional<Job> done = FindInMemory(job_id);
+    if (done.has_value()) {
+      return StaleLease(job_id, absl::StrCat("the job already ended (",
+                                             qnet::v1::JobState_Name(done->state()), ")"));
+    }
+    return StaleLease(job_id, "no such unfinished job on this server");
+  }
+  Entry& e = it->second;
+  if (e.rec.job.state() != qnet::v1::RUNNING) {
+    return StaleLease(job_id, "the lease expired and the job was re-queued");
+  }
+  if (token.empty() || e.rec.lease_token != token) {
+    return StaleLease(
+        job_id, absl::StrCat("the job is leased under another token (attempt ", e.rec.job.attempt(),
+                             ", worker ", e.rec.job.worker_id(), ")"));
+  }
+  // Ran out but not swept yet: as good as expired (ExpireLeases re-queues it).
+  if (e.rec.lease_expire <= clock_->Now()) {
+    return StaleLease(job_id, "the lease expired; the job will be re-queued");
+  }
+  return &e;
+}
+
+absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
+                                                    absl::string_view token,
+                                                    const qnet::v1::Progress* progress,
+                                                    const std::string& checkpoint_digest) {
+  Change change;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Entry*> found = FindLease(job_id, token);
+    if (!found.ok()) return found.status();
+    Entry& e = **found;
+    SeeWorker(e.rec.job.worker_id(), 0);
+    JobRecord next = e.rec;
+    next.lease_expire = clock_->Now() + options_.lease_duration;
+    if (progress != nullptr) *next.job.mutable_progress() = *progress;
+    if (!checkpoint_digest.empty()) next.job.set_checkpoint_digest(checkpoint_digest);
+    change = BeginChange(e, std::move(next));
+  }
+  const HeartbeatReply reply = {change.next.job.cancel_requested(), change.next.lease_expire};
+  const std::string worker = change.next.job.worker_id();
+  if (absl::Status s = AwaitChange(change, "the heartbeat"); !s.ok()) return s;
+  if (metrics_ != nullptr && progress != nullptr && !worker.empty()) {
+    metrics_->SetWorkerThroughput(worker, progress->images_per_second());
+    if (progress->device_memory_bytes() > 0) {
+      metrics_->SetWorkerDeviceMemory(worker, static_cast<double>(progress->device_memory_bytes()));
+    }
+  }
+  return reply;
+}
+
+absl::Status Scheduler::Complete(
+    absl::string_view job_id, absl::string_view token, const qnet::v1::Metrics& metrics,
+    const google::protobuf::RepeatedPtrField<qnet::v1::Artifact>& artifacts) {
+  Change change;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Entry*> found = FindLease(job_id, token);
+    if (!found.ok()) return found.status();
+    Entry& e = **found;
+    SeeWorker(e.rec.job.worker_id(), 0);
+    JobRecord next = AsFinished(e.rec, qnet::v1::SUCCEEDED, "");
+    *next.job.mutable_metrics() = metrics;
+    *next.job.mutable_artifacts() = artifacts;
+    change = BeginChange(e, std::move(next));
+  }
+  const int attempt = change.next.job.attempt();
+  if (absl::Status s = AwaitChange(change, "the completion"); !s.ok()) return s;
+  spdlog::info("job {} succeeded on attempt {}", std::string(job_id), attempt);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::Fail(absl::string_view job_id, absl::string_view token,
+                             const std::string& error, bool retryable, bool cancelled) {
+  const std::string reason = error.empty() ? "the worker reported a failure" : error;
+  Change change;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Entry*> found = FindLease(job_id, token);
+    if (!found.ok()) return found.status();
+    Entry& e = **found;
+    SeeWorker(e.rec.job.worker_id(), 0);
+    JobRecord next;
+    if (cancelled) {
+      next = AsFinished(e.rec, qnet::v1::CANCELLED, error.empty() ? "cancelled by request" : error);
+    } else if (retryable) {
+      next = AsRetriedOrFailed(e.rec, reason);
+    } else {
+      next = AsFinished(e.rec, qnet::v1::FAILED, reason);
+    }
+    change = BeginChange(e, std::move(next));
+  }
+  const Job ended = change.next.job;
+  if (absl::Status s = AwaitChange(change, "the failure report"); !s.ok()) return s;
+  spdlog::warn("job {}: {}; now {} (attempt {})", std::string(job_id),
+               cancelled ? "cancelled by its worker" : reason,
+               qnet::v1::JobState_Name(ended.state()), ended.attempt());
+  return absl::OkStatus();
+}
+
+int Scheduler::ExpireLeases() {
+  std::vector<Change> changes;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (auto it = lease_expiry_.begin(); it != lease_expiry_.end() && it->first <= now; ++it) {
+      Entry& e = active_.find(it->second)->second;  // the lease table holds active jobs only
+      if (e.writing) continue;  // a heartbeat or report is being stored; look again next time
+      const std::string worker =
+          e.rec.job.worker_id().empty() ? std::string("unknown") : e.rec.job.worker_id();
+      JobRecord next = e.rec.job.cancel_requested()
+                           ? AsFinished(e.rec, qnet::v1::CANCELLED,
+                                        absl::StrCat("cancelled by request (worker ", worker,
+                                                     " stopped heart-beating before confirming)"))
+                           : AsRetriedOrFailed(e.rec, absl::StrCat("lease expired (worker ", worker,
+                                                                   " stopped heart-beating)"));
+      changes.push_back(BeginChange(e, std::move(next)));
+    }
+    PruneWorkers(now);
+  }
+  if (changes.empty()) return 0;
+  std::vector<absl::Status> stored;
+  stored.reserve(changes.size());
+  for (Change& c : changes) stored.push_back(c.saved.get());
+  int expired = 0;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const Job ended = changes[i].next.job;
+    EndChange(changes[i], stored[i]);
+    if (!stored[i].ok()) {
+      spdlog::error("job {}: lease expired, but that could not be stored ({}); trying again later",
+                    ended.id(), std::string(stored[i].message()));
+      continue;
+    }
+    ++expired;
+    if (metrics_ != nullptr) metrics_->LeaseExpired();
+    spdlog::warn("job {}: lease expired; now {} (attempt {})", ended.id(),
+                 qnet::v1::JobState_Name(ended.state()), ended.attempt());
+  }
+  return expired;
+}
+
+void Scheduler::PruneWorkers(absl::Time now) {
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->second.leases == 0 && now - it->second.last_seen > options_.lease_duration) {
+      if (metrics_ != nullptr) metrics_->RemoveWorker(it->first);
+      workers_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Scheduler::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+  work_cv_.SignalAll();
+  watch_cv_.SignalAll();
+  submit_cv_.SignalAll();
+}
+
+SchedulerStats Scheduler::Stats() {
+  absl::MutexLock lock(&mu_);
+  PruneWorkers(clock_->Now());
+  SchedulerStats stats;
+  for (const auto& [state, n] : counts_) {
+    if (state != qnet::v1::JOB_STATE_UNSPECIFIED) stats.jobs[state] = n;
+  }
+  stats.queued = static_cast<int64_t>(queue_.size());
+  for (const auto& [id, w] : workers_) {
+    (w.leases > 0 ? stats.workers_busy : stats.workers_idle)++;
+  }
+  return stats;
+}
+
+}  // namespace qnet::server

@@ -1,0 +1,143 @@
+// BlobStore: content addressing, digest verification, size limits, partial uploads, offsets.
+#include "server/blobs/blob_store.h"
+
+#include "common/digest.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/test_util.h"
+
+namespace qnet::server {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+class BlobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = BlobStore::Open(dir_ / "blobs", /*max_blob_bytes=*/1000);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  absl::StatusOr<BlobInfo> Put(const std::string& data, int64_t declared,
+                               const std::string& digest = "", size_t chunk = 7) {
+    auto upload = store_->StartUpload(declared, digest);
+    if (!upload.ok()) return upload.status();
+    for (size_t i = 0; i < data.size(); i += chunk) {
+      if (absl::Status s = (*upload)->Append(absl::string_view(data).substr(i, chunk)); !s.ok()) {
+        return s;
+      }
+    }
+    return (*upload)->Commit();
+  }
+
+  int TempFiles() { return testing::CountFiles(dir_ / "blobs/tmp"); }
+
+  TempDir dir_;
+  std::unique_ptr<BlobStore> store_;
+};
+
+TEST_F(BlobStoreTest, StoresByContentDigest) {
+  const std::string data = "hello, quantized world";
+  auto blob = Put(data, static_cast<int64_t>(data.size()), DigestOf(data));
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(blob->digest, DigestOf(data));
+  EXPECT_EQ(blob->size_bytes, static_cast<int64_t>(data.size()));
+  EXPECT_EQ(testing::ReadFile(dir_ / ("blobs/sha256/" + blob->digest.substr(7))), data);
+  EXPECT_EQ(*store_->Stat(blob->digest), static_cast<int64_t>(data.size()));
+  // Uploading the same bytes again (size undeclared) is fine and yields the same digest.
+  auto again = Put(data, 0);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->digest, blob->digest);
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, DigestMismatchStoresNothing) {
+  const std::string data = "abc";
+  auto blob = Put(data, 3, DigestOf("something else"));
+  ASSERT_FALSE(blob.ok());
+  EXPECT_EQ(blob.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(blob.status().message()), HasSubstr("digest mismatch"));
+  EXPECT_TRUE(absl::IsNotFound(store_->Stat(DigestOf(data)).status()));
+  EXPECT_EQ(TempFiles(), 0);
+  // A malformed expected digest is refused up front.
+  EXPECT_EQ(Put(data, 3, "sha256:XYZ").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Put(data, 3, "md5:00").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(BlobStoreTest, SizeLimitUpFrontAndWhileStreaming) {
+  auto declared = store_->StartUpload(1001, "");
+  EXPECT_EQ(declared.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(declared.status().message()), HasSubstr("--max-blob-bytes"));
+  // Undeclared size: refused when the stream crosses the limit.
+  auto streamed = Put(std::string(1500, 'x'), 0);
+  EXPECT_EQ(streamed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_TRUE(Put(std::string(1000, 'x'), 1000).ok());  // exactly the limit is fine
+  EXPECT_EQ(store_->StartUpload(-1, "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(BlobStoreTest, DeclaredSizeMustMatch) {
+  auto longer = Put("0123456789", 5);
+  EXPECT_EQ(longer.status().code(), absl::StatusCode::kInvalidArgument);
+  auto shorter = Put("0123", 5);
+  EXPECT_EQ(shorter.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(shorter.status().message()), HasSubstr("declared 5"));
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, AbandonedUploadLeavesNothing) {
+  {
+    auto upload = store_->StartUpload(100, "");
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append("partial").ok());
+    EXPECT_EQ(TempFiles(), 1);
+  }  // client went away
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_EQ(testing::CountFiles(dir_ / "blobs/sha256"), 0);
+}
+
+TEST_F(BlobStoreTest, ReadsFromAnOffset) {
+  std::string data;
+  for (int i = 0; i < 100; ++i) data += static_cast<char>('a' + i % 26);
+  auto blob = Put(data, 100);
+  ASSERT_TRUE(blob.ok());
+  auto reader = store_->OpenReader(blob->digest, 40);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->size(), 100);
+  std::string got;
+  while (true) {
+    auto chunk = (*reader)->Read(16);
+    ASSERT_TRUE(chunk.ok());
+    if (chunk->empty()) break;
+    got += *chunk;
+  }
+  EXPECT_EQ(got, data.substr(40));
+  auto at_end = store_->OpenReader(blob->digest, 100);
+  ASSERT_TRUE(at_end.ok());
+  EXPECT_EQ(*(*at_end)->Read(16), "");
+  EXPECT_EQ(store_->OpenReader(blob->digest, 101).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(store_->OpenReader(blob->digest, -1).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(store_->OpenReader(DigestOf("nope"), 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->OpenReader("sha256:../../etc/passwd", 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(BlobStoreTest, ImportFileIgnoresTheClientLimitAndReopenCleansTemp) {
+  testing::WriteFile(dir_ / "big.bin", std::string(5000, 'z'));
+  auto blob = store_->ImportFile(dir_ / "big.bin");
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(blob->size_bytes, 5000);
+  EXPECT_EQ(blob->digest, DigestOf(std::string(5000, 'z')));
+  EXPECT_FALSE(store_->ImportFile(dir_ / "missing.bin").ok());
+
+  testing::WriteFile(dir_ / "blobs/tmp/upload-left-by-a-crash", "junk");
+  auto reopened = BlobStore::Open(dir_ / "blobs", 1000);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_TRUE((*reopened)->Contains(blob->digest));
+}
+
+}  // namespace
+}  // namespace qnet::server

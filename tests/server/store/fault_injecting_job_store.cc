@@ -1,0 +1,126 @@
+#include "tests/server/store/fault_injecting_job_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace qnet::server::testing {
+namespace {
+
+std::future<absl::Status> Ready(absl::Status s) {
+  std::promise<absl::Status> p;
+  p.set_value(std::move(s));
+  return p.get_future();
+}
+
+}  // namespace
+
+FaultInjectingJobStore::FaultInjectingJobStore(std::unique_ptr<JobStore> inner)
+    : inner_(std::move(inner)) {}
+
+FaultInjectingJobStore::~FaultInjectingJobStore() { Close(); }
+
+void FaultInjectingJobStore::FailWrites(int64_t count, int64_t skip) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fail_ = count;
+  skip_ = skip;
+}
+
+void FaultInjectingJobStore::Heal() { FailWrites(0); }
+
+void FaultInjectingJobStore::HoldWrites() {
+  std::lock_guard<std::mutex> lock(mu_);
+  holding_ = true;
+}
+
+void FaultInjectingJobStore::ReleaseWrites(bool fail) {
+  std::lock_guard<std::mutex> lock(mu_);
+  holding_ = false;
+  for (HeldWrite& w : held_) w.forwarded.set_value(Forward(w.record, w.create, fail));
+  held_.clear();
+}
+
+int64_t FaultInjectingJobStore::writes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return writes_;
+}
+
+int64_t FaultInjectingJobStore::refused() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return refused_;
+}
+
+int64_t FaultInjectingJobStore::held_writes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(held_.size());
+}
+
+std::future<absl::Status> FaultInjectingJobStore::Create(const JobRecord& record) {
+  return Write(record, /*create=*/true);
+}
+
+std::future<absl::Status> FaultInjectingJobStore::Save(const JobRecord& record) {
+  return Write(record, /*create=*/false);
+}
+
+std::future<absl::Status> FaultInjectingJobStore::Write(const JobRecord& record, bool create) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++writes_;
+  bool refuse = false;
+  if (skip_ > 0) {
+    --skip_;
+  } else if (fail_ != 0) {
+    refuse = true;
+    if (fail_ > 0) --fail_;
+  }
+  if (!holding_ || refuse) return Forward(record, create, refuse);
+  held_.push_back({record, create, {}});
+  // Resolves once released: then it is the inner store's answer.
+  return std::async(std::launch::deferred,
+                    [forwarded = held_.back().forwarded.get_future()]() mutable {
+                      return forwarded.get().get();
+                    });
+}
+
+std::future<absl::Status> FaultInjectingJobStore::Forward(const JobRecord& record, bool create,
+                                                          bool refuse) {
+  if (refuse) {
+    ++refused_;
+    return Ready(absl::UnavailableError(
+        absl::StrCat("injected fault: write of job ", record.job.id(), " refused")));
+  }
+  return create ? inner_->Create(record) : inner_->Save(record);
+}
+
+absl::StatusOr<std::optional<JobRecord>> FaultInjectingJobStore::Get(absl::string_view id) {
+  return inner_->Get(id);
+}
+
+absl::StatusOr<std::optional<JobRecord>> FaultInjectingJobStore::FindByRequestId(
+    absl::string_view request_id) {
+  return inner_->FindByRequestId(request_id);
+}
+
+absl::StatusOr<JobPage> FaultInjectingJobStore::List(qnet::v1::JobState state, int64_t before_seq,
+                                                     int limit) {
+  return inner_->List(state, before_seq, limit);
+}
+
+absl::Status FaultInjectingJobStore::ForEachActive(const std::function<void(JobRecord)>& fn) {
+  return inner_->ForEachActive(fn);
+}
+
+absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> FaultInjectingJobStore::CountByState() {
+  return inner_->CountByState();
+}
+
+absl::StatusOr<int64_t> FaultInjectingJobStore::MaxSeq() { return inner_->MaxSeq(); }
+
+void FaultInjectingJobStore::Close() {
+  ReleaseWrites();
+  inner_->Close();
+}
+
+int64_t FaultInjectingJobStore::commits() const { return inner_->commits(); }
+
+}  // namespace qnet::server::testing
