@@ -351,11 +351,14 @@ TEST_F(WorkerLoopTest, AnEngineIgnoringStopIsAbandonedAfterTheGrace) {
   options_.stop_grace = 100ms;
   auto release = std::make_shared<std::atomic<bool>>(false);
   auto started = std::make_shared<std::atomic<bool>>(false);
-  auto loop = MakeLoop([release, started](const engine::JobRun&, const engine::JobCallbacks&) {
-    started->store(true);
-    while (!release->load()) std::this_thread::sleep_for(5ms);
-    return absl::StatusOr<engine::JobResult>(absl::CancelledError("late"));
-  });
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  auto loop =
+      MakeLoop([release, started, finished](const engine::JobRun&, const engine::JobCallbacks&) {
+        started->store(true);
+        while (!release->load()) std::this_thread::sleep_for(5ms);
+        finished->store(true);
+        return absl::StatusOr<engine::JobResult>(absl::CancelledError("late"));
+      });
   absl::Status run_status;
   std::thread runner([&] { run_status = loop->Run(); });
   for (int i = 0; i < 1000 && !started->load(); ++i) std::this_thread::sleep_for(5ms);
@@ -364,8 +367,9 @@ TEST_F(WorkerLoopTest, AnEngineIgnoringStopIsAbandonedAfterTheGrace) {
   runner.join();
   EXPECT_EQ(run_status.code(), absl::StatusCode::kAborted);
   EXPECT_EQ(server_.Lock()->fails.size(), 1u);
-  release->store(true);  // let the detached engine thread finish before the test ends
-  std::this_thread::sleep_for(50ms);
+  release->store(true);  // the detached engine thread finishes before the test ends
+  for (int i = 0; i < 1000 && !finished->load(); ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_TRUE(finished->load());
 }
 
 // --- pieces ---

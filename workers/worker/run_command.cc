@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/input_normalization.h"
+#include "common/job/catalog.h"
 #include "common/job/job_spec.h"
 #include "common/job/job_spec_flags.h"
 #include "datasets/dataset_format.h"
@@ -154,7 +155,7 @@ void RegisterRunCommand(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* run = app.add_subcommand("run", "Run one compression job locally");
   job::BindJobSpecFlags(*run, args->job,
-                        {.model_help = "zoo:lenet5, zoo:resnet20, or a TorchScript .pt file",
+                        {.model_help = absl::StrCat(job::ZooModelNames(), ", or a TorchScript .pt file"),
                          .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset directory"});
   run->add_option("--dataset-format", args->dataset_format,
                   absl::StrCat(datasets::DatasetFormatNameList(), " (default: detect)"))
