@@ -69,6 +69,11 @@ def main() -> int:
         with QnetClient(address, timeout=10) as qnet:
             assert "synth" in [d.name for d in qnet.datasets()], qnet.datasets()
             assert any(m.name == "zoo:lenet5" for m in qnet.models())
+            # what the server accepts comes from it, not from lists in the client
+            caps = qnet.capabilities()
+            assert [f.name for f in caps.export_formats] == [
+                "torchscript", "onnx", "packed", "metrics"], caps
+            assert "idx" in caps.dataset_formats and caps.weight_bits.max == 8, caps
 
             # submit / get / list / idempotency
             settings = dict(activation_bits=2, pretrain_epochs=1, epochs=1, distill_weight=0.0,
@@ -126,6 +131,12 @@ def main() -> int:
                 import torch
                 model = torch.jit.load(str(next(p for p in paths if p.suffix == ".pt")))
                 assert (model.qnet_input_mean, model.qnet_input_std) == ([0.5], [0.25])
+                # "packed" brings its manifest, as the server's capabilities say
+                packed = qnet.download(job.id, tmp / "packed", kind="packed")
+                assert sorted(p.suffix for p in packed) == [".json", ".qnet"], packed
+                # the metrics record the settings as run, defaults resolved
+                assert done.metrics.effective_spec.training.seed == 1, done.metrics.effective_spec
+                assert done.metrics.effective_spec.training.batch_size == 128
                 print(f"job {job.id} SUCCEEDED, quantized_top1={done.metrics.quantized_top1:.3f}")
             else:
                 cancelled = qnet.cancel(job.id)
