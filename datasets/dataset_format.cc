@@ -1,24 +1,18 @@
 #include "datasets/dataset_format.h"
 
-#include <cstdio>
-#include <cstdlib>
-#include <map>
 #include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/registry.h"
 
 namespace qnet::datasets {
 namespace {
 
-using FormatMap = std::map<std::string, std::unique_ptr<DatasetFormat>, std::less<>>;
-
-// Built on first use, so registrars in other files can run before this file's statics; never
-// destroyed, so a format stays valid for code running at exit.
-FormatMap& Formats() {
-  static auto* const formats = new FormatMap;
-  return *formats;
+// The process's formats (common/registry.h: built on first use, never destroyed).
+Registry<std::unique_ptr<DatasetFormat>>& Formats() {
+  return Registry<std::unique_ptr<DatasetFormat>>::Global();
 }
 
 std::string ShapeText(const ImageShape& s) {
@@ -51,21 +45,17 @@ absl::StatusOr<RawDataset> DatasetFormat::Read(const std::string& dir) const {
 }
 
 const DatasetFormat* FindDatasetFormat(absl::string_view name) {
-  auto it = Formats().find(name);
-  return it == Formats().end() ? nullptr : it->second.get();
+  const std::unique_ptr<DatasetFormat>* format = Formats().Find(name);
+  return format == nullptr ? nullptr : format->get();
 }
 
-std::vector<std::string> DatasetFormatNames() {
-  std::vector<std::string> names;
-  for (const auto& [name, format] : Formats()) names.push_back(name);
-  return names;
-}
+std::vector<std::string> DatasetFormatNames() { return Formats().Names(); }
 
-std::string DatasetFormatNameList() { return absl::StrJoin(DatasetFormatNames(), ", "); }
+std::string DatasetFormatNameList() { return Formats().NameList(); }
 
 absl::StatusOr<const DatasetFormat*> DetectDatasetFormat(const std::string& dir) {
   std::vector<const DatasetFormat*> matches;
-  for (const auto& [name, format] : Formats()) {
+  for (const auto& [name, format] : Formats().entries()) {
     if (format->Detect(dir)) matches.push_back(format.get());
   }
   if (matches.size() == 1) return matches.front();
@@ -83,11 +73,7 @@ absl::StatusOr<const DatasetFormat*> DetectDatasetFormat(const std::string& dir)
 
 bool RegisterDatasetFormat(std::unique_ptr<DatasetFormat> format) {
   std::string name(format->name());
-  if (!Formats().emplace(name, std::move(format)).second) {
-    std::fprintf(stderr, "dataset format \"%s\" is registered twice\n", name.c_str());
-    std::abort();
-  }
-  return true;
+  return Formats().Add(std::move(name), std::move(format));
 }
 
 absl::Status CheckSplitShapesAgree(const std::string& dir, const ImageShape& train,

@@ -17,9 +17,9 @@
 #include "workers/engine/data/data.h"
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
+#include "workers/engine/model_source/model_source.h"
 #include "workers/engine/torch_error.h"
 #include "workers/engine/training/trainer.h"
-#include "workers/engine/model_source/model_source.h"
 
 namespace qnet::engine {
 namespace {
@@ -141,8 +141,7 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
       OpenModel(job.context.model_path.empty() ? job.spec.model() : job.context.model_path);
   if (!opened.ok()) return opened.status();
   if (job.spec.input_normalization().mean().empty()) {
-    absl::StatusOr<std::optional<InputNormalization>> recorded =
-        (*opened)->RecordedNormalization();
+    absl::StatusOr<std::optional<InputNormalization>> recorded = (*opened)->RecordedNormalization();
     if (!recorded.ok()) return recorded.status();
     if (recorded->has_value()) {
       v1::InputNormalization& norm = *job.spec.mutable_input_normalization();

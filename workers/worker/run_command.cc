@@ -154,9 +154,10 @@ std::string FormatSummary(const engine::JobRun& run, const engine::JobResult& re
 void RegisterRunCommand(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* run = app.add_subcommand("run", "Run one compression job locally");
-  job::BindJobSpecFlags(*run, args->job,
-                        {.model_help = absl::StrCat(job::ZooModelNames(), ", or a TorchScript .pt file"),
-                         .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset directory"});
+  job::BindJobSpecFlags(
+      *run, args->job,
+      {.model_help = absl::StrCat(job::ZooModelNames(), ", or a TorchScript .pt file"),
+       .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset directory"});
   run->add_option("--dataset-format", args->dataset_format,
                   absl::StrCat(datasets::DatasetFormatNameList(), " (default: detect)"))
       ->check(CLI::IsMember(datasets::DatasetFormatNames()));

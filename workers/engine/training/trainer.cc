@@ -18,8 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "workers/engine/training/checkpoint.h"
 #include "workers/engine/quantization/levels.h"
+#include "workers/engine/training/checkpoint.h"
 #include "workers/engine/training/sgd.h"
 
 namespace qnet::engine {

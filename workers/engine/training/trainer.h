@@ -24,10 +24,10 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
-#include "workers/engine/training/checkpoint.h"
 #include "workers/engine/data/data.h"
-#include "workers/engine/training/evaluation.h"
 #include "workers/engine/job_run.h"
+#include "workers/engine/training/checkpoint.h"
+#include "workers/engine/training/evaluation.h"
 #include "workers/engine/training/recipe.h"
 #include "workers/engine/training/sgd.h"
 #include "workers/engine/training/training_phases.h"

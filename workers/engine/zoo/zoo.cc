@@ -25,8 +25,8 @@ absl::StatusOr<torch::jit::Module> MakeZooModel(const std::string& name, int64_t
   }
   const ZooModel* model = Registry<ZooModel>::Global().Find(name);
   if (model == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown zoo model '", name, "' (known: ",
-                                                   Registry<ZooModel>::Global().NameList(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown zoo model '", name, "' (known: ", Registry<ZooModel>::Global().NameList(), ")"));
   }
   try {
     ZooBuilder builder(seed);

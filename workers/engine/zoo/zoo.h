@@ -24,9 +24,9 @@ std::vector<std::string> ZooModelNames();
 
 // Freshly initialised (Kaiming, seeded) registered model: "lenet5" (for 1x28x28, also works on
 // 3x32x32) and "resnet20" (CIFAR-style, 3 stages x 3 basic blocks, works on 28x28 and 32x32
-// inputs, any channel count). Unknown names give INVALID_ARGUMENT listing the known ones. Models use nn.Conv2d-like
-// submodules with `weight` (and `bias`) attributes and BatchNorm submodules with running stats, so
-// the model transform treats them exactly like a user's torchvision model.
+// inputs, any channel count). Unknown names give INVALID_ARGUMENT listing the known ones. Models
+// use nn.Conv2d-like submodules with `weight` (and `bias`) attributes and BatchNorm submodules with
+// running stats, so the model transform treats them exactly like a user's torchvision model.
 //
 // input_size (lenet5 only): 0 (default) puts an adaptive average pool to 5x5 before the classifier
 // so one model takes any input of at least 12x12 (an identity on 28x28); a positive value builds

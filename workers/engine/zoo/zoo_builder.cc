@@ -47,8 +47,7 @@ torch::jit::Module ZooBuilder::Conv(int64_t in, int64_t out, int64_t kernel, int
                                     int64_t padding) {
   torch::jit::Module m = NewModule("Conv2d");
   const double std = std::sqrt(2.0 / static_cast<double>(in * kernel * kernel));
-  m.register_parameter("weight", Param(torch::randn({out, in, kernel, kernel}, gen_) * std),
-                       false);
+  m.register_parameter("weight", Param(torch::randn({out, in, kernel, kernel}, gen_) * std), false);
   m.register_parameter("bias", Param(torch::zeros({out})), false);
   m.register_attribute("stride", c10::IntType::get(), stride);
   m.register_attribute("padding", c10::IntType::get(), padding);

@@ -39,8 +39,7 @@ class ZooBuilder {
   torch::jit::Module NewModule(const std::string& class_name);
   // Kaiming normal (fan_in, ReLU gain) weights, zero bias. Every conv has a bias so all convs
   // present the same attribute set as a biased torch.nn.Conv2d.
-  torch::jit::Module Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride,
-                          int64_t padding);
+  torch::jit::Module Conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding);
   // He-normal like the convolutions. torch.nn.Linear's default, U(-1/sqrt(in), 1/sqrt(in)),
   // halves the signal's variance at every ReLU layer, and LeNet's three fully connected layers
   // then need several epochs before the loss moves; the zoo's pre-training budget is one or two.
