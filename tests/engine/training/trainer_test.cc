@@ -1,5 +1,6 @@
 #include "workers/engine/training/trainer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <optional>
 
@@ -263,6 +264,43 @@ TEST_F(TrainerTest, BatchNormReestimationAveragesBatchStatistics) {
   }
   EXPECT_TRUE(torch::allclose(bn.attr("running_mean").toTensor(), sum / 3, 1e-4, 1e-5));
   EXPECT_EQ(bn.attr("momentum").toDouble(), 0.1);
+}
+
+// A scripted torch.nn.BatchNorm2d keeps momentum as a class constant, which cannot be written:
+// re-estimation refills the buffers alone and corrects the exponential average's bias, so the
+// result is the momentum-weighted mean of the batches' channel means.
+TEST_F(TrainerTest, BatchNormReestimationLeavesAMomentumConstantAlone) {
+  DatasetSplits data = Data();
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  torch::jit::Module bn(c10::QualifiedName("__torch__.user.BatchNorm2d"), cu,
+                        /*shouldMangle=*/true);
+  bn.register_attribute("training", c10::BoolType::get(), true);
+  bn.register_parameter("weight", torch::ones({1}), false);
+  bn.register_parameter("bias", torch::zeros({1}), false);
+  bn.register_buffer("running_mean", torch::zeros({1}));
+  bn.register_buffer("running_var", torch::ones({1}));
+  bn.register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+  bn.type()->addConstant("momentum", 0.1);
+  bn.type()->addConstant("eps", 1e-5);
+  // As in a scripted torch.nn.BatchNorm2d's graph, the constants appear inlined.
+  bn.define(R"(
+def forward(self, x):
+    return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                            self.training, 0.1, 1e-5, True)
+)");
+  ReestimateBatchNorm(
+      bn, [&](const torch::Tensor& x) { return bn.forward({x}).toTensor(); }, data.train, 64, 1,
+      torch::kCPU, 3);
+  torch::NoGradGuard no_grad;
+  BatchIterator it(data.train, 64, 1, 2000003, false);
+  double weighted = 0, total = 0;
+  for (int i = 0; i < 3; ++i) {
+    const double w = 0.1 * std::pow(0.9, 2 - i);  // the latest batch weighs most
+    weighted += w * it.Next()->images.mean().item<double>();
+    total += w;
+  }
+  EXPECT_NEAR(bn.attr("running_mean").toTensor().item<double>(), weighted / total, 1e-5);
+  EXPECT_DOUBLE_EQ(bn.type()->getConstant("momentum").toDouble(), 0.1);
 }
 
 }  // namespace

@@ -81,7 +81,13 @@ void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
   for (const torch::jit::Module& m : model.modules()) {
     if (!IsBatchNorm(m)) continue;
     Bn bn{m, false, 0.1, false, c10::IValue()};
-    if (m.hasattr("momentum")) {
+    // A scripted torch.nn.BatchNorm2d keeps momentum as a class constant, which hasattr also
+    // reports but setattr refuses: look for the constant first.
+    if (m.type()->hasConstant("momentum")) {
+      const c10::IValue v = m.type()->getConstant("momentum");
+      if (v.isDouble()) bn.momentum = v.toDouble();
+      if (v.isNone()) bn.cumulative = true;
+    } else if (m.hasattr("momentum")) {
       const c10::IValue v = m.attr("momentum");
       bn.saved_momentum = v;
       if (v.isDouble()) {
@@ -89,10 +95,6 @@ void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
       } else if (v.isNone()) {
         bn.cumulative = true;
       }
-    } else if (m.type()->hasConstant("momentum")) {
-      const c10::IValue v = m.type()->getConstant("momentum");
-      if (v.isDouble()) bn.momentum = v.toDouble();
-      if (v.isNone()) bn.cumulative = true;
     }
     bns.push_back(bn);
   }
