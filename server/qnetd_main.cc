@@ -16,7 +16,6 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/token_file.h"
 #include "datasets/dataset_format.h"
 #include "server/qnet_server.h"
@@ -38,10 +37,7 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", options.data_dir, "folder for the job store and blobs")->required();
   app.add_option("--store", options.store_uri,
                  absl::StrCat("job store URI (default sqlite://DATA_DIR/jobs.db); schemes: ",
-                              absl::StrJoin(qnet::server::JobStoreSchemes(), ", ",
-                                            [](std::string* out, const auto& entry) {
-                                              absl::StrAppend(out, entry.second.example);
-                                            })));
+                              qnet::server::KnownSchemes()));
   app.add_option("--local-workers", options.local_workers,
                  "qnet-worker processes to run next to the server")
       ->capture_default_str()

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/artifact_select.h"
 #include "client/cli/exit_codes.h"
@@ -259,9 +260,7 @@ int RunFormats(QnetClient& client, bool json, const Console& console) {
   }
   console.out << "export formats (submit --export, download --format):\n";
   for (const v1::ExportFormat& f : c->export_formats()) {
-    console.out << "  " << f.name()
-                << std::string(f.name().size() < 12 ? 12 - f.name().size() : 1, ' ')
-                << f.description() << "\n";
+    console.out << absl::StrFormat("  %-12s %s\n", f.name(), f.description());
   }
   console.out << "dataset formats: " << absl::StrJoin(c->dataset_formats(), ", ") << "\n"
               << "model sources: " << absl::StrJoin(c->model_sources(), ", ") << "\n"

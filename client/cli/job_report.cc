@@ -36,7 +36,7 @@ std::string RenderTable(const std::vector<std::vector<std::string>>& rows,
 }
 
 std::string Bits(const v1::JobSpec& spec) {
-  std::string s = absl::StrCat("W", job::WithDefaults(spec).weight_bits());
+  std::string s = absl::StrCat("W", job::EffectiveWeightBits(spec));
   if (spec.weight_levels_size() > 0) s = absl::StrCat("L", spec.weight_levels_size());
   absl::StrAppend(&s, spec.activation_bits() > 0 ? absl::StrCat("A", spec.activation_bits()) : "");
   return s;

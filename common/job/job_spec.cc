@@ -17,14 +17,6 @@ namespace {
 
 constexpr size_t kMaxErrors = 10;  // problems named in one message
 
-// Clips what a client sent before quoting it back.
-std::string Quote(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (s.size() > 80) out += "...";
-  return out + "\"";
-}
-
 void CheckRange(absl::string_view field, int value, IntLimit limit,
                 std::vector<std::string>* errors) {
   if (value < limit.min || value > limit.max) {
@@ -44,15 +36,15 @@ void CheckModel(const std::string& model, const ValidateOptions& options,
   } else if (absl::StartsWith(model, "zoo:")) {
     if (FindZooModel(model) == nullptr) {
       errors->push_back(
-          absl::StrCat("unknown zoo model ", Quote(model), "; known: ", ZooModelNames()));
+          absl::StrCat("unknown zoo model ", QuoteClientText(model), "; known: ", ZooModelNames()));
     }
   } else if (absl::StartsWith(model, "sha256:")) {
     if (!IsValidDigest(model)) {
-      errors->push_back(absl::StrCat("model digest ", Quote(model),
+      errors->push_back(absl::StrCat("model digest ", QuoteClientText(model),
                                      " is not a digest: expected sha256:<64 lowercase hex>"));
     }
   } else if (!options.allow_model_path) {
-    errors->push_back(absl::StrCat("model ", Quote(model), " must be one of ", sources));
+    errors->push_back(absl::StrCat("model ", QuoteClientText(model), " must be one of ", sources));
   }
 }
 
@@ -106,10 +98,10 @@ void CheckExportFormats(const v1::JobSpec& spec, std::vector<std::string>* error
   for (const std::string& f : spec.export_formats()) {
     if (errors->size() > kMaxErrors) break;  // a huge list costs no more than the message shows
     if (FindExportFormat(f) == nullptr) {
-      errors->push_back(
-          absl::StrCat("unknown export format ", Quote(f), "; choose from ", ExportFormatNames()));
+      errors->push_back(absl::StrCat("unknown export format ", QuoteClientText(f), "; choose from ",
+                                     ExportFormatNames()));
     } else if (std::find(seen.begin(), seen.end(), f) != seen.end()) {
-      errors->push_back(absl::StrCat("export format ", Quote(f), " is listed twice"));
+      errors->push_back(absl::StrCat("export format ", QuoteClientText(f), " is listed twice"));
     }
     seen.push_back(f);
   }
@@ -119,9 +111,7 @@ void CheckExportFormats(const v1::JobSpec& spec, std::vector<std::string>* error
 
 v1::JobSpec WithDefaults(const v1::JobSpec& spec) {
   v1::JobSpec out = spec;
-  if (!out.has_weight_bits() && out.weight_levels_size() == 0) {
-    out.set_weight_bits(kDefaultWeightBits);
-  }
+  if (out.weight_levels_size() == 0) out.set_weight_bits(EffectiveWeightBits(out));
   v1::TrainingSettings& t = *out.mutable_training();
   if (!t.has_epochs()) t.set_epochs(kDefaultEpochs);
   if (t.batch_size() == 0) t.set_batch_size(kDefaultBatchSize);
@@ -149,7 +139,7 @@ std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const Validate
   }
   // Explicit levels stand in for the bits; otherwise unset bits take the default.
   if (spec.has_weight_bits() || spec.weight_levels_size() == 0) {
-    CheckRange("weight_bits", WithDefaults(spec).weight_bits(), kWeightBits, &errors);
+    CheckRange("weight_bits", EffectiveWeightBits(spec), kWeightBits, &errors);
   }
   CheckRange("activation_bits (0 = float activations)", spec.activation_bits(), kActivationBits,
              &errors);
@@ -168,6 +158,17 @@ absl::Status ProblemsToStatus(std::vector<std::string> errors) {
   }
   return absl::InvalidArgumentError(
       absl::StrCat("invalid job spec: ", absl::StrJoin(errors, "; ")));
+}
+
+int EffectiveWeightBits(const v1::JobSpec& spec) {
+  return spec.has_weight_bits() ? spec.weight_bits() : kDefaultWeightBits;
+}
+
+std::string QuoteClientText(absl::string_view text) {
+  std::string out = "\"";
+  for (char c : text.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (text.size() > 80) out += "...";
+  return out + "\"";
 }
 
 absl::Status ValidateRequestId(absl::string_view request_id) {

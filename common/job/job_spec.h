@@ -66,6 +66,13 @@ std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const Validate
 // OK for no problems, else the INVALID_ARGUMENT ValidateJobSpec returns.
 absl::Status ProblemsToStatus(std::vector<std::string> problems);
 
+// The weight bits the job runs with: its own, else the default (meaningless when it lists
+// weight_levels instead).
+int EffectiveWeightBits(const v1::JobSpec& spec);
+
+// What a client sent, clipped to 80 printable characters and quoted, for error messages.
+std::string QuoteClientText(absl::string_view text);
+
 // Printable ASCII without spaces, at most kMaxRequestIdBytes ("" = no idempotency).
 absl::Status ValidateRequestId(absl::string_view request_id);
 

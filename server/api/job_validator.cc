@@ -10,17 +10,6 @@
 #include "server/blobs/torchscript_archive.h"
 
 namespace qnet::server {
-namespace {
-
-// Clips what a client sent before quoting it back.
-std::string Quote(absl::string_view s) {
-  std::string out = "\"";
-  for (char c : s.substr(0, 80)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (s.size() > 80) out += "...";
-  return out + "\"";
-}
-
-}  // namespace
 
 JobValidator::JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs)
     : datasets_(datasets), blobs_(blobs) {}
@@ -60,7 +49,7 @@ void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
     return;
   }
   if (!DatasetRegistry::IsValidName(spec.dataset())) {
-    errors->push_back(absl::StrCat("dataset ", Quote(spec.dataset()),
+    errors->push_back(absl::StrCat("dataset ", job::QuoteClientText(spec.dataset()),
                                    " is not a dataset name (names only, never paths); known "
                                    "datasets: ",
                                    known));
@@ -68,16 +57,16 @@ void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
   }
   const DatasetEntry* d = datasets_->Find(spec.dataset());
   if (d == nullptr) {
-    errors->push_back(
-        absl::StrCat("unknown dataset ", Quote(spec.dataset()), "; known datasets: ", known));
+    errors->push_back(absl::StrCat("unknown dataset ", job::QuoteClientText(spec.dataset()),
+                                   "; known datasets: ", known));
     return;
   }
   const int channels = spec.input_normalization().mean_size();
   if (channels != 0 && channels == spec.input_normalization().std_size() &&
       channels != d->info.channels()) {
-    errors->push_back(absl::StrCat("input_normalization gives ", channels,
-                                   " value(s) per list but dataset ", Quote(spec.dataset()),
-                                   " has ", d->info.channels(), " channel(s)"));
+    errors->push_back(absl::StrCat(
+        "input_normalization gives ", channels, " value(s) per list but dataset ",
+        job::QuoteClientText(spec.dataset()), " has ", d->info.channels(), " channel(s)"));
   }
 }
 

@@ -1,8 +1,9 @@
 // JobValidator: qnetd's check of a JobSpec before it accepts a job, so bad input is refused up
 // front with INVALID_ARGUMENT and a message naming every problem found, instead of failing later
-// on a worker. The settings are judged by job::ValidateJobSpec, the check every process shares;
-// this class adds what only the server knows: the model blob is uploaded and is a TorchScript
-// archive, the dataset is registered, and the input normalization fits its channels.
+// on a worker. The settings are judged by job::JobSpecProblems (ValidateJobSpec's checks, which
+// every process shares); this class adds what only the server knows: the model blob is uploaded
+// and is a TorchScript archive, the dataset is registered, and the input normalization fits its
+// channels.
 // Thread-safe.
 //
 //   JobValidator validator(&datasets, &blobs);

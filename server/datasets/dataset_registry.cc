@@ -80,15 +80,17 @@ absl::Status DatasetRegistry::Add(const std::string& name, const std::string& fo
   if (!fs::is_directory(dir, ec)) {
     return absl::NotFoundError(absl::StrCat("dataset ", name, ": ", dir, " is not a folder"));
   }
+  DatasetEntry entry;
   absl::StatusOr<datasets::DatasetSummary> summary = dataset_format->Inspect(dir);
-  if (!summary.ok()) {
+  if (summary.ok()) {
+    entry.needed = summary->files;
+  } else {
     // Kept, so that files can still arrive before the first job; the shape clients see is then
     // the format's usual one.
     spdlog::warn("dataset {}: {}; workers will fail on it", name,
                  std::string(summary.status().message()));
     summary = dataset_format->Typical();
   }
-  DatasetEntry entry;
   entry.dir = dir;
   entry.info.set_name(name);
   entry.info.set_format(format);
@@ -118,10 +120,16 @@ absl::Status DatasetRegistry::ImportFiles(const BlobStore& blobs,
     entry.files.clear();
     std::error_code ec;
     std::vector<fs::path> paths;
-    for (const auto& f : fs::directory_iterator(entry.dir, ec)) {
-      const std::string fname = f.path().filename().string();
-      if (fname.empty() || fname.front() == '.' || !f.is_regular_file(ec)) continue;
-      paths.push_back(f.path());
+    // The files the format named, wherever in the folder they are (CIFAR-10's batches may sit in
+    // cifar-10-batches-bin/); they reach workers under their base names, where the readers look
+    // first.
+    for (const std::string& needed : entry.needed) paths.push_back(fs::path(entry.dir) / needed);
+    if (entry.needed.empty()) {
+      for (const auto& f : fs::directory_iterator(entry.dir, ec)) {
+        const std::string fname = f.path().filename().string();
+        if (fname.empty() || fname.front() == '.' || !f.is_regular_file(ec)) continue;
+        paths.push_back(f.path());
+      }
     }
     if (ec) {
       return absl::UnavailableError(

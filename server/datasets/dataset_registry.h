@@ -27,8 +27,11 @@
 namespace qnet::server {
 
 struct DatasetEntry {
-  qnet::v1::Dataset info;                    // name, format, shape, classes
-  std::string dir;                           // local folder (never shown to clients)
+  qnet::v1::Dataset info;  // name, format, shape, classes
+  std::string dir;         // local folder (never shown to clients)
+  // The files the format reads, relative to `dir` (DatasetFormat::Inspect); empty when the
+  // folder could not be inspected, and then every regular file in it is imported.
+  std::vector<std::string> needed;
   std::vector<qnet::v1::DatasetFile> files;  // filled by ImportFiles
 };
 

@@ -463,6 +463,7 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
   if (e.rec.lease_expire <= clock_->Now()) {
     return StaleLease(job_id, "the lease expired; the job will be re-queued");
   }
+  SeeWorker(e.rec.job.worker_id(), 0);  // a call on a live lease is a sign of life
   return &e;
 }
 
@@ -476,7 +477,6 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
-    SeeWorker(e.rec.job.worker_id(), 0);
     JobRecord next = e.rec;
     next.lease_expire = clock_->Now() + options_.lease_duration;
     if (progress != nullptr) *next.job.mutable_progress() = *progress;
@@ -504,7 +504,6 @@ absl::Status Scheduler::Complete(
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
-    SeeWorker(e.rec.job.worker_id(), 0);
     JobRecord next = AsFinished(e.rec, qnet::v1::SUCCEEDED, "");
     *next.job.mutable_metrics() = metrics;
     *next.job.mutable_artifacts() = artifacts;
@@ -525,7 +524,6 @@ absl::Status Scheduler::Fail(absl::string_view job_id, absl::string_view token,
     absl::StatusOr<Entry*> found = FindLease(job_id, token);
     if (!found.ok()) return found.status();
     Entry& e = **found;
-    SeeWorker(e.rec.job.worker_id(), 0);
     JobRecord next;
     if (cancelled) {
       next = AsFinished(e.rec, qnet::v1::CANCELLED, error.empty() ? "cancelled by request" : error);
@@ -536,11 +534,12 @@ absl::Status Scheduler::Fail(absl::string_view job_id, absl::string_view token,
     }
     change = BeginChange(e, std::move(next));
   }
-  const Job ended = change.next.job;
+  const qnet::v1::JobState state = change.next.job.state();
+  const int attempt = change.next.job.attempt();
   if (absl::Status s = AwaitChange(change, "the failure report"); !s.ok()) return s;
   spdlog::warn("job {}: {}; now {} (attempt {})", std::string(job_id),
-               cancelled ? "cancelled by its worker" : reason,
-               qnet::v1::JobState_Name(ended.state()), ended.attempt());
+               cancelled ? "cancelled by its worker" : reason, qnet::v1::JobState_Name(state),
+               attempt);
   return absl::OkStatus();
 }
 
@@ -571,17 +570,20 @@ int Scheduler::ExpireLeases() {
   int expired = 0;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < changes.size(); ++i) {
-    const Job ended = changes[i].next.job;
+    // Read before EndChange, which moves the record into memory (no copy of the job).
+    const std::string id = changes[i].next.job.id();
+    const qnet::v1::JobState state = changes[i].next.job.state();
+    const int attempt = changes[i].next.job.attempt();
     EndChange(changes[i], stored[i]);
     if (!stored[i].ok()) {
       spdlog::error("job {}: lease expired, but that could not be stored ({}); trying again later",
-                    ended.id(), std::string(stored[i].message()));
+                    id, std::string(stored[i].message()));
       continue;
     }
     ++expired;
     if (metrics_ != nullptr) metrics_->LeaseExpired();
-    spdlog::warn("job {}: lease expired; now {} (attempt {})", ended.id(),
-                 qnet::v1::JobState_Name(ended.state()), ended.attempt());
+    spdlog::warn("job {}: lease expired; now {} (attempt {})", id, qnet::v1::JobState_Name(state),
+                 attempt);
   }
   return expired;
 }

@@ -8,15 +8,11 @@
 #include "common/registry.h"
 
 namespace qnet::server {
-namespace {
-
 std::string KnownSchemes() {
   return absl::StrJoin(JobStoreSchemes(), ", ", [](std::string* out, const auto& entry) {
     absl::StrAppend(out, entry.first, " (", entry.second.example, ")");
   });
 }
-
-}  // namespace
 
 const std::map<std::string, JobStoreScheme, std::less<>>& JobStoreSchemes() {
   return Registry<JobStoreScheme>::Global().entries();

@@ -40,6 +40,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(absl::string_view uri);
 
 // Every registered scheme by name, sorted.
 const std::map<std::string, JobStoreScheme, std::less<>>& JobStoreSchemes();
+// "sqlite (sqlite:///var/lib/qnet/jobs.db)", for messages and help texts.
+std::string KnownSchemes();
 
 // The store qnetd uses without --store: DATA_DIR/jobs.db in SQLite (DATA_DIR made absolute).
 std::string DefaultJobStoreUri(const std::string& data_dir);

@@ -310,6 +310,27 @@ TEST_F(WorkerLoopTest, AMissingModelBlobFailsTheLeaseWithoutRunning) {
   EXPECT_NE(state->fails[0].error().find("fetching model"), std::string::npos);
 }
 
+// The engine reads a dataset by its registered format; a lease without one is not guessed at.
+TEST_F(WorkerLoopTest, ALeaseWithoutADatasetFormatFailsWithoutRunning) {
+  v1::AcquireLeaseResponse lease = QueueLease();
+  lease.clear_dataset_format();
+  {
+    auto state = server_.Lock();
+    state->leases.clear();
+    state->leases.push_back(lease);
+  }
+  bool ran = false;
+  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+    ran = true;
+    return SucceedingRunner(c, cb);
+  });
+  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
+  EXPECT_FALSE(ran);
+  auto state = server_.Lock();
+  ASSERT_EQ(state->fails.size(), 1u);
+  EXPECT_NE(state->fails[0].error().find("no format for dataset 'synth'"), std::string::npos);
+}
+
 TEST_F(WorkerLoopTest, StopDuringAJobFailsItRetryableAndRunReturns) {
   QueueLease();
   auto loop = MakeLoop(StoppableRunner);

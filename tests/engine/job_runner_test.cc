@@ -95,6 +95,10 @@ TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
   EXPECT_EQ(m["settings"]["export_formats"].size(), 4u);
   EXPECT_EQ(result->metrics.effective_spec.training().seed(), 1u);
   EXPECT_EQ(result->metrics.effective_spec.export_formats_size(), 4);
+  // The normalisation left unset resolves to the training split's statistics, as recorded.
+  EXPECT_EQ(std::vector<double>(result->metrics.effective_spec.input_normalization().mean().begin(),
+                                result->metrics.effective_spec.input_normalization().mean().end()),
+            result->metrics.input_mean);
   EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
   EXPECT_EQ(
       m["packed_size_bytes"].get<int64_t>(),

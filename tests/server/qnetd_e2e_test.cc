@@ -205,9 +205,11 @@ TEST_F(QnetdE2eTest, RunsLocalWorkersAndStopsThemOnSigterm) {
   Qnetd qnetd(Args({"--local-workers", "2", "--worker-binary", script}));
   ASSERT_TRUE(qnetd.Start());
   std::string started;
+  // Both workers' lines: they start concurrently, so either may be written first.
   EXPECT_TRUE(testing::WaitFor([&] {
     started = testing::ReadFile(dir_ / "workers.txt");
-    return started.find("worker-cache-1") != std::string::npos;
+    return started.find("worker-cache-0") != std::string::npos &&
+           started.find("worker-cache-1") != std::string::npos;
   }));
   EXPECT_THAT(started, HasSubstr("serve --server " + qnetd.grpc() + " --cache-dir " +
                                  dir_ / "data/worker-cache-0"));

@@ -187,7 +187,12 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   result.metrics.float_size_bytes = float_size;
   result.metrics.input_mean = data->channel_mean;
   result.metrics.input_std = data->channel_std;
+  // Defaults resolved, the normalisation included: the job's, the model's record, or else the
+  // training split's statistics.
   result.metrics.effective_spec = job.spec;
+  v1::InputNormalization& used = *result.metrics.effective_spec.mutable_input_normalization();
+  used.mutable_mean()->Assign(data->channel_mean.begin(), data->channel_mean.end());
+  used.mutable_std()->Assign(data->channel_std.begin(), data->channel_std.end());
   if (absl::Status s = WriteArtifacts(job, *data, trainer, result); !s.ok()) return s;
   return result;
 }

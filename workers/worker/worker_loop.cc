@@ -199,7 +199,11 @@ absl::StatusOr<engine::JobRun> WorkerLoop::Prepare(const v1::AcquireLeaseRespons
       cache_.Dataset(job.spec().dataset(), response.dataset_files());
   if (!dataset.ok()) return dataset.status();
   ctx.dataset_dir = *dataset;
-  ctx.dataset_format = response.dataset_format().empty() ? "idx" : response.dataset_format();
+  if (response.dataset_format().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the server sent no format for dataset '", job.spec().dataset(), "'"));
+  }
+  ctx.dataset_format = response.dataset_format();
 
   ctx.out_dir = (fs::path(work_dir) / "out").string();
   ctx.checkpoint_dir = (fs::path(work_dir) / "checkpoints").string();

@@ -108,5 +108,23 @@ TEST(DatasetRegistryTest, ImportsFilesOnceAndCachesDigests) {
   EXPECT_EQ(changed.Find("fm")->files[0].digest(), DigestOf("new content, longer than before"));
 }
 
+// The files the format reads are what workers get, also from a subfolder the format looks into,
+// under the plain names the worker's dataset folder takes.
+TEST(DatasetRegistryTest, ImportsTheFilesTheFormatReadsFromItsSubfolder) {
+  TempDir dir;
+  qnet::testing::WriteCifar(dir / "cifar/cifar-10-batches-bin");
+  testing::WriteFile(dir / "cifar/readme.txt", "not part of the dataset");
+  auto blobs = BlobStore::Open(dir / "blobs", 1);
+  ASSERT_TRUE(blobs.ok());
+  DatasetRegistry registry;
+  ASSERT_TRUE(registry.Add("cifar", "cifar10", dir / "cifar").ok());
+  ASSERT_TRUE(registry.ImportFiles(**blobs, dir / "digests.json").ok());
+  std::vector<std::string> names;
+  for (const qnet::v1::DatasetFile& f : registry.Find("cifar")->files) names.push_back(f.name());
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("data_batch_1.bin", "data_batch_2.bin",
+                                                     "data_batch_3.bin", "data_batch_4.bin",
+                                                     "data_batch_5.bin", "test_batch.bin"));
+}
+
 }  // namespace
 }  // namespace qnet::server
