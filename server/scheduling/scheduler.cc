@@ -120,7 +120,7 @@ JobRecord Scheduler::AsRetriedOrFailed(JobRecord rec, absl::string_view reason) 
 Scheduler::Change Scheduler::BeginChange(Entry& e, JobRecord next) {
   Change c;
   c.id = e.rec.job.id();
-  if (e.rec.job.state() == qnet::v1::QUEUED) c.reserved = queue_.erase(KeyOf(e)) > 0;
+  if (e.rec.job.state() == qnet::v1::QUEUED) queue_.erase(KeyOf(e));
   e.writing = true;
   c.saved = store_->Save(next);
   c.next = std::move(next);
@@ -134,7 +134,7 @@ void Scheduler::EndChange(Change& c, const absl::Status& stored) {
   write_cv_.SignalAll();
   if (stored.ok()) {
     Apply(e, std::move(c.next));
-  } else if (c.reserved) {
+  } else if (e.rec.job.state() == qnet::v1::QUEUED) {
     queue_.emplace(KeyOf(e), &e);
     work_cv_.Signal();
   }
@@ -156,8 +156,7 @@ void Scheduler::Apply(Entry& e, JobRecord next) {
   const JobState was = e.rec.job.state();
   const JobState state = next.job.state();
   const absl::Time now = clock_->Now();
-  if (was == qnet::v1::QUEUED) {
-    queue_.erase(KeyOf(e));  // already off it when reserved
+  if (was == qnet::v1::QUEUED) {  // BeginChange took it off the queue
     if (state == qnet::v1::RUNNING && metrics_ != nullptr) {
       metrics_->QueueWait(now - e.queued_since);
     }

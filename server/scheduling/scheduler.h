@@ -160,7 +160,6 @@ class Scheduler {
     std::string id;
     JobRecord next;  // the record once stored
     std::future<absl::Status> saved;
-    bool reserved = false;  // a QUEUED job taken off the queue while the change is written
   };
   struct QueueKey {
     int32_t priority;
@@ -189,7 +188,8 @@ class Scheduler {
   // meanwhile, so no one else takes it.
   Change BeginChange(Entry& e, JobRecord next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Once the write resolved: applies the change to memory when `stored` is OK, otherwise puts a
-  // reserved job back on the queue, leaving memory as it was.
+  // QUEUED job (the record is unchanged until applied) back on the queue, leaving memory as it
+  // was.
   void EndChange(Change& c, const absl::Status& stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Waits for the write (without the lock), then EndChange. `what` names the change for errors:
   // "the lease", "the completion", ...
