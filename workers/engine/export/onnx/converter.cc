@@ -1,7 +1,5 @@
 #include "workers/engine/export/onnx/converter.h"
 
-#include <stdexcept>
-
 #include "absl/strings/str_cat.h"
 
 namespace qnet::engine::onnx {
@@ -66,26 +64,15 @@ absl::StatusOr<std::vector<int64_t>> ConvertContext::Expand(std::vector<int64_t>
   return v;
 }
 
-void ConverterRegistry::Add(const std::string& symbol, Converter convert) {
-  if (!converters_.emplace(symbol, convert).second) {
-    throw std::logic_error("ONNX converter for " + symbol + " registered twice");
-  }
-}
-
-Converter ConverterRegistry::Find(const std::string& symbol) const {
-  auto it = converters_.find(symbol);
-  return it == converters_.end() ? nullptr : it->second;
-}
-
 const ConverterRegistry& Converters() {
   static const ConverterRegistry* registry = [] {
-    auto* r = new ConverterRegistry;
-    RegisterConvLinearConverters(*r);
-    RegisterActivationConverters(*r);
-    RegisterPoolingConverters(*r);
-    RegisterShapeConverters(*r);
-    RegisterMathConverters(*r);
-    return r;
+    ConverterRegistry& r = ConverterRegistry::Global();
+    RegisterConvLinearConverters(r);
+    RegisterActivationConverters(r);
+    RegisterPoolingConverters(r);
+    RegisterShapeConverters(r);
+    RegisterMathConverters(r);
+    return &r;
   }();
   return *registry;
 }

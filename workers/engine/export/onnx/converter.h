@@ -7,7 +7,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -16,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/registry.h"
 #include "workers/engine/export/onnx/emitter.h"
 #include "workers/engine/export/onnx/value.h"
 
@@ -52,17 +52,11 @@ struct ConvertContext {
 
 using Converter = absl::Status (*)(const ConvertContext& c);
 
-class ConverterRegistry {
- public:
-  // Registers `convert` for the op `symbol` ("aten::relu"); a symbol registered twice throws
-  // std::logic_error (a programming error, seen by the first export).
-  void Add(const std::string& symbol, Converter convert);
-  // The converter for `symbol`, or nullptr.
-  Converter Find(const std::string& symbol) const;
-
- private:
-  std::map<std::string, Converter> converters_;
-};
+// Converters by op symbol ("aten::relu"), in the project's registry (common/registry.h: a symbol
+// registered twice stops the process). Each theme's file registers its ops through the explicit
+// Register* call below rather than a static registrar, so nothing depends on how qnet_onnx is
+// linked.
+using ConverterRegistry = Registry<Converter>;
 
 // Every converter, registered on first use.
 const ConverterRegistry& Converters();

@@ -449,14 +449,14 @@ absl::Status GraphWalker::Convert(Node* node, const std::vector<SlotPtr>& in,
       !out.empty() && out[0]->a.isTensor() ? TensorA(out[0]).scalar_type() : at::kFloat,
       e_};
   if (!out.empty()) out[0]->name = c.out_name;
-  const Converter convert = Converters().Find(kind);
+  const Converter* convert = Converters().Find(kind);
   if (convert == nullptr) {
     return AtNode(node, f.scope,
                   absl::InvalidArgumentError(
                       absl::StrCat("ONNX export has no converter for ", kind,
                                    kind == symbol ? "" : absl::StrCat(" (from ", symbol, ")"))));
   }
-  if (absl::Status s = convert(c); !s.ok()) return AtNode(node, f.scope, s);
+  if (absl::Status s = (*convert)(c); !s.ok()) return AtNode(node, f.scope, s);
   for (size_t i = 0; i < out.size(); ++i) {
     if (out[i]->tensor && out[i]->name.empty() && node->outputs()[i]->hasUses()) {
       return absl::InternalError(absl::StrCat("no ONNX value for ", symbol));
