@@ -49,8 +49,11 @@ TEST(WorkerSupervisorTest, StartsRestartsAndStops) {
     auto pids = supervisor.pids();
     return pids.size() == 2 && Alive(pids[0]) && Alive(pids[1]);
   }));
+  // Both workers' lines: they start concurrently, so either may be written first.
   ASSERT_TRUE(WaitFor([&] {
-    return testing::ReadFile(dir / "args.txt").find("worker-cache-1") != std::string::npos;
+    const std::string written = testing::ReadFile(dir / "args.txt");
+    return written.find("worker-cache-0") != std::string::npos &&
+           written.find("worker-cache-1") != std::string::npos;
   }));
   const std::string args = testing::ReadFile(dir / "args.txt");
   EXPECT_THAT(args,
