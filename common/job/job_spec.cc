@@ -5,9 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/digest.h"
 #include "common/input_normalization.h"
 #include "common/job/catalog.h"
@@ -107,7 +110,58 @@ void CheckExportFormats(const v1::JobSpec& spec, std::vector<std::string>* error
   }
 }
 
+void CheckPreprocessing(const v1::JobSpec& spec, std::vector<std::string>* errors) {
+  if (!spec.input_shape().empty()) {
+    if (absl::StatusOr<InputShape> shape = ParseInputShape(spec.input_shape()); !shape.ok()) {
+      errors->push_back(std::string(shape.status().message()));
+    }
+  }
+  const v1::Preprocessing& p = spec.preprocessing();
+  CheckRange("preprocessing.resize_size", p.resize_size(), kResizeSize, errors);
+  const double lo = p.crop_scale_min(), hi = p.crop_scale_max() == 0 ? 1.0 : p.crop_scale_max();
+  if (!(lo >= 0 && lo <= 1 && hi > 0 && hi <= 1 && lo <= hi)) {
+    errors->push_back(absl::StrCat(
+        "preprocessing.crop_scale_min..crop_scale_max must satisfy 0 <= min <= max <= 1 (got ",
+        p.crop_scale_min(), "..", p.crop_scale_max(), ")"));
+  }
+  if (p.has_holdout_fraction() &&
+      !(p.holdout_fraction() > 0 && p.holdout_fraction() <= kMaxHoldoutFraction)) {
+    errors->push_back(absl::StrCat("preprocessing.holdout_fraction must be in (0, ",
+                                   kMaxHoldoutFraction, "] (got ", p.holdout_fraction(), ")"));
+  }
+}
+
 }  // namespace
+
+absl::StatusOr<InputShape> ParseInputShape(absl::string_view text) {
+  const auto malformed = [&] {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input_shape ", QuoteClientText(text), " must be CxHxW, e.g. 3x32x32 (channels ",
+        kInputChannels.min, "..", kInputChannels.max, ", height and width ", kInputSide.min, "..",
+        kInputSide.max, ")"));
+  };
+  std::vector<absl::string_view> parts = absl::StrSplit(text, 'x');
+  if (parts.size() != 3) return malformed();
+  int sides[3];
+  for (int i = 0; i < 3; ++i) {
+    if (parts[i].empty() || parts[i].size() > 5 ||
+        !std::all_of(parts[i].begin(), parts[i].end(), absl::ascii_isdigit) ||
+        !absl::SimpleAtoi(parts[i], &sides[i])) {
+      return malformed();
+    }
+  }
+  const InputShape shape{sides[0], sides[1], sides[2]};
+  if (shape.channels < kInputChannels.min || shape.channels > kInputChannels.max ||
+      shape.height < kInputSide.min || shape.height > kInputSide.max ||
+      shape.width < kInputSide.min || shape.width > kInputSide.max) {
+    return malformed();
+  }
+  return shape;
+}
+
+std::string FormatInputShape(const InputShape& shape) {
+  return absl::StrCat(shape.channels, "x", shape.height, "x", shape.width);
+}
 
 v1::JobSpec WithDefaults(const v1::JobSpec& spec) {
   v1::JobSpec out = spec;
@@ -116,6 +170,9 @@ v1::JobSpec WithDefaults(const v1::JobSpec& spec) {
   if (!t.has_epochs()) t.set_epochs(kDefaultEpochs);
   if (t.batch_size() == 0) t.set_batch_size(kDefaultBatchSize);
   if (!t.has_seed()) t.set_seed(kDefaultSeed);
+  if (!out.preprocessing().has_holdout_fraction()) {
+    out.mutable_preprocessing()->set_holdout_fraction(kDefaultHoldoutFraction);
+  }
   if (out.export_formats_size() == 0) {
     for (const v1::ExportFormat& f : ExportFormats()) out.add_export_formats(f.name());
   }
@@ -146,6 +203,7 @@ std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const Validate
   CheckWeightLevels(spec, &errors);
   CheckTraining(spec.training(), &errors);
   CheckExportFormats(spec, &errors);
+  CheckPreprocessing(spec, &errors);
   return errors;
 }
 

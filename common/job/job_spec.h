@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "qnet/v1/job.pb.h"
 
@@ -38,6 +39,9 @@ inline constexpr double kMaxLearningRate = 10;
 // first epoch.
 inline constexpr double kMaxTemperatureSlope = 2000;
 inline constexpr size_t kMaxRequestIdBytes = 128;
+inline constexpr IntLimit kInputChannels{1, 4};
+inline constexpr IntLimit kInputSide{1, 4096};  // height and width of JobSpec.input_shape
+inline constexpr IntLimit kResizeSize{0, 8192};
 
 // Defaults of unset settings. Learning rate, temperature slope and distillation weight stay 0 /
 // unset in the effective spec: the engine's recipe (docs/METHOD.md) resolves them per phase.
@@ -45,9 +49,24 @@ inline constexpr int kDefaultWeightBits = 2;
 inline constexpr int kDefaultEpochs = 3;
 inline constexpr int kDefaultBatchSize = 128;
 inline constexpr uint64_t kDefaultSeed = 1;
+inline constexpr double kDefaultHoldoutFraction = 0.1;
+inline constexpr double kMaxHoldoutFraction = 0.9;
+
+// The input a model takes (JobSpec.input_shape).
+struct InputShape {
+  int channels = 0, height = 0, width = 0;
+  bool operator==(const InputShape&) const = default;
+};
+
+// "3x32x32" -> {3, 32, 32}; INVALID_ARGUMENT naming the text and the expected form, or a side
+// outside kInputChannels / kInputSide.
+absl::StatusOr<InputShape> ParseInputShape(absl::string_view text);
+// {3, 32, 32} -> "3x32x32".
+std::string FormatInputShape(const InputShape& shape);
 
 // The spec with every default resolved: weight bits (when neither bits nor levels are given),
-// epochs, batch size, seed, and the export formats (every one when none is listed).
+// epochs, batch size, seed, holdout fraction, and the export formats (every one when none is
+// listed). What depends on the dataset (input shape, augmentation) the engine resolves.
 v1::JobSpec WithDefaults(const v1::JobSpec& spec);
 
 struct ValidateOptions {

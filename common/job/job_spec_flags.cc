@@ -44,6 +44,24 @@ void BindJobSpecFlags(CLI::App& command, JobSpecFlags& f, const BindOptions& opt
   command.add_option("--export", f.export_formats,
                      absl::StrCat("artifacts to produce, comma-separated: ", ExportFormatNames(),
                                   " (default: all)"));
+  command.add_option("--input-shape", f.input_shape,
+                     "the input the model takes, CxHxW, e.g. 3x32x32: images are resized to it "
+                     "and a one-channel dataset is repeated to three channels (default: the "
+                     "dataset's shape)");
+  command.add_option("--resize-size", f.resize_size,
+                     "evaluation: resize the shorter side to N, then center-crop to the input "
+                     "shape (default: the input height)");
+  command.add_option("--random-resized-crop", f.random_resized_crop,
+                     "training augmentation on/off (default: the dataset format's)");
+  command.add_option("--crop-scale-min", f.crop_scale_min,
+                     "smallest area fraction a random-resized crop keeps");
+  command.add_option("--crop-scale-max", f.crop_scale_max,
+                     "largest area fraction a random-resized crop keeps (default 1)");
+  command.add_option("--horizontal-flip", f.horizontal_flip,
+                     "training augmentation on/off (default: the dataset format's)");
+  command.add_option("--holdout-fraction", f.holdout_fraction,
+                     "fraction of the training images held out for evaluation when the dataset "
+                     "has no test split (default 0.1)");
 }
 
 absl::StatusOr<std::vector<double>> ParseNumberList(absl::string_view text,
@@ -108,6 +126,14 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const JobSpecFlags& flags, const std::s
   if (flags.distill_weight) t.set_distill_weight(*flags.distill_weight);
   t.set_quantize_first_last(flags.quantize_first_last);
   t.set_learn_thresholds(flags.learn_thresholds);
+  spec.set_input_shape(flags.input_shape);
+  v1::Preprocessing& p = *spec.mutable_preprocessing();
+  p.set_resize_size(flags.resize_size);
+  if (flags.random_resized_crop) p.set_random_resized_crop(*flags.random_resized_crop);
+  p.set_crop_scale_min(flags.crop_scale_min);
+  p.set_crop_scale_max(flags.crop_scale_max);
+  if (flags.horizontal_flip) p.set_horizontal_flip(*flags.horizontal_flip);
+  if (flags.holdout_fraction) p.set_holdout_fraction(*flags.holdout_fraction);
   for (std::string& format : ParseWordList(flags.export_formats)) {
     spec.add_export_formats(std::move(format));
   }

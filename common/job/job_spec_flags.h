@@ -42,6 +42,12 @@ struct JobSpecFlags {
   // Per channel, comma-separated ("0.5" or "0.49,0.48,0.45"); both empty: the dataset's own.
   std::string input_mean, input_std;
   std::string export_formats;  // "torchscript,onnx"
+  std::string input_shape;     // "3x32x32"
+  int resize_size = 0;
+  std::optional<bool> random_resized_crop;
+  double crop_scale_min = 0, crop_scale_max = 0;
+  std::optional<bool> horizontal_flip;
+  std::optional<double> holdout_fraction;
 };
 
 struct BindOptions {

@@ -123,6 +123,29 @@ TEST(JobSpecFlagsTest, BindsTheCommandLine) {
   EXPECT_DOUBLE_EQ(spec->training().distill_weight(), 0.25);
   EXPECT_TRUE(spec->training().quantize_first_last());
   EXPECT_THAT(spec->export_formats(), ElementsAre("onnx", "metrics"));
+  EXPECT_TRUE(spec->input_shape().empty());
+  EXPECT_FALSE(spec->preprocessing().has_random_resized_crop());
+  EXPECT_FALSE(spec->preprocessing().has_holdout_fraction());
+}
+
+TEST(JobSpecFlagsTest, BindsInputShapeAndPreprocessing) {
+  CLI::App app;
+  JobSpecFlags f;
+  BindJobSpecFlags(app, f, {.model_help = "model", .dataset_help = "dataset"});
+  app.parse(
+      "--model m.pt --dataset d --input-shape 3x32x32 --resize-size 36 --random-resized-crop off "
+      "--crop-scale-min 0.5 --horizontal-flip on --holdout-fraction 0.2",
+      /*program_name_included=*/false);
+  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(f, f.model);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->input_shape(), "3x32x32");
+  const v1::Preprocessing& p = spec->preprocessing();
+  EXPECT_EQ(p.resize_size(), 36);
+  ASSERT_TRUE(p.has_random_resized_crop());
+  EXPECT_FALSE(p.random_resized_crop());  // "off" is a setting, not "unset"
+  EXPECT_DOUBLE_EQ(p.crop_scale_min(), 0.5);
+  EXPECT_TRUE(p.has_horizontal_flip() && p.horizontal_flip());
+  EXPECT_DOUBLE_EQ(p.holdout_fraction(), 0.2);
 }
 
 TEST(JobSpecTest, DefaultsAreResolvedInOnePlace) {
@@ -224,6 +247,43 @@ TEST(JobSpecTest, NamesAtMostTenProblems) {
   spec.set_dataset("");
   // Ten named, the rest counted (a long export list stops being walked once ten are named).
   EXPECT_THAT(std::string(ValidateJobSpec(spec, {}).message()), HasSubstr("; and 1 more"));
+}
+
+TEST(JobSpecTest, InputShapes) {
+  absl::StatusOr<InputShape> shape = ParseInputShape("3x224x160");
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  EXPECT_EQ(*shape, (InputShape{3, 224, 160}));
+  EXPECT_EQ(FormatInputShape(*shape), "3x224x160");
+  for (const char* bad : {"", "3x32", "3x32x32x1", "3X32X32", "3x-1x32", "0x32x32", "5x32x32",
+                          "3x32x4097", "3x32x", "3x 32x32", "3x99999999999x3"}) {
+    EXPECT_EQ(ParseInputShape(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_THAT(std::string(ParseInputShape("32x32").status().message()),
+              HasSubstr("must be CxHxW, e.g. 3x32x32"));
+  v1::JobSpec spec = ValidSpec();
+  spec.set_input_shape("3x32x32");
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+  spec.set_input_shape("rgb");
+  EXPECT_THAT(std::string(ValidateJobSpec(spec, {}).message()),
+              HasSubstr("input_shape \"rgb\" must be CxHxW"));
+}
+
+TEST(JobSpecTest, ValidatesPreprocessing) {
+  v1::JobSpec spec = ValidSpec();
+  spec.mutable_preprocessing()->set_crop_scale_min(0.25);
+  spec.mutable_preprocessing()->set_holdout_fraction(0.5);
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+  EXPECT_DOUBLE_EQ(WithDefaults(ValidSpec()).preprocessing().holdout_fraction(),
+                   kDefaultHoldoutFraction);
+  EXPECT_DOUBLE_EQ(WithDefaults(spec).preprocessing().holdout_fraction(), 0.5);
+  spec.mutable_preprocessing()->set_crop_scale_min(0.8);
+  spec.mutable_preprocessing()->set_crop_scale_max(0.5);
+  spec.mutable_preprocessing()->set_holdout_fraction(0);
+  spec.mutable_preprocessing()->set_resize_size(-1);
+  const std::string m(ValidateJobSpec(spec, {}).message());
+  EXPECT_THAT(m, HasSubstr("preprocessing.crop_scale_min..crop_scale_max must satisfy"));
+  EXPECT_THAT(m, HasSubstr("preprocessing.holdout_fraction must be in (0, 0.9] (got 0)"));
+  EXPECT_THAT(m, HasSubstr("preprocessing.resize_size must be in 0..8192 (got -1)"));
 }
 
 TEST(JobSpecTest, RequestIds) {
