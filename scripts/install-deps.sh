@@ -8,6 +8,7 @@ debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates g
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev
   libboost-dev libboost-system-dev zlib1g-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libjpeg62-turbo-dev libspng-dev libarchive-dev
   libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format)
 missing=()
 for p in "${debs[@]}"; do
@@ -20,8 +21,8 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-pips=(torch torchvision onnx onnxruntime numpy grpcio grpcio-tools)
-if ! "$PY" -c "import torch, torchvision, onnx, onnxruntime, numpy, grpc, grpc_tools" 2>/dev/null; then
+pips=(torch torchvision onnx onnxruntime numpy pillow grpcio grpcio-tools)
+if ! "$PY" -c "import torch, torchvision, onnx, onnxruntime, numpy, PIL, grpc, grpc_tools" 2>/dev/null; then
   echo "installing Python packages into $("$PY" -c 'import sys; print(sys.prefix)'): ${pips[*]}"
   "$PY" -m pip install -q "${pips[@]}" 2>/dev/null \
     || "$PY" -m pip install -q --break-system-packages "${pips[@]}"
