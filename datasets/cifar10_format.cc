@@ -125,6 +125,7 @@ class Cifar10Format final : public DatasetFormat {
     DatasetSummary typical;
     typical.shape = kShape;
     typical.num_classes = kNumClasses;
+    typical.class_names = NumberedClassNames(kNumClasses);
     return typical;
   }
 

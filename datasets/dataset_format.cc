@@ -15,11 +15,44 @@ Registry<std::unique_ptr<DatasetFormat>>& Formats() {
   return Registry<std::unique_ptr<DatasetFormat>>::Global();
 }
 
+// Images of one shape, held in memory; reading needs no lock because nothing changes them.
+class InMemoryReader final : public SplitReader {
+ public:
+  InMemoryReader(RawSplit split, std::string split_name)
+      : split_(std::move(split)), split_name_(std::move(split_name)) {}
+
+  int64_t size() const override { return split_.size(); }
+  int64_t label(int64_t i) const override { return split_.labels[i]; }
+  std::string source(int64_t i) const override { return absl::StrCat(split_name_, "[", i, "]"); }
+  absl::StatusOr<Image> Decode(int64_t i) const override {
+    if (i < 0 || i >= size()) {
+      return absl::OutOfRangeError(absl::StrCat(split_name_, ": no image ", i, " of ", size()));
+    }
+    const auto begin = split_.pixels.begin() + i * split_.shape.pixels();
+    return Image{split_.shape, std::vector<uint8_t>(begin, begin + split_.shape.pixels())};
+  }
+  absl::StatusOr<ImageShape> Shape(int64_t i) const override { return split_.shape; }
+
+ private:
+  RawSplit split_;
+  std::string split_name_;
+};
+
+}  // namespace
+
 std::string ShapeText(const ImageShape& s) {
   return absl::StrCat("[", s.channels, ", ", s.height, ", ", s.width, "]");
 }
 
-}  // namespace
+std::vector<std::string> NumberedClassNames(int64_t num_classes) {
+  std::vector<std::string> names;
+  for (int64_t k = 0; k < num_classes; ++k) names.push_back(absl::StrCat(k));
+  return names;
+}
+
+std::unique_ptr<SplitReader> InMemorySplitReader(RawSplit split, std::string split_name) {
+  return std::make_unique<InMemoryReader>(std::move(split), std::move(split_name));
+}
 
 absl::StatusOr<RawDataset> DatasetFormat::Read(const std::string& dir) const {
   absl::StatusOr<RawDataset> data;
@@ -42,6 +75,19 @@ absl::StatusOr<RawDataset> DatasetFormat::Read(const std::string& dir) const {
     }
   }
   return data;
+}
+
+absl::StatusOr<DatasetReader> DatasetFormat::Open(const std::string& dir) const {
+  absl::StatusOr<RawDataset> data = Read(dir);
+  if (!data.ok()) return data.status();
+  DatasetReader reader;
+  reader.num_classes = data->num_classes;
+  reader.class_names = NumberedClassNames(data->num_classes);
+  reader.fixed_shape = true;
+  reader.train = InMemorySplitReader(std::move(data->train), dir + ": train");
+  if (data->test.size() > 0)
+    reader.test = InMemorySplitReader(std::move(data->test), dir + ": test");
+  return reader;
 }
 
 const DatasetFormat* FindDatasetFormat(absl::string_view name) {

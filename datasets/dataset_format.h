@@ -13,6 +13,10 @@
 //   if (format == nullptr) return UnknownFormat(qnet::datasets::DatasetFormatNameList());
 //   absl::StatusOr<qnet::datasets::DatasetSummary> summary = format->Inspect(dir);  // headers
 //   absl::StatusOr<qnet::datasets::RawDataset> data = format->Read(dir);  // every pixel
+//   absl::StatusOr<qnet::datasets::DatasetReader> reader = format->Open(dir);  // on demand
+//   absl::StatusOr<qnet::datasets::Image> image = reader->train->Decode(0);
+//
+// `dir` may be a folder or, for formats stored in one file (archive, npz), that file itself.
 //
 // Errors name the file and the problem: NOT_FOUND for a missing file, INVALID_ARGUMENT for a
 // malformed one (bad magic, truncated, count mismatch, label out of range). Nothing throws.
@@ -40,11 +44,16 @@ struct ImageShape {
 
 // What a cheap look at a folder tells (headers and file sizes, not the pixels).
 struct DatasetSummary {
+  // The images' shape; for formats whose images differ in size, the most common one.
   ImageShape shape;
   int64_t num_classes = 0;
+  // Class names indexed by label: sorted folder names, or "0".."K-1" for formats without names.
+  std::vector<std::string> class_names;
   // Images per split; -1 where only reading the data would tell (a compressed fixed-record file).
+  // test_images is 0 for a dataset without a test split (the trainer then holds out a part).
   int64_t train_images = -1, test_images = -1;
-  // The files Read needs, relative to the folder (e.g. "cifar-10-batches-bin/test_batch.bin").
+  // The files Read needs, relative to the folder (e.g. "cifar-10-batches-bin/test_batch.bin");
+  // for a single-file format (archive, npz), that file's own name.
   std::vector<std::string> files;
 };
 
@@ -66,6 +75,36 @@ struct RawDataset {
   const ImageShape& shape() const { return train.shape; }  // Read checks both splits agree
 };
 
+// One decoded image: uint8 pixels in CHW order (channels 1 or 3; RGBA and grey+alpha lose alpha),
+// any size.
+struct Image {
+  ImageShape shape;
+  std::vector<uint8_t> pixels;  // shape.pixels() bytes
+};
+
+// The images of one split, decoded on demand. Thread-safe: a pool of decode threads calls Decode
+// concurrently. Errors name the file (entry) and the problem.
+class SplitReader {
+ public:
+  virtual ~SplitReader() = default;
+  virtual int64_t size() const = 0;
+  virtual int64_t label(int64_t i) const = 0;       // in [0, num_classes)
+  virtual std::string source(int64_t i) const = 0;  // "train/cat/001.png" (for messages)
+  virtual absl::StatusOr<Image> Decode(int64_t i) const = 0;
+  // The stored size of image i without decoding pixels when cheap (headers); may decode.
+  virtual absl::StatusOr<ImageShape> Shape(int64_t i) const = 0;
+};
+
+struct DatasetReader {
+  std::unique_ptr<SplitReader> train;
+  std::unique_ptr<SplitReader> test;     // nullptr when the dataset has no test split (holdout)
+  std::vector<std::string> class_names;  // sorted folder names; "0".."9" for formats without
+  int64_t num_classes = 0;
+  // Every image has the same shape (idx, cifar10, npz; an image folder whose files all declare
+  // one size): the reader may be bulk-loaded.
+  bool fixed_shape = false;
+};
+
 class DatasetFormat {
  public:
   virtual ~DatasetFormat() = default;
@@ -78,7 +117,8 @@ class DatasetFormat {
   // (CIFAR-10), wrong for centred glyphs (MNIST), whose classes a flip can change.
   virtual bool augments() const = 0;
 
-  // Whether `dir` looks like this format: its first file is there (opens no file).
+  // Whether `dir` looks like this format: its first file is there, or, for a single-file format,
+  // its magic bytes (reads at most a few bytes; never by file name, uploaded blobs have none).
   virtual bool Detect(const std::string& dir) const = 0;
   // Shape, classes and counts from headers and file sizes; checks that every file Read needs
   // exists and that the headers agree with each other.
@@ -91,6 +131,10 @@ class DatasetFormat {
   // different shapes (INVALID_ARGUMENT) and reports running out of memory (RESOURCE_EXHAUSTED).
   absl::StatusOr<RawDataset> Read(const std::string& dir) const;
 
+  // Opens `dir` for reading image by image. The default (for fixed-shape formats) wraps Read(dir)
+  // in memory, with class names "0".."K-1"; image formats override it to decode on demand.
+  virtual absl::StatusOr<DatasetReader> Open(const std::string& dir) const;
+
  private:
   // The format's parser; Read adds the checks every format shares.
   virtual absl::StatusOr<RawDataset> ReadFiles(const std::string& dir) const = 0;
@@ -99,9 +143,9 @@ class DatasetFormat {
 // The registered format of that name, or nullptr. Formats register before main() runs and are
 // never removed, so the pointer stays valid and lookups need no lock.
 const DatasetFormat* FindDatasetFormat(absl::string_view name);
-// Registered names, sorted: {"cifar10", "idx"}.
+// Registered names, sorted: {"archive", "cifar10", "idx", "imagefolder", "npz"}.
 std::vector<std::string> DatasetFormatNames();
-// The same joined for messages: "cifar10, idx".
+// The same joined for messages: "archive, cifar10, idx, imagefolder, npz".
 std::string DatasetFormatNameList();
 // The one format whose Detect accepts `dir`. NOT_FOUND when none does, INVALID_ARGUMENT when
 // several do (the caller must then name the format); both messages list the candidates.
@@ -117,6 +161,12 @@ bool RegisterDatasetFormat(std::unique_ptr<DatasetFormat> format);
 // splits' shapes agree.
 absl::Status CheckSplitShapesAgree(const std::string& dir, const ImageShape& train,
                                    const ImageShape& test);
+// The names "0".."K-1" of formats that store no class names.
+std::vector<std::string> NumberedClassNames(int64_t num_classes);
+// A reader over images held in memory; `split.pixels` holds size() images of `split.shape`.
+std::unique_ptr<SplitReader> InMemorySplitReader(RawSplit split, std::string split_name);
+// "[3, 32, 32]", for messages.
+std::string ShapeText(const ImageShape& shape);
 // INVALID_ARGUMENT naming `path` and the first label outside [0, num_classes).
 absl::Status CheckLabels(const std::string& path, const std::vector<int64_t>& labels,
                          int64_t num_classes);

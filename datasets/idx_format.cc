@@ -185,6 +185,7 @@ class IdxFormat final : public DatasetFormat {
   absl::StatusOr<DatasetSummary> Inspect(const std::string& dir) const override {
     DatasetSummary summary;
     summary.num_classes = kNumClasses;
+    summary.class_names = NumberedClassNames(kNumClasses);
     absl::StatusOr<SplitHeader> train = InspectSplit(dir, "train", summary.files);
     if (!train.ok()) return train.status();
     absl::StatusOr<SplitHeader> test = InspectSplit(dir, "t10k", summary.files);
@@ -200,6 +201,7 @@ class IdxFormat final : public DatasetFormat {
     DatasetSummary typical;
     typical.shape = {1, 28, 28};
     typical.num_classes = kNumClasses;
+    typical.class_names = NumberedClassNames(kNumClasses);
     return typical;
   }
 
