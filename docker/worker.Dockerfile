@@ -7,7 +7,7 @@ FROM ${BASE}
 RUN apt-get update && apt-get install -y -q --no-install-recommends build-essential cmake ninja-build \
       python3 python3-pip libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libabsl-dev libssl-dev libboost-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev \
-      libcli11-dev libspdlog-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+      libcli11-dev libspdlog-dev zlib1g-dev libjpeg62-turbo-dev libspng-dev libarchive-dev pkg-config && rm -rf /var/lib/apt/lists/*
 RUN python3 -m pip install --break-system-packages torch onnx
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQNET_BUILD_TESTS=OFF \

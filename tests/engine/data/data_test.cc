@@ -273,7 +273,7 @@ TEST_F(DataTest, MissingFilesAndUnknownFormat) {
   EXPECT_NE(d.status().message().find("t10k-labels-idx1-ubyte"), std::string::npos);
   d = LoadDataset(dir_, "png", {});
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(d.status().message(), "unknown dataset format 'png' (known: cifar10, idx)");
+  EXPECT_EQ(d.status().message(), "unknown dataset format 'png' (known: archive, cifar10, idx, imagefolder, npz)");
   d = LoadDataset(dir_, "cifar10", {});
   EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
 }
