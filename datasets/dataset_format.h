@@ -142,9 +142,9 @@ class DatasetFormat {
 // The registered format of that name, or nullptr. Formats register before main() runs and are
 // never removed, so the pointer stays valid and lookups need no lock.
 const DatasetFormat* FindDatasetFormat(absl::string_view name);
-// Registered names, sorted: {"cifar10", "idx"}.
+// Registered names, sorted: {"archive", "cifar10", "idx", "imagefolder", "npz"}.
 std::vector<std::string> DatasetFormatNames();
-// The same joined for messages: "cifar10, idx".
+// The same joined for messages: "archive, cifar10, idx, imagefolder, npz".
 std::string DatasetFormatNameList();
 // The one format whose Detect accepts `dir`. NOT_FOUND when none does, INVALID_ARGUMENT when
 // several do (the caller must then name the format); both messages list the candidates.

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -110,19 +111,36 @@ inline void WriteCifar(const std::string& dir) {
   WriteBytes(dir + "/test_batch.bin", CifarRecords(3, 100), false);
 }
 
+// A fresh folder, removed with everything in it on destruction.
+class TempFolder {
+ public:
+  TempFolder() {
+    std::string pattern =
+        (std::filesystem::path(::testing::TempDir()) / "qnet_data_XXXXXX").string();
+    EXPECT_NE(mkdtemp(pattern.data()), nullptr);
+    path_ = pattern;
+  }
+  ~TempFolder() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // A fresh folder per test (ctest runs test cases in parallel processes), removed afterwards.
 class DatasetDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string pattern =
-        (std::filesystem::path(::testing::TempDir()) / "qnet_data_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    folder_ = std::make_unique<TempFolder>();
+    dir_ = folder_->path();
   }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
+  void TearDown() override { folder_.reset(); }
   // Starts over with an empty folder (for table-driven cases).
   void Reset() {
     TearDown();
@@ -131,6 +149,9 @@ class DatasetDirTest : public ::testing::Test {
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
   std::string dir_;
+
+ private:
+  std::unique_ptr<TempFolder> folder_;
 };
 
 }  // namespace qnet::testing

@@ -20,8 +20,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 TEST(DatasetFormatRegistryTest, EveryFormatIsRegisteredWithoutBeingReferenced) {
-  EXPECT_THAT(DatasetFormatNames(), ElementsAre("cifar10", "idx"));
-  EXPECT_EQ(DatasetFormatNameList(), "cifar10, idx");
+  EXPECT_THAT(DatasetFormatNames(), ElementsAre("archive", "cifar10", "idx", "imagefolder", "npz"));
+  EXPECT_EQ(DatasetFormatNameList(), "archive, cifar10, idx, imagefolder, npz");
   for (const std::string& name : DatasetFormatNames()) {
     const DatasetFormat* format = FindDatasetFormat(name);
     ASSERT_NE(format, nullptr) << name;
@@ -33,8 +33,10 @@ TEST(DatasetFormatRegistryTest, EveryFormatIsRegisteredWithoutBeingReferenced) {
 }
 
 TEST(DatasetFormatRegistryTest, OnlyNaturalImagesAugment) {
-  EXPECT_TRUE(FindDatasetFormat("cifar10")->augments());
-  EXPECT_FALSE(FindDatasetFormat("idx")->augments());
+  for (const char* name : {"archive", "cifar10", "imagefolder"}) {
+    EXPECT_TRUE(FindDatasetFormat(name)->augments()) << name;
+  }
+  for (const char* name : {"idx", "npz"}) EXPECT_FALSE(FindDatasetFormat(name)->augments()) << name;
 }
 
 TEST(DatasetFormatRegistryTest, TypicalShapes) {
@@ -51,7 +53,7 @@ using DetectDatasetFormatTest = DatasetDirTest;
 TEST_F(DetectDatasetFormatTest, FindsTheOneFormatThatFits) {
   absl::StatusOr<const DatasetFormat*> none = DetectDatasetFormat(dir_);
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(none.status().message(), HasSubstr("cifar10, idx"));
+  EXPECT_THAT(none.status().message(), HasSubstr("archive, cifar10, idx, imagefolder, npz"));
 
   qnet::testing::WriteIdxDataset(dir_, {}, /*gz=*/true);
   absl::StatusOr<const DatasetFormat*> idx = DetectDatasetFormat(dir_);
