@@ -1,5 +1,7 @@
 #include "client/qnet_client.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -7,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/dataset_archive.h"
 #include "client/grpc_status.h"
 #include "common/digest.h"
 
@@ -168,6 +171,63 @@ absl::StatusOr<int64_t> QnetClient::StatBlob(const std::string& digest) {
   return response.size_bytes();
 }
 
+absl::StatusOr<int64_t> QnetClient::GetUploadOffset(const std::string& digest) {
+  v1::GetUploadOffsetRequest request;
+  request.set_digest(digest);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::GetUploadOffsetResponse response;
+  grpc::Status s = blobs_->GetUploadOffset(&context, request, &response);
+  if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) return 0;  // an older server
+  if (!s.ok()) return FromGrpc(s, "GetUploadOffset", address_);
+  return response.offset();
+}
+
+absl::Status QnetClient::UploadOnce(const std::string& path, const UploadResult& blob,
+                                    const std::string& kind, int64_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("upload: cannot open ", path));
+  in.seekg(offset);
+  grpc::ClientContext context;
+  v1::UploadResponse response;
+  auto writer = blobs_->Upload(&context, &response);
+  v1::UploadRequest header;
+  header.mutable_header()->set_size_bytes(blob.size_bytes);
+  header.mutable_header()->set_digest(blob.digest);
+  header.mutable_header()->set_kind(kind);
+  header.mutable_header()->set_offset(offset);
+  // A failed Write means the server ended the call; Finish() carries its reason.
+  bool open = writer->Write(header);
+  std::string buffer(options_.upload_chunk_bytes, '\0');
+  int64_t sent = offset;
+  while (open && in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto n = static_cast<size_t>(in.gcount());
+    if (n == 0) break;
+    v1::UploadRequest chunk;
+    chunk.set_chunk(buffer.data(), n);
+    open = writer->Write(chunk);
+    sent += static_cast<int64_t>(n);
+  }
+  if (in.bad()) {
+    context.TryCancel();
+    writer->Finish();
+    return absl::DataLossError(absl::StrCat("upload: read error in ", path));
+  }
+  if (open) writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) return FromGrpc(s, absl::StrCat("Upload ", path), address_);
+  if (open && sent != blob.size_bytes) {
+    return absl::DataLossError(absl::StrCat("upload: ", path, " changed while uploading (", sent,
+                                            " of ", blob.size_bytes, " bytes)"));
+  }
+  if (response.digest() != blob.digest) {
+    return absl::DataLossError(absl::StrCat("upload: server stored ", path, " as ",
+                                            response.digest(), ", expected ", blob.digest));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<UploadResult> QnetClient::UploadFile(const std::string& path,
                                                     const std::string& kind) {
   std::error_code ec;
@@ -188,47 +248,67 @@ absl::StatusOr<UploadResult> QnetClient::UploadFile(const std::string& path,
       stat.status().code() != absl::StatusCode::kUnimplemented) {
     return stat.status();
   }
+  absl::Status status;
+  for (int attempt = 0; attempt <= options_.upload_retries; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 << (attempt - 1)));
+    absl::StatusOr<int64_t> held = size > 0 ? GetUploadOffset(*digest) : 0;
+    const int64_t offset = held.ok() && *held <= size ? *held : 0;
+    status = held.ok() ? UploadOnce(path, result, kind, offset) : held.status();
+    if (status.ok()) {
+      result.resumed_from = offset;
+      return result;
+    }
+    // Another try resumes: after a broken stream, while another upload of the same content
+    // ends, or from the start when the server's partial bytes did not match after all.
+    const bool again = Retryable(status.code()) || status.code() == absl::StatusCode::kOutOfRange ||
+                       (offset > 0 && status.code() == absl::StatusCode::kInvalidArgument);
+    if (!again) return status;
+  }
+  return status;
+}
 
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("upload: cannot open ", path));
+absl::StatusOr<v1::Dataset> QnetClient::CreateDataset(const std::string& name,
+                                                      const std::string& digest, bool replace) {
+  v1::CreateDatasetRequest request;
+  request.set_name(name);
+  request.set_digest(digest);
+  request.set_replace(replace);
   grpc::ClientContext context;
-  v1::UploadResponse response;
-  auto writer = blobs_->Upload(&context, &response);
-  v1::UploadRequest header;
-  header.mutable_header()->set_size_bytes(size);
-  header.mutable_header()->set_digest(*digest);
-  header.mutable_header()->set_kind(kind);
-  // A failed Write means the server ended the call; Finish() carries its reason.
-  bool open = writer->Write(header);
-  std::string buffer(options_.upload_chunk_bytes, '\0');
-  int64_t sent = 0;
-  while (open && in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    const auto n = static_cast<size_t>(in.gcount());
-    if (n == 0) break;
-    v1::UploadRequest chunk;
-    chunk.set_chunk(buffer.data(), n);
-    open = writer->Write(chunk);
-    sent += static_cast<int64_t>(n);
+  context.set_deadline(std::chrono::system_clock::now() + options_.dataset_check_timeout);
+  v1::Dataset dataset;
+  grpc::Status s = jobs_->CreateDataset(&context, request, &dataset);
+  if (!s.ok()) return FromGrpc(s, "CreateDataset", address_);
+  return dataset;
+}
+
+absl::StatusOr<DatasetUpload> QnetClient::UploadDataset(const std::string& path,
+                                                        const std::string& name, bool replace,
+                                                        const std::string& temp_dir) {
+  std::error_code ec;
+  std::string file = path;
+  std::string packed;
+  if (fs::is_directory(path, ec)) {
+    const fs::path dir = temp_dir.empty() ? fs::temp_directory_path(ec) : fs::path(temp_dir);
+    packed = (dir / absl::StrCat("qnet-dataset-", ::getpid(), "-", name, ".tar")).string();
+    absl::StatusOr<int64_t> files = WriteDatasetTar(path, packed);
+    if (!files.ok()) {
+      fs::remove(packed, ec);
+      return absl::Status(files.status().code(),
+                          absl::StrCat("packing ", path, ": ", files.status().message()));
+    }
+    file = packed;
+  } else if (!fs::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat(
+        path,
+        " is neither a folder nor a file; give an image folder, a .tar, .tar.gz or .zip "
+        "of one, or an .npz"));
   }
-  if (in.bad()) {
-    context.TryCancel();
-    writer->Finish();
-    return absl::DataLossError(absl::StrCat("upload: read error in ", path));
-  }
-  if (open) writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  if (!s.ok()) return FromGrpc(s, absl::StrCat("Upload ", path), address_);
-  if (open && sent != size) {
-    return absl::DataLossError(absl::StrCat("upload: ", path, " changed while uploading (", sent,
-                                            " of ", size, " bytes)"));
-  }
-  if (response.digest() != *digest) {
-    return absl::DataLossError(absl::StrCat("upload: server stored ", path, " as ",
-                                            response.digest(), ", expected ", *digest));
-  }
-  result.size_bytes = response.size_bytes();
-  return result;
+  absl::StatusOr<UploadResult> blob = UploadFile(file, "dataset");
+  if (!packed.empty()) fs::remove(packed, ec);
+  if (!blob.ok()) return blob.status();
+  absl::StatusOr<v1::Dataset> dataset = CreateDataset(name, blob->digest, replace);
+  if (!dataset.ok()) return dataset.status();
+  return DatasetUpload{*std::move(dataset), *std::move(blob)};
 }
 
 absl::Status QnetClient::DownloadOnce(const std::string& digest, const std::string& part,

@@ -43,12 +43,23 @@ struct ClientOptions {
   int list_page_size = 100;
   // How many times DownloadBlob reconnects and resumes when the stream breaks mid-way.
   int download_retries = 3;
+  // How many times UploadFile resumes an upload whose stream broke mid-way.
+  int upload_retries = 3;
+  // Deadline of CreateDataset: the server reads the whole dataset before it answers.
+  std::chrono::milliseconds dataset_check_timeout{std::chrono::minutes(30)};
 };
 
 struct UploadResult {
   std::string digest;  // "sha256:<hex>"
   int64_t size_bytes = 0;
   bool already_present = false;  // the server had it: nothing was sent
+  // Bytes an earlier, interrupted upload had left on the server, which were not sent again.
+  int64_t resumed_from = 0;
+};
+
+struct DatasetUpload {
+  v1::Dataset dataset;  // the server's record
+  UploadResult blob;    // the uploaded file (the packed .tar for a folder)
 };
 
 class QnetClient {
@@ -76,9 +87,25 @@ class QnetClient {
   // formats, bit ranges.
   absl::StatusOr<v1::Capabilities> GetCapabilities();
 
+  // Registers uploaded blob `digest` as dataset `name` once the server has checked it; the same
+  // content under the same name again returns the existing record (see CreateDatasetRequest).
+  absl::StatusOr<v1::Dataset> CreateDataset(const std::string& name, const std::string& digest,
+                                            bool replace = false);
+  // Uploads `path` and registers it as dataset `name`: a folder (packed into a deterministic
+  // .tar in `temp_dir` first, dataset_archive.h, removed afterwards), or a .tar, .tar.gz, .zip or
+  // .npz file as it is.
+  absl::StatusOr<DatasetUpload> UploadDataset(const std::string& path, const std::string& name,
+                                              bool replace = false,
+                                              const std::string& temp_dir = "");
+
   // Uploads a file as a blob of `kind` ("model", "dataset", "checkpoint", "artifact"). Its sha256
-  // is computed first; a blob the server already has (StatBlob) is not sent again.
+  // is computed first; a blob the server already has (StatBlob) is not sent again, and an upload
+  // the server holds part of (GetUploadOffset, an earlier call that broke off) continues there.
+  // A stream that breaks is resumed up to `upload_retries` times.
   absl::StatusOr<UploadResult> UploadFile(const std::string& path, const std::string& kind);
+  // Bytes of an interrupted upload of `digest` the server holds (0 also for a server that does
+  // not resume uploads).
+  absl::StatusOr<int64_t> GetUploadOffset(const std::string& digest);
   // Size of a stored blob; NOT_FOUND when the server lacks it.
   absl::StatusOr<int64_t> StatBlob(const std::string& digest);
   // Downloads blob `digest` to `path`. Bytes land in `path`.part first; an interrupted download
@@ -89,6 +116,9 @@ class QnetClient {
 
  private:
   void SetDeadline(grpc::ClientContext& context) const;
+  // One Upload stream sending `path` from byte `offset`.
+  absl::Status UploadOnce(const std::string& path, const UploadResult& blob,
+                          const std::string& kind, int64_t offset);
   // One Download stream appending to `part` from its current size; OK once all bytes arrived.
   absl::Status DownloadOnce(const std::string& digest, const std::string& part,
                             int64_t* total_size);

@@ -47,7 +47,7 @@ struct QnetServerOptions {
   int64_t max_queued = 200000;
   int64_t max_blob_bytes = int64_t{1} << 30;
   int max_wait_seconds = 60;          // cap on AcquireLease long-polls
-  std::vector<std::string> datasets;  // "NAME=FORMAT:DIR"
+  std::vector<std::string> datasets;  // "NAME=FORMAT:PATH"
   // Registered as "fashion-mnist" (idx) when the folder exists; "" = no default dataset.
   std::string default_dataset_dir = "/usr/share/datasets/fashion-mnist";
   std::string worker_binary;  // "" = look next to qnetd

@@ -4,7 +4,7 @@
 //
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
 //         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
-//         [--max-blob-bytes N] [--dataset NAME=FORMAT:DIR]... [--worker-binary PATH]
+//         [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]... [--worker-binary PATH]
 //         [--worker-token-file FILE] [--store URI]
 #include <signal.h>
 #include <unistd.h>
@@ -58,8 +58,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
   app.add_option("--dataset", options.datasets,
-                 absl::StrCat("extra dataset NAME=FORMAT:DIR (FORMAT one of ",
-                              qnet::datasets::DatasetFormatNameList(), "); repeatable"));
+                 absl::StrCat("operator dataset NAME=FORMAT:PATH (FORMAT one of ",
+                              qnet::datasets::DatasetFormatNameList(),
+                              "); idx and cifar10 folders are copied to workers as blobs, other "
+                              "formats are read in place: mount PATH on every worker; "
+                              "repeatable"));
   app.add_option("--worker-binary", options.worker_binary,
                  "qnet-worker to run for --local-workers (default: next to qnetd)");
   app.add_option("--max-wait-seconds", options.max_wait_seconds,

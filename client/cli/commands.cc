@@ -251,6 +251,27 @@ int RunDatasets(QnetClient& client, bool json, const Console& console) {
   return kExitOk;
 }
 
+int RunDatasetUpload(QnetClient& client, const DatasetUploadFlags& flags, bool json,
+                     const Console& console) {
+  absl::StatusOr<client::DatasetUpload> up =
+      client.UploadDataset(flags.path, flags.name, flags.replace);
+  if (!up.ok()) return Fail(console, "datasets upload", up.status());
+  console.err << (up->blob.already_present ? "already on the server: " : "uploaded ") << flags.path
+              << " (" << FormatBytes(up->blob.size_bytes) << ") as " << up->blob.digest;
+  if (up->blob.resumed_from > 0) {
+    console.err << ", resumed after " << FormatBytes(up->blob.resumed_from);
+  }
+  console.err << "\n";
+  if (json) {
+    console.out << MessageToJson(up->dataset) << "\n";
+  } else {
+    console.out << FormatDatasetTable({up->dataset})
+                << "classes: " << absl::StrJoin(up->dataset.class_names(), ", ") << "\n"
+                << "use it with: qnet submit --dataset " << up->dataset.name() << " ...\n";
+  }
+  return kExitOk;
+}
+
 int RunFormats(QnetClient& client, bool json, const Console& console) {
   absl::StatusOr<v1::Capabilities> c = client.GetCapabilities();
   if (!c.ok()) return Fail(console, "formats", c.status());

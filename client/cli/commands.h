@@ -56,6 +56,15 @@ int RunCancel(client::QnetClient& client, const std::string& id, bool json, cons
 int RunDownload(client::QnetClient& client, const std::string& id, const std::string& dir,
                 const std::string& format, const Console& console);
 int RunDatasets(client::QnetClient& client, bool json, const Console& console);
+// `qnet datasets upload PATH --name NAME [--replace]`.
+struct DatasetUploadFlags {
+  std::string path;
+  std::string name;
+  bool replace = false;
+};
+// Uploads a folder (packed as a .tar), archive or .npz and registers it; prints the record.
+int RunDatasetUpload(client::QnetClient& client, const DatasetUploadFlags& flags, bool json,
+                     const Console& console);
 int RunModels(client::QnetClient& client, bool json, const Console& console);
 // What the server accepts (GetCapabilities): export formats, dataset formats, bit ranges.
 int RunFormats(client::QnetClient& client, bool json, const Console& console);

@@ -146,11 +146,15 @@ std::string FormatJobTable(const std::vector<v1::Job>& jobs) {
 
 std::string FormatDatasetTable(const std::vector<v1::Dataset>& datasets) {
   if (datasets.empty()) return "no datasets\n";
-  std::vector<std::vector<std::string>> rows = {{"NAME", "FORMAT", "SHAPE", "CLASSES"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "ORIGIN", "FORMAT", "SHAPE", "CLASSES", "TRAIN", "TEST", "DIGEST"}};
+  // -1: not known without reading every file (compressed IDX).
+  auto count = [](int64_t n) { return n < 0 ? std::string("?") : absl::StrCat(n); };
   for (const v1::Dataset& d : datasets) {
-    rows.push_back({d.name(), d.format(),
+    rows.push_back({d.name(), d.origin(), d.format(),
                     absl::StrCat(d.channels(), "x", d.height(), "x", d.width()),
-                    absl::StrCat(d.num_classes())});
+                    absl::StrCat(d.num_classes()), count(d.train_images()), count(d.test_images()),
+                    d.digest().substr(0, 19)});
   }
   return RenderTable(rows);
 }

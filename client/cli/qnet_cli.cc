@@ -71,8 +71,20 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
   download->add_option("--format", format,
                        "only this export format's artifacts (see `qnet formats`) or this kind");
 
-  CLI::App* datasets = app.add_subcommand("datasets", "list the datasets the server knows");
+  CLI::App* datasets =
+      app.add_subcommand("datasets", "list the datasets the server knows, or upload your own");
   datasets->add_flag("--json", json, "print as JSON");
+  datasets->require_subcommand(0, 1);
+  DatasetUploadFlags upload_flags;
+  CLI::App* upload = datasets->add_subcommand(
+      "upload",
+      "upload a dataset: an image folder (train/<class>/*, optional test/<class>/*), a .tar, "
+      ".tar.gz or .zip of one, or an .npz; the server checks it before registering it");
+  upload->add_option("path", upload_flags.path, "folder or file")->required();
+  upload->add_option("--name", upload_flags.name, "the name jobs give as --dataset")->required();
+  upload->add_flag("--replace", upload_flags.replace,
+                   "replace your earlier upload of this name when the content differs");
+  upload->add_flag("--json", json, "print the dataset's record as JSON on stdout");
   CLI::App* models = app.add_subcommand("models", "list the built-in models");
   models->add_flag("--json", json, "print as JSON");
   CLI::App* formats =
@@ -94,6 +106,7 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
     if (watch->parsed()) return RunWatch(*client, id, json, console);
     if (cancel->parsed()) return RunCancel(*client, id, json, console);
     if (download->parsed()) return RunDownload(*client, id, out_dir, format, console);
+    if (upload->parsed()) return RunDatasetUpload(*client, upload_flags, json, console);
     if (datasets->parsed()) return RunDatasets(*client, json, console);
     if (models->parsed()) return RunModels(*client, json, console);
     if (formats->parsed()) return RunFormats(*client, json, console);

@@ -21,8 +21,16 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
             "the first upload message must be the header (size_bytes, digest, kind)"};
   }
   const qnet::v1::UploadHeader header = msg.header();
+  // An upload that names its content can be resumed after a break.
+  const bool resumable = !header.digest().empty() && header.size_bytes() > 0;
+  if (!resumable && header.offset() != 0) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            "offset needs the header's digest and size_bytes (resuming an upload of that digest)"};
+  }
   absl::StatusOr<std::unique_ptr<BlobStore::Upload>> upload =
-      store_->StartUpload(header.size_bytes(), header.digest());
+      resumable
+          ? store_->StartResumableUpload(header.size_bytes(), header.digest(), header.offset())
+          : store_->StartUpload(header.size_bytes(), header.digest());
   if (!upload.ok()) return ToGrpcStatus(upload.status());
   while (reader->Read(&msg)) {
     if (msg.has_header()) {
@@ -75,6 +83,14 @@ grpc::Status BlobServiceImpl::StatBlob(grpc::ServerContext*,
   absl::StatusOr<int64_t> size = store_->Stat(request->digest());
   if (!size.ok()) return ToGrpcStatus(size.status());
   response->set_size_bytes(*size);
+  return grpc::Status::OK;
+}
+
+grpc::Status BlobServiceImpl::GetUploadOffset(grpc::ServerContext*,
+                                              const qnet::v1::GetUploadOffsetRequest* request,
+                                              qnet::v1::GetUploadOffsetResponse* response) {
+  if (absl::Status s = CheckDigest(request->digest(), "digest"); !s.ok()) return ToGrpcStatus(s);
+  response->set_offset(store_->PartialUploadSize(request->digest()));
   return grpc::Status::OK;
 }
 

@@ -1,6 +1,7 @@
 // BlobServiceImpl: qnet.v1.BlobService over the BlobStore: chunked, content-addressed uploads
-// (size limit up front and while streaming, digest verified when the header names one) and
-// downloads from an offset in 1 MiB chunks; byte counts go to qnet_blob_bytes_total.
+// (size limit up front and while streaming, digest verified when the header names one; such an
+// upload resumes after a break from GetUploadOffset) and downloads from an offset in 1 MiB
+// chunks; byte counts go to qnet_blob_bytes_total.
 //
 //   BlobServiceImpl blobs(&blob_store, &metrics);
 //   builder.RegisterService(&blobs);
@@ -26,6 +27,9 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
                         grpc::ServerWriter<qnet::v1::DownloadChunk>* writer) override;
   grpc::Status StatBlob(grpc::ServerContext* context, const qnet::v1::StatBlobRequest* request,
                         qnet::v1::StatBlobResponse* response) override;
+  grpc::Status GetUploadOffset(grpc::ServerContext* context,
+                               const qnet::v1::GetUploadOffsetRequest* request,
+                               qnet::v1::GetUploadOffsetResponse* response) override;
 
  private:
   const BlobStore* const store_;

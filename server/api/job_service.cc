@@ -21,8 +21,8 @@ grpc::Status RequireId(const std::string& id) {
 }  // namespace
 
 JobServiceImpl::JobServiceImpl(Scheduler* scheduler, const JobValidator* validator,
-                               const DatasetRegistry* datasets)
-    : scheduler_(scheduler), validator_(validator), datasets_(datasets) {}
+                               DatasetRegistry* datasets, const BlobStore* blobs)
+    : scheduler_(scheduler), validator_(validator), datasets_(datasets), blobs_(blobs) {}
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
                                        const qnet::v1::SubmitJobRequest* request,
@@ -103,6 +103,16 @@ grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext*,
                                           const qnet::v1::ListDatasetsRequest*,
                                           qnet::v1::ListDatasetsResponse* response) {
   for (const qnet::v1::Dataset& d : datasets_->List()) *response->add_datasets() = d;
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::CreateDataset(grpc::ServerContext*,
+                                           const qnet::v1::CreateDatasetRequest* request,
+                                           qnet::v1::Dataset* response) {
+  absl::StatusOr<qnet::v1::Dataset> dataset =
+      datasets_->CreateUploaded(request->name(), request->digest(), request->replace(), *blobs_);
+  if (!dataset.ok()) return ToGrpcStatus(dataset.status());
+  *response = *std::move(dataset);
   return grpc::Status::OK;
 }
 

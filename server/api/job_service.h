@@ -1,8 +1,8 @@
 // JobServiceImpl: the public job API (qnet.v1.JobService) over the Scheduler: validates specs
-// (JobValidator), submits idempotently by request_id, reads, pages, watches and cancels jobs, and
-// lists the datasets and zoo models this server offers.
+// (JobValidator), submits idempotently by request_id, reads, pages, watches and cancels jobs,
+// lists the datasets and zoo models this server offers, and registers uploaded datasets.
 //
-//   JobServiceImpl jobs(&scheduler, &validator, &datasets);
+//   JobServiceImpl jobs(&scheduler, &validator, &datasets, &blobs);
 //   grpc::ServerBuilder builder;
 //   builder.RegisterService(&jobs);
 #ifndef QNET_SERVER_API_JOB_SERVICE_H_
@@ -10,6 +10,7 @@
 
 #include "qnet/v1/job.grpc.pb.h"
 #include "server/api/job_validator.h"
+#include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
 #include "server/scheduling/scheduler.h"
 
@@ -21,8 +22,8 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
   static constexpr int kMaxPageSize = 500;
 
   // All must outlive the service.
-  JobServiceImpl(Scheduler* scheduler, const JobValidator* validator,
-                 const DatasetRegistry* datasets);
+  JobServiceImpl(Scheduler* scheduler, const JobValidator* validator, DatasetRegistry* datasets,
+                 const BlobStore* blobs);
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const qnet::v1::SubmitJobRequest* request,
                          qnet::v1::Job* response) override;
@@ -37,6 +38,9 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
   grpc::Status ListDatasets(grpc::ServerContext* context,
                             const qnet::v1::ListDatasetsRequest* request,
                             qnet::v1::ListDatasetsResponse* response) override;
+  grpc::Status CreateDataset(grpc::ServerContext* context,
+                             const qnet::v1::CreateDatasetRequest* request,
+                             qnet::v1::Dataset* response) override;
   grpc::Status ListModels(grpc::ServerContext* context, const qnet::v1::ListModelsRequest* request,
                           qnet::v1::ListModelsResponse* response) override;
   grpc::Status GetCapabilities(grpc::ServerContext* context,
@@ -46,7 +50,8 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
  private:
   Scheduler* const scheduler_;
   const JobValidator* const validator_;
-  const DatasetRegistry* const datasets_;
+  DatasetRegistry* const datasets_;
+  const BlobStore* const blobs_;
 };
 
 }  // namespace qnet::server

@@ -41,9 +41,11 @@ void JobValidator::CheckModelBlob(const std::string& digest,
 
 void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
                                 std::vector<std::string>* errors) const {
-  const std::string known =
-      datasets_->empty() ? std::string("none configured (server flag --dataset NAME=FORMAT:DIR)")
-                         : datasets_->Names();
+  const std::string known = datasets_->empty()
+                                ? std::string(
+                                      "none yet (qnet datasets upload PATH --name NAME, or the "
+                                      "server flag --dataset NAME=FORMAT:PATH)")
+                                : datasets_->Names();
   if (spec.dataset().empty()) {
     errors->push_back(absl::StrCat("known datasets: ", known));
     return;
@@ -55,8 +57,8 @@ void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
                                    known));
     return;
   }
-  const DatasetEntry* d = datasets_->Find(spec.dataset());
-  if (d == nullptr) {
+  const std::optional<DatasetEntry> d = datasets_->Find(spec.dataset());
+  if (!d.has_value()) {
     errors->push_back(absl::StrCat("unknown dataset ", job::QuoteClientText(spec.dataset()),
                                    "; known datasets: ", known));
     return;

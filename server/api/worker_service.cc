@@ -93,12 +93,13 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
     if (!lease.ok()) return ToGrpcStatus(lease.status());
     if (!lease->has_value()) return grpc::Status::OK;  // no job within the wait: no `job`
     Lease& l = **lease;
-    const DatasetEntry* dataset = datasets_->Find(l.job.spec().dataset());
-    if (dataset == nullptr) {
-      // The operator restarted without this dataset: the job can never run here.
+    const std::optional<DatasetEntry> dataset = datasets_->Find(l.job.spec().dataset());
+    if (!dataset.has_value()) {
+      // The operator restarted without this dataset (or its upload is gone): the job can never
+      // run here.
       const std::string error =
           absl::StrCat("dataset ", l.job.spec().dataset(),
-                       " is no longer configured on this server (flag --dataset)");
+                       " is no longer on this server (flag --dataset, or upload it again)");
       spdlog::error("job {}: {}", l.job.id(), error);
       scheduler_->Fail(l.job.id(), l.token, error, /*retryable=*/false, /*cancelled=*/false)
           .IgnoreError();
@@ -108,6 +109,7 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
     response->set_lease_token(l.token);
     *response->mutable_expire_time() = ToTimestamp(l.expire_time);
     for (const qnet::v1::DatasetFile& f : dataset->files) *response->add_dataset_files() = f;
+    if (dataset->in_place) response->set_dataset_path(dataset->path);
     response->set_dataset_format(dataset->info.format());
     return grpc::Status::OK;
   }

@@ -1,6 +1,7 @@
 // WorkerServiceImpl: the worker protocol (qnet.v1.WorkerService) over the Scheduler: long-poll
-// AcquireLease (with the job's dataset as downloadable blobs), Heartbeat (progress, checkpoint;
-// answers cancel_requested and the new expiry), CompleteLease and FailLease. Stale or unknown
+// AcquireLease (with the job's dataset as downloadable blobs, or its path on a shared volume),
+// Heartbeat (progress, checkpoint; answers cancel_requested and the new expiry), CompleteLease
+// and FailLease. Stale or unknown
 // lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
 // With a worker token, every call must carry "authorization: Bearer TOKEN": none gets
 // UNAUTHENTICATED, another token PERMISSION_DENIED.

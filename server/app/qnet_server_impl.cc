@@ -118,10 +118,13 @@ absl::Status QnetServerImpl::Init() {
   for (const std::string& flag : o.datasets) {
     absl::StatusOr<DatasetRegistry::Flag> f = DatasetRegistry::ParseFlag(flag);
     if (!f.ok()) return f.status();
-    if (absl::Status s = datasets_.Add(f->name, f->format, f->dir); !s.ok()) return s;
+    if (absl::Status s = datasets_.Add(f->name, f->format, f->path); !s.ok()) return s;
   }
   if (absl::Status s = datasets_.ImportFiles(*blobs_, o.data_dir + "/dataset-digests.json");
       !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = datasets_.LoadUploaded(*blobs_, o.data_dir + "/datasets.json"); !s.ok()) {
     return s;
   }
 
@@ -135,7 +138,8 @@ absl::Status QnetServerImpl::Init() {
   if (absl::Status s = scheduler_->Recover(); !s.ok()) return s;
 
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
-  job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_);
+  job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
+                                                  blobs_.get());
   blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get());
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
                                                         o.worker_token);

@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
@@ -20,6 +22,10 @@ namespace qnet::server {
 namespace {
 
 namespace fs = std::filesystem;
+
+constexpr char kPartialPrefix[] = "partial-";
+// An interrupted upload nobody resumed within this long is abandoned.
+constexpr auto kPartialMaxAge = std::chrono::hours(24);
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const int err = errno;
@@ -54,9 +60,12 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& ro
           absl::StrCat("cannot create blob folder ", root, "/", sub, ": ", ec.message()));
     }
   }
-  // Partial uploads of a previous run (crash, kill -9) are garbage now.
+  // Uploads a previous run left (crash, kill -9) are garbage now, except recent resumable ones.
+  const auto now = fs::file_time_type::clock::now();
   for (const auto& entry : fs::directory_iterator(fs::path(root) / "tmp", ec)) {
     std::error_code rm_ec;
+    const bool partial = entry.path().filename().string().starts_with(kPartialPrefix);
+    if (partial && now - entry.last_write_time(rm_ec) < kPartialMaxAge && !rm_ec) continue;
     fs::remove(entry.path(), rm_ec);
   }
   return std::unique_ptr<BlobStore>(new BlobStore(root, max_blob_bytes));
@@ -89,20 +98,92 @@ absl::StatusOr<std::unique_ptr<BlobStore::Upload>> BlobStore::Start(
       absl::StrFormat("%s/tmp/upload-%016x", root_, absl::Uniform<uint64_t>(absl::BitGen()));
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create", temp);
-  return std::unique_ptr<Upload>(
-      new Upload(this, fd, std::move(temp), declared_size, expected_digest, limit));
+  return std::unique_ptr<Upload>(new Upload(this, fd, std::move(temp), declared_size,
+                                            expected_digest, limit, /*resumable=*/false));
+}
+
+std::string BlobStore::PartialPathOf(absl::string_view digest) const {
+  return absl::StrCat(root_, "/tmp/", kPartialPrefix, digest.substr(7));
+}
+
+int64_t BlobStore::PartialUploadSize(absl::string_view digest) const {
+  if (!CheckDigest(digest, "digest").ok()) return 0;
+  struct stat st;
+  return ::stat(PartialPathOf(digest).c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+void BlobStore::ReleaseResumable(const std::string& digest) const {
+  absl::MutexLock lock(&mu_);
+  resuming_.erase(digest);
+}
+
+absl::StatusOr<std::unique_ptr<BlobStore::Upload>> BlobStore::StartResumableUpload(
+    int64_t declared_size, const std::string& digest, int64_t offset) const {
+  if (absl::Status s = CheckDigest(digest, "digest"); !s.ok()) return s;
+  if (declared_size <= 0 || offset < 0 || offset > declared_size) {
+    return absl::InvalidArgumentError(absl::StrCat("a resumable upload needs size_bytes > 0 and ",
+                                                   "0 <= offset <= size_bytes (got size ",
+                                                   declared_size, ", offset ", offset, ")"));
+  }
+  if (declared_size > max_blob_bytes_) return Start(declared_size, digest, max_blob_bytes_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (!resuming_.insert(digest).second) {
+      if (offset == 0) return Start(declared_size, digest, max_blob_bytes_);
+      return absl::AbortedError(
+          absl::StrCat("another upload of ", digest, " is in progress; retry once it ends"));
+    }
+  }
+  const std::string path = PartialPathOf(digest);
+  auto fail = [&](absl::Status s) {
+    ReleaseResumable(digest);
+    return s;
+  };
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return fail(ErrnoError("open", path));
+  std::unique_ptr<Upload> upload(
+      new Upload(this, fd, path, declared_size, digest, max_blob_bytes_, /*resumable=*/true));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoError("stat", path);
+  if (offset > st.st_size) {
+    upload->KeepForResume();
+    return absl::OutOfRangeError(absl::StrCat("the server holds ", st.st_size, " bytes of ", digest,
+                                              ", not ", offset, "; resume from GetUploadOffset"));
+  }
+  if (::ftruncate(fd, offset) != 0 || ::lseek(fd, offset, SEEK_SET) != offset) {
+    return ErrnoError("truncate", path);
+  }
+  // The kept bytes are hashed again: the digest check at Commit covers all of them.
+  std::string buf(1 << 20, '\0');
+  for (int64_t at = 0; at < offset;) {
+    const ssize_t n = ::pread(fd, buf.data(),
+                              static_cast<size_t>(std::min<int64_t>(offset - at, buf.size())), at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return ErrnoError("read", path);
+    upload->hash_.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+    at += n;
+  }
+  upload->received_ = offset;
+  return upload;
 }
 
 BlobStore::Upload::Upload(const BlobStore* store, int fd, std::string temp_path,
-                          int64_t declared_size, std::string expected_digest, int64_t limit)
+                          int64_t declared_size, std::string expected_digest, int64_t limit,
+                          bool resumable)
     : store_(store),
       fd_(fd),
       temp_path_(std::move(temp_path)),
       declared_size_(declared_size),
       expected_digest_(std::move(expected_digest)),
-      limit_(limit) {}
+      limit_(limit),
+      resumable_(resumable) {}
 
-BlobStore::Upload::~Upload() { Discard(); }
+BlobStore::Upload::~Upload() { KeepForResume(); }
+
+void BlobStore::Upload::KeepForResume() {
+  if (resumable_) temp_path_.clear();  // Discard then leaves the file
+  Discard();
+}
 
 void BlobStore::Upload::Discard() {
   if (fd_ >= 0) {
@@ -113,6 +194,7 @@ void BlobStore::Upload::Discard() {
     ::unlink(temp_path_.c_str());
     temp_path_.clear();
   }
+  if (resumable_ && !done_) store_->ReleaseResumable(expected_digest_);
   done_ = true;
 }
 
@@ -151,7 +233,7 @@ absl::Status BlobStore::Upload::Append(absl::string_view data) {
 absl::StatusOr<BlobInfo> BlobStore::Upload::Commit() {
   if (done_) return absl::FailedPreconditionError("upload already finished");
   if (declared_size_ > 0 && received_ != declared_size_) {
-    Discard();
+    KeepForResume();  // a short resumable upload is an interrupted one
     return absl::InvalidArgumentError(absl::StrCat("upload ended after ", received_,
                                                    " bytes but its header declared ",
                                                    declared_size_, "; upload discarded"));
@@ -177,7 +259,7 @@ absl::StatusOr<BlobInfo> BlobStore::Upload::Commit() {
     return s;
   }
   temp_path_.clear();
-  done_ = true;
+  Discard();  // releases a resumable upload's digest
   if (absl::Status s = FsyncDir(store_->root_ + "/sha256"); !s.ok()) return s;
   return info;
 }

@@ -2,7 +2,10 @@
 // checkpoints and artifacts, all named by "sha256:<hex>" and stored at ROOT/sha256/<hex>. An upload
 // streams into a temp file under ROOT/tmp while it is hashed; Commit checks the size and (when the
 // client named one) the digest, fsyncs and renames it into place, so a blob is either complete
-// and verified or absent. An upload dropped before Commit leaves nothing behind.
+// and verified or absent. An upload dropped before Commit leaves nothing behind, except a
+// resumable one (it names its digest): its bytes stay under ROOT/tmp/partial-<hex> so the next
+// upload of that digest continues where it broke off (PartialUploadSize); partial files older
+// than a day are removed when the store opens.
 //
 //   auto store = BlobStore::Open(data_dir + "/blobs", /*max_blob_bytes=*/1 << 30);
 //   auto upload = (*store)->StartUpload(/*declared_size=*/n, /*expected_digest=*/"");
@@ -17,9 +20,11 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "common/digest.h"
 
 namespace qnet::server {
@@ -31,7 +36,8 @@ struct BlobInfo {
 
 class BlobStore {
  public:
-  // One upload in progress. Not thread-safe; destroying it before Commit discards the data.
+  // One upload in progress. Not thread-safe; destroying it before Commit discards the data
+  // (a resumable upload's stays for the next attempt).
   class Upload {
    public:
     ~Upload();
@@ -47,8 +53,10 @@ class BlobStore {
    private:
     friend class BlobStore;
     Upload(const BlobStore* store, int fd, std::string temp_path, int64_t declared_size,
-           std::string expected_digest, int64_t limit);
+           std::string expected_digest, int64_t limit, bool resumable);
     void Discard();
+    // A resumable upload that ends without Commit keeps its bytes for the next attempt.
+    void KeepForResume();
 
     const BlobStore* store_;
     int fd_;
@@ -56,6 +64,7 @@ class BlobStore {
     const int64_t declared_size_;  // 0 = not declared
     const std::string expected_digest_;
     const int64_t limit_;
+    const bool resumable_;
     int64_t received_ = 0;
     Sha256 hash_;
     bool done_ = false;
@@ -88,6 +97,15 @@ class BlobStore {
   // expected_digest: "" or "sha256:<hex>", verified at Commit.
   absl::StatusOr<std::unique_ptr<Upload>> StartUpload(int64_t declared_size,
                                                       const std::string& expected_digest) const;
+  // An upload of `digest` (declared_size > 0) whose bytes survive an interruption. `offset`: the
+  // bytes before it are those an earlier attempt left (any beyond it are dropped); OUT_OF_RANGE
+  // past what the store holds. While another upload of the digest runs, offset 0 falls back to
+  // an ordinary upload and any other offset gets ABORTED (retry once that one ends).
+  absl::StatusOr<std::unique_ptr<Upload>> StartResumableUpload(int64_t declared_size,
+                                                               const std::string& digest,
+                                                               int64_t offset) const;
+  // Bytes an interrupted resumable upload of `digest` left; 0 when none.
+  int64_t PartialUploadSize(absl::string_view digest) const;
   // Size of a stored blob; INVALID_ARGUMENT for a malformed digest, NOT_FOUND if absent.
   absl::StatusOr<int64_t> Stat(absl::string_view digest) const;
   bool Contains(absl::string_view digest) const { return Stat(digest).ok(); }
@@ -108,9 +126,14 @@ class BlobStore {
   absl::StatusOr<std::unique_ptr<Upload>> Start(int64_t declared_size,
                                                 const std::string& expected_digest,
                                                 int64_t limit) const;
+  std::string PartialPathOf(absl::string_view digest) const;
+  void ReleaseResumable(const std::string& digest) const;
 
   const std::string root_;
   const int64_t max_blob_bytes_;
+  mutable absl::Mutex mu_;
+  // Digests with a resumable upload in progress: one writer per partial file.
+  mutable absl::flat_hash_set<std::string> resuming_ ABSL_GUARDED_BY(mu_);
 };
 
 // INVALID_ARGUMENT unless `digest` is "sha256:" and 64 lowercase hex digits.

@@ -331,6 +331,44 @@ TEST_F(WorkerLoopTest, ALeaseWithoutADatasetFormatFailsWithoutRunning) {
   EXPECT_NE(state->fails[0].error().find("no format for dataset 'synth'"), std::string::npos);
 }
 
+// An operator dataset on a shared volume is read where it is; a worker without the volume fails
+// the job for good, naming the path.
+TEST_F(WorkerLoopTest, ADatasetOnAVolumeIsReadInPlaceOrFailsForGood) {
+  const std::string volume = (dir_ / "volume/pets").string();
+  fs::create_directories(volume);
+  for (const std::string& path : {volume, (dir_ / "not-mounted").string()}) {
+    v1::AcquireLeaseResponse lease = QueueLease();
+    lease.clear_dataset_files();
+    lease.set_dataset_format("imagefolder");
+    lease.set_dataset_path(path);
+    {
+      auto state = server_.Lock();
+      state->leases.clear();
+      state->leases.push_back(lease);
+      state->fails.clear();
+    }
+    std::string seen;
+    auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+      seen = c.context.dataset_dir;
+      return SucceedingRunner(c, cb);
+    });
+    const LeaseOutcome outcome = *loop->RunOnce();
+    if (path == volume) {
+      EXPECT_EQ(outcome, LeaseOutcome::kCompleted);
+      EXPECT_EQ(seen, volume);
+      continue;
+    }
+    EXPECT_EQ(outcome, LeaseOutcome::kFailed);
+    EXPECT_EQ(seen, "");
+    auto state = server_.Lock();
+    ASSERT_EQ(state->fails.size(), 1u);
+    EXPECT_FALSE(state->fails[0].retryable());
+    EXPECT_NE(state->fails[0].error().find(path + " is not visible on worker w-test"),
+              std::string::npos)
+        << state->fails[0].error();
+  }
+}
+
 TEST_F(WorkerLoopTest, StopDuringAJobFailsItRetryableAndRunReturns) {
   QueueLease();
   auto loop = MakeLoop(StoppableRunner);

@@ -171,6 +171,27 @@ absl::StatusOr<LeaseOutcome> WorkerLoop::RunOnce() {
   return RunLease(response);
 }
 
+absl::StatusOr<std::string> WorkerLoop::DatasetPath(const v1::AcquireLeaseResponse& response) {
+  const std::string& name = response.job().spec().dataset();
+  if (!response.dataset_path().empty()) {
+    // Read in place from the operator's volume. Another attempt on this worker would not see it
+    // either, so the job fails for good (INVALID_ARGUMENT) with the path in the message.
+    std::error_code ec;
+    if (!fs::exists(response.dataset_path(), ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("dataset '", name, "': ", response.dataset_path(),
+                       " is not visible on worker ", options_.worker_id,
+                       "; mount the volume of qnetd's --dataset at that path on every worker"));
+    }
+    return response.dataset_path();
+  }
+  if (response.dataset_files().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the server sent no files for dataset '", name, "'"));
+  }
+  return cache_.Dataset(name, response.dataset_files());
+}
+
 absl::StatusOr<engine::JobRun> WorkerLoop::Prepare(const v1::AcquireLeaseResponse& response,
                                                    const std::string& work_dir) {
   const v1::Job& job = response.job();
@@ -191,12 +212,7 @@ absl::StatusOr<engine::JobRun> WorkerLoop::Prepare(const v1::AcquireLeaseRespons
         absl::StrCat("model '", model, "' is neither zoo:NAME nor a sha256: blob digest"));
   }
 
-  if (response.dataset_files().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the server sent no files for dataset '", job.spec().dataset(), "'"));
-  }
-  absl::StatusOr<std::string> dataset =
-      cache_.Dataset(job.spec().dataset(), response.dataset_files());
+  absl::StatusOr<std::string> dataset = DatasetPath(response);
   if (!dataset.ok()) return dataset.status();
   ctx.dataset_dir = *dataset;
   if (response.dataset_format().empty()) {

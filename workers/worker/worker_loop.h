@@ -103,6 +103,9 @@ class WorkerLoop {
   // Downloads what the job needs and fills the engine config; errors fail the lease.
   absl::StatusOr<engine::JobRun> Prepare(const v1::AcquireLeaseResponse& response,
                                          const std::string& work_dir);
+  // Where the engine reads the job's dataset: the lease's path on a shared volume, or a folder
+  // of the downloaded dataset files.
+  absl::StatusOr<std::string> DatasetPath(const v1::AcquireLeaseResponse& response);
   void HeartbeatLoop(Lease& lease);
   void SendHeartbeat(Lease& lease);
   absl::Status UploadCheckpoint(Lease& lease, const std::string& checkpoint_path);

@@ -5,6 +5,7 @@
         job = qnet.submit(model="zoo:lenet5", dataset="fashion-mnist", weight_bits=2)
         job = qnet.wait(job.id, timeout=600)
         paths = qnet.download(job.id, "out/")
+        pets = qnet.upload_dataset("photos/", "pets")  # train/<class>/*.jpg, test/<class>/*.jpg
 
 The gRPC stubs are generated from proto/ (client/python/generate.sh, or CMake's qnet_python_stubs
 target into the build tree); put their directory on PYTHONPATH, or let the package generate them

@@ -1,8 +1,9 @@
-"""QnetClient: submit, follow, list, cancel and download qnet jobs over gRPC."""
+"""QnetClient: submit, follow, list, cancel and download qnet jobs over gRPC; upload datasets."""
 import hashlib
 import os
 import pathlib
 import re
+import tempfile
 import time
 from typing import Callable, Iterable, List, Optional
 
@@ -10,6 +11,7 @@ import grpc
 from google.protobuf import json_format
 
 from ._stubs import blob_pb2, blob_pb2_grpc, job_pb2, job_pb2_grpc
+from .dataset_tar import write_dataset_tar
 
 CHUNK = 1 << 20  # the server accepts upload chunks of at most 1 MiB
 TERMINAL = (job_pb2.SUCCEEDED, job_pb2.FAILED, job_pb2.CANCELLED)
@@ -145,6 +147,40 @@ class QnetClient:
     def datasets(self):
         return list(self._call(self._jobs.ListDatasets, job_pb2.ListDatasetsRequest()).datasets)
 
+    def list_datasets(self) -> List:
+        """Every dataset jobs can name, the operator's and uploaded ones (qnet.v1.Dataset: name,
+        origin, format, typical shape, classes, image counts, digest of an upload)."""
+        return self.datasets()
+
+    def upload_dataset(self, path, name: str, replace: bool = False,
+                       check_timeout: float = 1800.0):
+        """Uploads a dataset and registers it as `name`; returns its qnet.v1.Dataset record.
+        `path` is an image folder (train/<class>/*, optional test/<class>/*; packed into a .tar
+        byte for byte as the CLI packs it, so both give one digest) or a .tar, .tar.gz, .zip or
+        .npz file. The server checks the whole dataset before it answers (QnetError
+        INVALID_ARGUMENT naming the bad entry). The same content under the same name again
+        returns the existing record; other content needs `replace=True`."""
+        path = pathlib.Path(path)
+        if path.is_dir():
+            with tempfile.TemporaryDirectory(prefix="qnet-dataset-") as tmp:
+                packed = pathlib.Path(tmp) / "dataset.tar"
+                try:
+                    with open(packed, "wb") as out:
+                        write_dataset_tar(path, out)
+                except ValueError as e:
+                    raise QnetError(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"packing {path}: {e}") from None
+                digest = self.upload(packed, "dataset")
+        elif path.is_file():
+            digest = self.upload(path, "dataset")
+        else:
+            raise QnetError(grpc.StatusCode.NOT_FOUND,
+                            f"{path} is neither a folder nor a file; give an image folder, a "
+                            ".tar, .tar.gz or .zip of one, or an .npz")
+        return self._call(self._jobs.CreateDataset,
+                          job_pb2.CreateDatasetRequest(name=name, digest=digest, replace=replace),
+                          timeout=check_timeout)
+
     def models(self):
         return list(self._call(self._jobs.ListModels, job_pb2.ListModelsRequest()).models)
 
@@ -185,8 +221,10 @@ class QnetClient:
             backoff = min(backoff * 2, 5.0)
 
     # --- blobs ---
-    def upload(self, path, kind: str = "model") -> str:
-        """Uploads a file as a blob (skipped when the server has it); returns its digest."""
+    def upload(self, path, kind: str = "model", retries: int = 3) -> str:
+        """Uploads a file as a blob (skipped when the server has it); returns its digest. An
+        upload the server holds part of (an earlier one that broke off) continues where it
+        stopped, and a stream that breaks is resumed up to `retries` times."""
         digest = _sha256_file(path)
         size = os.path.getsize(path)
         try:
@@ -197,21 +235,43 @@ class QnetClient:
             if e.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
                 raise QnetError(e.code(), e.details() or str(e)) from None
 
-        def requests():
+        def requests(offset):
             yield blob_pb2.UploadRequest(header=blob_pb2.UploadHeader(
-                size_bytes=size, digest=digest, kind=kind))
+                size_bytes=size, digest=digest, kind=kind, offset=offset))
             with open(path, "rb") as f:
+                f.seek(offset)
                 for block in iter(lambda: f.read(CHUNK), b""):
                     yield blob_pb2.UploadRequest(chunk=block)
 
-        try:
-            response = self._blobs.Upload(requests())
-        except grpc.RpcError as e:
-            raise QnetError(e.code(), e.details() or str(e)) from None
+        for attempt in range(retries + 1):
+            offset = self.upload_offset(digest) if size > 0 else 0
+            offset = offset if offset <= size else 0
+            try:
+                response = self._blobs.Upload(requests(offset))
+                break
+            except grpc.RpcError as e:
+                # Resume after a broken stream, or while another upload of it ends; from the
+                # start when the server's partial bytes did not match after all.
+                again = e.code() in _TRANSIENT + (grpc.StatusCode.ABORTED,
+                                                  grpc.StatusCode.OUT_OF_RANGE) or (
+                    offset > 0 and e.code() == grpc.StatusCode.INVALID_ARGUMENT)
+                if not again or attempt == retries:
+                    raise QnetError(e.code(), e.details() or str(e)) from None
+                time.sleep(0.2 * 2 ** attempt)
         if response.digest != digest:
             raise QnetError(grpc.StatusCode.DATA_LOSS,
                             f"server stored {path} as {response.digest}, expected {digest}")
         return digest
+
+    def upload_offset(self, digest: str) -> int:
+        """Bytes of an interrupted upload of `digest` the server holds (0: none)."""
+        try:
+            return self._blobs.GetUploadOffset(blob_pb2.GetUploadOffsetRequest(digest=digest),
+                                               timeout=self.timeout).offset
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older server
+                return 0
+            raise QnetError(e.code(), e.details() or str(e)) from None
 
     def download_blob(self, digest: str, path) -> int:
         """Downloads a blob to `path` (via path.part, resuming), verifying the digest."""

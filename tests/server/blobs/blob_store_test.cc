@@ -1,4 +1,5 @@
-// BlobStore: content addressing, digest verification, size limits, partial uploads, offsets.
+// BlobStore: content addressing, digest verification, size limits, partial uploads, resumable
+// uploads, offsets.
 #include "server/blobs/blob_store.h"
 
 #include "common/digest.h"
@@ -137,6 +138,64 @@ TEST_F(BlobStoreTest, ImportFileIgnoresTheClientLimitAndReopenCleansTemp) {
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ(TempFiles(), 0);
   EXPECT_TRUE((*reopened)->Contains(blob->digest));
+}
+
+TEST_F(BlobStoreTest, AnInterruptedResumableUploadContinuesWhereItStopped) {
+  const std::string data = "0123456789abcdefghij";
+  const std::string digest = DigestOf(data);
+  EXPECT_EQ(store_->PartialUploadSize(digest), 0);
+  {
+    auto upload = store_->StartResumableUpload(20, digest, 0);
+    ASSERT_TRUE(upload.ok()) << upload.status();
+    ASSERT_TRUE((*upload)->Append(data.substr(0, 12)).ok());
+  }  // the client went away after 12 bytes
+  EXPECT_EQ(store_->PartialUploadSize(digest), 12);
+  // Kept over a restart too.
+  auto reopened = BlobStore::Open(dir_ / "blobs", 1000);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->PartialUploadSize(digest), 12);
+
+  // Past what the server holds: refused, and the bytes stay.
+  auto beyond = store_->StartResumableUpload(20, digest, 13);
+  EXPECT_EQ(beyond.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(std::string(beyond.status().message()), HasSubstr("holds 12 bytes"));
+  EXPECT_EQ(store_->PartialUploadSize(digest), 12);
+
+  // One writer per digest: a second resume waits, a fresh upload goes its own way.
+  auto resumed = store_->StartResumableUpload(20, digest, 10);  // 2 bytes sent again
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->bytes_received(), 10);
+  EXPECT_EQ(store_->StartResumableUpload(20, digest, 10).status().code(),
+            absl::StatusCode::kAborted);
+  auto fresh = store_->StartResumableUpload(20, digest, 0);
+  ASSERT_TRUE(fresh.ok());
+  fresh->reset();
+
+  ASSERT_TRUE((*resumed)->Append(data.substr(10)).ok());
+  auto blob = (*resumed)->Commit();
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(blob->digest, digest);
+  EXPECT_EQ(testing::ReadFile(store_->PathOf(digest)), data);
+  EXPECT_EQ(store_->PartialUploadSize(digest), 0);
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, ResumedBytesThatDoNotMatchAreDropped) {
+  const std::string data = "the real content";
+  const std::string digest = DigestOf(data);
+  {
+    auto upload = store_->StartResumableUpload(16, digest, 0);
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append("THE").ok());  // not what the digest says
+  }
+  auto resumed = store_->StartResumableUpload(16, digest, 3);
+  ASSERT_TRUE(resumed.ok());
+  ASSERT_TRUE((*resumed)->Append(data.substr(3)).ok());
+  auto blob = (*resumed)->Commit();
+  EXPECT_EQ(blob.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(blob.status().message()), HasSubstr("digest mismatch"));
+  EXPECT_EQ(store_->PartialUploadSize(digest), 0);  // the next attempt starts over
+  EXPECT_FALSE(store_->Contains(digest));
 }
 
 }  // namespace
