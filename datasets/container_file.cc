@@ -23,7 +23,7 @@ constexpr uint8_t kEmptyZipMagic[] = {'P', 'K', 5, 6};
 constexpr uint8_t kGzipMagic[] = {0x1f, 0x8b};
 constexpr char kTarMagic[] = "ustar";  // at offset 257, POSIX and GNU alike
 constexpr size_t kTarMagicOffset = 257;
-constexpr size_t kReadBlockBytes = 64 << 10;
+constexpr size_t kReadBlockBytes = 64 << 10;  // libarchive's reads from the file
 constexpr char kNotAnArchive[] = "not a tar, tar.gz or zip archive, or damaged";
 
 bool HasAt(std::span<const uint8_t> bytes, size_t offset, const void* magic, size_t n) {
@@ -170,15 +170,22 @@ absl::StatusOr<std::optional<ContainerEntry>> ContainerReader::Next() {
 }
 
 absl::Status ContainerReader::ReadData(std::vector<uint8_t>& out, size_t limit) {
+  uint8_t probe[4096];
   while (!entry_done_ && out.size() < limit) {
-    const size_t start = out.size();
-    out.resize(std::min(limit, start + kReadBlockBytes));
-    const la_ssize_t n = archive_read_data(archive_.get(), out.data() + start, out.size() - start);
-    if (n < 0) {
-      out.resize(start);
-      return Error(absl::StrCat("damaged or truncated entry ", entry_));
+    const size_t start = out.size(), room = limit - start;
+    // Up to the declared size, read straight into `out`, grown once to fit; past it (the end, or
+    // an entry that declares no size) through a small buffer, so `out` is never over-allocated.
+    const int64_t declared_left = entry_declared_ - entry_read_;
+    la_ssize_t n = 0;
+    if (declared_left > 0) {
+      out.resize(start + std::min(room, static_cast<size_t>(declared_left)));
+      n = archive_read_data(archive_.get(), out.data() + start, out.size() - start);
+      out.resize(start + static_cast<size_t>(std::max<la_ssize_t>(n, 0)));
+    } else {
+      n = archive_read_data(archive_.get(), probe, std::min(room, sizeof probe));
+      if (n > 0) out.insert(out.end(), probe, probe + n);
     }
-    out.resize(start + static_cast<size_t>(n));
+    if (n < 0) return Error(absl::StrCat("damaged or truncated entry ", entry_));
     if (n == 0) entry_done_ = true;
     // An entry that runs past its declared size (or declares none) is charged as it is read.
     const int64_t before = std::max(entry_read_, entry_declared_);

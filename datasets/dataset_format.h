@@ -52,7 +52,8 @@ struct DatasetSummary {
   // Images per split; -1 where only reading the data would tell (a compressed fixed-record file).
   // test_images is 0 for a dataset without a test split (the trainer then holds out a part).
   int64_t train_images = -1, test_images = -1;
-  // The files Read needs, relative to the folder (e.g. "cifar-10-batches-bin/test_batch.bin").
+  // The files Read needs, relative to the folder (e.g. "cifar-10-batches-bin/test_batch.bin");
+  // for a single-file format (archive, npz), that file's own name.
   std::vector<std::string> files;
 };
 

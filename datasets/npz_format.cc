@@ -74,6 +74,10 @@ absl::StatusOr<NpyArray> ReadArray(ContainerReader& reader, const ContainerEntry
 
 // The four arrays by name (x_* loaded only when `load_images`; labels always, they are small).
 absl::StatusOr<std::map<std::string, NpyArray>> ReadNpz(const std::string& file, bool load_images) {
+  const ContainerKind kind = SniffContainerFile(file);
+  if (kind != ContainerKind::kNpz && kind != ContainerKind::kZip) {
+    return MalformedFile(file, "not an .npz file (no zip signature)");
+  }
   absl::StatusOr<ContainerReader> reader = ContainerReader::OpenFile(file, kMaxFileBytes);
   if (!reader.ok()) return reader.status();
   std::map<std::string, NpyArray> arrays;

@@ -55,6 +55,8 @@ def main(out):
     np.savez(path("no_train.npz"), x_test=test, y_test=y_test)
     with zipfile.ZipFile(path("not_npz.zip"), "w") as z:
         z.writestr("readme.txt", "hello")
+    with open(path("text.npz"), "w") as f:
+        f.write("x_train,y_train\n")
     with open(path("nhwc.npz"), "rb") as f:
         whole = f.read()
     with open(path("truncated.npz"), "wb") as f:

@@ -123,7 +123,8 @@ TEST_F(NpzFormatTest, MalformedFilesNameTheArrayAndTheProblem) {
       {"not_npz.zip",
        "not an npz dataset: it needs x_train.npy and y_train.npy (found: "
        "readme.txt)"},
-      {"truncated.npz", "truncated.npz"},
+      {"truncated.npz", "truncated.npz: damaged or truncated"},
+      {"text.npz", "text.npz: not an .npz file (no zip signature)"},
       {"extra_key.npz", "extra_key.npz/x_train.npy: .npy header has the unexpected key 'x'"},
   };
   for (const auto& [file, expected] : cases) {
