@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -289,7 +290,8 @@ absl::StatusOr<DatasetUpload> QnetClient::UploadDataset(const std::string& path,
   std::string packed;
   if (fs::is_directory(path, ec)) {
     const fs::path dir = temp_dir.empty() ? fs::temp_directory_path(ec) : fs::path(temp_dir);
-    packed = (dir / absl::StrCat("qnet-dataset-", ::getpid(), "-", name, ".tar")).string();
+    packed = (dir / absl::StrCat("qnet-dataset-", ::getpid(), "-", std::random_device()(), ".tar"))
+                 .string();
     absl::StatusOr<int64_t> files = WriteDatasetTar(path, packed);
     if (!files.ok()) {
       fs::remove(packed, ec);

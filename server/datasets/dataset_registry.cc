@@ -353,6 +353,8 @@ absl::StatusOr<qnet::v1::Dataset> DatasetRegistry::CreateUploaded(const std::str
     }
   }
   if (!checked.has_value()) {
+    // One check at a time: each decodes on every core and holds an archive in memory.
+    absl::MutexLock check_lock(&check_mu_);
     absl::StatusOr<qnet::v1::Dataset> info = checker_(blobs.PathOf(digest));
     if (!info.ok()) return info.status();
     checked = *std::move(info);

@@ -111,6 +111,7 @@ class DatasetRegistry {
 
   const Checker checker_;
   std::string records_path_;  // set once by LoadUploaded
+  absl::Mutex check_mu_;      // held while checker_ runs
   mutable absl::Mutex mu_;
   std::map<std::string, DatasetEntry, std::less<>> datasets_ ABSL_GUARDED_BY(mu_);
 };

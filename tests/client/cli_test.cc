@@ -382,10 +382,53 @@ TEST_F(CommandsTest, GetCancelDatasetsModels) {
   EXPECT_EQ(Cli({"cancel", "job-1"}), kExitOk);
   EXPECT_THAT(out_.str(), HasSubstr("CANCELLED"));
   EXPECT_EQ(Cli({"datasets"}), kExitOk);
-  EXPECT_THAT(out_.str(), HasSubstr("fashion-mnist  idx"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("fashion-mnist  operator  idx     1x28x28  10       ?      10000"));
   EXPECT_EQ(Cli({"models"}), kExitOk);
   EXPECT_THAT(out_.str(), HasSubstr("zoo:lenet5"));
   EXPECT_EQ(Cli({"get", "job-404"}), kExitUsage);
+}
+
+TEST_F(CommandsTest, DatasetsUploadPacksAFolderAndRegistersIt) {
+  fs::create_directories(dir_ / "photos/train/cat");
+  std::ofstream(dir_ / "photos/train/cat/1.png", std::ios::binary) << "png bytes";
+  EXPECT_EQ(Cli({"datasets", "upload", (dir_ / "photos").string(), "--name", "pets", "--json"}),
+            kExitOk)
+      << err_.str();
+  const nlohmann::json record = nlohmann::json::parse(out_.str());
+  EXPECT_EQ(record["name"], "pets");
+  EXPECT_EQ(record["origin"], "uploaded");
+  const std::string digest = record["digest"];
+  {
+    auto state = server_.Lock();
+    ASSERT_TRUE(state->blobs.contains(digest));
+    EXPECT_EQ(state->upload_kinds, std::vector<std::string>{"dataset"});
+  }
+  EXPECT_THAT(err_.str(), HasSubstr("uploaded " + (dir_ / "photos").string()));
+  // The packed .tar was temporary.
+  for (const auto& entry : fs::directory_iterator(fs::temp_directory_path())) {
+    EXPECT_FALSE(entry.path().filename().string().starts_with("qnet-dataset-" +
+                                                              std::to_string(getpid()) + "-"))
+        << entry.path();
+  }
+
+  // The same folder again: the same digest, nothing sent.
+  out_.str("");
+  err_.str("");
+  EXPECT_EQ(Cli({"datasets", "upload", (dir_ / "photos").string(), "--name", "pets"}), kExitOk);
+  EXPECT_THAT(err_.str(), HasSubstr("already on the server"));
+  EXPECT_THAT(out_.str(), HasSubstr("classes: cat, dog"));
+  EXPECT_EQ(server_.Lock()->upload_calls, 1);
+
+  out_.str("");
+  EXPECT_EQ(Cli({"datasets", "--json"}), kExitOk);
+  EXPECT_EQ(nlohmann::json::parse(out_.str())["datasets"][1]["digest"], digest);
+  // Refused by the server, or nothing there to upload: fix the input (exit 2).
+  EXPECT_EQ(Cli({"datasets", "upload", (dir_ / "photos").string(), "--name", "fashion-mnist"}),
+            kExitUsage);
+  EXPECT_EQ(Cli({"datasets", "upload", (dir_ / "nope").string(), "--name", "x"}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("is neither a folder nor a file"));
+  EXPECT_EQ(Cli({"datasets", "upload", (dir_ / "photos").string()}), kExitUsage);  // no --name
 }
 
 }  // namespace

@@ -118,10 +118,36 @@ class FakeQnetServer::Jobs final : public v1::JobService::Service {
     v1::Dataset* d = response->add_datasets();
     d->set_name("fashion-mnist");
     d->set_format("idx");
+    d->set_origin("operator");
     d->set_channels(1);
     d->set_height(28);
     d->set_width(28);
     d->set_num_classes(10);
+    d->set_train_images(-1);
+    d->set_test_images(10000);
+    for (const auto& [name, dataset] : s_.Lock()->datasets) *response->add_datasets() = dataset;
+    return grpc::Status::OK;
+  }
+
+  // Registers any uploaded blob, as an archive of two classes; refuses the operator's name.
+  grpc::Status CreateDataset(grpc::ServerContext*, const v1::CreateDatasetRequest* request,
+                             v1::Dataset* response) override {
+    auto state = s_.Lock();
+    if (request->name() == "fashion-mnist") {
+      return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "fashion-mnist is the operator's");
+    }
+    if (!state->blobs.contains(request->digest())) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "blob not uploaded");
+    }
+    v1::Dataset& d = state->datasets[request->name()];
+    d.set_name(request->name());
+    d.set_format("archive");
+    d.set_origin("uploaded");
+    d.set_digest(request->digest());
+    d.set_train_images(4);
+    d.add_class_names("cat");
+    d.add_class_names("dog");
+    *response = d;
     return grpc::Status::OK;
   }
 

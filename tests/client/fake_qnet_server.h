@@ -46,6 +46,9 @@ struct FakeState {
   // Downloads of this digest send this content instead (a lying server).
   std::map<std::string, std::string> corrupt_downloads;
 
+  // --- datasets ---
+  std::map<std::string, v1::Dataset> datasets;  // uploaded, by name (CreateDataset)
+
   // --- jobs ---
   std::map<std::string, v1::Job> jobs;  // id -> job
   std::vector<v1::SubmitJobRequest> submits;

@@ -3,7 +3,9 @@
 
 Environment: QNET_QNETD (the qnetd binary; the test skips with exit 77 without it) and optionally
 QNET_WORKER_BINARY (qnet-worker: then one tiny job also runs to the end and its artifacts are
-downloaded and digest-checked). PYTHONPATH must hold the generated stubs and client/python (ctest
+downloaded and digest-checked). Datasets: an image folder uploaded and listed, a repeat that is a
+no-op, refusals, and an upload cut mid-way that resumes (qnetd's byte counter shows only the rest
+was sent). PYTHONPATH must hold the generated stubs and client/python (ctest
 sets both). No pytest: plain asserts, exit 0 on success.
 """
 import hashlib
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -26,6 +29,79 @@ def load_make_idx():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_e2e(name):
+    sys.path.insert(0, str(HERE.parent / "e2e"))
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / "e2e" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def uploaded_bytes(http):
+    """qnetd's count of blob bytes received."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{http}/metrics", timeout=10).read().decode()
+    return float(re.search(r'qnet_blob_bytes_total\{direction="upload"\} (\S+)', text).group(1))
+
+
+def check_datasets(qnet, tmp, http):
+    """upload_dataset / list_datasets, and an interrupted upload that resumes."""
+    import grpc
+    from qnet_client import QnetError
+    from qnet_client.client import blob_pb2
+    folder = load_e2e("dataset_upload_e2e_test").make_image_folder(tmp / "folder")
+    record = qnet.upload_dataset(folder, "py-folder")
+    assert record.origin == "uploaded" and record.digest.startswith("sha256:"), record
+    assert list(record.class_names) == ["class0", "class1", "class2"], record
+    assert record.train_images == 72 and record.test_images == 24, record
+    assert qnet.upload_dataset(folder, "py-folder") == record  # a no-op
+    assert record in qnet.list_datasets()
+    try:
+        qnet.upload_dataset(tmp / "nothing-here", "py-missing")
+        raise AssertionError("a missing path was accepted")
+    except QnetError as e:
+        assert e.code == grpc.StatusCode.NOT_FOUND, e
+    bad = tmp / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 but not a zip")
+    try:
+        qnet.upload_dataset(bad, "py-bad")
+        raise AssertionError("a broken .npz was accepted")
+    except QnetError as e:
+        assert e.code == grpc.StatusCode.INVALID_ARGUMENT and "bad.npz" not in e.message, e
+    assert "py-bad" not in [d.name for d in qnet.list_datasets()]
+
+    # An upload cut after two chunks continues from there.
+    data = os.urandom(5 << 20)
+    blob = tmp / "cut.bin"
+    blob.write_bytes(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    sent = threading.Event()
+
+    def cut():
+        yield blob_pb2.UploadRequest(header=blob_pb2.UploadHeader(
+            size_bytes=len(data), digest=digest, kind="dataset"))
+        yield blob_pb2.UploadRequest(chunk=data[:1 << 20])
+        yield blob_pb2.UploadRequest(chunk=data[1 << 20:2 << 20])
+        sent.wait(30)
+        raise ConnectionAbortedError("cut")
+
+    call = qnet._blobs.Upload.future(cut())
+    deadline = time.monotonic() + 30
+    while qnet.upload_offset(digest) < 2 << 20:
+        assert time.monotonic() < deadline, "the server kept no bytes of the cut upload"
+        time.sleep(0.05)
+    sent.set()
+    try:
+        call.result(timeout=30)
+        raise AssertionError("the cut upload succeeded")
+    except grpc.RpcError:
+        pass
+    before = uploaded_bytes(http)
+    assert qnet.upload(blob, "dataset") == digest
+    assert uploaded_bytes(http) - before == len(data) - (2 << 20), "the upload started over"
+    print(f"datasets: {record.digest} uploaded, repeated, listed; a cut upload resumed")
 
 
 def start_qnetd(qnetd, data_dir, dataset_dir, worker):
@@ -41,7 +117,7 @@ def start_qnetd(qnetd, data_dir, dataset_dir, worker):
         text = (data_dir / "qnetd.log").read_text()
         m = re.search(r"listening grpc=(\S+) http=(\S+)", text)
         if m:
-            return proc, m.group(1)
+            return proc, m.group(1), m.group(2)
         if proc.poll() is not None:
             raise SystemExit(f"qnetd exited: {text[-500:]}")
         time.sleep(0.1)
@@ -65,7 +141,7 @@ def main() -> int:
     proc = None
     try:
         load_make_idx().main(["make_idx", str(tmp / "synth"), "256", "128"])
-        proc, address = start_qnetd(qnetd, tmp, tmp / "synth", worker)
+        proc, address, http = start_qnetd(qnetd, tmp, tmp / "synth", worker)
         with QnetClient(address, timeout=10) as qnet:
             assert "synth" in [d.name for d in qnet.datasets()], qnet.datasets()
             assert any(m.name == "zoo:lenet5" for m in qnet.models())
@@ -118,6 +194,7 @@ def main() -> int:
             assert qnet.upload(blob, "dataset") == digest
             qnet.download_blob(digest, tmp / "blob.copy")
             assert (tmp / "blob.copy").read_bytes() == blob.read_bytes()
+            check_datasets(qnet, tmp, http)
 
             if worker:
                 done = qnet.wait(job.id, timeout=600)

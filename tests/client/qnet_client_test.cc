@@ -1,5 +1,6 @@
 // QnetClient against the in-process fake server: chunked uploads with digests, skipping blobs the
-// server has, resumable and verified downloads, paging, watching, and error codes.
+// server has, resumable and verified downloads, paging, watching, and error codes; the dataset
+// folder packer (dataset_archive.h).
 #include "client/qnet_client.h"
 
 #include <filesystem>
@@ -7,6 +8,7 @@
 #include <random>
 #include <sstream>
 
+#include "client/dataset_archive.h"
 #include "common/digest.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_qnet_server.h"
@@ -15,6 +17,7 @@ namespace qnet::client {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 
 std::string RandomBytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -230,6 +233,47 @@ TEST(QnetClientUnreachableTest, UnreachableServerIsUnavailableWithTheAddress) {
   absl::StatusOr<v1::Job> job = client->GetJob("x");
   EXPECT_EQ(job.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(job.status().message().find("127.0.0.1:1"), std::string::npos);
+}
+
+// The same files give the same bytes: whatever their times, modes or the order they were made in.
+TEST_F(QnetClientTest, APackedFolderDependsOnlyOnItsFiles) {
+  auto make = [&](const std::string& root, bool reversed) {
+    std::vector<std::pair<std::string, std::string>> files = {
+        {"train/cat/1.png", "cat one"}, {"train/dog/2.png", "dog two"}, {"test/cat/3.png", "c"}};
+    if (reversed) std::reverse(files.begin(), files.end());
+    for (const auto& [name, content] : files) {
+      fs::create_directories((dir_ / root / name).parent_path());
+      WriteFile(root + "/" + name, content);
+    }
+  };
+  make("a", false);
+  make("b", true);
+  fs::last_write_time(dir_ / "b/train/cat/1.png", fs::file_time_type::clock::now() - 1000h);
+  fs::permissions(dir_ / "b/test/cat/3.png", fs::perms::owner_all);
+  WriteFile("b/.DS_Store", "hidden");
+  fs::create_directories(dir_ / "b/.git");
+  WriteFile("b/.git/HEAD", "hidden too");
+  ASSERT_EQ(*WriteDatasetTar((dir_ / "a").string(), (dir_ / "a.tar").string()), 3);
+  ASSERT_EQ(*WriteDatasetTar((dir_ / "b").string(), (dir_ / "b.tar").string()), 3);
+  const std::string tar = ReadFile((dir_ / "a.tar").string());
+  EXPECT_EQ(ReadFile((dir_ / "b.tar").string()), tar);
+  // Sorted entries, owner 0, mtime 0, mode 0644: the first header names test/cat/3.png.
+  EXPECT_EQ(tar.substr(0, 14), "test/cat/3.png");
+  EXPECT_EQ(tar.substr(100, 8), std::string("000644 \0", 8));
+  EXPECT_EQ(tar.substr(136, 12), "00000000000 ");
+  EXPECT_EQ(tar.size() % 512, 0u);
+
+  // What a tar cannot carry, or nothing at all, is refused with the entry named.
+  fs::create_directories(dir_ / "c/train");
+  fs::create_directory_symlink(dir_ / "a/train/cat", dir_ / "c/train/cat");
+  absl::StatusOr<int64_t> link = WriteDatasetTar((dir_ / "c").string(), (dir_ / "c.tar").string());
+  EXPECT_EQ(link.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(link.status().message().find("train/cat is a symbolic link"), std::string::npos);
+  fs::create_directories(dir_ / "empty/train");
+  EXPECT_EQ(WriteDatasetTar((dir_ / "empty").string(), (dir_ / "e.tar").string()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteDatasetTar((dir_ / "nope").string(), (dir_ / "n.tar").string()).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -309,18 +309,18 @@ SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario
              "kill-worker": scenario_kill_worker, "worker-token": scenario_worker_token}
 
 
-def main():
+def main(scenarios=SCENARIOS, prefix="qnet_e2e"):
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenario", choices=sorted(scenarios))
     parser.add_argument("--qnetd", required=True)
     parser.add_argument("--worker", required=True)
     parser.add_argument("--qnet", required=True)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"qnet_e2e_{args.scenario}_"))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{prefix}_{args.scenario}_"))
     env = Env(args, tmp)
     try:
-        SCENARIOS[args.scenario](env)
+        scenarios[args.scenario](env)
         return 0
     except (Failure, subprocess.TimeoutExpired, json.JSONDecodeError, KeyError) as e:
         print(f"FAIL {args.scenario}: {e}\n{env.logs()}")
