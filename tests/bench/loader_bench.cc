@@ -4,7 +4,7 @@
 // torchvision's DataLoader (loader_bench_torchvision.py) on the same folders.
 //
 //   qnet_loader_bench --dataset DIR --input-shape 3x224x224 --threads 2 [--batch 128]
-//       [--epochs 2] [--model resnet20]
+//       [--epochs 2] [--model resnet20] [--rrc-scale-min 0.25]
 // Prints one line per measurement: "<mode> <images/s> ..." (see below).
 #include <chrono>
 #include <cstdio>
@@ -27,6 +27,7 @@ struct Args {
   std::string dataset, format, input_shape = "3x32x32", model = "resnet20";
   int threads = 2, epochs = 2;
   int64_t batch = 128, train_batches = 20;
+  double rrc_scale_min = 0;  // > 0: RandomResizedCrop from this area fraction, and flip
 };
 
 // Images per second over `epochs` augmented training epochs, nothing consuming them.
@@ -73,16 +74,22 @@ int Main(int argc, char** argv) {
   app.add_option("--epochs", a.epochs);
   app.add_option("--train-batches", a.train_batches);
   app.add_option("--model", a.model);
+  app.add_option("--rrc-scale-min", a.rrc_scale_min,
+                 "turn RandomResizedCrop (from this area fraction) and flip on");
   CLI11_PARSE(app, argc, argv);
   for (const bool streaming : {true, false}) {
     const char* mode = streaming ? "streaming" : "in-memory";
     ClearDatasetCache();
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<DatasetSplits> d =
-        LoadDataset(a.dataset, a.format,
-                    {.input_shape = a.input_shape,
-                     .memory_budget_bytes = streaming ? 0 : int64_t{8} << 30,
-                     .loader_threads = a.threads});
+    LoadOptions options{.input_shape = a.input_shape,
+                        .memory_budget_bytes = streaming ? 0 : int64_t{8} << 30,
+                        .loader_threads = a.threads};
+    if (a.rrc_scale_min > 0) {
+      options.preprocessing.set_random_resized_crop(true);
+      options.preprocessing.set_crop_scale_min(a.rrc_scale_min);
+      options.preprocessing.set_horizontal_flip(true);
+    }
+    absl::StatusOr<DatasetSplits> d = LoadDataset(a.dataset, a.format, options);
     if (!d.ok()) {
       std::fprintf(stderr, "%s\n", std::string(d.status().message()).c_str());
       return 1;

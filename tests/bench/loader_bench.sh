@@ -13,11 +13,14 @@ python=${PYTHON:-python3}
 [ -d "$work/jpeg224" ] || "$python" "$here/make_image_folder.py" "$work/jpeg224" \
   --train "${TRAIN224:-2000}" --test 200 --min-side 240 --max-side 320
 # Batch and training steps per size: ResNet-20 steps on 224x224 images take seconds on a CPU.
+# Augmentation: the 32x32 folder's default (pad-4 crop, flip); RandomResizedCrop from 0.25 and
+# flip at 224x224 on both sides.
 for run in "32 128 10" "224 32 3"; do
   read -r size batch steps <<< "$run"
   echo "== JPEG folder, ${size}x${size}, batch $batch, $threads threads / workers"
   "$build/tests/bench/qnet_loader_bench" --dataset "$work/jpeg$size" --batch "$batch" \
-    --input-shape "3x${size}x${size}" --threads "$threads" --train-batches "$steps"
+    --input-shape "3x${size}x${size}" --threads "$threads" --train-batches "$steps" \
+    $( [ "$size" = 224 ] && echo --rrc-scale-min 0.25 )
   "$python" "$here/loader_bench_torchvision.py" "$work/jpeg$size" --size "$size" --batch "$batch" \
     --workers "$threads" --crop "$( [ "$size" = 32 ] && echo pad4 || echo rrc )"
 done

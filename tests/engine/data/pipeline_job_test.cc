@@ -51,6 +51,7 @@ TEST(PipelineJobTest, PreprocessingAndClassNamesAreRecordedEverywhere) {
   JobRun config = Config("/synthetic/job", "pipeline_job_out");
   config.spec.set_input_shape("1x28x28");
   config.spec.mutable_preprocessing()->set_horizontal_flip(true);
+  config.spec.mutable_preprocessing()->set_random_resized_crop(true);
   absl::StatusOr<JobResult> result = RunJob(config, {});
   ASSERT_TRUE(result.ok()) << result.status();
   const JobMetrics& m = result->metrics;
@@ -62,8 +63,8 @@ TEST(PipelineJobTest, PreprocessingAndClassNamesAreRecordedEverywhere) {
   EXPECT_EQ(spec.input_shape(), "1x28x28");
   EXPECT_EQ(spec.preprocessing().resize_size(), 28);
   EXPECT_TRUE(spec.preprocessing().has_random_resized_crop());
-  EXPECT_TRUE(spec.preprocessing().random_resized_crop());  // the default for image folders
-  EXPECT_GT(spec.preprocessing().crop_scale_min(), 0);
+  EXPECT_TRUE(spec.preprocessing().random_resized_crop());
+  EXPECT_EQ(spec.preprocessing().crop_scale_min(), 0.5);  // the default fraction
   EXPECT_EQ(spec.preprocessing().crop_scale_max(), 1.0);
   EXPECT_TRUE(spec.preprocessing().horizontal_flip());
   EXPECT_DOUBLE_EQ(spec.preprocessing().holdout_fraction(), 0.1);

@@ -164,18 +164,30 @@ TEST_F(PipelineTest, HoldoutIsASeededFractionOfTheTrainingImages) {
 
 TEST_F(PipelineTest, AugmentationReplaysPerSeedAndEpoch) {
   const std::string dir = Define({.train = 24, .test = 4, .vary = 2});
-  const DatasetSplits d = Load(dir, {.input_shape = "3x16x16"});
-  // Natural images of varying size: RandomResizedCrop and flip by default.
+  // Images of varying size are not augmented unless the job asks; fixed-size natural images get
+  // the pad-4 crop and flip.
+  EXPECT_FALSE(Load(dir, {.input_shape = "3x16x16"}).augment);
+  const DatasetSplits fixed = Load(Define({.train = 8, .test = 2, .vary = 0}), {});
+  EXPECT_EQ(fixed.train.augmentation.crop, Crop::kPad4);
+  EXPECT_TRUE(fixed.train.augmentation.flip);
+  LoadOptions on{.input_shape = "3x16x16"};
+  on.preprocessing.set_random_resized_crop(true);
+  on.preprocessing.set_horizontal_flip(true);
+  const DatasetSplits d = Load(dir, on);
   EXPECT_TRUE(d.augment);
   EXPECT_EQ(d.train.augmentation.crop, Crop::kRandomResized);
+  EXPECT_EQ(d.train.augmentation.scale_min, 0.5);
   EXPECT_TRUE(d.train.augmentation.flip);
   EXPECT_TRUE(Same(Epoch(d.train, 5, 1, 2, true), Epoch(d.train, 5, 1, 2, true)));
   EXPECT_FALSE(Same(Epoch(d.train, 5, 1, 2, true), Epoch(d.train, 5, 1, 3, true)));
   EXPECT_FALSE(Same(Epoch(d.train, 5, 1, 2, true), Epoch(d.train, 5, 2, 2, true)));
   EXPECT_FALSE(Same(Epoch(d.train, 5, 1, 2, true), Epoch(d.train, 5, 1, 2, false)));
   // The thread count does not change a batch.
-  DatasetSplits one_thread = Load(dir, {.input_shape = "3x16x16", .loader_threads = 1});
-  DatasetSplits four = Load(dir, {.input_shape = "3x16x16", .loader_threads = 4});
+  LoadOptions one = on, four_threads = on;
+  one.loader_threads = 1;
+  four_threads.loader_threads = 4;
+  DatasetSplits one_thread = Load(dir, one);
+  DatasetSplits four = Load(dir, four_threads);
   EXPECT_TRUE(Same(Epoch(one_thread.train, 5, 1, 2, true), Epoch(four.train, 5, 1, 2, true)));
   // Switched off per job.
   LoadOptions off{.input_shape = "3x16x16"};
