@@ -153,7 +153,8 @@ TEST_F(LocalRun, TorchScriptMatchesEngineHardEvaluation) {
   const std::string model = base_ + "/resnet.pt";
   ASSERT_TRUE(qnet::engine::SaveModule(*hard, model).ok());
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = data->test.images.slice(0, 0, 16);
+  const torch::Tensor x =
+      qnet::engine::NormaliseImages(data->test.images.slice(0, 0, 16), data->test);
   const torch::Tensor y = trainer.quantized().Forward(x);
   c10::Dict<std::string, torch::Tensor> io;
   io.insert("input", x);

@@ -26,8 +26,12 @@ struct RunContext {
   // The model file to load when spec.model is not a zoo name: the cached blob of a leased job,
   // or the file `qnet-worker run` was given. Empty: spec.model itself is the path.
   std::string model_path;
-  std::string dataset_dir;      // folder holding the dataset files
-  std::string dataset_format;   // a registered dataset format ("idx", "cifar10")
+  std::string dataset_dir;     // folder holding the dataset files
+  std::string dataset_format;  // a registered dataset format ("idx", "cifar10"); empty: detect
+  // Datasets whose prepared images (uint8 at the model's input size) fit in this many bytes are
+  // decoded once and kept in memory; larger ones stream from their files.
+  int64_t dataset_memory_budget_bytes = int64_t{2} << 30;
+  int loader_threads = 0;       // threads decoding and augmenting images; 0: one per core
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
   std::string out_dir;          // artifacts land here
   std::string checkpoint_dir;   // checkpoints are written here; resumes from the newest one present
@@ -80,6 +84,13 @@ struct JobMetrics {
   std::string device;
   std::vector<double> input_mean, input_std;  // the normalisation used (see JobRun::spec)
   v1::JobSpec effective_spec;                 // the spec with every default resolved
+  std::vector<std::string> class_names;       // the dataset's, index = label
+  // What effective_spec cannot say about the input pipeline: the training crop ("none", "pad4",
+  // "random_resized"), whether one-channel images were repeated to the model's channels, and
+  // whether the test split was held out of the training images.
+  std::string train_crop;
+  bool channel_repeat = false;
+  bool holdout = false;
 };
 
 struct ArtifactFile {

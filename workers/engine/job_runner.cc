@@ -17,6 +17,7 @@
 #include "workers/engine/data/data.h"
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
+#include "workers/engine/export/preprocessing_record.h"
 #include "workers/engine/model_source/model_source.h"
 #include "workers/engine/torch_error.h"
 #include "workers/engine/training/trainer.h"
@@ -64,7 +65,8 @@ absl::Status CheckModel(torch::jit::Module& model, const DatasetSplits& data,
   try {
     torch::NoGradGuard no_grad;
     model.eval();
-    const torch::Tensor x = data.test.images.slice(0, 0, std::min<int64_t>(2, data.test.size()));
+    BatchIterator first(data.test, /*batch_size=*/2);
+    const torch::Tensor x = first.Next()->images;
     const c10::IValue y = model.forward({x});
     if (!y.isTensor() || y.toTensor().dim() != 2 || y.toTensor().size(0) != x.size(0) ||
         y.toTensor().size(1) != data.num_classes) {
@@ -72,6 +74,8 @@ absl::Status CheckModel(torch::jit::Module& model, const DatasetSplits& data,
           absl::StrCat("model ", name, " does not map [N,", data.channels, ",", data.height, ",",
                        data.width, "] images to [N,", data.num_classes, "] logits"));
     }
+  } catch (const DataError& e) {
+    return e.status();
   } catch (const std::exception& e) {
     const std::string why = TorchErrorText(e);
     return absl::InvalidArgumentError(
@@ -79,6 +83,28 @@ absl::Status CheckModel(torch::jit::Module& model, const DatasetSplits& data,
   }
   model.train();
   return absl::OkStatus();
+}
+
+// The input pipeline as it ran, written into the spec (defaults resolved). The pad-4 crop of
+// fixed-size natural images has no proto value: random_resized_crop stays unset for it, which
+// resolves to it again (metrics.json names it).
+void ResolvePreprocessingInto(const DatasetSplits& data, v1::JobSpec& spec) {
+  spec.set_input_shape(
+      job::FormatInputShape({static_cast<int>(data.channels), static_cast<int>(data.height),
+                             static_cast<int>(data.width)}));
+  v1::Preprocessing& p = *spec.mutable_preprocessing();
+  p.set_resize_size(static_cast<int32_t>(data.resize_size));
+  const Augmentation& a = data.train.augmentation;
+  p.clear_random_resized_crop();
+  p.clear_crop_scale_min();
+  p.clear_crop_scale_max();
+  if (a.crop != Crop::kPad4) p.set_random_resized_crop(a.crop == Crop::kRandomResized);
+  if (a.crop == Crop::kRandomResized) {
+    p.set_crop_scale_min(a.scale_min);
+    p.set_crop_scale_max(a.scale_max);
+  }
+  p.set_horizontal_flip(a.flip);
+  if (!data.holdout) p.clear_holdout_fraction();
 }
 
 // Writes the artifacts the job asks for, in catalog order, from the trained model.
@@ -98,6 +124,7 @@ absl::Status WriteArtifacts(const JobRun& job, const DatasetSplits& data, Traine
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = RecordPreprocessing(*hard, result.metrics); !s.ok()) return s;
   // Saved first: the TorchScript artifact, and the input of writers that convert it.
   const std::filesystem::path out(ctx.out_dir);
   if (absl::Status s = SaveModule(*hard, (out / "model.pt").string()); !s.ok()) return s;
@@ -156,13 +183,18 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
                    .max_test = t.max_test_samples(),
                    .seed = t.seed(),
                    .mean = std::vector<double>(norm.mean().begin(), norm.mean().end()),
-                   .std = std::vector<double>(norm.std().begin(), norm.std().end())});
+                   .std = std::vector<double>(norm.std().begin(), norm.std().end()),
+                   .input_shape = job.spec.input_shape(),
+                   .preprocessing = job.spec.preprocessing(),
+                   .memory_budget_bytes = job.context.dataset_memory_budget_bytes,
+                   .loader_threads = job.context.loader_threads});
   if (!data.ok()) {
     if (absl::IsNotFound(data.status())) {
       return absl::InvalidArgumentError(absl::StrCat("dataset: ", data.status().message()));
     }
     return data.status();
   }
+  ResolvePreprocessingInto(*data, job.spec);
   absl::StatusOr<torch::jit::Module> model =
       (*opened)->Instantiate(data->channels, data->num_classes, t.seed());
   if (!model.ok()) return model.status();
@@ -193,6 +225,10 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   v1::InputNormalization& used = *result.metrics.effective_spec.mutable_input_normalization();
   used.mutable_mean()->Assign(data->channel_mean.begin(), data->channel_mean.end());
   used.mutable_std()->Assign(data->channel_std.begin(), data->channel_std.end());
+  result.metrics.class_names = data->class_names;
+  result.metrics.train_crop = CropName(data->train.augmentation.crop);
+  result.metrics.channel_repeat = data->channel_repeat;
+  result.metrics.holdout = data->holdout;
   if (absl::Status s = WriteArtifacts(job, *data, trainer, result); !s.ok()) return s;
   return result;
 }
@@ -202,6 +238,8 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
 absl::StatusOr<JobResult> RunJob(const JobRun& run, const JobCallbacks& callbacks) {
   try {
     return RunJobImpl(run, callbacks);
+  } catch (const DataError& e) {  // an image of a streaming dataset that does not decode
+    return e.status();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("job failed: ", TorchErrorText(e)));
   } catch (...) {

@@ -36,6 +36,8 @@ struct RunArgs {
   std::string out;
   std::string checkpoint_dir;
   std::string save_float_model;
+  int64_t dataset_memory_mib = 2048;
+  int loader_threads = 0;
 };
 
 [[noreturn]] void Fail(int code, const std::string& message) {
@@ -61,6 +63,8 @@ void Run(const RunArgs& a) {
                      .context = {.model_path = "",
                                  .dataset_dir = ds->dir,
                                  .dataset_format = ds->format,
+                                 .dataset_memory_budget_bytes = a.dataset_memory_mib << 20,
+                                 .loader_threads = a.loader_threads,
                                  .device = a.device,
                                  .out_dir = a.out,
                                  .checkpoint_dir = a.checkpoint_dir,
@@ -96,11 +100,13 @@ absl::StatusOr<DatasetChoice> ResolveDataset(const std::string& dataset,
     if (dataset == name) choice = c;
   }
   if (choice.dir.empty()) {
+    // A folder, or a dataset stored in one file (an archive, an .npz): the format says by content.
     std::error_code ec;
-    if (!std::filesystem::is_directory(dataset, ec)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--dataset '", dataset,
-          "' is neither a known name (fashion-mnist, mnist, cifar10) nor a directory"));
+    if (!std::filesystem::exists(dataset, ec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--dataset '", dataset,
+                       "' is neither a known name (fashion-mnist, mnist, cifar10) nor a dataset "
+                       "folder, archive or .npz file"));
     }
     choice.dir = dataset;
     if (format.empty()) {
@@ -157,10 +163,18 @@ void RegisterRunCommand(CLI::App& app) {
   job::BindJobSpecFlags(
       *run, args->job,
       {.model_help = absl::StrCat(job::ZooModelNames(), ", or a TorchScript .pt file"),
-       .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset directory"});
+       .dataset_help = "fashion-mnist, mnist, cifar10, or a dataset folder, archive (.tar, "
+                       ".tar.gz, .zip) or .npz file"});
   run->add_option("--dataset-format", args->dataset_format,
                   absl::StrCat(datasets::DatasetFormatNameList(), " (default: detect)"))
       ->check(CLI::IsMember(datasets::DatasetFormatNames()));
+  run->add_option("--dataset-memory", args->dataset_memory_mib,
+                  "MiB of prepared images (uint8 at the model's input size) kept in memory; a "
+                  "larger dataset streams from its files (default 2048)")
+      ->check(CLI::PositiveNumber);
+  run->add_option("--loader-threads", args->loader_threads,
+                  "threads decoding and augmenting images (default: one per core)")
+      ->check(CLI::NonNegativeNumber);
   run->add_option("--device", args->device, "auto, cpu, cuda or cuda:N");
   run->add_option("--checkpoint-dir", args->checkpoint_dir,
                   "write per-epoch checkpoints here and resume from the newest");

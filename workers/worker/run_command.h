@@ -23,13 +23,13 @@ namespace qnet::worker {
 void RegisterRunCommand(CLI::App& app);
 
 struct DatasetChoice {
-  std::string dir;
+  std::string dir;     // the folder or file
   std::string format;  // a registered dataset format (datasets/dataset_format.h)
 };
 
-// A dataset name ("fashion-mnist", "mnist", "cifar10") or a directory in a registered dataset
-// format; `format` ("" = detect, datasets::DetectDatasetFormat) overrides the detection.
-// InvalidArgument when neither.
+// A dataset name ("fashion-mnist", "mnist", "cifar10"), or a folder, archive or .npz file in a
+// registered dataset format, detected by content; `format` ("" = detect,
+// datasets::DetectDatasetFormat) overrides the detection. InvalidArgument when neither.
 absl::StatusOr<DatasetChoice> ResolveDataset(const std::string& dataset, const std::string& format);
 
 // The summary table printed after a successful run.

@@ -34,6 +34,7 @@ v1::Metrics MetricsToProto(const engine::JobMetrics& m) {
   v1::InputNormalization* norm = out.mutable_input_normalization();
   norm->mutable_mean()->Add(m.input_mean.begin(), m.input_mean.end());
   norm->mutable_std()->Add(m.input_std.begin(), m.input_std.end());
+  for (const std::string& name : m.class_names) out.add_class_names(name);
   for (const engine::EpochRecord& e : m.epochs) {
     v1::EpochMetrics* r = out.add_epochs();
     r->set_epoch(e.epoch);

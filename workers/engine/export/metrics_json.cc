@@ -1,6 +1,7 @@
 #include "workers/engine/export/metrics_json.h"
 
 #include "common/atomic_file.h"
+#include "workers/engine/export/preprocessing_record.h"
 
 namespace qnet::engine {
 
@@ -53,7 +54,9 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobRun& run) {
             {"export_formats",
              std::vector<std::string>(spec.export_formats().begin(), spec.export_formats().end())},
             {"device", run.context.device}}},
-          {"input_normalization", InputNormalizationJson(m)}};
+          {"input_normalization", InputNormalizationJson(m)},
+          {"preprocessing", PreprocessingJson(m)},
+          {"class_names", m.class_names}};
 }
 
 nlohmann::json InputNormalizationJson(const JobMetrics& m) {

@@ -1,21 +1,25 @@
 // "onnx": the saved TorchScript artifact converted to ONNX with QuantizeLinear/DequantizeLinear
-// pairs (model.onnx), carrying the input normalisation as metadata properties.
+// pairs (model.onnx), carrying the input normalisation, preprocessing and class names as
+// metadata properties.
 #include <nlohmann/json.hpp>
 
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/export/onnx/onnx_export.h"
+#include "workers/engine/export/preprocessing_record.h"
 
 namespace qnet::engine {
 namespace {
 
 absl::Status WriteOnnx(ExportContext& c) {
   // The exporter reads the artifact as saved, exactly what a user downloads.
-  absl::Status s = ExportOnnx(torch::jit::load(c.saved_module.string()),
-                              {c.data.channels, c.data.height, c.data.width},
-                              (c.out_dir / "model.onnx").string(),
-                              {{kInputMeanAttr, nlohmann::json(c.data.channel_mean).dump()},
-                               {kInputStdAttr, nlohmann::json(c.data.channel_std).dump()}});
+  absl::Status s = ExportOnnx(
+      torch::jit::load(c.saved_module.string()), {c.data.channels, c.data.height, c.data.width},
+      (c.out_dir / "model.onnx").string(),
+      {{kInputMeanAttr, nlohmann::json(c.data.channel_mean).dump()},
+       {kInputStdAttr, nlohmann::json(c.data.channel_std).dump()},
+       {kPreprocessingAttr, PreprocessingJson(c.result.metrics).dump()},
+       {kClassNamesAttr, nlohmann::json(c.result.metrics.class_names).dump()}});
   if (!s.ok()) return s;
   return c.AddArtifact("onnx", "model.onnx");
 }

@@ -5,6 +5,7 @@
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/export/metrics_json.h"
+#include "workers/engine/export/preprocessing_record.h"
 
 namespace qnet::engine {
 namespace {
@@ -20,6 +21,8 @@ absl::Status WritePacked(ExportContext& c) {
   if (absl::Status s = c.AddArtifact("packed", "model.qnet"); !s.ok()) return s;
   nlohmann::json manifest = ManifestJson(*packed, c.digests, m.float_size_bytes);
   manifest["input_normalization"] = InputNormalizationJson(m);
+  manifest["preprocessing"] = PreprocessingJson(m);
+  manifest["class_names"] = m.class_names;
   if (absl::Status s = WriteJsonFile((c.out_dir / "manifest.json").string(), manifest); !s.ok()) {
     return s;
   }

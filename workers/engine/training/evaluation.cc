@@ -50,10 +50,8 @@ torch::Tensor Predict(const ForwardFn& forward, const TensorDataset& data, int64
                       const torch::Device& device) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
-  batch_size = std::max<int64_t>(1, batch_size);
-  for (int64_t i = 0; i < data.size(); i += batch_size) {
-    out.push_back(forward(data.images.slice(0, i, i + batch_size).to(device)));
-  }
+  BatchIterator it(data, batch_size);  // row order: the logits are kept per row
+  while (std::optional<Batch> batch = it.Next()) out.push_back(forward(batch->images.to(device)));
   return out.empty() ? torch::Tensor() : torch::cat(out);
 }
 
