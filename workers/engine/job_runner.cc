@@ -18,6 +18,7 @@
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/export/preprocessing_record.h"
+#include "workers/engine/export/parity.h"
 #include "workers/engine/model_source/model_source.h"
 #include "workers/engine/torch_error.h"
 #include "workers/engine/training/trainer.h"
@@ -109,7 +110,7 @@ void ResolvePreprocessingInto(const DatasetSplits& data, v1::JobSpec& spec) {
 
 // Writes the artifacts the job asks for, in catalog order, from the trained model.
 absl::Status WriteArtifacts(const JobRun& job, const DatasetSplits& data, Trainer& trainer,
-                            JobResult& result) {
+                            const torch::Device& device, JobResult& result) {
   const RunContext& ctx = job.context;
   std::error_code ec;
   std::filesystem::create_directories(ctx.out_dir, ec);
@@ -128,6 +129,12 @@ absl::Status WriteArtifacts(const JobRun& job, const DatasetSplits& data, Traine
   // Saved first: the TorchScript artifact, and the input of writers that convert it.
   const std::filesystem::path out(ctx.out_dir);
   if (absl::Status s = SaveModule(*hard, (out / "model.pt").string()); !s.ok()) return s;
+  if (job::WantsExport(job.spec, "torchscript")) {
+    absl::StatusOr<double> top1 = TorchScriptTop1((out / "model.pt").string(), data.test,
+                                                  job.spec.training().batch_size(), device);
+    if (!top1.ok()) return top1.status();
+    result.metrics.torchscript_top1 = *top1;
+  }
   ExportContext context{.run = job,
                         .data = data,
                         .hard = *hard,
@@ -229,7 +236,7 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   result.metrics.train_crop = CropName(data->train.augmentation.crop);
   result.metrics.channel_repeat = data->channel_repeat;
   result.metrics.holdout = data->holdout;
-  if (absl::Status s = WriteArtifacts(job, *data, trainer, result); !s.ok()) return s;
+  if (absl::Status s = WriteArtifacts(job, *data, trainer, *device, result); !s.ok()) return s;
   return result;
 }
 

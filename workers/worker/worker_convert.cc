@@ -30,6 +30,8 @@ v1::Metrics MetricsToProto(const engine::JobMetrics& m) {
   out.set_packed_size_bytes(m.packed_size_bytes);
   out.set_compression_ratio(m.compression_ratio);
   out.set_device(m.device);
+  if (m.torchscript_top1) out.set_torchscript_top1(*m.torchscript_top1);
+  if (m.onnx_top1) out.set_onnx_top1(*m.onnx_top1);
   *out.mutable_effective_spec() = m.effective_spec;
   v1::InputNormalization* norm = out.mutable_input_normalization();
   norm->mutable_mean()->Add(m.input_mean.begin(), m.input_mean.end());

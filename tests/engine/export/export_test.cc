@@ -94,7 +94,9 @@ TEST_P(ExportTest, PackedModelDecodesToTheHardModuleExactly) {
 
 TEST_P(ExportTest, DecoderRejectsGarbage) {
   const std::string path = dir_ + "/garbage.qnet";
-  std::ofstream(path) << "QNETPK01\x10\x00\x00\x00\x00\x00\x00\x00{not json";
+  // Lengths 9 and 9, then a header that is not zlib data.
+  const char corrupt[] = "QNETPK02\x09\0\0\0\0\0\0\0\x09\0\0\0\0\0\0\0{not json";
+  std::ofstream(path, std::ios::binary) << std::string(corrupt, sizeof corrupt - 1);
   EXPECT_TRUE(absl::IsInvalidArgument(DecodePackedModel(path).status()));
   std::ofstream(path, std::ios::trunc) << "hello";
   EXPECT_TRUE(absl::IsInvalidArgument(DecodePackedModel(path).status()));

@@ -11,14 +11,14 @@ needs (onnx, onnxruntime, torch, torchvision) does not import: the numeric check
       grouped conv, dropout, log_softmax)
   onnx_check.py make-family FAMILY OUT.pt
       a scripted model on [N, 3, 8, 8] inputs that uses the ops of one converter family:
-      activations, conv-linear, pooling, shape, math
-  onnx_check.py check MODEL.onnx MODEL.pt C H W [--min-int8-dq K] [--act-qdq] [--act-steps]
+      activations, conv-linear, pooling, shape, indexing, math
+  onnx_check.py check MODEL.onnx MODEL.pt C H W [--min-code-dq K] [--act-qdq] [--act-steps]
                       [--no-top1]
       onnx.checker full check; ONNX Runtime against torch.jit.load(MODEL.pt) on fixed random
       inputs (outputs must be close, and top-1 must agree everywhere unless --no-top1: for models
       whose output is not class scores); at least K DequantizeLinear
-      nodes of INT8 initializers; --act-qdq: QuantizeLinear present; --act-steps: the exact
-      step form (GreaterOrEqual) present; --meta KEY=VALUE (repeatable): ONNX Runtime's custom
+      nodes of INT4/INT8 code initializers; --act-qdq: QuantizeLinear present; --act-steps: the
+      exact comparison form (GreaterOrEqual) present; --meta KEY=VALUE (repeatable): ONNX Runtime's custom
       metadata map holds KEY with exactly VALUE
 Prints one line of findings; exit status 0 on success.
 """
@@ -145,6 +145,15 @@ def make_family(family, out):
             y = y.to(torch.float64).sin().to(torch.float32).type_as(x)
             return torch.flatten(y.unsqueeze(3), 2) + y.flatten(0, 1).view(n, 72, 8)
 
+    class Indexing(nn.Module):
+        def forward(self, x):
+            a, b = torch.chunk(x, 2, dim=2)                              # [N, 3, 4, 8] each
+            c = torch.split(x, [3, 5], dim=3)[1]                         # [N, 3, 8, 5]
+            u = torch.unbind(x, 1)                                       # 3 x [N, 8, 8]
+            return torch.cat([(a - b).flatten(1), c.flatten(1), (u[0] + u[2]).flatten(1),
+                              x[:, 1].flatten(1), x[:, :, 2:7:2].flatten(1),
+                              x[:, -1:, :, 1:].flatten(1)], 1)
+
     class Math(nn.Module):
         def forward(self, x):
             y = torch.add(x, x * x, alpha=0.5) - torch.sub(x, 1.5, alpha=2)
@@ -155,7 +164,7 @@ def make_family(family, out):
             return y.mean(-1)
 
     models = {'activations': Activations, 'conv-linear': ConvLinear, 'pooling': Pooling,
-              'shape': Shape, 'math': Math}
+              'shape': Shape, 'indexing': Indexing, 'math': Math}
     if family not in models:
         print(f'unknown family {family}; one of {sorted(models)}')
         return 2
@@ -170,21 +179,22 @@ def check(args):
     onnx_path, ts_path = args[0], args[1]
     shape = [int(v) for v in args[2:5]]
     opts = args[5:]
-    min_dq = int(opts[opts.index('--min-int8-dq') + 1]) if '--min-int8-dq' in opts else 0
+    min_dq = int(opts[opts.index('--min-code-dq') + 1]) if '--min-code-dq' in opts else 0
 
     model = onnx.load(onnx_path)
     onnx.checker.check_model(model, full_check=True)
     inits = {t.name: t for t in model.graph.initializer}
-    int8_dq = [n for n in model.graph.node if n.op_type == 'DequantizeLinear'
-               and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
-    for n in int8_dq:
+    code_types = {onnx.TensorProto.INT4, onnx.TensorProto.INT8}
+    code_dq = [n for n in model.graph.node if n.op_type == 'DequantizeLinear'
+               and n.input[0] in inits and inits[n.input[0]].data_type in code_types]
+    for n in code_dq:
         codes = numpy_helper.to_array(inits[n.input[0]])
         if codes.size and np.unique(codes).size > 256:
             print('codes are not a small level set')
             return 1
     ops = {n.op_type for n in model.graph.node}
-    if len(int8_dq) < min_dq:
-        print(f'{len(int8_dq)} INT8 DequantizeLinear nodes, want >= {min_dq}')
+    if len(code_dq) < min_dq:
+        print(f'{len(code_dq)} code DequantizeLinear nodes, want >= {min_dq}')
         return 1
     if '--act-qdq' in opts and 'QuantizeLinear' not in ops:
         print('no QuantizeLinear for the activation quantizer')
@@ -211,7 +221,7 @@ def check(args):
     scale = float(np.abs(ref).max()) + 1e-6
     agree = float((y.argmax(1) == ref.argmax(1)).mean())
     print(f'top-1 agreement {agree:.3f}, max abs diff {diff:.3g} (output scale {scale:.3g}), '
-          f'{len(int8_dq)} INT8 DequantizeLinear, ops {sorted(ops)}')
+          f'{len(code_dq)} code DequantizeLinear, ops {sorted(ops)}')
     top1_ok = agree == 1.0 or '--no-top1' in opts
     return 0 if top1_ok and diff <= 1e-3 * scale else 1
 

@@ -1,7 +1,7 @@
 // Tests for the ONNX exporter: small quantized TorchScript models built here, a scripted
 // torchvision resnet18 and the zoo models are exported, then checked in Python (onnx.checker full
-// check, ONNX Runtime against the TorchScript archive, INT8 DequantizeLinear weights). The Python
-// checks skip when python3 lacks onnx/onnxruntime/torch(vision).
+// check, ONNX Runtime against the TorchScript archive, low-bit DequantizeLinear weights). The
+// Python checks fail when python3 lacks onnx/onnxruntime/torch(vision).
 #include "workers/engine/export/onnx/onnx_export.h"
 
 #include <sys/wait.h>
@@ -170,8 +170,16 @@ std::vector<double> Values(const pb::ModelProto& m, const std::string& name) {
     return out;
   }
   const std::string& raw = t->raw_data();
+  int64_t numel = 1;
+  for (int64_t d : t->dims()) numel *= d;
   if (t->data_type() == pb::TensorProto::INT8) {
     for (char c : raw) out.push_back(static_cast<int8_t>(c));
+  } else if (t->data_type() == pb::TensorProto::INT4 || t->data_type() == pb::TensorProto::UINT4) {
+    // Two per byte, the first in the low nibble; INT4 is two's complement.
+    for (int64_t i = 0; i < numel; ++i) {
+      const int nibble = (static_cast<unsigned char>(raw[i / 2]) >> (i % 2 == 0 ? 0 : 4)) & 0xf;
+      out.push_back(t->data_type() == pb::TensorProto::INT4 && nibble > 7 ? nibble - 16 : nibble);
+    }
   } else if (t->data_type() == pb::TensorProto::FLOAT) {
     for (size_t i = 0; i + sizeof(float) <= raw.size(); i += sizeof(float)) {
       float f;
@@ -197,13 +205,14 @@ std::map<std::string, std::string> Metadata(const pb::ModelProto& m) {
   return out;
 }
 
-// The weight DequantizeLinear nodes: those whose codes are an INT8 initializer.
-std::vector<const pb::NodeProto*> WeightDequantizers(const pb::ModelProto& m) {
+// The weight DequantizeLinear nodes: those whose codes are an initializer of `type`.
+std::vector<const pb::NodeProto*> WeightDequantizers(const pb::ModelProto& m,
+                                                     pb::TensorProto::DataType type) {
   std::vector<const pb::NodeProto*> out;
   for (const pb::NodeProto& n : m.graph().node()) {
     const pb::TensorProto* codes =
         n.op_type() == "DequantizeLinear" ? Initializer(m, n.input(0)) : nullptr;
-    if (codes != nullptr && codes->data_type() == pb::TensorProto::INT8) out.push_back(&n);
+    if (codes != nullptr && codes->data_type() == type) out.push_back(&n);
   }
   return out;
 }
@@ -288,17 +297,17 @@ class OnnxExportTest : public ::testing::Test {
 TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
   pb::ModelProto model;
   ASSERT_NO_FATAL_FAILURE(
-      ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-int8-dq 2 --act-qdq", &model));
-  // conv1, relu, the activation quantizer (scale, clip, QDQ), conv2 from INT8 codes, relu,
-  // pooling, flatten, fc from INT8 codes.
+      ExportAndCheck(MakeSmallModel({}), {1, 8, 8}, "--min-code-dq 2 --act-qdq", &model));
+  // conv1, relu, the activation quantizer (scale, clip, QDQ), conv2 from INT4 codes, relu,
+  // pooling, flatten, fc from INT4 codes.
   EXPECT_THAT(OpTypes(model),
               ::testing::ElementsAre("Conv", "Relu", "Mul", "Clip", "QuantizeLinear",
                                      "DequantizeLinear", "DequantizeLinear", "Conv", "Relu",
                                      "MaxPool", "Flatten", "DequantizeLinear", "Gemm", "Identity"));
   ASSERT_EQ(model.opset_import_size(), 1);
   EXPECT_EQ(model.opset_import(0).domain(), "");
-  EXPECT_EQ(model.opset_import(0).version(), 17);
-  EXPECT_EQ(model.ir_version(), 8);
+  EXPECT_EQ(model.opset_import(0).version(), 21);
+  EXPECT_EQ(model.ir_version(), 10);
   ASSERT_EQ(model.graph().input_size(), 1);
   EXPECT_EQ(model.graph().input(0).name(), "input");
   EXPECT_EQ(Dims(model.graph().input(0)), "N,1,8,8");
@@ -307,8 +316,9 @@ TEST_F(OnnxExportTest, SmallQuantizedModelUsesQuantizeDequantize) {
   EXPECT_EQ(Dims(model.graph().output(0)), "N,10");
   EXPECT_TRUE(Metadata(model).empty());
 
-  // The weights are their level codes with scale alpha (the levels are integers).
-  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model);
+  // The weights are their level codes with scale alpha (the levels are integers), 4 bits each.
+  EXPECT_TRUE(WeightDequantizers(model, pb::TensorProto::INT8).empty());
+  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model, pb::TensorProto::INT4);
   ASSERT_EQ(dq.size(), 2u);
   const std::vector<std::pair<std::set<double>, double>> want = {{{-1, 0, 1}, 0.12},
                                                                  {{-4, -2, -1, 0, 1, 2, 4}, 0.05}};
@@ -341,15 +351,21 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
   o.view_reshape = true;
   pb::ModelProto model;
   ASSERT_NO_FATAL_FAILURE(
-      ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-int8-dq 1 --act-steps", &model));
+      ExportAndCheck(MakeSmallModel(o), {1, 8, 8}, "--min-code-dq 1 --act-steps", &model));
+  // The activation quantizer: the exact level index from comparisons, then alpha * d * index
+  // through a lossless QDQ; conv2: UINT4 level indices gathered from its level values.
   EXPECT_THAT(OpTypes(model),
-              ::testing::ElementsAre("Conv", "Relu", "Mul", "GreaterOrEqual", "Cast",
-                                     "GreaterOrEqual", "Cast", "GreaterOrEqual", "Cast", "Sum",
-                                     "Mul", "Cast", "Gather", "Conv", "Relu", "MaxPool", "Reshape",
+              ::testing::ElementsAre("Conv", "Relu", "Mul", "Unsqueeze", "GreaterOrEqual", "Cast",
+                                     "ReduceSum", "Mul", "QuantizeLinear", "DequantizeLinear",
+                                     "Cast", "Gather", "Conv", "Relu", "MaxPool", "Reshape",
                                      "DequantizeLinear", "Gemm", "Identity"));
-  EXPECT_EQ(Count(model, "QuantizeLinear"), 0);
-  // conv2: INT8 indices into the table alpha * levels.
+  EXPECT_EQ(Count(model, "QuantizeLinear"), 1);
+  // conv2: UINT4 indices into the table alpha * levels.
   for (const pb::NodeProto& n : model.graph().node()) {
+    if (n.op_type() == "Cast" && Initializer(model, n.input(0)) != nullptr) {
+      EXPECT_EQ(Initializer(model, n.input(0))->data_type(), pb::TensorProto::UINT4);
+      for (double c : Values(model, n.input(0))) EXPECT_TRUE(c >= 0 && c <= 3) << "index " << c;
+    }
     if (n.op_type() != "Gather") continue;
     const std::vector<double> table = Values(model, n.input(0));
     ASSERT_EQ(table.size(), 4u);
@@ -358,7 +374,7 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
     }
   }
   // fc: codes in steps of 0.5, scale alpha * 0.5.
-  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model);
+  const std::vector<const pb::NodeProto*> dq = WeightDequantizers(model, pb::TensorProto::INT4);
   ASSERT_EQ(dq.size(), 1u);
   for (double c : Values(model, dq[0]->input(0))) {
     EXPECT_TRUE(c == -3 || c == -1 || c == 1 || c == 3) << "code " << c;
@@ -371,9 +387,9 @@ TEST_F(OnnxExportTest, GeneralLevelSetsAndBatchDependentView) {
 TEST_F(OnnxExportTest, TorchvisionResnet18) {
   pb::ModelProto model;
   ASSERT_NO_FATAL_FAILURE(ExportAndCheck(PythonModel("make-resnet18", "--quantize"), {3, 32, 32},
-                                         "--min-int8-dq 19", &model));
-  // Every conv but the first has ternary codes.
-  EXPECT_EQ(WeightDequantizers(model).size(), 19u);
+                                         "--min-code-dq 19", &model));
+  // Every conv but the first has ternary codes, 4 bits each.
+  EXPECT_EQ(WeightDequantizers(model, pb::TensorProto::INT4).size(), 19u);
   EXPECT_EQ(Count(model, "Conv"), 20);
 }
 
@@ -418,6 +434,10 @@ TEST_F(OnnxExportTest, PoolingConverters) {
 TEST_F(OnnxExportTest, ShapeConverters) {
   CheckFamily("shape",
               {"Transpose", "Reshape", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity"});
+}
+
+TEST_F(OnnxExportTest, IndexingConverters) {
+  CheckFamily("indexing", {"Split", "Squeeze", "Gather", "Slice", "Concat"});
 }
 
 TEST_F(OnnxExportTest, MathConverters) {

@@ -9,6 +9,8 @@
 #include <sstream>
 #include <utility>
 
+#include <zlib.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/atomic_file.h"
 #include "common/digest.h"
@@ -17,8 +19,47 @@
 namespace qnet::engine {
 namespace {
 
-constexpr char kMagic[] = "QNETPK01";
+constexpr char kMagic[] = "QNETPK02";
 constexpr size_t kMagicSize = 8;
+// The header is zlib-compressed: as plain JSON, a small network's many tensor names and offsets
+// would add tens of percent to its size (docs/METHOD.md, "Artifacts").
+constexpr size_t kHeaderStart = kMagicSize + 16;
+
+void AppendUint64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint64_t ReadUint64(std::string_view bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return v;
+}
+
+absl::StatusOr<std::string> Deflate(const std::string& text) {
+  uLongf size = compressBound(static_cast<uLong>(text.size()));
+  std::string out(size, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(out.data()), &size,
+                reinterpret_cast<const Bytef*>(text.data()), static_cast<uLong>(text.size()),
+                Z_BEST_COMPRESSION) != Z_OK) {
+    return absl::InternalError("cannot compress the packed model's header");
+  }
+  out.resize(size);
+  return out;
+}
+
+std::optional<std::string> Inflate(std::string_view compressed, uint64_t size) {
+  if (size > (uint64_t{1} << 32)) return std::nullopt;
+  std::string out(size, '\0');
+  uLongf got = static_cast<uLongf>(size);
+  if (uncompress(reinterpret_cast<Bytef*>(out.data()), &got,
+                 reinterpret_cast<const Bytef*>(compressed.data()),
+                 static_cast<uLong>(compressed.size())) != Z_OK ||
+      got != size) {
+    return std::nullopt;
+  }
+  return out;
+}
 
 const std::vector<std::pair<std::string, torch::ScalarType>>& DtypeNames() {
   static const auto* names = new std::vector<std::pair<std::string, torch::ScalarType>>{
@@ -262,9 +303,9 @@ absl::StatusOr<PackedModel> WritePackedModel(const torch::jit::Module& hard_modu
   }
   nlohmann::json header = {{"format", "qnet-packed-1"}, {"entries", nlohmann::json::array()}};
   for (const PackedEntry& e : packed.entries) {
-    nlohmann::json j = {{"name", e.name},    {"shape", e.shape},   {"quantized", e.quantized},
-                        {"dtype", e.dtype},  {"offset", e.offset}, {"bytes", e.bytes},
-                        {"sha256", e.sha256}};
+    // Per-entry digests stay in the manifest: incompressible, they would dominate the header.
+    nlohmann::json j = {{"name", e.name},   {"shape", e.shape},   {"quantized", e.quantized},
+                        {"dtype", e.dtype}, {"offset", e.offset}, {"bytes", e.bytes}};
     if (e.quantized) {
       j["bits"] = e.bits;
       j["levels"] = e.levels;
@@ -273,10 +314,12 @@ absl::StatusOr<PackedModel> WritePackedModel(const torch::jit::Module& hard_modu
     header["entries"].push_back(j);
   }
   const std::string h = header.dump();
+  absl::StatusOr<std::string> compressed = Deflate(h);
+  if (!compressed.ok()) return compressed.status();
   std::string file(kMagic, kMagicSize);
-  uint64_t len = h.size();
-  for (int i = 0; i < 8; ++i) file.push_back(static_cast<char>((len >> (8 * i)) & 0xff));
-  file += h;
+  AppendUint64(file, compressed->size());
+  AppendUint64(file, h.size());
+  file += *compressed;
   file += payload;
   if (absl::Status s = WriteFileAtomically(path, file); !s.ok()) return s;
   packed.file_bytes = static_cast<int64_t>(file.size());
@@ -291,19 +334,18 @@ absl::StatusOr<std::map<std::string, torch::Tensor>> DecodePackedModel(const std
   const auto bad = [&](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a packed qnet model (", why, ")"));
   };
-  if (file.size() < kMagicSize + 8 || file.compare(0, kMagicSize, kMagic) != 0) {
+  if (file.size() < kHeaderStart || file.compare(0, kMagicSize, kMagic) != 0) {
     return bad("bad magic");
   }
-  uint64_t len = 0;
-  for (int i = 0; i < 8; ++i) {
-    len |= static_cast<uint64_t>(static_cast<unsigned char>(file[kMagicSize + i])) << (8 * i);
-  }
-  const size_t header_start = kMagicSize + 8;
-  if (len > file.size() - header_start) return bad("truncated header");
-  const nlohmann::json header =
-      nlohmann::json::parse(file.substr(header_start, len), nullptr, /*allow_exceptions=*/false);
+  const uint64_t len = ReadUint64(std::string_view(file).substr(kMagicSize));
+  const uint64_t header_size = ReadUint64(std::string_view(file).substr(kMagicSize + 8));
+  if (len > file.size() - kHeaderStart) return bad("truncated header");
+  const std::optional<std::string> text =
+      Inflate(std::string_view(file).substr(kHeaderStart, len), header_size);
+  if (!text) return bad("corrupt header");
+  const nlohmann::json header = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.contains("entries")) return bad("bad header");
-  const std::string_view payload = std::string_view(file).substr(header_start + len);
+  const std::string_view payload = std::string_view(file).substr(kHeaderStart + len);
   std::map<std::string, torch::Tensor> out;
   try {
     for (const auto& e : header.at("entries")) {

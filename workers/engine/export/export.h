@@ -7,8 +7,9 @@
 //    quantized layer whose input is quantized. Eval mode; loads in stock PyTorch. RunJob adds
 //    the input normalisation (RecordInputNormalization).
 //  - Packed (model.qnet): per quantized layer the codes j bit-packed at ceil(log2(n+1)) bits per
-//    weight plus alpha and levels; every other parameter and buffer raw. Layout: "QNETPK01",
-//    uint64 little-endian header length, a JSON header (the entries below), then the payload.
+//    weight plus alpha and levels; every other parameter and buffer raw. Layout: "QNETPK02",
+//    uint64 little-endian lengths of the compressed and of the plain header, the JSON header
+//    (the entries below, without their digests) compressed with zlib, then the payload.
 //  - Manifest (manifest.json): the entries (name, shape, bits, levels, alpha, offset, bytes,
 //    sha256), total sizes and file digests.
 //

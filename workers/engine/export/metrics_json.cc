@@ -1,9 +1,18 @@
 #include "workers/engine/export/metrics_json.h"
 
+#include <optional>
+
 #include "common/atomic_file.h"
 #include "workers/engine/export/preprocessing_record.h"
 
 namespace qnet::engine {
+namespace {
+
+nlohmann::json OptionalJson(const std::optional<double>& v) {
+  return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
+}
+
+}  // namespace
 
 nlohmann::json MetricsJson(const JobMetrics& m, const JobRun& run) {
   nlohmann::json epochs = nlohmann::json::array();
@@ -33,6 +42,11 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobRun& run) {
             {"weight_levels",
              std::vector<double>(spec.weight_levels().begin(), spec.weight_levels().end())}}},
           {"epochs", epochs},
+          {"parity",
+           {{"float_top1", m.float_top1},
+            {"quantized_top1", m.quantized_top1},
+            {"torchscript_top1", OptionalJson(m.torchscript_top1)},
+            {"onnx_top1", OptionalJson(m.onnx_top1)}}},
           // The settings the job ran with, defaults resolved (0 for learning rate and
           // temperature slope, unset distill_weight: the recipe's per-phase values).
           {"settings",

@@ -19,8 +19,10 @@ namespace qnet::engine {
 // Top-level keys: float_top1, float_top5, quantized_top1, quantized_top5, soft_top1, hard_top1
 // (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, bits
 // {weight, activation, weight_levels}, epochs [{epoch, phase, train_loss, temperature, soft_top1,
-// hard_top1}], settings {...}, input_normalization (below), preprocessing (PreprocessingJson,
-// preprocessing_record.h) and class_names.
+// hard_top1}], parity {float_top1, quantized_top1, torchscript_top1, onnx_top1: each artifact's
+// top-1 as loaded back from its file, null when not measured}, settings {...},
+// input_normalization (below), preprocessing (PreprocessingJson, preprocessing_record.h) and
+// class_names.
 nlohmann::json MetricsJson(const JobMetrics& metrics, const JobRun& run);
 
 // How the artifacts' inputs are prepared: {"pixel_scale": 1/255, "mean": [...], "std": [...]},

@@ -1,5 +1,5 @@
 // Convolution, fully connected layers, matrix products and normalization layers. Layer weights go
-// through Emitter::Weight, so quantized ones are written as INT8 codes.
+// through Emitter::Weight, so quantized ones are written as low-bit codes.
 #include "absl/strings/str_cat.h"
 #include "workers/engine/export/onnx/converter.h"
 

@@ -60,15 +60,10 @@ absl::Status ConvertReduce(const ConvertContext& c) {
     for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
   }
   for (int64_t& a : axes) a = NormDim(a, rank);
-  // Opset 17: ReduceMean takes its axes as an attribute, ReduceSum as an input.
-  if (c.kind == "aten::mean") {
-    pb::NodeProto* n = c.e.Emit("ReduceMean", {x}, {c.out_name});
-    SetInts(n, "axes", axes);
-    SetInt(n, "keepdims", keepdim ? 1 : 0);
-  } else {
-    QNET_ONNX_ASSIGN_OR_RETURN(std::string axes_c, c.e.Int64s(axes));
-    SetInt(c.e.Emit("ReduceSum", {x, axes_c}, {c.out_name}), "keepdims", keepdim ? 1 : 0);
-  }
+  // Since opset 18 every Reduce* op takes its axes as an input.
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string axes_c, c.e.Int64s(axes));
+  SetInt(c.e.Emit(c.kind == "aten::mean" ? "ReduceMean" : "ReduceSum", {x, axes_c}, {c.out_name}),
+         "keepdims", keepdim ? 1 : 0);
   return absl::OkStatus();
 }
 

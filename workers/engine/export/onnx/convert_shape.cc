@@ -1,5 +1,8 @@
-// Layout and type ops: reshapes, transposes, (un)squeezing, concatenation, copies and casts.
+// Layout and type ops: reshapes, transposes, (un)squeezing, concatenation, splitting, indexing,
+// copies and casts.
 #include <algorithm>
+#include <limits>
+#include <memory>
 #include <optional>
 
 #include "workers/engine/export/onnx/converter.h"
@@ -164,6 +167,87 @@ absl::Status ConvertSqueeze(const ConvertContext& c) {
   return absl::OkStatus();
 }
 
+// chunk(x, chunks, dim), split(x, size, dim), split_with_sizes(x, sizes, dim), unbind(x, dim):
+// one Split whose pieces become the elements of the op's list result (unbind squeezes them).
+absl::Status ConvertSplit(const ConvertContext& c) {
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string x, c.FirstTensor());
+  const size_t dim_arg = c.kind == "aten::unbind" ? 1 : 2;
+  if (c.in.size() <= dim_arg || c.out.size() != 1 || !c.out[0]->a.isTensorList() ||
+      !c.out[0]->b.isTensorList()) {
+    return c.Unsupported("unexpected arguments");
+  }
+  QNET_ONNX_ASSIGN_OR_RETURN(int64_t dim, c.StaticInt(dim_arg, "dim"));
+  dim = NormDim(dim, TensorA(c.in[0]).dim());
+  const std::vector<at::Tensor> pieces_a = c.out[0]->a.toTensorVector();
+  const std::vector<at::Tensor> pieces_b = c.out[0]->b.toTensorVector();
+  const bool unbind = c.kind == "aten::unbind";
+  std::vector<int64_t> sizes;
+  for (size_t i = 0; i < pieces_a.size(); ++i) {
+    if (unbind) {
+      sizes.push_back(1);
+    } else if (i >= pieces_b.size() || pieces_a[i].size(dim) != pieces_b[i].size(dim)) {
+      return c.Unsupported("pieces whose sizes depend on the batch");
+    } else {
+      sizes.push_back(pieces_a[i].size(dim));
+    }
+  }
+  if (sizes.empty() || pieces_a.size() != pieces_b.size()) return c.Unsupported("no pieces");
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string sizes_c, c.e.Int64s(sizes));
+  std::vector<std::string> names;
+  for (size_t i = 0; i < sizes.size(); ++i) names.push_back(c.e.Fresh("piece"));
+  SetInt(c.e.Emit("Split", {x, sizes_c}, names), "axis", dim);
+  std::vector<SlotPtr> elems;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    auto piece = std::make_shared<Slot>();
+    piece->a = pieces_a[i];
+    piece->b = pieces_b[i];
+    piece->tensor = true;
+    piece->name = names[i];
+    if (unbind) {
+      QNET_ONNX_ASSIGN_OR_RETURN(std::string axes_c, c.e.Int64s({dim}));
+      piece->name = c.e.Fresh("unbound");
+      c.e.Emit("Squeeze", {names[i], axes_c}, {piece->name});
+    }
+    elems.push_back(std::move(piece));
+  }
+  c.out[0]->elems = std::move(elems);
+  return absl::OkStatus();
+}
+
+// select(x, dim, index): Gather of one index, which drops the dim.
+absl::Status ConvertSelect(const ConvertContext& c) {
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string x, c.FirstTensor());
+  QNET_ONNX_ASSIGN_OR_RETURN(int64_t dim, c.StaticInt(1, "dim"));
+  QNET_ONNX_ASSIGN_OR_RETURN(int64_t index, c.StaticInt(2, "index"));
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string index_c,
+                             c.e.Scalar(static_cast<double>(index), at::kLong));
+  SetInt(c.e.Emit("Gather", {x, index_c}, {c.out_name}), "axis",
+         NormDim(dim, TensorA(c.in[0]).dim()));
+  return absl::OkStatus();
+}
+
+// slice(x, dim, start, end, step): None bounds are the dim's ends (ONNX clamps out-of-range ones).
+absl::Status ConvertSlice(const ConvertContext& c) {
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string x, c.FirstTensor());
+  if (c.in.size() < 5) return c.Unsupported("unexpected arguments");
+  QNET_ONNX_ASSIGN_OR_RETURN(int64_t dim, c.StaticInt(1, "dim"));
+  int64_t start = 0, end = std::numeric_limits<int64_t>::max();
+  if (!c.in[2]->a.isNone()) {
+    QNET_ONNX_ASSIGN_OR_RETURN(start, c.StaticInt(2, "start"));
+  }
+  if (!c.in[3]->a.isNone()) {
+    QNET_ONNX_ASSIGN_OR_RETURN(end, c.StaticInt(3, "end"));
+  }
+  QNET_ONNX_ASSIGN_OR_RETURN(int64_t step, c.StaticInt(4, "step"));
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string starts_c, c.e.Int64s({start}));
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string ends_c, c.e.Int64s({end}));
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string axes_c,
+                             c.e.Int64s({NormDim(dim, TensorA(c.in[0]).dim())}));
+  QNET_ONNX_ASSIGN_OR_RETURN(std::string steps_c, c.e.Int64s({step}));
+  c.e.Emit("Slice", {x, starts_c, ends_c, axes_c, steps_c}, {c.out_name});
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void RegisterShapeConverters(ConverterRegistry& registry) {
@@ -182,6 +266,12 @@ void RegisterShapeConverters(ConverterRegistry& registry) {
   }
   registry.Add("aten::unsqueeze", ConvertUnsqueeze);
   registry.Add("aten::squeeze", ConvertSqueeze);
+  for (const char* split :
+       {"aten::chunk", "aten::split", "aten::split_with_sizes", "aten::unbind"}) {
+    registry.Add(split, ConvertSplit);
+  }
+  registry.Add("aten::select", ConvertSelect);
+  registry.Add("aten::slice", ConvertSlice);
 }
 
 }  // namespace qnet::engine::onnx

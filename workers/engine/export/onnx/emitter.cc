@@ -5,9 +5,10 @@
 
 namespace qnet::engine::onnx {
 
-// Opset 17 (ONNX 1.12) pairs with IR version 8; onnxruntime has run both for years.
-constexpr int64_t kOpset = 17;
-constexpr int64_t kIrVersion = 8;
+// Opset 21 (ONNX 1.16, IR version 10) is the first with INT4/UINT4 tensors, which quantized
+// weights of 4 bits or fewer are stored as.
+constexpr int64_t kOpset = 21;
+constexpr int64_t kIrVersion = 10;
 
 void InitModel(pb::ModelProto* model, const std::map<std::string, std::string>& metadata) {
   model->set_ir_version(kIrVersion);
@@ -100,6 +101,29 @@ absl::StatusOr<std::string> Emitter::Initializer(const at::Tensor& t, absl::stri
   for (int64_t d : c.sizes()) init->add_dims(d);
   // raw_data is little-endian, like every host LibTorch runs on.
   init->set_raw_data(c.data_ptr(), c.numel() * c.element_size());
+  return name;
+}
+
+absl::StatusOr<std::string> Emitter::Int4Initializer(const at::Tensor& codes, bool is_signed,
+                                                     absl::string_view hint) {
+  const at::Tensor c = codes.detach().to(at::kCPU, at::kLong).contiguous().view(-1);
+  const int64_t lo = is_signed ? -8 : 0;
+  if (c.numel() > 0 && (c.min().item<int64_t>() < lo || c.max().item<int64_t>() > lo + 15)) {
+    return absl::InternalError(absl::StrCat("codes of ", hint, " do not fit 4 bits"));
+  }
+  const int64_t* p = c.data_ptr<int64_t>();
+  std::string packed(static_cast<size_t>((c.numel() + 1) / 2), '\0');
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    const auto nibble = static_cast<unsigned char>(p[i] & 0xf);
+    packed[i / 2] = static_cast<char>(static_cast<unsigned char>(packed[i / 2]) |
+                                      (i % 2 == 0 ? nibble : nibble << 4));
+  }
+  pb::TensorProto* init = graph_->add_initializer();
+  const std::string name = Fresh(hint);
+  init->set_name(name);
+  init->set_data_type(is_signed ? pb::TensorProto::INT4 : pb::TensorProto::UINT4);
+  for (int64_t d : codes.sizes()) init->add_dims(d);
+  init->set_raw_data(std::move(packed));
   return name;
 }
 

@@ -48,12 +48,17 @@ class Emitter {
   pb::NodeProto* Emit(absl::string_view op, const std::vector<std::string>& inputs,
                       const std::vector<std::string>& outputs);
   absl::StatusOr<std::string> Initializer(const at::Tensor& t, absl::string_view hint);
+  // `codes` (integers in [-8, 7] when is_signed, else [0, 15]) as an INT4/UINT4 initializer: two
+  // per byte, the first in the low nibble.
+  absl::StatusOr<std::string> Int4Initializer(const at::Tensor& codes, bool is_signed,
+                                              absl::string_view hint);
   absl::StatusOr<std::string> Scalar(double v, at::ScalarType dtype);
   absl::StatusOr<std::string> Int64s(const std::vector<int64_t>& v);
   // An ONNX value for a tensor operand: the dynamic value (cast to `dtype` when it differs and
   // dtype is given), or an initializer for constants and numbers.
   absl::StatusOr<std::string> Operand(const SlotPtr& s, std::optional<at::ScalarType> dtype);
-  // Like Operand for a layer weight: quantized weights become DequantizeLinear of INT8 codes.
+  // Like Operand for a layer weight: quantized weights become their low-bit codes
+  // (patterns.h, QuantizedWeight).
   absl::StatusOr<std::string> Weight(const SlotPtr& s, bool transpose);
 
   // The float input [N, C, H, W] with a symbolic batch dimension N.

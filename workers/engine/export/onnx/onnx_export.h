@@ -4,10 +4,11 @@
 // submodule calls, `self.training` branches and shape arithmetic resolve to concrete values, and
 // writes one ONNX node group per tensor op through a converter registered for the op's symbol.
 // Quantized layers (Conv2d/Linear submodules carrying `qnet_alpha` and `qnet_levels`) become
-// DequantizeLinear of an INT8 initializer of level codes; activation quantizers (submodules whose
-// type name contains "QnetActivationQuantizer") become QuantizeLinear/DequantizeLinear when their
-// levels are uniform with midpoint thresholds, and an exact sum of unit steps otherwise. The model
-// has opset 17, input "input" [N,C,H,W] and output "output" with a dynamic batch dimension N.
+// DequantizeLinear of an INT4 (4 bits or fewer) or INT8 initializer of level codes, or a Gather
+// of level indices for level sets with no exact common scale; activation quantizers (submodules
+// whose type name contains "QnetActivationQuantizer") become 8-bit QuantizeLinear/
+// DequantizeLinear pairs (docs/METHOD.md, "Artifacts"). The model has opset 21, input "input"
+// [N,C,H,W] and output "output" with a dynamic batch dimension N.
 //
 //   torch::jit::Module hard = torch::jit::load(out_dir + "/model.pt");
 //   absl::Status s = qnet::engine::ExportOnnx(hard, {1, 28, 28}, out_dir + "/model.onnx");

@@ -25,9 +25,11 @@ absl::StatusOr<std::optional<QuantInfo>> LayerQuantInfo(
 // addmm, say), so the weight is still written as codes.
 bool KeepsWeightQuantization(const std::string& kind);
 
-// Writes `w` (= alpha * levels) as INT8 codes: DequantizeLinear when the levels are multiples of
-// a common step, else a Gather from the level table. nullopt when `w` does not hold exactly
-// alpha * level values (it is then written as float).
+// Writes `w` (= alpha * levels) as low-bit codes that reproduce it exactly: DequantizeLinear of
+// linear codes with scale |alpha|*d when the levels are multiples of a common step d (INT4 codes
+// when they fit), else level indices (UINT4 for up to 16 levels) cast and gathered from the
+// weight's own level values. nullopt when an element differs from its level's value (the weight
+// is then written as float).
 absl::StatusOr<std::optional<std::string>> QuantizedWeight(Emitter& e, const at::Tensor& w,
                                                            const QuantInfo& q,
                                                            const std::string& hint);
@@ -36,9 +38,10 @@ absl::StatusOr<std::optional<std::string>> QuantizedWeight(Emitter& e, const at:
 bool IsActivationQuantizer(const c10::ClassTypePtr& type);
 
 // Translates `quantizer.forward(x)` (call_inputs = {quantizer, x}) after checking, on both
-// example batches, that the module computes the hard quantizer from its attributes. Uniform
-// levels with midpoint thresholds become QuantizeLinear/DequantizeLinear, other level sets the
-// exact sum of unit steps; a disabled quantizer is x itself.
+// example batches, that the module computes the hard quantizer from its attributes. Every form
+// ends in an 8-bit QuantizeLinear/DequantizeLinear pair (patterns.cc, EmitActivationQuantizer):
+// rounding for uniform levels with midpoint thresholds, exact comparisons otherwise; a disabled
+// quantizer is x itself.
 absl::StatusOr<SlotPtr> ActivationQuantizer(Emitter& e, const std::vector<SlotPtr>& call_inputs);
 
 }  // namespace qnet::engine::onnx
