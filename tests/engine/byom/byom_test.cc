@@ -5,6 +5,7 @@
 // does not retry.
 #include <chrono>
 #include <cmath>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -114,6 +115,9 @@ struct Refusal {
   absl::StatusCode code;
   std::vector<std::string> says;
 };
+
+// ctest lists each case by its model rather than by the struct's bytes.
+void PrintTo(const Refusal& refusal, std::ostream* os) { *os << refusal.model; }
 
 class ByomRefusalTest : public ::testing::TestWithParam<Refusal> {};
 
