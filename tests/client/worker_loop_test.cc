@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/digest.h"
 #include "gtest/gtest.h"
@@ -270,17 +272,33 @@ TEST_F(WorkerLoopTest, LostLeaseStopsTheJobAndReportsNothing) {
   EXPECT_TRUE(state->completes.empty());
 }
 
-TEST_F(WorkerLoopTest, InvalidArgumentFailsForGoodOtherErrorsAreRetryable) {
-  QueueLease();
-  auto loop = MakeLoop([](const engine::JobRun&, const engine::JobCallbacks&) {
-    return absl::StatusOr<engine::JobResult>(
-        absl::InvalidArgumentError("model.pt: not a TorchScript archive"));
-  });
-  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
-  auto state = server_.Lock();
-  ASSERT_EQ(state->fails.size(), 1u);
-  EXPECT_FALSE(state->fails[0].retryable());
-  EXPECT_EQ(state->fails[0].error(), "model.pt: not a TorchScript archive");
+// The engine's failures reach FailLease classified by engine::IsRetryableFailure: the job's own
+// model, data or settings fail it at once; trouble of this worker or this moment is retried.
+TEST_F(WorkerLoopTest, DeterministicFailuresFailForGoodTransientOnesAreRetried) {
+  const std::vector<std::pair<absl::Status, bool>> cases = {
+      {absl::InvalidArgumentError("model.pt: not a TorchScript archive"), false},
+      {absl::FailedPreconditionError("training failed: shape mismatch"), false},
+      {absl::UnimplementedError("op not supported"), false},
+      {absl::NotFoundError("blob sha256:... not on the server"), false},
+      {absl::UnavailableError("qnetd unreachable"), true},
+      {absl::DeadlineExceededError("download timed out"), true},
+      {absl::ResourceExhaustedError("CUDA out of memory"), true},
+      {absl::DataLossError("download hashed wrong"), true},
+      {absl::PermissionDeniedError("cannot write the cache"), true},
+      {absl::InternalError("unexpected"), true},
+  };
+  for (const auto& [error, retryable] : cases) {
+    QueueLease();
+    auto loop = MakeLoop([error = error](const engine::JobRun&, const engine::JobCallbacks&) {
+      return absl::StatusOr<engine::JobResult>(error);
+    });
+    EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
+    auto state = server_.Lock();
+    ASSERT_FALSE(state->fails.empty());
+    EXPECT_EQ(state->fails.back().retryable(), retryable) << error;
+    EXPECT_EQ(state->fails.back().error(), error.message());
+    EXPECT_EQ(engine::IsRetryableFailure(error), retryable) << error;
+  }
 }
 
 TEST_F(WorkerLoopTest, AThrowingRunnerFailsTheLeaseInsteadOfCrashing) {

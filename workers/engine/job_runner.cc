@@ -4,14 +4,19 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <new>
+#include <string>
 #include <utility>
+#include <vector>
 
+#include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/job/catalog.h"
 #include "common/job/job_spec.h"
 #include "workers/engine/data/data.h"
@@ -22,6 +27,7 @@
 #include "workers/engine/model_source/model_source.h"
 #include "workers/engine/torch_error.h"
 #include "workers/engine/training/trainer.h"
+#include "workers/engine/transform/transform.h"
 
 namespace qnet::engine {
 namespace {
@@ -57,32 +63,90 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
       absl::StrCat("unknown device '", name, "' (auto, cpu, cuda, cuda:N)"));
 }
 
-// The model must map a batch of the dataset's images to [N, classes] logits.
-absl::Status CheckModel(torch::jit::Module& model, const DatasetSplits& data,
-                        const std::string& name) {
-  if (data.test.size() == 0 || data.train.size() == 0) {
-    return absl::InvalidArgumentError("the dataset has no train or test samples");
+std::string ShapeText(c10::IntArrayRef sizes) {
+  return absl::StrCat("[", absl::StrJoin(sizes, ","), "]");
+}
+
+// Why the model's output is not [n, classes] logits; OK when it is.
+absl::Status CheckLogits(const c10::IValue& y, int64_t n, int64_t classes, const std::string& in,
+                         const char* mode) {
+  if (!y.isTensor()) {
+    const char* kind = y.isTuple() ? "a tuple, " : y.isGenericDict() ? "a dict, " : "";
+    return absl::InvalidArgumentError(absl::StrCat(
+        "it returns ", kind, y.type()->repr_str(), ", in ", mode,
+        " mode, not one tensor of logits: make forward return only the logits, e.g. trace the "
+        "model in eval mode (torch.jit.trace(model.eval(), example)), which records what eval "
+        "returns"));
   }
-  try {
-    torch::NoGradGuard no_grad;
-    model.eval();
-    BatchIterator first(data.test, /*batch_size=*/2);
-    const torch::Tensor x = first.Next()->images;
-    const c10::IValue y = model.forward({x});
-    if (!y.isTensor() || y.toTensor().dim() != 2 || y.toTensor().size(0) != x.size(0) ||
-        y.toTensor().size(1) != data.num_classes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model ", name, " does not map [N,", data.channels, ",", data.height, ",",
-                       data.width, "] images to [N,", data.num_classes, "] logits"));
-    }
-  } catch (const DataError& e) {
-    return e.status();
-  } catch (const std::exception& e) {
-    const std::string why = TorchErrorText(e);
+  const torch::Tensor logits = y.toTensor();
+  if (logits.dim() != 2 || logits.size(0) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("it maps images ", in, " to a tensor ",
+                                                   ShapeText(logits.sizes()),
+                                                   ", not to [N, classes] logits"));
+  }
+  if (logits.size(1) != classes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model ", name, " fails on the dataset's images: ", why));
+        absl::StrCat("it outputs ", logits.size(1), " classes, the dataset has ", classes));
   }
-  model.train();
+  return absl::OkStatus();
+}
+
+// The model refused the job's images: when its first layer's weight says what it expects and the
+// images differ, that; otherwise Torch's own words.
+absl::Status ForwardFailure(const std::exception& e, const LayerRef& first,
+                            const DatasetSplits& data, const std::string& in, const char* mode) {
+  const std::string fed =
+      absl::StrCat("[N,", data.channels, ",", data.height, ",", data.width, "]");
+  if (first.is_conv && first.in_channels != data.channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        first.name, " expects ", first.in_channels, " input channels, the job feeds ", fed,
+        "; set --input-shape ", first.in_channels, "x", data.height, "x", data.width));
+  }
+  const int64_t values = data.channels * data.height * data.width;
+  if (!first.is_conv && first.in_channels != values) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(first.name, " expects ", first.in_channels, " input features, the job feeds ",
+                     fed, " (", values, " values per image); set --input-shape to a shape of ",
+                     first.in_channels, " values"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "it fails on a batch of the job's images ", in, " in ", mode, " mode: ", TorchErrorText(e),
+      "; if the model expects another input shape, set --input-shape CxHxW"));
+}
+
+// The dry run before any training (job_runner.h): the model has layers to quantize and maps a
+// batch of the job's images to [N, classes] logits in eval and in train mode. Buffers a
+// train-mode forward updates (batch-norm statistics) are restored. Leaves the model in train
+// mode.
+absl::Status DryRun(torch::jit::Module& model, const DatasetSplits& data, const v1::JobSpec& spec) {
+  std::vector<LayerRef> layers;
+  try {
+    layers = FindQuantizableLayers(model, spec.training().quantize_first_last());
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the model's forward graph: ", TorchErrorText(e)));
+  }
+  if (absl::Status s = CheckSomethingToQuantize(layers); !s.ok()) return s;
+  BatchIterator first(data.train, /*batch_size=*/2);  // in order; throws DataError (RunJob)
+  const torch::Tensor x = first.Next()->images;
+  const std::string in = ShapeText(x.sizes());
+  torch::NoGradGuard no_grad;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved;
+  for (const torch::Tensor& b : model.buffers()) saved.emplace_back(b, b.clone());
+  for (const bool train : {false, true}) {
+    const char* mode = train ? "train" : "eval";
+    model.train(train);
+    c10::IValue y;
+    try {
+      y = model.forward({x});
+    } catch (const std::exception& e) {
+      return ForwardFailure(e, layers.front(), data, in, mode);
+    }
+    if (absl::Status s = CheckLogits(y, x.size(0), data.num_classes, in, mode); !s.ok()) {
+      return s;
+    }
+  }
+  for (auto& [buffer, value] : saved) buffer.copy_(value);
   return absl::OkStatus();
 }
 
@@ -205,7 +269,12 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   absl::StatusOr<torch::jit::Module> model =
       (*opened)->Instantiate(data->channels, data->num_classes, t.seed());
   if (!model.ok()) return model.status();
-  if (absl::Status s = CheckModel(*model, *data, job.spec.model()); !s.ok()) return s;
+  if (data->test.size() == 0 || data->train.size() == 0) {
+    return absl::InvalidArgumentError("the dataset has no train or test samples");
+  }
+  if (absl::Status s = DryRun(*model, *data, job.spec); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("model ", job.spec.model(), ": ", s.message()));
+  }
 
   int64_t float_size = 0;
   for (const torch::Tensor& p : model->parameters()) {
@@ -240,6 +309,12 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   return result;
 }
 
+// The dry run passed, so the model's own ops work: a Torch error now comes from training this
+// model this way, and another attempt would meet it again.
+absl::Status TrainingFailure(const std::exception& e) {
+  return absl::FailedPreconditionError(absl::StrCat("training failed: ", TorchErrorText(e)));
+}
+
 }  // namespace
 
 absl::StatusOr<JobResult> RunJob(const JobRun& run, const JobCallbacks& callbacks) {
@@ -247,6 +322,16 @@ absl::StatusOr<JobResult> RunJob(const JobRun& run, const JobCallbacks& callback
     return RunJobImpl(run, callbacks);
   } catch (const DataError& e) {  // an image of a streaming dataset that does not decode
     return e.status();
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of device memory: ", TorchErrorText(e),
+                                                     "; a smaller --batch-size fits "
+                                                     "in less"));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("out of memory; a smaller --batch-size fits in less");
+  } catch (const c10::Error& e) {
+    return TrainingFailure(e);
+  } catch (const torch::jit::JITException& e) {  // raised by the model's own TorchScript code
+    return TrainingFailure(e);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("job failed: ", TorchErrorText(e)));
   } catch (...) {

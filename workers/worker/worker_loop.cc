@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <filesystem>
+#include <new>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -383,7 +384,7 @@ absl::StatusOr<LeaseOutcome> WorkerLoop::Finish(Lease& lease,
     request.set_error(absl::StrCat("worker ", options_.worker_id, " shut down during the job"));
     outcome = LeaseOutcome::kAbandoned;
   } else {
-    request.set_retryable(error.code() != absl::StatusCode::kInvalidArgument);
+    request.set_retryable(engine::IsRetryableFailure(error));
     request.set_error(std::string(error.message()));
   }
   v1::FailLeaseResponse response;
@@ -454,6 +455,8 @@ LeaseOutcome WorkerLoop::RunLease(const v1::AcquireLeaseResponse& response) {
       absl::StatusOr<engine::JobResult> r = absl::UnknownError("not run");
       try {
         r = runner(config, callbacks);
+      } catch (const std::bad_alloc&) {
+        r = absl::ResourceExhaustedError("the engine ran out of memory");
       } catch (const std::exception& e) {
         r = absl::InternalError(absl::StrCat("the engine threw: ", e.what()));
       } catch (...) {

@@ -8,8 +8,11 @@
 #include <torch/torch.h>
 
 #include "tests/engine/synthetic_idx.h"
+#include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/checkpoint.h"
+#include "workers/engine/transform/transform.h"
 #include "workers/engine/zoo/zoo.h"
+#include "workers/engine/zoo/zoo_builder.h"
 
 namespace qnet::engine {
 namespace {
@@ -245,15 +248,29 @@ TEST(PredictTest, KeepsDatasetOrderAcrossAPartialLastBatch) {
   EXPECT_FALSE(out.requires_grad());
 }
 
+// The QN model of `float_model` (2-bit weights), as the trainer builds it.
+std::unique_ptr<QuantizedModel> Quantized(const torch::jit::Module& float_model,
+                                          bool first_last = false) {
+  QuantSpec spec;
+  spec.weight_levels = *WeightLevels(2);
+  spec.quantize_first_last = first_last;
+  absl::StatusOr<std::unique_ptr<QuantizedModel>> q =
+      QuantizedModel::Create(float_model.clone(), spec);
+  EXPECT_TRUE(q.ok()) << q.status();
+  return *std::move(q);
+}
+
 TEST_F(TrainerTest, BatchNormReestimationAveragesBatchStatistics) {
   DatasetSplits data = Data();
-  torch::jit::Module m = Model("resnet20", 1);
+  std::unique_ptr<QuantizedModel> q = Quantized(Model("resnet20", 1));
+  torch::jit::Module& m = q->module();
   torch::jit::Module bn = m.attr("bn1").toModule();
-  ReestimateBatchNorm(
-      m, [&](const torch::Tensor& x) { return m.forward({x}).toTensor(); }, data.train, 64, 1,
-      torch::kCPU, 3);
-  // The first BN sees conv1's output; its running mean is the mean over 3 batches of the
-  // per-batch channel means.
+  ASSERT_TRUE(ReestimateBatchNorm(
+                  m, [&](const torch::Tensor& x) { return q->Forward(x); }, data.train, 64, 1,
+                  torch::kCPU, 3)
+                  .ok());
+  // The first BN sees the float conv1's output; its running mean is the mean over 3 batches of
+  // the per-batch channel means.
   torch::NoGradGuard no_grad;
   BatchIterator it(data.train, 64, 1, 2000003, false);
   torch::Tensor sum = torch::zeros({16});
@@ -266,41 +283,67 @@ TEST_F(TrainerTest, BatchNormReestimationAveragesBatchStatistics) {
   EXPECT_EQ(bn.attr("momentum").toDouble(), 0.1);
 }
 
-// A scripted torch.nn.BatchNorm2d keeps momentum as a class constant, which cannot be written:
-// re-estimation refills the buffers alone and corrects the exponential average's bias, so the
-// result is the momentum-weighted mean of the batches' channel means.
-TEST_F(TrainerTest, BatchNormReestimationLeavesAMomentumConstantAlone) {
+// A batch norm as torch.jit.trace records one from a model in eval mode: the training flag and the
+// momentum baked into the graph as constants, the momentum also a class constant (as a scripted
+// torch.nn.BatchNorm2d keeps it). Re-estimation still refills the statistics with the plain average
+// of the batches' and writes no constant.
+TEST_F(TrainerTest, BatchNormReestimationWorksWhateverTheGraphBakedIn) {
   DatasetSplits data = Data();
-  auto cu = std::make_shared<torch::jit::CompilationUnit>();
-  torch::jit::Module bn(c10::QualifiedName("__torch__.user.BatchNorm2d"), cu,
-                        /*shouldMangle=*/true);
-  bn.register_attribute("training", c10::BoolType::get(), true);
+  ZooBuilder b(1);
+  torch::jit::Module bn = b.NewModule("BatchNorm2d");
   bn.register_parameter("weight", torch::ones({1}), false);
   bn.register_parameter("bias", torch::zeros({1}), false);
   bn.register_buffer("running_mean", torch::zeros({1}));
   bn.register_buffer("running_var", torch::ones({1}));
   bn.register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
-  bn.type()->addConstant("momentum", 0.1);
-  bn.type()->addConstant("eps", 1e-5);
-  // As in a scripted torch.nn.BatchNorm2d's graph, the constants appear inlined.
+  bn.type()->addConstant("momentum", 0.01);
   bn.define(R"(
 def forward(self, x):
     return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                            self.training, 0.1, 1e-5, True)
+                            False, 0.01, 1e-5, True)
 )");
-  ReestimateBatchNorm(
-      bn, [&](const torch::Tensor& x) { return bn.forward({x}).toTensor(); }, data.train, 64, 1,
-      torch::kCPU, 3);
+  torch::jit::Module model = b.NewModule("Net");
+  model.register_module("bn", bn);
+  model.register_module("conv", b.Conv(1, 4, 3, 1, 1));
+  model.register_module("fc", b.Linear(4, 10));
+  model.define(R"(
+def forward(self, x):
+    x = torch.relu(self.conv.forward(self.bn.forward(x)))
+    return self.fc.forward(torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1))
+)");
+  std::unique_ptr<QuantizedModel> q = Quantized(model, /*first_last=*/true);
+  const torch::jit::Module qbn = q->module().attr("bn").toModule();
+  ASSERT_TRUE(ReestimateBatchNorm(
+                  q->module(), [&](const torch::Tensor& x) { return q->Forward(x); }, data.train,
+                  64, 1, torch::kCPU, 3)
+                  .ok());
   torch::NoGradGuard no_grad;
   BatchIterator it(data.train, 64, 1, 2000003, false);
-  double weighted = 0, total = 0;
+  double mean = 0, var = 0;
   for (int i = 0; i < 3; ++i) {
-    const double w = 0.1 * std::pow(0.9, 2 - i);  // the latest batch weighs most
-    weighted += w * it.Next()->images.mean().item<double>();
-    total += w;
+    const torch::Tensor x = it.Next()->images;
+    mean += x.mean().item<double>() / 3;
+    var += x.var().item<double>() / 3;  // unbiased, as batch norm keeps it
   }
-  EXPECT_NEAR(bn.attr("running_mean").toTensor().item<double>(), weighted / total, 1e-5);
-  EXPECT_DOUBLE_EQ(bn.type()->getConstant("momentum").toDouble(), 0.1);
+  EXPECT_NEAR(qbn.attr("running_mean").toTensor().item<double>(), mean, 1e-5);
+  EXPECT_NEAR(qbn.attr("running_var").toTensor().item<double>(), var, 1e-4);
+  EXPECT_DOUBLE_EQ(qbn.type()->getConstant("momentum").toDouble(), 0.01);
+  // Training steps now update the statistics, as the module's mode says, with the model's own
+  // momentum (0.01).
+  q->module().train(true);
+  const torch::Tensor x = torch::randn({8, 1, 6, 6}) * 3 + 2;
+  q->Forward(x);
+  EXPECT_NEAR(qbn.attr("running_mean").toTensor().item<double>(),
+              0.99 * mean + 0.01 * x.mean().item<double>(), 1e-5);
+}
+
+TEST_F(TrainerTest, BatchNormReestimationNeedsATransformedModel) {
+  DatasetSplits data = Data();
+  torch::jit::Module m = Model("resnet20", 1);
+  const absl::Status s = ReestimateBatchNorm(
+      m, [&](const torch::Tensor& x) { return m.forward({x}).toTensor(); }, data.train, 64, 1,
+      torch::kCPU, 3);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
 }
 
 }  // namespace

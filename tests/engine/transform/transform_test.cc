@@ -1,13 +1,18 @@
 #include "workers/engine/transform/transform.h"
 
+#include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "tests/engine/byom/quantized_inputs.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/quantization/quantizer.h"
 #include "workers/engine/zoo/zoo.h"
+#include "workers/engine/zoo/zoo_builder.h"
 
 namespace qnet::engine {
 namespace {
@@ -194,14 +199,89 @@ TEST(Transform, CalibrationRecordsInputs) {
   q->SetCalibrating(true);
   torch::NoGradGuard no_grad;
   q->Forward(torch::randn({2, 1, 28, 28}));
-  const std::vector<torch::Tensor> seen = q->ObservedActivations();
+  const std::vector<torch::Tensor> seen = q->TakeObservedActivations();
   ASSERT_EQ(seen.size(), q->activation_quantizers().size());
+  // fc1's input: 2 images of 16x5x5 features.
+  EXPECT_EQ(seen[1].numel(), 2 * 16 * 5 * 5);
   for (const torch::Tensor& s : seen) {
-    EXPECT_EQ(s.size(0), 2);
+    EXPECT_GT(s.numel(), 0);
     EXPECT_GE(s.min().item<double>(), 0.0);  // ReLU outputs
   }
+  // Taken once: the next take sees only what ran since.
+  EXPECT_EQ(q->TakeObservedActivations()[0].numel(), 0);
   q->SetCalibrating(false);
-  EXPECT_EQ(q->ObservedActivations()[0].numel(), 0);
+  q->Forward(torch::randn({2, 1, 28, 28}));
+  EXPECT_EQ(q->TakeObservedActivations()[0].numel(), 0);
+}
+
+// A model whose code hides its layers from their parents: registered in another order than they
+// run, a conv shared by two calls and registered under a second name, a conv used through its
+// weight by a functional call of the root, and a nested container.
+torch::jit::Module TangledModel() {
+  ZooBuilder b(3);
+  torch::jit::Module root = b.NewModule("Tangled");
+  root.register_module("head", b.Linear(4, 10));
+  root.register_module("proj", b.Conv(4, 4, 1, 1, 0));
+  torch::jit::Module block = b.NewModule("Block");
+  block.register_module("shared", b.Conv(4, 4, 3, 1, 1));
+  block.define(R"(
+def forward(self, x):
+    return self.shared.forward(torch.relu(self.shared.forward(x)))
+)");
+  torch::jit::Module outer = b.NewModule("Outer");
+  outer.register_module("block", block);
+  outer.define("def forward(self, x):\n    return self.block.forward(x)\n");
+  root.register_module("outer", outer);
+  root.register_module("alias", block.attr("shared").toModule());
+  root.register_module("stem", b.Conv(1, 4, 3, 1, 1));
+  root.define(R"(
+def forward(self, x):
+    x = torch.relu(self.stem.forward(x))
+    x = self.outer.forward(x)
+    x = x + torch.conv2d(x, self.proj.weight, self.proj.bias)
+    x = torch.relu(self.alias.forward(x))
+    return self.head.forward(torch.flatten(torch.adaptive_avg_pool2d(x, [1, 1]), 1))
+)");
+  return root;
+}
+
+TEST(Transform, FindsLayersByWhatTheForwardDoes) {
+  const std::vector<LayerRef> layers = FindQuantizableLayers(TangledModel(), false);
+  std::vector<std::string> names;
+  for (const LayerRef& l : layers) names.push_back(l.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"stem", "outer.block.shared", "proj", "head"}));
+  EXPECT_FALSE(layers.front().quantize);
+  EXPECT_FALSE(layers.back().quantize);
+  EXPECT_TRUE(layers[1].quantize && layers[2].quantize);
+  EXPECT_EQ(layers.front().in_channels, 1);
+  EXPECT_EQ(layers.back().in_channels, 4);
+}
+
+TEST(Transform, QuantizesTheInputOfEveryUseOfAQuantizedLayer) {
+  torch::jit::Module model = TangledModel();
+  absl::StatusOr<std::unique_ptr<QuantizedModel>> q =
+      QuantizedModel::Create(model.clone(), Spec(2, 2));
+  ASSERT_TRUE(q.ok()) << q.status();
+  // clone() copies the conv registered under a second name: two layers from there on.
+  EXPECT_EQ(LayerNames(**q), (std::set<std::string>{"outer.block.shared", "proj", "alias"}));
+  ASSERT_EQ((*q)->activation_quantizers().size(), 3u);
+  // Both calls of the shared conv, the alias's and the functional use of proj's weight all read a
+  // quantized input; stem and head read float ones.
+  std::map<std::string, std::vector<bool>> inputs;
+  for (const testing::LayerInput& in : testing::LayerInputs((*q)->module())) {
+    inputs[in.layer].push_back(in.quantized);
+  }
+  EXPECT_EQ(inputs["stem"], std::vector<bool>{false});
+  EXPECT_EQ(inputs["outer.block.shared"], (std::vector<bool>{true, true}));
+  EXPECT_EQ(inputs["alias"], std::vector<bool>{true});
+  EXPECT_EQ(inputs["proj"], std::vector<bool>{true});
+  EXPECT_EQ(inputs["head"], std::vector<bool>{false});
+  // The shared layer's quantizer records the inputs of both its calls.
+  (*q)->SetActivationsEnabled(false);
+  (*q)->SetCalibrating(true);
+  torch::NoGradGuard no_grad;
+  (*q)->Forward(torch::randn({2, 1, 8, 8}));
+  EXPECT_EQ((*q)->TakeObservedActivations()[0].numel(), 2 * 2 * 4 * 8 * 8);
 }
 
 }  // namespace

@@ -1,22 +1,12 @@
 #include "workers/engine/training/evaluation.h"
 
 #include <algorithm>
-#include <cmath>
 #include <optional>
-#include <string>
 #include <vector>
 
+#include "workers/engine/transform/transform.h"
+
 namespace qnet::engine {
-namespace {
-
-bool IsBatchNorm(const torch::jit::Module& m) {
-  const std::string type = m.type()->name() ? m.type()->name()->qualifiedName() : "";
-  return type.ends_with("BatchNorm2d") || type.ends_with("BatchNorm1d")
-             ? m.hasattr("running_mean") && m.hasattr("running_var")
-             : false;
-}
-
-}  // namespace
 
 Accuracy Evaluate(const ForwardFn& forward, const TensorDataset& data, int64_t batch_size,
                   const torch::Device& device) {
@@ -65,70 +55,36 @@ torch::Tensor DistillationLoss(const torch::Tensor& logits, const torch::Tensor&
   return (1 - weight) * ce + weight * tau * tau * kl;
 }
 
-void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
-                         const TensorDataset& train, int64_t batch_size, uint64_t seed,
-                         const torch::Device& device, int batches) {
-  struct Bn {
-    torch::jit::Module module;
-    bool settable = false;  // float `momentum` attribute
-    double momentum = 0.1;
-    bool cumulative = false;
-    c10::IValue saved_momentum;
-  };
-  std::vector<Bn> bns;
-  for (const torch::jit::Module& m : model.modules()) {
-    if (!IsBatchNorm(m)) continue;
-    Bn bn{m, false, 0.1, false, c10::IValue()};
-    // A scripted torch.nn.BatchNorm2d keeps momentum as a class constant, which hasattr also
-    // reports but setattr refuses: look for the constant first.
-    if (m.type()->hasConstant("momentum")) {
-      const c10::IValue v = m.type()->getConstant("momentum");
-      if (v.isDouble()) bn.momentum = v.toDouble();
-      if (v.isNone()) bn.cumulative = true;
-    } else if (m.hasattr("momentum")) {
-      const c10::IValue v = m.attr("momentum");
-      bn.saved_momentum = v;
-      if (v.isDouble()) {
-        bn.settable = true;
-      } else if (v.isNone()) {
-        bn.cumulative = true;
-      }
-    }
-    bns.push_back(bn);
+absl::Status ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
+                                 const TensorDataset& train, int64_t batch_size, uint64_t seed,
+                                 const torch::Device& device, int batches) {
+  const std::vector<torch::jit::Module> bns = FindBatchNorms(model);
+  if (bns.empty() || batches <= 0) return absl::OkStatus();
+  if (!model.hasattr(kBatchNormMomentumAttr)) {
+    return absl::FailedPreconditionError(
+        "batch-norm re-estimation needs a model transformed by QuantizedModel::Create");
   }
-  if (bns.empty() || batches <= 0) return;
   torch::NoGradGuard no_grad;
-  for (Bn& bn : bns) {
-    bn.module.attr("running_mean").toTensor().zero_();
-    bn.module.attr("running_var").toTensor().zero_();
-    if (bn.module.hasattr("num_batches_tracked")) {
-      bn.module.attr("num_batches_tracked").toTensor().zero_();
+  for (const torch::jit::Module& bn : bns) {
+    bn.attr("running_mean").toTensor().zero_();
+    bn.attr("running_var").toTensor().fill_(1);
+    if (bn.hasattr("num_batches_tracked") && bn.attr("num_batches_tracked").isTensor()) {
+      bn.attr("num_batches_tracked").toTensor().zero_();
     }
   }
   const bool was_training = model.is_training();
   model.train(true);
   BatchIterator it(train, batch_size, seed, /*epoch=*/2000003, /*augment=*/false);
-  int done = 0;
-  while (done < batches) {
+  for (int done = 1; done <= batches; ++done) {
     std::optional<Batch> batch = it.Next();
     if (!batch) break;
-    ++done;
-    for (Bn& bn : bns) {
-      if (bn.settable) bn.module.setattr("momentum", 1.0 / done);
-    }
+    // Momentum 1/k: after k batches each statistic is the plain average of the k batches'.
+    model.setattr(kBatchNormMomentumAttr, 1.0 / done);
     forward(batch->images.to(device));
   }
-  for (Bn& bn : bns) {
-    if (bn.settable) {
-      bn.module.setattr("momentum", bn.saved_momentum);
-    } else if (!bn.cumulative && done > 0) {
-      // An exponential average started from zero: divide out its total weight.
-      const double weight = 1.0 - std::pow(1.0 - bn.momentum, done);
-      bn.module.attr("running_mean").toTensor().div_(weight);
-      bn.module.attr("running_var").toTensor().div_(weight);
-    }
-  }
+  model.setattr(kBatchNormMomentumAttr, -1.0);
   model.train(was_training);
+  return absl::OkStatus();
 }
 
 }  // namespace qnet::engine

@@ -14,6 +14,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "absl/status/status.h"
 #include "workers/engine/data/data.h"
 
 namespace qnet::engine {
@@ -39,15 +40,16 @@ torch::Tensor Predict(const ForwardFn& forward, const TensorDataset& data, int64
 torch::Tensor DistillationLoss(const torch::Tensor& logits, const torch::Tensor& labels,
                                const torch::Tensor& teacher, double weight, double tau);
 
-// Resets every batch-norm submodule's running statistics and re-estimates them as the plain
-// average over `batches` training batches run through `forward` in train mode (no gradients).
-// Only buffers are written and, where the module has one, its float `momentum` attribute (set
-// to 1/k per batch and restored); a None momentum accumulates a plain average already, and a
-// momentum that is a module constant (a scripted torch.nn.BatchNorm2d) is never written: its
-// exponential average is bias-corrected instead.
-void ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
-                         const TensorDataset& train, int64_t batch_size, uint64_t seed,
-                         const torch::Device& device, int batches);
+// Re-estimates the running statistics of every batch norm the forward pass uses: resets them and
+// refills them with the plain average over `batches` training batches run through `forward` in
+// train mode (no gradients). Writes only the buffers (running_mean, running_var,
+// num_batches_tracked) and the momentum the transform routes every batch norm through
+// (kBatchNormMomentumAttr, set to 1/k at batch k), so a momentum the model keeps as a constant (a
+// scripted torch.nn.BatchNorm2d) or bakes into its graph (a traced one) is never written.
+// FAILED_PRECONDITION for a model with batch norms that QuantizedModel::Create did not transform.
+absl::Status ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
+                                 const TensorDataset& train, int64_t batch_size, uint64_t seed,
+                                 const torch::Device& device, int batches);
 
 }  // namespace qnet::engine
 

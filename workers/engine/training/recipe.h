@@ -59,6 +59,10 @@ struct Recipe {
   double distill_temperature = 2.0;
   double calibration_percentile = 99.9;
   int calibration_batches = 10;
+  // An activation quantizer's levels are signed when the smallest input calibration saw lies
+  // below -signed_activation_minimum x its calibrated range: clearly negative (after SiLU,
+  // Hardswish, GELU, a residual add, LayerNorm), not rounding noise around a ReLU's zero.
+  double signed_activation_minimum = 0.01;
   int bn_reestimate_batches = 40;
   bool augment = false;
 };

@@ -296,6 +296,11 @@ absl::Status Trainer::Run() {
     absl::StatusOr<torch::Tensor> al = ActivationLevels(job.activation_bits());
     if (!al.ok()) return al.status();
     spec.activation_levels = *al;
+    // Signed inputs get the symmetric integer levels of the same width (docs/METHOD.md).
+    absl::StatusOr<torch::Tensor> signed_levels =
+        WeightLevels(job.activation_bits(), WeightLevelScheme::kUniform);
+    if (!signed_levels.ok()) return signed_levels.status();
+    spec.signed_activation_levels = *signed_levels;
   }
   spec.quantize_first_last = t.quantize_first_last();
   spec.learn_thresholds = t.learn_thresholds();
@@ -452,8 +457,11 @@ absl::Status Trainer::Finalize() {
     metrics_.soft_top1 = metrics_.epochs.back().soft_top1;
     metrics_.hard_top1 = metrics_.epochs.back().hard_top1;
   }
-  ReestimateBatchNorm(qm.module(), forward, data_.train, t.batch_size(), t.seed(), device_,
-                      recipe_.bn_reestimate_batches);
+  if (absl::Status s = ReestimateBatchNorm(qm.module(), forward, data_.train, t.batch_size(),
+                                           t.seed(), device_, recipe_.bn_reestimate_batches);
+      !s.ok()) {
+    return s;
+  }
   qm.module().eval();
   const Accuracy final_acc = Evaluate(forward, data_.test, t.batch_size(), device_);
   metrics_.quantized_top1 = final_acc.top1;
@@ -463,6 +471,15 @@ absl::Status Trainer::Finalize() {
 
 absl::Status Trainer::RestoreQuantized(const LoadedCheckpoint& ckpt) {
   const Checkpoint& c = ckpt.checkpoint;
+  // Calibration may have made an activation quantizer signed, with another level count.
+  for (size_t i = 0; i < quantized_->activation_quantizers().size(); ++i) {
+    const std::string& name = quantized_->activation_quantizers()[i].name;
+    auto levels = c.tensors.find("model/" + name + ".levels");
+    auto thresholds = c.tensors.find("model/" + name + ".thresholds");
+    if (levels != c.tensors.end() && thresholds != c.tensors.end()) {
+      quantized_->SetActivationLevels(i, levels->second, thresholds->second);
+    }
+  }
   std::set<std::string> skip;
   for (const QuantizedLayer& l : quantized_->layers()) skip.insert(l.name + ".weight");
   if (absl::Status s = LoadModuleTensors(quantized_->module(), c, skip); !s.ok()) {
@@ -499,8 +516,10 @@ absl::Status Trainer::Calibrate() {
   qm.SetActivationsEnabled(false);
   qm.SetCalibrating(true);
   qm.RefreshWeights();
+  const size_t n = qm.activation_quantizers().size();
   std::vector<ActivationCalibrator> calibrators(
-      qm.activation_quantizers().size(), ActivationCalibrator(recipe_.calibration_percentile));
+      n, ActivationCalibrator(recipe_.calibration_percentile));
+  std::vector<double> minimum(n, 0.0);
   BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
                    /*epoch=*/1000003,
                    /*augment=*/false);
@@ -508,18 +527,23 @@ absl::Status Trainer::Calibrate() {
     std::optional<Batch> batch = it.Next();
     if (!batch) break;
     qm.Forward(batch->images.to(device_));
-    const std::vector<torch::Tensor> seen = qm.ObservedActivations();
+    const std::vector<torch::Tensor> seen = qm.TakeObservedActivations();
     for (size_t i = 0; i < seen.size(); ++i) {
       if (seen[i].numel() == 0) continue;
       if (absl::Status s = calibrators[i].Observe(seen[i].cpu()); !s.ok()) return s;
+      minimum[i] = std::min(minimum[i], seen[i].min().item<double>());
     }
   }
   qm.SetCalibrating(false);
-  for (size_t i = 0; i < calibrators.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     if (calibrators[i].batches() == 0) continue;  // never reached: keep the default range
-    absl::StatusOr<QuantizerParams> p =
-        InitActivationQuantizer(calibrators[i], qm.activation_quantizers()[i].levels.cpu());
+    const bool is_signed = qm.spec().signed_activation_levels.defined() &&
+                           minimum[i] < -recipe_.signed_activation_minimum * calibrators[i].range();
+    absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(
+        calibrators[i],
+        (is_signed ? qm.spec().signed_activation_levels : qm.spec().activation_levels).cpu());
     if (!p.ok()) return p.status();
+    qm.SetActivationLevels(i, p->levels, p->thresholds);
     qm.SetActivationQuantizer(i, p->alpha, p->beta, p->thresholds);
   }
   qm.module().train(was_training);

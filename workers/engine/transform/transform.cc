@@ -1,6 +1,8 @@
 #include "workers/engine/transform/transform.h"
 
+#include <algorithm>
 #include <functional>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/quantization/quantizer.h"
+#include "workers/engine/transform/model_graph.h"
 
 namespace qnet::engine {
 namespace {
@@ -52,7 +55,7 @@ struct QnetResolver : torch::jit::Resolver {
 constexpr char kTrainingForward[] = R"(
 def forward(self, x: Tensor) -> Tensor:
     if self.calibrating:
-        self.observed = x.detach()
+        self.observed.append(x.detach())
     if self.enabled:
         return qnet.qn_quantize(x, self.alpha, self.beta, self.levels, self.thresholds,
                                 self.temperature, self.hard)
@@ -75,57 +78,91 @@ def forward(self, x: Tensor) -> Tensor:
     return self.alpha * y
 )";
 
-bool EndsWith(const std::string& s, const std::string& suffix) { return absl::EndsWith(s, suffix); }
-
-std::pair<std::string, std::string> SplitParent(const std::string& path) {
-  const size_t dot = path.rfind('.');
-  if (dot == std::string::npos) return {"", path};
-  return {path.substr(0, dot), path.substr(dot + 1)};
-}
-
-// Visits every node of a block and its nested blocks.
-void ForEachNode(torch::jit::Block* block, const std::function<void(torch::jit::Node*)>& f) {
-  for (torch::jit::Node* node : block->nodes()) {
-    f(node);
-    for (torch::jit::Block* inner : node->blocks()) ForEachNode(inner, f);
-  }
-}
-
 torch::Tensor Scalar(double v, const torch::Device& device, bool requires_grad) {
   return torch::tensor(v, torch::TensorOptions().dtype(torch::kFloat).device(device))
       .requires_grad_(requires_grad);
+}
+
+// "qnet_act_" and the layer's path with dots as underscores; a name the root already has gets
+// underscores appended.
+std::string QuantizerName(const Module& root, const std::string& layer) {
+  std::string name = "qnet_act_" + layer;
+  std::replace(name.begin(), name.end(), '.', '_');
+  while (root.hasattr(name)) name += "_";
+  return name;
+}
+
+// Makes every batch norm with running statistics follow its module's training flag and take its
+// momentum from the root's kBatchNormMomentumAttr while that is >= 0 (see transform.h).
+void RouteBatchNorms(Module& model, torch::jit::Graph& graph) {
+  const std::vector<BatchNormUse> uses = BatchNormUses(graph);
+  if (uses.empty()) return;
+  model.register_attribute(kBatchNormMomentumAttr, c10::FloatType::get(), -1.0);
+  torch::jit::Value* self = graph.inputs()[0];
+  for (const BatchNormUse& use : uses) {
+    torch::jit::WithInsertPoint guard(use.node);
+    torch::jit::Value* bn = InsertModulePath(graph, use.path);
+    use.node->replaceInput(kBatchNormTrainingInput, graph.insertGetAttr(bn, "training"));
+    torch::jit::Value* forced = graph.insertGetAttr(self, kBatchNormMomentumAttr);
+    torch::jit::Value* on = graph.insert(torch::jit::aten::ge, {forced, 0.0});
+    torch::jit::Node* choice = graph.create(torch::jit::prim::If, {on}, 1);
+    choice->output()->setType(c10::FloatType::get());
+    choice->addBlock()->registerOutput(forced);
+    choice->addBlock()->registerOutput(use.node->input(kBatchNormMomentumInput));
+    graph.insertNode(choice);
+    use.node->replaceInput(kBatchNormMomentumInput, choice->output());
+  }
 }
 
 }  // namespace
 
 std::vector<LayerRef> FindQuantizableLayers(const Module& model, bool quantize_first_last) {
   std::vector<LayerRef> layers;
-  for (const auto& named : model.named_modules()) {
-    const Module& m = named.value;
-    const std::string type = m.type()->name() ? m.type()->name()->qualifiedName() : "";
-    const bool conv = EndsWith(type, "Conv2d");
-    const bool linear = EndsWith(type, "Linear");
-    if (!conv && !linear) continue;
-    if (!m.hasattr("weight") || !m.attr("weight").isTensor()) continue;
-    const torch::Tensor w = m.attr("weight").toTensor();
-    if (!w.defined() || !w.is_floating_point() || w.dim() != (conv ? 4 : 2)) continue;
-    layers.push_back({named.name, m, conv, true});
+  std::set<const c10::ivalue::Object*> seen;
+  std::shared_ptr<torch::jit::Graph> graph = InlinedForwardCopy(model);
+  for (const WeightUse& use : WeightUses(*graph)) {
+    absl::StatusOr<Module> m = SubmoduleAt(model, use.path);
+    if (!m.ok() || !seen.insert(m->_ivalue().get()).second) continue;
+    const c10::IValue weight = m->attr("weight");
+    if (!weight.isTensor()) continue;
+    const torch::Tensor w = weight.toTensor();
+    if (!w.defined() || !w.is_floating_point() || w.dim() != (use.is_conv ? 4 : 2)) continue;
+    layers.push_back({.name = use.path,
+                      .module = *m,
+                      .is_conv = use.is_conv,
+                      .in_channels = use.is_conv ? w.size(1) * use.groups : w.size(1),
+                      .quantize = true});
   }
-  if (!quantize_first_last) {
-    for (LayerRef& l : layers) {
-      if (l.is_conv) {
-        l.quantize = false;
-        break;
-      }
-    }
-    for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
-      if (!it->is_conv) {
-        it->quantize = false;
-        break;
-      }
-    }
+  if (!quantize_first_last && !layers.empty()) {
+    layers.front().quantize = false;
+    layers.back().quantize = false;
   }
   return layers;
+}
+
+absl::Status CheckSomethingToQuantize(const std::vector<LayerRef>& layers) {
+  if (layers.empty()) {
+    return absl::InvalidArgumentError(
+        "the model has no Conv2d or Linear layer that its forward pass uses: nothing to quantize");
+  }
+  for (const LayerRef& l : layers) {
+    if (l.quantize) return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("the model's only Conv2d/Linear layers are its first and last (",
+                   layers.front().name, layers.size() > 1 ? ", " + layers.back().name : "",
+                   "), which stay float: nothing to quantize; set quantize_first_last"));
+}
+
+std::vector<Module> FindBatchNorms(const Module& model) {
+  std::vector<Module> out;
+  std::set<const c10::ivalue::Object*> seen;
+  std::shared_ptr<torch::jit::Graph> graph = InlinedForwardCopy(model);
+  for (const BatchNormUse& use : BatchNormUses(*graph)) {
+    absl::StatusOr<Module> m = SubmoduleAt(model, use.path);
+    if (m.ok() && seen.insert(m->_ivalue().get()).second) out.push_back(*m);
+  }
+  return out;
 }
 
 absl::StatusOr<Module> SubmoduleAt(const Module& root, const std::string& path) {
@@ -161,7 +198,7 @@ Module MakeActivationQuantizerModule(QuantizerFlavour flavour, const torch::Tens
   if (training) {
     m.register_attribute("enabled", c10::BoolType::get(), true);
     m.register_attribute("calibrating", c10::BoolType::get(), false);
-    m.register_attribute("observed", c10::TensorType::get(), torch::zeros({0}));
+    m.register_attribute("observed", c10::ListType::ofTensors(), c10::List<at::Tensor>());
     m.define(kTrainingForward, std::make_shared<QnetResolver>());
   } else {
     m.define(kExportForward);
@@ -172,47 +209,32 @@ Module MakeActivationQuantizerModule(QuantizerFlavour flavour, const torch::Tens
 absl::StatusOr<std::vector<std::string>> InsertActivationQuantizers(
     Module& model, const std::vector<std::string>& layers,
     const std::function<Module(const std::string& layer)>& make_quantizer) {
-  std::vector<std::string> names;
-  for (const std::string& layer : layers) {
-    const auto [parent_path, attr] = SplitParent(layer);
-    absl::StatusOr<Module> parent = SubmoduleAt(model, parent_path);
-    if (!parent.ok()) return parent.status();
-    const std::string qattr = "qnet_act_" + attr;
-    // Parents that share a class (and so a graph) are rewritten once; every instance still gets
-    // its own quantizer module.
-    const bool already_rewritten = parent->type()->hasAttribute(qattr);
-    bool found = already_rewritten;
-    if (!already_rewritten) {
-      for (const torch::jit::Method& method : parent->get_methods()) {
-        std::shared_ptr<torch::jit::Graph> graph = method.graph();
-        torch::jit::Value* self = graph->inputs()[0];
-        std::vector<torch::jit::Node*> calls;
-        ForEachNode(graph->block(), [&](torch::jit::Node* node) {
-          if (node->kind() != torch::jit::prim::CallMethod || node->inputs().size() < 2) return;
-          torch::jit::Node* getter = node->input(0)->node();
-          if (getter->kind() == torch::jit::prim::GetAttr && getter->input(0) == self &&
-              getter->s(torch::jit::attr::name) == attr) {
-            calls.push_back(node);
-          }
-        });
-        if (calls.empty()) continue;
-        if (!found) parent->register_module(qattr, make_quantizer(layer));
-        found = true;
-        for (torch::jit::Node* call : calls) {
-          torch::jit::WithInsertPoint guard(call);
-          torch::jit::Value* q = graph->insertGetAttr(self, qattr);
-          torch::jit::Node* qcall =
-              graph->create(torch::jit::prim::CallMethod, {q, call->input(1)});
-          qcall->s_(torch::jit::attr::name, "forward");
-          qcall->output()->setType(c10::TensorType::get());
-          graph->insertNode(qcall);
-          call->replaceInput(1, qcall->output());
-        }
-      }
-    } else {
-      parent->register_module(qattr, make_quantizer(layer));
+  std::map<const c10::ivalue::Object*, size_t> index;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    absl::StatusOr<Module> layer = SubmoduleAt(model, layers[i]);
+    if (!layer.ok()) return layer.status();
+    index.emplace(layer->_ivalue().get(), i);
+  }
+  std::shared_ptr<torch::jit::Graph> graph = InlineForward(model);
+  torch::jit::Value* self = graph->inputs()[0];
+  std::vector<std::string> names(layers.size());
+  for (const WeightUse& use : WeightUses(*graph)) {
+    absl::StatusOr<Module> layer = SubmoduleAt(model, use.path);
+    if (!layer.ok()) continue;
+    auto it = index.find(layer->_ivalue().get());
+    if (it == index.end()) continue;
+    std::string& name = names[it->second];
+    if (name.empty()) {
+      name = QuantizerName(model, layers[it->second]);
+      model.register_module(name, make_quantizer(layers[it->second]));
     }
-    names.push_back(found ? (parent_path.empty() ? qattr : parent_path + "." + qattr) : "");
+    torch::jit::WithInsertPoint guard(use.node);
+    torch::jit::Value* q = graph->insertGetAttr(self, name);
+    torch::jit::Node* call = graph->create(torch::jit::prim::CallMethod, {q, use.node->input(0)});
+    call->s_(torch::jit::attr::name, "forward");
+    call->output()->setType(c10::TensorType::get());
+    graph->insertNode(call);
+    use.node->replaceInput(0, call->output());
   }
   return names;
 }
@@ -233,10 +255,9 @@ absl::StatusOr<std::unique_ptr<QuantizedModel>> QuantizedModel::Create(Module mo
     owner->setattr(dot == std::string::npos ? p.name : p.name.substr(dot + 1),
                    p.value.detach().requires_grad_(p.value.is_floating_point()));
   }
+  RouteBatchNorms(m, *InlineForward(m));
   std::vector<LayerRef> found = FindQuantizableLayers(m, spec.quantize_first_last);
-  if (found.empty()) {
-    return absl::InvalidArgumentError("the model has no Conv2d or Linear layers to quantize");
-  }
+  if (absl::Status s = CheckSomethingToQuantize(found); !s.ok()) return s;
   torch::Device device = found.front().module.attr("weight").toTensor().device();
   for (const LayerRef& ref : found) {
     if (!ref.quantize) continue;
@@ -265,11 +286,6 @@ absl::StatusOr<std::unique_ptr<QuantizedModel>> QuantizedModel::Create(Module mo
       if (qq > 0) layer.alpha.fill_((w * qv).sum().item<double>() / qq);
     }
     q->layers_.push_back(std::move(layer));
-  }
-  if (q->layers_.empty()) {
-    return absl::InvalidArgumentError(
-        "the model has no Conv2d/Linear layer to quantize besides the first and last (set "
-        "quantize_first_last)");
   }
   if (spec.activation_levels.defined()) {
     // The first layer's input is the image, not a ReLU output: it stays float.
@@ -370,13 +386,20 @@ void QuantizedModel::SetActivationsEnabled(bool enabled) {
 void QuantizedModel::SetCalibrating(bool on) {
   for (ActivationQuantizer& a : act_) {
     a.module.setattr("calibrating", on);
-    if (!on) a.module.setattr("observed", torch::zeros({0}));
+    a.module.setattr("observed", c10::List<at::Tensor>());
   }
 }
 
-std::vector<torch::Tensor> QuantizedModel::ObservedActivations() const {
+std::vector<torch::Tensor> QuantizedModel::TakeObservedActivations() {
   std::vector<torch::Tensor> out;
-  for (const ActivationQuantizer& a : act_) out.push_back(a.module.attr("observed").toTensor());
+  for (ActivationQuantizer& a : act_) {
+    std::vector<torch::Tensor> calls;
+    for (const torch::Tensor& t : a.module.attr("observed").toTensorVector()) {
+      calls.push_back(t.flatten());
+    }
+    out.push_back(calls.empty() ? torch::zeros({0}) : torch::cat(calls));
+    a.module.setattr("observed", c10::List<at::Tensor>());
+  }
   return out;
 }
 
@@ -387,6 +410,16 @@ void QuantizedModel::SetActivationQuantizer(size_t index, double alpha, double b
   a.alpha.fill_(alpha);
   a.beta.fill_(beta);
   a.thresholds.copy_(thresholds.to(a.thresholds.device(), torch::kFloat));
+}
+
+void QuantizedModel::SetActivationLevels(size_t index, const torch::Tensor& levels,
+                                         const torch::Tensor& thresholds) {
+  ActivationQuantizer& a = act_.at(index);
+  const torch::Device device = a.alpha.device();
+  a.levels = levels.detach().to(device, torch::kFloat).clone();
+  a.thresholds = thresholds.detach().to(device, torch::kFloat).clone();
+  a.module.setattr("levels", a.levels);
+  a.module.setattr("thresholds", a.thresholds);
 }
 
 torch::Tensor QuantizedModel::HardCodes(const QuantizedLayer& layer) const {

@@ -1,18 +1,24 @@
 // The QN model transform: turns a TorchScript classifier (a user's scripted/traced model or a zoo
 // model) into one that trains with Quantization Networks quantizers (docs/METHOD.md).
 //
-// Weights: every Conv2d/Linear submodule (class name ending in "Conv2d"/"Linear", a `weight` of
-// dim 4/2) is quantized, except the first conv and the last linear unless quantize_first_last.
+// Layers are found by what the forward pass does with them (model_graph.h): every module whose
+// float `weight` is the weight operand of a 2-D convolution (grouped and depthwise included) or a
+// linear op. The first and the last of them to run stay float unless quantize_first_last.
 // Each quantized layer keeps a float latent weight (a leaf that the optimizer updates) and a
 // weight quantizer (learnable alpha, beta; fixed thresholds unless learn_thresholds); every step
 // RefreshWeights() sets the layer's `weight` attribute to Quantize(latent) so autograd reaches the
 // latent and the quantizer parameters.
 //
-// Activations (activation_bits > 0): a QnetActivationQuantizerTraining submodule is registered on
-// the parent of each quantized layer (except the first layer, whose input is the image) and the
-// parent's graph calls it on the layer's input. It runs the fused op through the TorchScript
-// operator qnet::qn_quantize, so training costs one pass per activation instead of an ATen chain.
-// The exported artifact uses plain-ATen quantizers instead (see export.h).
+// The root forward is inlined into one graph. Activations (activation_bits > 0): a
+// QnetActivationQuantizerTraining submodule of the root is called on the input of every use of
+// each quantized layer except the first layer to run (its input is the image), whatever op
+// produced that input. It runs the fused op through the TorchScript operator qnet::qn_quantize, so
+// training costs one pass per activation instead of an ATen chain. Its levels start unsigned
+// (spec.activation_levels) and become signed where calibration sees negative inputs
+// (SetActivationLevels). The exported artifact uses plain-ATen quantizers instead (export.h).
+// Batch norms follow their module's training flag (a model traced in eval mode has it baked in)
+// and take their momentum from the root attribute kBatchNormMomentumAttr while it is >= 0, which
+// batch-norm re-estimation uses (training/evaluation.h).
 //
 //   absl::StatusOr<std::unique_ptr<QuantizedModel>> q =
 //       QuantizedModel::Create(float_model.clone(), spec);   // the module is modified in place
@@ -36,7 +42,9 @@ namespace qnet::engine {
 
 struct QuantSpec {
   torch::Tensor weight_levels;      // 1-D sorted levels q_0..q_n
-  torch::Tensor activation_levels;  // undefined: float activations
+  torch::Tensor activation_levels;  // undefined: float activations; unsigned (after ReLU)
+  // For inputs that calibration finds negative (docs/METHOD.md); undefined: unsigned everywhere.
+  torch::Tensor signed_activation_levels;
   bool quantize_first_last = false;
   bool learn_thresholds = false;
 };
@@ -61,13 +69,18 @@ struct ActivationQuantizer {
 
 // A layer found by FindQuantizableLayers.
 struct LayerRef {
-  std::string name;
+  std::string name;  // module path
   torch::jit::Module module;
   bool is_conv = false;
-  bool quantize = false;  // false for the first conv / last linear unless quantize_first_last
+  int64_t in_channels = 0;  // conv: weight.size(1) * groups; linear: in_features
+  bool quantize = false;    // false for the first and last layer unless quantize_first_last
 };
 
-// Conv2d/Linear submodules in registration order (which is forward order for the models we see).
+// The conv (4-D weight) and linear (2-D weight) layers in the order the forward pass first uses
+// them, each module once (a shared submodule, one registered under two names, or one whose weight
+// a functional call uses is still one layer, under the first path that reaches it). Note that
+// Module::clone(), which the trainer and the export apply to the float model, copies a submodule
+// registered under two names once per name: in the clone they are two layers, consistently.
 std::vector<LayerRef> FindQuantizableLayers(const torch::jit::Module& model,
                                             bool quantize_first_last);
 
@@ -75,18 +88,22 @@ std::vector<LayerRef> FindQuantizableLayers(const torch::jit::Module& model,
 absl::StatusOr<torch::jit::Module> SubmoduleAt(const torch::jit::Module& root,
                                                const std::string& path);
 
+// OK when `layers` (FindQuantizableLayers) has a layer to quantize; otherwise INVALID_ARGUMENT
+// saying why (no conv/linear layer at all, or only the first and last, which stay float).
+absl::Status CheckSomethingToQuantize(const std::vector<LayerRef>& layers);
+
 // Activation-quantizer submodule of `flavour`:
-//   kTraining: forward calls qnet::qn_quantize (fused autograd op) and can record its input for
+//   kTraining: forward calls qnet::qn_quantize (fused autograd op) and can record its inputs for
 //              calibration; attributes alpha, beta (parameters), levels, thresholds (buffers),
-//              temperature, hard, enabled, calibrating, observed.
+//              temperature, hard, enabled, calibrating, observed (a list: one entry per call).
 //   kExport:   "QnetActivationQuantizer", plain ATen only (loads in stock PyTorch); attributes
 //              alpha, beta, levels, thresholds, temperature, hard.
 enum class QuantizerFlavour { kTraining, kExport };
 
-// Inserts activation quantizer modules in front of the named layers. `make_quantizer(layer)`
-// gives the module to register for a layer (defined by the caller). Returns the qualified names of
-// the quantizers, one per layer found called through prim::CallMethod in its parent; layers whose
-// call could not be found (e.g. inlined graphs) get "" (left unquantized).
+// Inlines the root forward (InlineForward) and quantizes the input of every use of the named layers
+// (module paths): `make_quantizer(layer)` gives the module to register, once per layer, as a
+// submodule of the root; every conv/linear op using that layer's weight calls it on its input.
+// Returns the quantizers' names, one per layer; "" for a layer the forward never uses.
 absl::StatusOr<std::vector<std::string>> InsertActivationQuantizers(
     torch::jit::Module& model, const std::vector<std::string>& layers,
     const std::function<torch::jit::Module(const std::string& layer)>& make_quantizer);
@@ -96,6 +113,13 @@ torch::jit::Module MakeActivationQuantizerModule(QuantizerFlavour flavour,
                                                  const torch::Tensor& levels,
                                                  const torch::Tensor& thresholds, double alpha,
                                                  double beta);
+
+// The root attribute a transformed model's batch norms take their momentum from while it is >= 0
+// (-1 otherwise); absent when the model has no batch norm with running statistics.
+inline constexpr char kBatchNormMomentumAttr[] = "qnet_bn_momentum";
+
+// The batch-norm modules with running statistics that the forward pass uses, each once.
+std::vector<torch::jit::Module> FindBatchNorms(const torch::jit::Module& model);
 
 class QuantizedModel {
  public:
@@ -135,12 +159,18 @@ class QuantizedModel {
   // Hard weight codes j (int64, latent's shape): alpha * levels[j] is the hard weight.
   torch::Tensor HardCodes(const QuantizedLayer& layer) const;
 
-  // Activation calibration: enable recording, run forwards, then Observe each quantizer's input.
+  // Activation calibration: enable recording, run a forward, then take each quantizer's inputs.
   void SetCalibrating(bool on);
-  std::vector<torch::Tensor> ObservedActivations() const;  // one per activation quantizer
+  // One flat tensor per activation quantizer: every value it was called on since the last take
+  // (a layer used twice contributes both inputs); empty when it was not reached.
+  std::vector<torch::Tensor> TakeObservedActivations();
   // Sets an activation quantizer's alpha/beta/thresholds (from levels.h's initialisation).
   void SetActivationQuantizer(size_t index, double alpha, double beta,
                               const torch::Tensor& thresholds);
+  // Replaces an activation quantizer's levels and thresholds, whose count may change (unsigned to
+  // signed levels).
+  void SetActivationLevels(size_t index, const torch::Tensor& levels,
+                           const torch::Tensor& thresholds);
 
   torch::Tensor Forward(const torch::Tensor& x);
 
