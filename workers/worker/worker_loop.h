@@ -16,8 +16,8 @@
 // once after each checkpoint upload); a heartbeat answering cancel_requested makes should_stop()
 // true and the lease is failed as cancelled; a heartbeat refused with FAILED_PRECONDITION or
 // NOT_FOUND means the lease is gone (expired, given to another worker): the job is stopped and
-// dropped without reporting. Errors the job may not repeat on another try (INVALID_ARGUMENT) fail
-// it for good; other errors are reported retryable.
+// dropped without reporting. Deterministic errors (a bad model or dataset: the codes
+// engine::IsRetryableFailure names) fail the job for good; transient ones are reported retryable.
 #ifndef QNET_WORKERS_WORKER_WORKER_LOOP_H_
 #define QNET_WORKERS_WORKER_WORKER_LOOP_H_
 
