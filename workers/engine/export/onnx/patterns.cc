@@ -309,11 +309,11 @@ absl::StatusOr<std::string> EmitLevelIndex(Emitter& e, const StepQuantizer& sq,
 
 // Writes the hard quantizer of x as `out` (docs/METHOD.md, "Artifacts"; every form is an 8-bit
 // QuantizeLinear/DequantizeLinear pair):
-//  - uniform levels, midpoint thresholds: x * alpha*beta clipped to the level range, QDQ with the
-//    learned scale |alpha|*d (rounding: ties go to even, and inputs within float rounding of a
-//    threshold may land one level off);
+//  - uniform levels, midpoint thresholds, alpha > 0: beta*x clipped to the level range and
+//    quantized at the level step d, dequantized at the learned scale alpha*d (rounding: a value
+//    exactly on a threshold goes to the even code, where model.pt goes up);
 //  - uniform levels, other thresholds: the exact level index j from comparisons, then
-//    alpha*d*(k_0 + j) through a lossless QDQ of the same scale;
+//    alpha*d*(k_0 + j) through a lossless QDQ of scale |alpha|*d;
 //  - any other level set, or one whose DequantizeLinear values would differ from model.pt's: the
 //    exact index j through a lossless QDQ of scale 1, then Gather from model.pt's own level values.
 absl::Status EmitActivationQuantizer(Emitter& e, const StepQuantizer& sq, const at::Tensor& table,
@@ -321,15 +321,23 @@ absl::Status EmitActivationQuantizer(Emitter& e, const StepQuantizer& sq, const 
   const std::optional<ActivationCodes> uniform = UniformActivationCodes(sq);
   const double scale = uniform ? std::abs(sq.alpha) * uniform->step : 0;
   const bool linear = uniform && DequantizesExactly(uniform->codes, scale, table);
-  if (linear && MidpointThresholds(sq)) {
-    QNET_ONNX_ASSIGN_OR_RETURN(std::string gain_c, e.Scalar(sq.alpha * sq.beta, at::kFloat));
-    const double a = sq.alpha * sq.levels.front(), b = sq.alpha * sq.levels.back();
-    QNET_ONNX_ASSIGN_OR_RETURN(std::string lo_c, e.Scalar(std::min(a, b), at::kFloat));
-    QNET_ONNX_ASSIGN_OR_RETURN(std::string hi_c, e.Scalar(std::max(a, b), at::kFloat));
-    const std::string scaled = e.Fresh("scaled"), clipped = e.Fresh("clipped");
-    e.Emit("Mul", {x, gain_c}, {scaled});
-    e.Emit("Clip", {scaled, lo_c, hi_c}, {clipped});
-    return EmitQdq(e, clipped, scale, uniform->is_signed, out);
+  if (linear && sq.alpha > 0 && MidpointThresholds(sq)) {
+    // Rounding beta*x (the very float model.pt compares) at the level step: for integer levels
+    // (d = 1) the same level except exactly on a threshold. The codes are k_0 + j.
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string beta_c, e.Scalar(sq.beta, at::kFloat));
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string lo_c, e.Scalar(sq.levels.front(), at::kFloat));
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string hi_c, e.Scalar(sq.levels.back(), at::kFloat));
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string step_c, e.Scalar(uniform->step, at::kFloat));
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string scale_c, e.Scalar(scale, at::kFloat));
+    QNET_ONNX_ASSIGN_OR_RETURN(std::string zp_c,
+                               e.Scalar(0, uniform->is_signed ? at::kChar : at::kByte));
+    const std::string bx = e.Fresh("scaled"), clipped = e.Fresh("clipped"),
+                      codes = e.Fresh(absl::StrCat(out, "_codes"));
+    e.Emit("Mul", {x, beta_c}, {bx});
+    e.Emit("Clip", {bx, lo_c, hi_c}, {clipped});
+    e.Emit("QuantizeLinear", {clipped, step_c, zp_c}, {codes});
+    e.Emit("DequantizeLinear", {codes, scale_c, zp_c}, {out});
+    return absl::OkStatus();
   }
   QNET_ONNX_ASSIGN_OR_RETURN(std::string index, EmitLevelIndex(e, sq, x));
   if (linear) {
