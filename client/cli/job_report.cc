@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "client/cli/progress_line.h"
 #include "common/input_normalization.h"
 #include "common/job/job_spec.h"
@@ -83,6 +84,9 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
       {"size", m.float_size_bytes() > 0 ? FormatBytes(m.float_size_bytes()) : "-",
        m.packed_size_bytes() > 0 ? FormatBytes(m.packed_size_bytes()) : "-"},
       {"compression ratio", "", ratio},
+      // Parity: the TorchScript artifact scored as loaded back from its file.
+      {"model.pt top-1", "",
+       m.has_torchscript_top1() ? FormatPercent(m.torchscript_top1()) : std::string("-")},
   };
   std::string out = RenderTable(rows, 1);
   if (!m.device().empty()) absl::StrAppend(&out, "device: ", m.device(), "\n");
@@ -90,6 +94,31 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
   const std::string inputs = FormatInputNormalization({norm.mean().begin(), norm.mean().end()},
                                                       {norm.std().begin(), norm.std().end()});
   if (!inputs.empty()) absl::StrAppend(&out, inputs, "\n");
+  const v1::JobSpec& ran = m.effective_spec();
+  if (!ran.input_shape().empty()) {
+    const v1::Preprocessing& p = ran.preprocessing();
+    absl::StrAppend(&out, "input ", ran.input_shape(), ": evaluation resize ", p.resize_size(),
+                    " + center crop; training");
+    if (p.random_resized_crop()) {
+      absl::StrAppend(&out, absl::StrFormat(" random-resized-crop %.2f..%.2f", p.crop_scale_min(),
+                                            p.crop_scale_max() == 0 ? 1.0 : p.crop_scale_max()));
+    } else if (!p.has_random_resized_crop()) {  // unset after resolution: pad-4 crops
+      absl::StrAppend(&out, " pad-4 crop");
+    }
+    absl::StrAppend(&out, p.horizontal_flip() ? " + flip" : " without flip",
+                    p.has_holdout_fraction() ? absl::StrFormat("; test = %.0f%% of train held out",
+                                                               100 * p.holdout_fraction())
+                                             : "",
+                    "\n");
+  }
+  if (!m.class_names().empty()) {
+    constexpr int kShown = 10;
+    std::vector<std::string> names(
+        m.class_names().begin(), m.class_names().begin() + std::min(m.class_names_size(), kShown));
+    if (m.class_names_size() > kShown) names.push_back("...");
+    absl::StrAppend(&out, "classes (", m.class_names_size(), "): ", absl::StrJoin(names, ", "),
+                    "\n");
+  }
   return out;
 }
 

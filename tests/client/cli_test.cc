@@ -119,6 +119,23 @@ TEST(JobReportTest, MetricsTable) {
   EXPECT_THAT(table, HasSubstr("15.5x"));
   EXPECT_EQ(FormatBytes(512), "512 B");
   EXPECT_EQ(FormatPercent(0), "-");
+  EXPECT_THAT(table, HasSubstr("model.pt top-1"));
+  EXPECT_THAT(table, Not(HasSubstr("classes")));  // none recorded
+  m.set_torchscript_top1(0.8733);
+  m.mutable_effective_spec()->set_input_shape("3x32x32");
+  v1::Preprocessing& p = *m.mutable_effective_spec()->mutable_preprocessing();
+  p.set_resize_size(32);
+  p.set_random_resized_crop(true);
+  p.set_crop_scale_min(0.5);
+  p.set_horizontal_flip(true);
+  p.set_holdout_fraction(0.1);
+  for (const char* c : {"cat", "dog"}) m.add_class_names(c);
+  const std::string full = FormatMetricsTable(m);
+  EXPECT_THAT(full, HasSubstr("87.33%"));
+  EXPECT_THAT(full, HasSubstr("input 3x32x32: evaluation resize 32 + center crop; training "
+                              "random-resized-crop 0.50..1.00 + flip; test = 10% of train held "
+                              "out"));
+  EXPECT_THAT(full, HasSubstr("classes (2): cat, dog"));
 }
 
 TEST(JobReportTest, TablesAndSummary) {
