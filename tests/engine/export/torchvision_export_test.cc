@@ -11,6 +11,7 @@
 // (FAMILY:MODE:BITS, any torchvision.models builder) for a wider sweep.
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <cstdlib>
 #include <filesystem>
@@ -89,7 +90,7 @@ void WriteFloats(const torch::Tensor& t, const fs::path& path) {
 }
 
 // Calibrates every activation quantizer on random batches, as the trainer does on training
-// batches, then switches the model hard.
+// batches (signed levels where the input goes clearly negative), then switches the model hard.
 void CalibrateAndHarden(QuantizedModel& q, int64_t size) {
   torch::NoGradGuard no_grad;
   q.module().eval();
@@ -98,21 +99,26 @@ void CalibrateAndHarden(QuantizedModel& q, int64_t size) {
   q.RefreshWeights();
   std::vector<ActivationCalibrator> calibrators(q.activation_quantizers().size(),
                                                 ActivationCalibrator(99.9));
+  std::vector<double> minimum(calibrators.size(), 0.0);
   for (int b = 0; b < 2; ++b) {
     q.Forward(torch::randn({8, 3, size, size}));
-    const std::vector<torch::Tensor> seen = q.ObservedActivations();
+    const std::vector<torch::Tensor> seen = q.TakeObservedActivations();
     for (size_t i = 0; i < seen.size(); ++i) {
       if (seen[i].numel() > 0) {
         ASSERT_TRUE(calibrators[i].Observe(seen[i]).ok());
+        minimum[i] = std::min(minimum[i], seen[i].min().item<double>());
       }
     }
   }
   q.SetCalibrating(false);
   for (size_t i = 0; i < calibrators.size(); ++i) {
     if (calibrators[i].batches() == 0) continue;
-    absl::StatusOr<QuantizerParams> p =
-        InitActivationQuantizer(calibrators[i], q.activation_quantizers()[i].levels.cpu());
+    const bool is_signed = minimum[i] < -0.01 * calibrators[i].range();
+    absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(
+        calibrators[i],
+        (is_signed ? q.spec().signed_activation_levels : q.spec().activation_levels).cpu());
     ASSERT_TRUE(p.ok()) << p.status();
+    q.SetActivationLevels(i, p->levels, p->thresholds);
     q.SetActivationQuantizer(i, p->alpha, p->beta, p->thresholds);
   }
   q.SetActivationsEnabled(true);
@@ -162,6 +168,7 @@ TEST_P(TorchvisionExportTest, ArtifactsReproduceTheEngine) {
   QuantSpec spec;
   spec.weight_levels = *WeightLevels(c.bits);
   spec.activation_levels = *ActivationLevels(c.bits);
+  spec.signed_activation_levels = *WeightLevels(c.bits, WeightLevelScheme::kUniform);
   absl::StatusOr<std::unique_ptr<QuantizedModel>> q =
       QuantizedModel::Create(float_model.clone(), spec);
   ASSERT_TRUE(q.ok()) << q.status();
