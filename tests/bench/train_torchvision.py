@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.models as tvm
+import torchvision.transforms.v2.functional as TF
 
 DATA = '/usr/share/datasets/fashion-mnist'
 
@@ -30,8 +31,8 @@ def load(prefix):
 
 
 def prepare(x):
-    x = F.interpolate(x.float() / 255, size=(32, 32), mode='bilinear', align_corners=False,
-                      antialias=True)
+    # Resize on uint8 images, as torchvision's Resize does on PIL images and uint8 tensors.
+    x = TF.resize(x, [32, 32], antialias=True).float() / 255
     return ((x - 0.5) / 0.5).repeat(1, 3, 1, 1)
 
 
