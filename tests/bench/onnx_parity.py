@@ -20,23 +20,14 @@ images (default 0.001): they are one model, and only an activation sitting withi
 of a quantizer threshold may round differently (docs/METHOD.md, "Artifacts").
 """
 import argparse
-import gzip
 import json
 import pathlib
 import sys
 
 import numpy as np
 
-
-def read_idx(path):
-    """An IDX file (raw or .gz) as a numpy array."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        path = path.with_name(path.name + '.gz')
-    data = (gzip.open if path.suffix == '.gz' else open)(path, 'rb').read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'e2e'))
+from check_local_artifact import read_idx, normalize  # noqa: E402  one IDX reader, one normalization
 
 
 def cifar_test_file(root):
@@ -62,12 +53,6 @@ def test_split(root, fmt):
                          '(cifar10)')
     records = np.fromfile(path, np.uint8).reshape(-1, 1 + 3 * 32 * 32)
     return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
-
-
-def normalize(images, mean, std):
-    shape = (1, -1, 1, 1)
-    return ((images.astype(np.float32) / 255 - np.asarray(mean, np.float32).reshape(shape))
-            / np.asarray(std, np.float32).reshape(shape))
 
 
 def batches(x, size=256):

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/digest.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/client/fake_qnet_server.h"
 #include "workers/worker/blob_cache.h"
@@ -42,6 +43,12 @@ const v1::HeartbeatRequest* FirstWithCheckpoint(const std::vector<v1::HeartbeatR
   return nullptr;
 }
 
+using ::testing::HasSubstr;
+
+// A runner that reports progress and succeeds (defined below).
+absl::StatusOr<engine::JobResult> SucceedingRunner(const engine::JobRun& config,
+                                                   const engine::JobCallbacks& callbacks);
+
 class WorkerLoopTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -65,6 +72,20 @@ class WorkerLoopTest : public ::testing::Test {
     return std::make_unique<WorkerLoop>(
         grpc::CreateChannel(server_.address(), grpc::InsecureChannelCredentials()),
         server_.address(), options_, std::move(runner));
+  }
+
+  // Runs one lease that must fail before the engine is called; the one FailLease error sent.
+  std::string FailureBeforeRunning() {
+    bool ran = false;
+    auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
+      ran = true;
+      return SucceedingRunner(c, cb);
+    });
+    EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
+    EXPECT_FALSE(ran);
+    auto state = server_.Lock();
+    EXPECT_EQ(state->fails.size(), 1u);
+    return state->fails.empty() ? "" : state->fails.back().error();
   }
 
   // Queues a lease for a zoo:lenet5 job on a two-file dataset the fake server holds.
@@ -316,16 +337,7 @@ TEST_F(WorkerLoopTest, AThrowingRunnerFailsTheLeaseInsteadOfCrashing) {
 
 TEST_F(WorkerLoopTest, AMissingModelBlobFailsTheLeaseWithoutRunning) {
   QueueLease(DigestOf("never uploaded"));
-  bool ran = false;
-  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
-    ran = true;
-    return SucceedingRunner(c, cb);
-  });
-  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
-  EXPECT_FALSE(ran);
-  auto state = server_.Lock();
-  ASSERT_EQ(state->fails.size(), 1u);
-  EXPECT_NE(state->fails[0].error().find("fetching model"), std::string::npos);
+  EXPECT_THAT(FailureBeforeRunning(), HasSubstr("fetching model"));
 }
 
 // The engine reads a dataset by its registered format; a lease without one is not guessed at.
@@ -337,16 +349,7 @@ TEST_F(WorkerLoopTest, ALeaseWithoutADatasetFormatFailsWithoutRunning) {
     state->leases.clear();
     state->leases.push_back(lease);
   }
-  bool ran = false;
-  auto loop = MakeLoop([&](const engine::JobRun& c, const engine::JobCallbacks& cb) {
-    ran = true;
-    return SucceedingRunner(c, cb);
-  });
-  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
-  EXPECT_FALSE(ran);
-  auto state = server_.Lock();
-  ASSERT_EQ(state->fails.size(), 1u);
-  EXPECT_NE(state->fails[0].error().find("no format for dataset 'synth'"), std::string::npos);
+  EXPECT_THAT(FailureBeforeRunning(), HasSubstr("no format for dataset 'synth'"));
 }
 
 // An operator dataset on a shared volume is read where it is; a worker without the volume fails

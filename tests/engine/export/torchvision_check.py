@@ -23,15 +23,7 @@ Prints one line of findings; exit status 0 on success.
 import pathlib
 import sys
 
-
-def missing_packages(names):
-    missing = []
-    for name in names:
-        try:
-            __import__(name)
-        except Exception as e:  # an ImportError, or a broken install
-            missing.append(f'{name} ({e})')
-    return missing
+from onnx_check import missing_packages  # the sibling checker's; this folder is on sys.path
 
 
 def make(out_dir, names):
