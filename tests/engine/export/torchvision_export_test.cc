@@ -11,7 +11,7 @@
 // (FAMILY:MODE:BITS, any torchvision.models builder) for a wider sweep.
 #include <sys/wait.h>
 #include <unistd.h>
-#include <algorithm>
+#include <optional>
 
 #include <cstdlib>
 #include <filesystem>
@@ -31,6 +31,7 @@
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/onnx/onnx_export.h"
 #include "workers/engine/quantization/levels.h"
+#include "workers/engine/training/trainer.h"
 #include "workers/engine/transform/transform.h"
 
 namespace qnet::engine {
@@ -89,38 +90,14 @@ void WriteFloats(const torch::Tensor& t, const fs::path& path) {
       .write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
 }
 
-// Calibrates every activation quantizer on random batches, as the trainer does on training
+// Calibrates every activation quantizer on random batches the way the trainer does on training
 // batches (signed levels where the input goes clearly negative), then switches the model hard.
 void CalibrateAndHarden(QuantizedModel& q, int64_t size) {
-  torch::NoGradGuard no_grad;
-  q.module().eval();
-  q.SetActivationsEnabled(false);
-  q.SetCalibrating(true);
-  q.RefreshWeights();
-  std::vector<ActivationCalibrator> calibrators(q.activation_quantizers().size(),
-                                                ActivationCalibrator(99.9));
-  std::vector<double> minimum(calibrators.size(), 0.0);
-  for (int b = 0; b < 2; ++b) {
-    q.Forward(torch::randn({8, 3, size, size}));
-    const std::vector<torch::Tensor> seen = q.TakeObservedActivations();
-    for (size_t i = 0; i < seen.size(); ++i) {
-      if (seen[i].numel() > 0) {
-        ASSERT_TRUE(calibrators[i].Observe(seen[i]).ok());
-        minimum[i] = std::min(minimum[i], seen[i].min().item<double>());
-      }
-    }
-  }
-  q.SetCalibrating(false);
-  for (size_t i = 0; i < calibrators.size(); ++i) {
-    if (calibrators[i].batches() == 0) continue;
-    const bool is_signed = minimum[i] < -0.01 * calibrators[i].range();
-    absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(
-        calibrators[i],
-        (is_signed ? q.spec().signed_activation_levels : q.spec().activation_levels).cpu());
-    ASSERT_TRUE(p.ok()) << p.status();
-    q.SetActivationLevels(i, p->levels, p->thresholds);
-    q.SetActivationQuantizer(i, p->alpha, p->beta, p->thresholds);
-  }
+  Recipe recipe;
+  recipe.calibration_batches = 2;
+  ASSERT_TRUE(CalibrateActivations(q, recipe, [&]() -> std::optional<torch::Tensor> {
+                return torch::randn({8, 3, size, size});
+              }).ok());
   q.SetActivationsEnabled(true);
   q.SetHard(true);
   q.RefreshWeights();

@@ -508,8 +508,8 @@ absl::Status Trainer::RestoreQuantized(const LoadedCheckpoint& ckpt) {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Calibrate() {
-  QuantizedModel& qm = *quantized_;
+absl::Status CalibrateActivations(QuantizedModel& qm, const Recipe& recipe,
+                                  const std::function<std::optional<torch::Tensor>()>& next_batch) {
   torch::NoGradGuard no_grad;
   const bool was_training = qm.module().is_training();
   qm.module().eval();
@@ -518,15 +518,12 @@ absl::Status Trainer::Calibrate() {
   qm.RefreshWeights();
   const size_t n = qm.activation_quantizers().size();
   std::vector<ActivationCalibrator> calibrators(
-      n, ActivationCalibrator(recipe_.calibration_percentile));
+      n, ActivationCalibrator(recipe.calibration_percentile));
   std::vector<double> minimum(n, 0.0);
-  BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
-                   /*epoch=*/1000003,
-                   /*augment=*/false);
-  for (int b = 0; b < recipe_.calibration_batches; ++b) {
-    std::optional<Batch> batch = it.Next();
+  for (int b = 0; b < recipe.calibration_batches; ++b) {
+    std::optional<torch::Tensor> batch = next_batch();
     if (!batch) break;
-    qm.Forward(batch->images.to(device_));
+    qm.Forward(*batch);
     const std::vector<torch::Tensor> seen = qm.TakeObservedActivations();
     for (size_t i = 0; i < seen.size(); ++i) {
       if (seen[i].numel() == 0) continue;
@@ -538,7 +535,7 @@ absl::Status Trainer::Calibrate() {
   for (size_t i = 0; i < n; ++i) {
     if (calibrators[i].batches() == 0) continue;  // never reached: keep the default range
     const bool is_signed = qm.spec().signed_activation_levels.defined() &&
-                           minimum[i] < -recipe_.signed_activation_minimum * calibrators[i].range();
+                           minimum[i] < -recipe.signed_activation_minimum * calibrators[i].range();
     absl::StatusOr<QuantizerParams> p = InitActivationQuantizer(
         calibrators[i],
         (is_signed ? qm.spec().signed_activation_levels : qm.spec().activation_levels).cpu());
@@ -547,8 +544,21 @@ absl::Status Trainer::Calibrate() {
     qm.SetActivationQuantizer(i, p->alpha, p->beta, p->thresholds);
   }
   qm.module().train(was_training);
-  calibrated_ = true;
   return absl::OkStatus();
+}
+
+absl::Status Trainer::Calibrate() {
+  BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
+                   /*epoch=*/1000003,
+                   /*augment=*/false);
+  const absl::Status s =
+      CalibrateActivations(*quantized_, recipe_, [&]() -> std::optional<torch::Tensor> {
+        std::optional<Batch> batch = it.Next();
+        if (!batch) return std::nullopt;
+        return batch->images.to(device_);
+      });
+  if (s.ok()) calibrated_ = true;
+  return s;
 }
 
 }  // namespace qnet::engine

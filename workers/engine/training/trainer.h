@@ -35,6 +35,14 @@
 
 namespace qnet::engine {
 
+// Calibrates every activation quantizer of `model` on up to recipe.calibration_batches batches
+// from `next_batch` (nullopt: no more): the range at the recipe's percentile, and signed levels
+// where the smallest input seen is below -recipe.signed_activation_minimum x that range
+// (docs/METHOD.md). Quantizers no batch reached keep their range; activations stay disabled and
+// the module's training mode is restored. The trainer calibrates through this, on training batches.
+absl::Status CalibrateActivations(QuantizedModel& model, const Recipe& recipe,
+                                  const std::function<std::optional<torch::Tensor>()>& next_batch);
+
 class Trainer {
  public:
   // Receives the full-precision model once it is trained (before QN), when set.
