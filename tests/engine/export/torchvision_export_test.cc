@@ -47,9 +47,8 @@ struct Case {
 std::string CaseName(const Case& c) { return absl::StrCat(c.family, "_", c.mode, "_w", c.bits); }
 void PrintTo(const Case& c, std::ostream* os) { *os << CaseName(c); }
 
-// One case per family with an op of its own, scripted and traced, 2 and 4 bits. DenseNet-121 is
-// left out: its model.onnx differs from model.pt (max 0.088 of an output scale 1.92 at W4A4),
-// which is not understood yet.
+// One case per family with an op of its own, scripted and traced, 2 and 4 bits. SqueezeNet runs at
+// 4 bits: at 2 its random weights give all-zero logits, which would make every comparison vacuous.
 std::vector<Case> Cases() {
   std::vector<Case> cases;
   const char* env = std::getenv("QNET_TORCHVISION_CASES");
@@ -58,7 +57,8 @@ std::vector<Case> Cases() {
                                : "resnet18:script:2,mobilenet_v2:trace:2,"
                                  "mobilenet_v3_small:script:4,efficientnet_b0:script:2,"
                                  "shufflenet_v2_x0_5:trace:4,convnext_tiny:script:2,"
-                                 "squeezenet1_1:script:2,googlenet:trace:2,regnet_x_400mf:trace:4";
+                                 "squeezenet1_1:script:4,googlenet:trace:2,regnet_x_400mf:trace:4,"
+                                 "densenet121:script:4";
   for (absl::string_view item : absl::StrSplit(list, ',', absl::SkipEmpty())) {
     const std::vector<std::string> parts = absl::StrSplit(item, ':');
     if (parts.size() != 3) {
