@@ -115,8 +115,8 @@ bool RegisterUserModel() {
   const char* path = std::getenv("QNET_BENCH_MODEL");
   if (path == nullptr || *path == '\0') return true;
   const char* input = std::getenv("QNET_BENCH_INPUT");
-  absl::StatusOr<InputShape> shape =
-      ParseInputShape(input != nullptr && *input != '\0' ? input : "3x32x32");
+  absl::StatusOr<job::InputShape> shape =
+      job::ParseInputShape(input != nullptr && *input != '\0' ? input : "3x32x32");
   if (!shape.ok()) {
     std::cerr << "QNET_BENCH_INPUT: " << shape.status().message() << "\n";
     return false;
