@@ -134,6 +134,25 @@ QNET_ALWAYS_INLINE V ExpInWindow(V w) {
   }
 }
 
+// 1/a for a sigmoid's denominator (a >= 1). Float: the hardware estimate (12 bits) refined by one
+// Newton step to about 1 ulp, a few times cheaper than a vector division, which bounded the soft
+// kernels (every sigmoid of every element divides). Double divides.
+template <typename V>
+QNET_ALWAYS_INLINE V Reciprocal(V a) {
+#if QNET_QUANTIZER_AVX2
+  if constexpr (std::is_same_v<V, VecF4> || std::is_same_v<V, VecF8>) {
+    V r;
+    if constexpr (std::is_same_v<V, VecF4>) {
+      r = __builtin_ia32_rcpps(a);
+    } else {
+      r = __builtin_ia32_rcpps256(a);
+    }
+    return r * (2.0f - a * r);
+  }
+#endif
+  return 1 / a;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kernel bodies. Host copies of the small tensors, in the compute type of x.
 
@@ -180,9 +199,14 @@ QNET_ALWAYS_INLINE V SharedExp(const KernelParams<typename VecTraits<V>::Scalar>
   return ExpInWindow<V>(Clamp(-(bx * p.temperature), p.shared_lo, p.shared_hi));
 }
 
+// One vector of outputs. Soft with a non-null *dsum also writes sum_i s_i * d_i, the derivative
+// of the bracket by T*beta*x (d_i = sig_i * (1 - sig_i) inside the clamp window, else 0), which
+// the backward then reads instead of recomputing every sigmoid.
 template <typename V, bool kHard>
-QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x) {
+QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x,
+                                V* dsum) {
   using S = typename VecTraits<V>::Scalar;
+  constexpr S kWin = static_cast<S>(kClampWindow);
   const V bx = p.beta * x;
   if constexpr (kHard) {
     // j counts the thresholds passed; comparisons give -1 for true.
@@ -195,28 +219,47 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
   } else {
     const V shared = SharedExp(p, bx);
     V acc{};
+    V dacc{};
     for (int i = 0; i < p.n; ++i) {
       const V z = (bx - p.thresholds[i]) * p.temperature;
-      acc += p.steps[i] / (S(1) + ExpNegClamped(p, shared, z, i));
+      const V sig = Reciprocal(S(1) + ExpNegClamped(p, shared, z, i));
+      acc += p.steps[i] * sig;
+      if (dsum != nullptr) {
+        const auto inside = (z > -kWin) & (z < kWin);
+        dacc += p.steps[i] * (inside ? sig * (S(1) - sig) : V{});
+      }
     }
+    if (dsum != nullptr) *dsum = dacc;
     return p.alpha * (acc + p.levels[0]);
   }
 }
 
+// y (and, soft, the derivative sums into d when d is not null) for count elements.
 template <typename V, bool kHard>
 QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                      const typename VecTraits<V>::Scalar* x,
-                                     typename VecTraits<V>::Scalar* y, int64_t count) {
+                                     typename VecTraits<V>::Scalar* y,
+                                     typename VecTraits<V>::Scalar* d, int64_t count) {
   using S = typename VecTraits<V>::Scalar;
   constexpr int kW = VecTraits<V>::kWidth;
   int64_t k = 0;
-  for (; k + kW <= count; k += kW) Store(y + k, ForwardVec<V, kHard>(p, Load<V>(x + k)));
+  V dv{};
+  V* dout = d == nullptr ? nullptr : &dv;
+  for (; k + kW <= count; k += kW) {
+    Store(y + k, ForwardVec<V, kHard>(p, Load<V>(x + k), dout));
+    if (d != nullptr) Store(d + k, dv);
+  }
   if (k < count) {  // tail: run one padded vector, keep the valid lanes
     S in[kW] = {};
     S out[kW];
+    S dtail[kW];
     std::memcpy(in, x + k, (count - k) * sizeof(S));
-    Store(out, ForwardVec<V, kHard>(p, Load<V>(in)));
+    Store(out, ForwardVec<V, kHard>(p, Load<V>(in), dout));
     std::memcpy(y + k, out, (count - k) * sizeof(S));
+    if (d != nullptr) {
+      Store(dtail, dv);
+      std::memcpy(d + k, dtail, (count - k) * sizeof(S));
+    }
   }
 }
 
@@ -253,7 +296,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     for (int i = 0; i < p.n; ++i) {
       const V z = (bx - p.thresholds[i]) * p.temperature;
       const auto inside = (z > -kWin) & (z < kWin);
-      const V sig = S(1) / (S(1) + ExpNegClamped(p, shared, z, i));
+      const V sig = Reciprocal(S(1) + ExpNegClamped(p, shared, z, i));
       const V d = inside ? sig * (S(1) - sig) : V{};
       const V sd = p.steps[i] * d;
       dsum += sd;
@@ -309,15 +352,63 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
   }
 }
 
+// The backward of a soft forward that saved its derivative sums d: no sigmoid is recomputed.
+// sums[0] = sum g*y (alpha times d/dalpha), sums[1] = sum g*x*d (d/dbeta before alpha*T).
+template <typename V>
+QNET_ALWAYS_INLINE void BackwardSavedRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                           const typename VecTraits<V>::Scalar* x,
+                                           const typename VecTraits<V>::Scalar* g,
+                                           const typename VecTraits<V>::Scalar* d,
+                                           const typename VecTraits<V>::Scalar* y,
+                                           typename VecTraits<V>::Scalar* gx, int64_t count,
+                                           double* sums) {
+  using S = typename VecTraits<V>::Scalar;
+  using Wide = typename VecTraits<V>::Wide;
+  constexpr int kW = VecTraits<V>::kWidth;
+  const S scale_x = p.alpha * p.beta * p.temperature;
+  Wide acc_alpha{};
+  Wide acc_beta{};
+  auto step = [&](const S* xin, const S* gin, const S* din, const S* yin, S* gx_out)
+                  QNET_ALWAYS_INLINE_LAMBDA {
+                    const V gv = Load<V>(gin);
+                    const V dv = Load<V>(din);
+                    acc_alpha += Widen(gv * Load<V>(yin));
+                    acc_beta += Widen(gv * Load<V>(xin) * dv);
+                    if (gx_out != nullptr) Store(gx_out, gv * dv * scale_x);
+                  };
+  int64_t k = 0;
+  for (; k + kW <= count; k += kW) {
+    step(x + k, g + k, d + k, y + k, gx == nullptr ? nullptr : gx + k);
+  }
+  if (k < count) {  // padded lanes have g = 0 and so add nothing to the sums
+    S xin[kW] = {}, gin[kW] = {}, din[kW] = {}, yin[kW] = {};
+    S out[kW];
+    const size_t bytes = (count - k) * sizeof(S);
+    std::memcpy(xin, x + k, bytes);
+    std::memcpy(gin, g + k, bytes);
+    std::memcpy(din, d + k, bytes);
+    std::memcpy(yin, y + k, bytes);
+    step(xin, gin, din, yin, out);
+    if (gx != nullptr) std::memcpy(gx + k, out, bytes);
+  }
+  sums[0] = 0;
+  sums[1] = 0;
+  for (int l = 0; l < kW; ++l) {
+    sums[0] += acc_alpha[l];
+    sums[1] += acc_beta[l];
+  }
+}
+
 template <typename V>
 QNET_ALWAYS_INLINE void ForwardDispatch(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                         const typename VecTraits<V>::Scalar* x,
-                                        typename VecTraits<V>::Scalar* y, int64_t count,
+                                        typename VecTraits<V>::Scalar* y,
+                                        typename VecTraits<V>::Scalar* d, int64_t count,
                                         bool hard) {
   if (hard) {
-    ForwardRange<V, true>(p, x, y, count);
+    ForwardRange<V, true>(p, x, y, nullptr, count);
   } else {
-    ForwardRange<V, false>(p, x, y, count);
+    ForwardRange<V, false>(p, x, y, d, count);
   }
 }
 
@@ -343,9 +434,14 @@ QNET_ALWAYS_INLINE void BackwardDispatch(const KernelParams<typename VecTraits<V
 }
 
 // Per-ISA entry points: the vector code above is inlined into each and compiled for its target.
-void ForwardFloatBaseline(const KernelParams<float>& p, const float* x, float* y, int64_t count,
-                          bool hard) {
-  ForwardDispatch<VecF4>(p, x, y, count, hard);
+void ForwardFloatBaseline(const KernelParams<float>& p, const float* x, float* y, float* d,
+                          int64_t count, bool hard) {
+  ForwardDispatch<VecF4>(p, x, y, d, count, hard);
+}
+void BackwardSavedFloatBaseline(const KernelParams<float>& p, const float* x, const float* g,
+                                const float* d, const float* y, float* gx, int64_t count,
+                                double* sums) {
+  BackwardSavedRange<VecF4>(p, x, g, d, y, gx, count, sums);
 }
 void BackwardFloatBaseline(const KernelParams<float>& p, const float* x, const float* g, float* gx,
                            int64_t count, bool hard, bool thresholds, double* sums) {
@@ -353,9 +449,16 @@ void BackwardFloatBaseline(const KernelParams<float>& p, const float* x, const f
 }
 #if QNET_QUANTIZER_AVX2
 __attribute__((target("avx2,fma"))) void ForwardFloatAvx2(const KernelParams<float>& p,
-                                                          const float* x, float* y, int64_t count,
-                                                          bool hard) {
-  ForwardDispatch<VecF8>(p, x, y, count, hard);
+                                                          const float* x, float* y, float* d,
+                                                          int64_t count, bool hard) {
+  ForwardDispatch<VecF8>(p, x, y, d, count, hard);
+}
+__attribute__((target("avx2,fma"))) void BackwardSavedFloatAvx2(const KernelParams<float>& p,
+                                                                const float* x, const float* g,
+                                                                const float* d, const float* y,
+                                                                float* gx, int64_t count,
+                                                                double* sums) {
+  BackwardSavedRange<VecF8>(p, x, g, d, y, gx, count, sums);
 }
 __attribute__((target("avx2,fma"))) void BackwardFloatAvx2(const KernelParams<float>& p,
                                                            const float* x, const float* g,
@@ -364,25 +467,42 @@ __attribute__((target("avx2,fma"))) void BackwardFloatAvx2(const KernelParams<fl
   BackwardDispatch<VecF8>(p, x, g, gx, count, hard, thresholds, sums);
 }
 #endif
-void ForwardDouble(const KernelParams<double>& p, const double* x, double* y, int64_t count,
-                   bool hard) {
-  ForwardDispatch<VecD2>(p, x, y, count, hard);
+void ForwardDouble(const KernelParams<double>& p, const double* x, double* y, double* d,
+                   int64_t count, bool hard) {
+  ForwardDispatch<VecD2>(p, x, y, d, count, hard);
+}
+void BackwardSavedDouble(const KernelParams<double>& p, const double* x, const double* g,
+                         const double* d, const double* y, double* gx, int64_t count,
+                         double* sums) {
+  BackwardSavedRange<VecD2>(p, x, g, d, y, gx, count, sums);
 }
 void BackwardDouble(const KernelParams<double>& p, const double* x, const double* g, double* gx,
                     int64_t count, bool hard, bool thresholds, double* sums) {
   BackwardDispatch<VecD2>(p, x, g, gx, count, hard, thresholds, sums);
 }
 
-void ForwardKernel(const KernelParams<float>& p, const float* x, float* y, int64_t count,
+void ForwardKernel(const KernelParams<float>& p, const float* x, float* y, float* d, int64_t count,
                    bool hard) {
 #if QNET_QUANTIZER_AVX2
-  if (internal::CpuKernelUsesAvx2()) return ForwardFloatAvx2(p, x, y, count, hard);
+  if (internal::CpuKernelUsesAvx2()) return ForwardFloatAvx2(p, x, y, d, count, hard);
 #endif
-  ForwardFloatBaseline(p, x, y, count, hard);
+  ForwardFloatBaseline(p, x, y, d, count, hard);
 }
-void ForwardKernel(const KernelParams<double>& p, const double* x, double* y, int64_t count,
-                   bool hard) {
-  ForwardDouble(p, x, y, count, hard);
+void ForwardKernel(const KernelParams<double>& p, const double* x, double* y, double* d,
+                   int64_t count, bool hard) {
+  ForwardDouble(p, x, y, d, count, hard);
+}
+void BackwardSavedKernel(const KernelParams<float>& p, const float* x, const float* g,
+                         const float* d, const float* y, float* gx, int64_t count, double* sums) {
+#if QNET_QUANTIZER_AVX2
+  if (internal::CpuKernelUsesAvx2()) return BackwardSavedFloatAvx2(p, x, g, d, y, gx, count, sums);
+#endif
+  BackwardSavedFloatBaseline(p, x, g, d, y, gx, count, sums);
+}
+void BackwardSavedKernel(const KernelParams<double>& p, const double* x, const double* g,
+                         const double* d, const double* y, double* gx, int64_t count,
+                         double* sums) {
+  BackwardSavedDouble(p, x, g, d, y, gx, count, sums);
 }
 void BackwardKernel(const KernelParams<float>& p, const float* x, const float* g, float* gx,
                     int64_t count, bool hard, bool thresholds, double* sums) {
@@ -456,20 +576,28 @@ struct HostParams {
   HostParams& operator=(const HostParams&) = delete;
 };
 
+// y; soft with a non-null *derivative also fills it with the per-element derivative sums.
 template <typename S>
 torch::Tensor ForwardCpu(const torch::Tensor& x, const torch::Tensor& alpha,
                          const torch::Tensor& beta, const torch::Tensor& levels,
-                         const torch::Tensor& thresholds, double temperature, bool hard) {
+                         const torch::Tensor& thresholds, double temperature, bool hard,
+                         torch::Tensor* derivative = nullptr) {
   const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
   torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
   const S* xp = x.data_ptr<S>();
   S* yp = y.data_ptr<S>();
+  S* dp = nullptr;
+  if (derivative != nullptr && !hard) {
+    *derivative = torch::empty_like(y);
+    dp = derivative->data_ptr<S>();
+  }
   const int64_t numel = x.numel();
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t offset = c * kChunk;
-      ForwardKernel(hp.kernel, xp + offset, yp + offset, std::min(kChunk, numel - offset), hard);
+      ForwardKernel(hp.kernel, xp + offset, yp + offset, dp == nullptr ? nullptr : dp + offset,
+                    std::min(kChunk, numel - offset), hard);
     }
   });
   return y;
@@ -519,6 +647,47 @@ internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Te
   return grads;
 }
 
+// BackwardCpu's gradients for x, alpha and beta from what a soft forward saved: its output y and
+// derivative sums d. alpha must be nonzero (y / alpha is the bracket).
+template <typename S>
+internal::QuantizeGrads BackwardSavedCpu(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                         const torch::Tensor& derivative, const torch::Tensor& y,
+                                         const torch::Tensor& alpha, const torch::Tensor& beta,
+                                         const torch::Tensor& levels,
+                                         const torch::Tensor& thresholds, double temperature,
+                                         bool need_x) {
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  const int64_t numel = x.numel();
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks) * 2, 0.0);
+  torch::Tensor gx;
+  if (need_x) gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  const S* xp = x.data_ptr<S>();
+  const S* gp = grad_y.data_ptr<S>();
+  const S* dp = derivative.data_ptr<S>();
+  const S* yp = y.data_ptr<S>();
+  S* gxp = need_x ? gx.data_ptr<S>() : nullptr;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t offset = c * kChunk;
+      BackwardSavedKernel(hp.kernel, xp + offset, gp + offset, dp + offset, yp + offset,
+                          gxp == nullptr ? nullptr : gxp + offset, std::min(kChunk, numel - offset),
+                          partial.data() + c * 2);
+    }
+  });
+  double sum_gy = 0, sum_gxd = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    sum_gy += partial[c * 2];
+    sum_gxd += partial[c * 2 + 1];
+  }
+  const double a = alpha.item<double>();
+  internal::QuantizeGrads grads;
+  grads.x = gx;
+  grads.alpha = torch::full(alpha.sizes(), sum_gy / a, alpha.options());
+  grads.beta = torch::full(beta.sizes(), sum_gxd * a * temperature, beta.options());
+  return grads;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The autograd function.
 
@@ -527,21 +696,34 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& alpha, const torch::Tensor& beta,
                                const torch::Tensor& levels, const torch::Tensor& thresholds,
-                               double temperature, bool hard) {
+                               double temperature, bool hard, bool keep_derivative) {
     const torch::Tensor xc = x.contiguous();
-    // Only x and the small parameter tensors are kept; backward recomputes the sigmoids.
-    ctx->save_for_backward({xc, alpha, beta, levels, thresholds});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["hard"] = hard;
 #ifdef QNET_WITH_CUDA
     if (xc.is_cuda()) {
+      // Only x and the small parameter tensors are kept; backward recomputes the sigmoids.
+      ctx->save_for_backward({xc, alpha, beta, levels, thresholds});
       return internal::QuantizeForwardCuda(xc, alpha, beta, levels, thresholds, temperature, hard);
     }
 #endif
-    if (xc.scalar_type() == torch::kDouble) {
-      return ForwardCpu<double>(xc, alpha, beta, levels, thresholds, temperature, hard);
+    // A soft forward on the CPU (the weights' quantizers) can keep its output and per-element
+    // derivative sums, so that the backward reads them instead of recomputing every sigmoid: one
+    // more tensor the size of x for about half of the op's training cost (Quantize decides).
+    const bool keep = keep_derivative && !hard;
+    torch::Tensor derivative;
+    torch::Tensor* derivative_out = keep ? &derivative : nullptr;
+    const torch::Tensor y = xc.scalar_type() == torch::kDouble
+                                ? ForwardCpu<double>(xc, alpha, beta, levels, thresholds,
+                                                     temperature, hard, derivative_out)
+                                : ForwardCpu<float>(xc, alpha, beta, levels, thresholds,
+                                                    temperature, hard, derivative_out);
+    if (keep) {
+      ctx->save_for_backward({xc, alpha, beta, levels, thresholds, derivative, y});
+    } else {
+      ctx->save_for_backward({xc, alpha, beta, levels, thresholds});
     }
-    return ForwardCpu<float>(xc, alpha, beta, levels, thresholds, temperature, hard);
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -559,15 +741,23 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
                                              temperature, hard, need_x, need_thresholds);
     }
 #endif
-    if (!x.is_cuda()) {
+    const bool saved_derivative =
+        saved.size() == 7 && !need_thresholds && saved[1].item<double>() != 0;  // alpha divides y
+    if (saved_derivative) {
+      grads = x.scalar_type() == torch::kDouble
+                  ? BackwardSavedCpu<double>(g, x, saved[5], saved[6], saved[1], saved[2], saved[3],
+                                             saved[4], temperature, need_x)
+                  : BackwardSavedCpu<float>(g, x, saved[5], saved[6], saved[1], saved[2], saved[3],
+                                            saved[4], temperature, need_x);
+    } else if (!x.is_cuda()) {
       grads = x.scalar_type() == torch::kDouble
                   ? BackwardCpu<double>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
                                         hard, need_x, need_thresholds)
                   : BackwardCpu<float>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
                                        hard, need_x, need_thresholds);
     }
-    return {grads.x,          grads.alpha,     grads.beta,     torch::Tensor(),
-            grads.thresholds, torch::Tensor(), torch::Tensor()};
+    return {grads.x,          grads.alpha,     grads.beta,      torch::Tensor(),
+            grads.thresholds, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -631,7 +821,12 @@ torch::Tensor Quantize(const torch::Tensor& x, const torch::Tensor& alpha,
   if (!fused_dtype || !fused_device) {
     return QuantizeComposite(x, alpha, beta, levels, thresholds, temperature, hard);
   }
-  return QuantizeFunction::apply(x, alpha, beta, levels, thresholds, temperature, hard);
+  // The saved derivative serves only a backward that will run and needs no per-sigmoid term:
+  // gradients on, thresholds fixed, something to differentiate.
+  const bool keep_derivative = torch::GradMode::is_enabled() && !thresholds.requires_grad() &&
+                               (x.requires_grad() || alpha.requires_grad() || beta.requires_grad());
+  return QuantizeFunction::apply(x, alpha, beta, levels, thresholds, temperature, hard,
+                                 keep_derivative);
 }
 
 torch::Tensor QuantizeComposite(const torch::Tensor& x, const torch::Tensor& alpha,

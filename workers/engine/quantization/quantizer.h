@@ -2,7 +2,8 @@
 // q_0) in soft mode, with the unit step H in place of the sigmoid in hard mode.
 //
 // One fused pass over the data for forward and one for backward, with exact gradients for x,
-// alpha, beta and (optionally) the thresholds. CPU tensors run a vectorised multi-threaded loop,
+// alpha, beta and (optionally) the thresholds. A soft CPU forward under autograd with fixed
+// thresholds keeps its output and per-element derivative sums, and its backward reads them. CPU tensors run a vectorised multi-threaded loop,
 // CUDA tensors a fused kernel (when built with CUDA); other devices use the composite ATen path.
 // The argument z_i = T*(beta*x - b_i) is clamped to [-kClampWindow, kClampWindow] before the
 // sigmoid, identically in forward and backward: a clamped term contributes sigmoid(+-kClampWindow)
