@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -32,10 +34,11 @@ using ::testing::HasSubstr;
 using testing::TempDir;
 
 // One qnetd child process; killed (SIGKILL) if still running at scope end. Its stderr goes to
-// `stderr_path` when given.
+// `stderr_path` when given; `nofile` > 0 sets its descriptor limit (soft and hard).
 class Qnetd {
  public:
-  explicit Qnetd(const std::vector<std::string>& extra_args, const std::string& stderr_path = "") {
+  explicit Qnetd(const std::vector<std::string>& extra_args, const std::string& stderr_path = "",
+                 rlim_t nofile = 0) {
     int out[2];
     EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
     std::vector<std::string> args = {QNETD_PATH, "--listen", "127.0.0.1:0", "--http-listen",
@@ -50,6 +53,10 @@ class Qnetd {
       if (!stderr_path.empty()) {
         const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (err >= 0) ::dup2(err, STDERR_FILENO);
+      }
+      if (nofile > 0) {
+        const rlimit limit{nofile, nofile};
+        if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(126);
       }
       ::execv(argv[0], argv.data());
       ::_exit(127);
@@ -273,6 +280,35 @@ TEST_F(QnetdE2eTest, StoreFlagChoosesTheJobStore) {
   EXPECT_THAT(testing::ReadFile(dir_ / "unknown.log"),
               ::testing::AllOf(HasSubstr("--store: unknown job store scheme \"postgres\""),
                                HasSubstr("sqlite:///")));
+}
+
+TEST_F(QnetdE2eTest, IdleHttpConnectionsDoNotStarveGrpc) {
+  // 300 idle HTTP connections against a 256-descriptor limit used to leave gRPC unable to
+  // accept; HTTP now holds at most a quarter of the limit and refuses the rest.
+  const std::string log = dir_ / "qnetd.log";
+  Qnetd qnetd(Args(), log, /*nofile=*/256);
+  ASSERT_TRUE(qnetd.Start());
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = testing::ConnectTcp(qnetd.http(), "127.0.0.2");
+    if (fd >= 0) idle.push_back(fd);
+  }
+  EXPECT_GT(idle.size(), 250u);
+  // Fresh channels (a new connection each) still work, and /healthz (from another client
+  // address) agrees.
+  for (int i = 0; i < 5; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto stub = qnet::v1::JobService::NewStub(
+        grpc::CreateCustomChannel(qnetd.grpc(), grpc::InsecureChannelCredentials(), args));
+    qnet::v1::ListJobsResponse list;
+    const grpc::Status s = stub->ListJobs(Ctx().get(), {}, &list);
+    EXPECT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+  EXPECT_EQ(testing::HttpGet(qnetd.http(), "/healthz").status, 200);
+  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(qnetd.SignalAndWait(SIGTERM), 0);
+  EXPECT_THAT(testing::ReadFile(log), HasSubstr("HTTP connections capped at 64"));
 }
 
 }  // namespace
