@@ -24,12 +24,20 @@ GrpcHealthProbe::GrpcHealthProbe(std::string target, absl::Duration timeout, abs
     : target_(std::move(target)), timeout_(timeout), max_age_(max_age) {}
 
 absl::Status GrpcHealthProbe::Check() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (absl::Now() - checked_ >= max_age_) {
-    last_ = Probe();
-    checked_ = absl::Now();
+  {
+    std::lock_guard<std::mutex> lock(result_mu_);
+    if (absl::Now() - checked_ < max_age_) return last_;
   }
-  return last_;
+  std::unique_lock<std::mutex> probing(probe_mu_, std::try_to_lock);
+  if (!probing.owns_lock()) {
+    std::lock_guard<std::mutex> lock(result_mu_);
+    return last_;
+  }
+  absl::Status status = Probe();
+  std::lock_guard<std::mutex> lock(result_mu_);
+  last_ = status;
+  checked_ = absl::Now();
+  return status;
 }
 
 absl::Status GrpcHealthProbe::Probe() const {

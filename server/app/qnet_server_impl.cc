@@ -223,6 +223,8 @@ absl::Status QnetServerImpl::Init() {
         [this] { return serving() ? health_probe_->Check() : absl::UnavailableError("draining"); },
         o.chartjs_path, QnetVersion());
     HttpServerOptions http_options;
+    // More than one, so a /healthz waiting on its gRPC probe holds up no other request.
+    http_options.threads = 4;
     http_options.allowed_hosts = o.http_allowed_hosts;
     http_options.max_connections = HttpConnectionCap(o.http_max_connections);
     http_options.max_connections_per_client = o.http_max_connections_per_client;
