@@ -3,12 +3,13 @@
 // that passes goes to one handler function (see web_api.h for the routes), with its header
 // fields and client address, so a handler can decide per endpoint (e.g. authentication).
 //
-// Policy (docs/ARCHITECTURE.md, "HTTP"): GET and HEAD only (405 with Allow otherwise); request
-// bodies are refused (400, as is any Transfer-Encoding); malformed requests get 400, a header
-// block over 8 KiB 431; the Host header must name an allowed host or be an IP literal (421
-// otherwise: a page loaded from a rebound DNS name cannot read the API); connections are capped
-// in total and per client address and time out; a failing accept() backs off instead of
-// spinning. Every response carries X-Content-Type-Options: nosniff, a Content-Security-Policy
+// Policy (docs/ARCHITECTURE.md, "HTTP and resource limits"): GET and HEAD only (405 with Allow
+// otherwise); request bodies are refused (400, as is any Transfer-Encoding); malformed requests
+// (HTTP/2.0 framed as 1.1 too) get 400, a header block over 8 KiB 431; the Host header
+// must name an allowed host or be an IP literal (421 otherwise: a page loaded from a rebound DNS
+// name cannot read the API); connections are capped in total and per client address and time out; a
+// failing accept() backs off instead of spinning. Every response carries X-Content-Type-Options:
+// nosniff, a Content-Security-Policy
 // (`default-src 'none'` unless the handler sets its own) and Cache-Control (no-store unless
 // the handler sets one). A handler that throws gets a 500, never a dead thread.
 //

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "absl/strings/escaping.h"
+#include "common/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -213,6 +215,7 @@ TEST_F(HttpTest, MalformedRequestsGet400AndNothingElse) {
            Raw("GET /%zz HTTP/1.1"),
            Raw("GET /a%00b HTTP/1.1"),
            Raw("GET http://127.0.0.1/healthz HTTP/1.1"),
+           Raw("GET /healthz HTTP/2.0"),
        }) {
     testing::HttpResult r = testing::HttpExchange(addr_, request);
     EXPECT_EQ(r.status, 400) << request;
@@ -302,6 +305,16 @@ TEST_F(HttpTest, EveryResponseCarriesSecurityHeaders) {
   EXPECT_THAT(csp, HasSubstr("style-src 'sha256-"));
   EXPECT_THAT(csp, HasSubstr("connect-src 'self'"));
   EXPECT_THAT(csp, ::testing::Not(HasSubstr("unsafe")));
+  // The hashes are those of the inline script and style as served, or the browser blocks them.
+  for (const auto& [open, close] :
+       {std::pair<std::string, std::string>{"<script>", "</script>"}, {"<style>", "</style>"}}) {
+    const size_t begin = page.body.find(open) + open.size();
+    const std::string digest =
+        DigestOf(page.body.substr(begin, page.body.find(close, begin) - begin));
+    EXPECT_THAT(csp, HasSubstr("'sha256-" +
+                               absl::Base64Escape(absl::HexStringToBytes(digest.substr(7))) + "'"))
+        << open;
+  }
   EXPECT_EQ(page.headers["x-content-type-options"], "nosniff");
 }
 
