@@ -33,14 +33,18 @@ namespace fs = std::filesystem;
 constexpr int kMaxMessageBytes = 16 << 20;  // upload chunks are <= 1 MiB; room to spare
 constexpr int kKeepaliveTimeoutMs = 20000;
 
-int SecondsToMs(int seconds) { return seconds > 0 ? seconds * 1000 : INT_MAX; }
+// gRPC takes milliseconds as an int; 0 (off) and anything past INT_MAX mean "never".
+int SecondsToMs(int seconds) {
+  return seconds > 0 ? static_cast<int>(std::min<int64_t>(int64_t{seconds} * 1000, INT_MAX))
+                     : INT_MAX;
+}
 
 // What HTTP may hold open: a quarter of the descriptor limit at most, leaving the rest to gRPC,
 // the job store and blob files.
 int HttpConnectionCap(int wanted) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return wanted;
-  const int cap = static_cast<int>(std::max<rlim_t>(1, limit.rlim_cur / 4));
+  const int cap = static_cast<int>(std::clamp<rlim_t>(limit.rlim_cur / 4, 1, INT_MAX));
   if (wanted > cap) {
     spdlog::warn("HTTP connections capped at {} (a quarter of the descriptor limit {})", cap,
                  limit.rlim_cur);
