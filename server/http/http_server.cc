@@ -112,8 +112,9 @@ struct ServerPolicy {
       absl::StatusOr<std::string> host = HostOfHostHeader(View(req[http::field::host]));
       if (!host.ok()) return Error(400, absl::StrCat(host.status().message(), "\n"));
       if (!IsIpLiteral(*host) && !allowed_hosts.contains(*host)) {
-        return Error(421, absl::StrCat("this server does not answer to host \"", *host,
-                                       "\" (qnetd --http-allowed-hosts)\n"));
+        return Error(421,
+                     "this server does not answer to that host name (qnetd "
+                     "--http-allowed-hosts)\n");
       }
     }
     if (req.count(http::field::transfer_encoding) > 0 ||
