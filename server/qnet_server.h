@@ -55,6 +55,19 @@ struct QnetServerOptions {
   // workers get it in their environment); "" = workers are not authenticated.
   std::string worker_token;
   std::string chartjs_path = "/usr/share/javascript/chart.js/chart.min.js";
+  // HTTP limits (docs/ARCHITECTURE.md, "HTTP"). Host names the Host header may name besides IP
+  // literals ("*" = any); empty = localhost and the --http-listen host.
+  std::vector<std::string> http_allowed_hosts;
+  // Capped at a quarter of the descriptor limit, so HTTP clients cannot starve gRPC.
+  int http_max_connections = 256;
+  int http_max_connections_per_client = 32;
+  // gRPC limits (docs/ARCHITECTURE.md, "Resource limits").
+  int grpc_max_threads = 512;  // threads serving calls (long-polls hold one each)
+  int grpc_max_streams_per_connection = 64;
+  int grpc_keepalive_seconds = 60;  // ping idle transports; 20 s without an answer drops them
+  int grpc_max_connection_idle_seconds = 600;
+  int grpc_max_connection_age_seconds = 3600;  // then GOAWAY; calls in flight still finish
+  int upload_idle_seconds = 60;                // an upload sending nothing this long is cancelled
   // Where jobs are stored, as OpenJobStore takes it; "" = DefaultJobStoreUri(data_dir).
   std::string store_uri;
   // Tests: this store instead of store_uri (not owned; it must outlive the server, which closes

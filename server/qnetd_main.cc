@@ -5,12 +5,16 @@
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
 //         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
 //         [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]... [--worker-binary PATH]
-//         [--worker-token-file FILE] [--store URI]
+//         [--worker-token-file FILE] [--store URI] [--http-allowed-hosts H1,H2]
+//         [--http-max-connections N] [--grpc-max-threads N] ... (--help lists every limit)
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <thread>
 
@@ -22,6 +26,24 @@
 #include "server/store/job_store_registry.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+
+namespace {
+
+// Every connection is a descriptor; the common default soft limit (1024) is far below what the
+// hard limit allows, and running out makes accept() fail for gRPC and HTTP alike.
+void RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("cannot raise the descriptor limit from {}: {}", before, std::strerror(errno));
+    return;
+  }
+  spdlog::debug("descriptor limit raised from {} to {}", before, limit.rlim_cur);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   qnet::server::QnetServerOptions options;
@@ -76,6 +98,42 @@ int main(int argc, char** argv) {
   app.add_option("--worker-token-file", worker_token_file,
                  "file holding the token workers must present (default: workers are not "
                  "authenticated; use it whenever workers reach qnetd over a network)");
+  app.add_option("--http-allowed-hosts", options.http_allowed_hosts,
+                 "host names HTTP requests may address besides IP literals (DNS rebinding "
+                 "protection; \"*\" = any; default: localhost and the --http-listen host)")
+      ->delimiter(',');
+  app.add_option("--http-max-connections", options.http_max_connections,
+                 "open HTTP connections at most (and a quarter of the descriptor limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--http-max-connections-per-client", options.http_max_connections_per_client,
+                 "open HTTP connections from one IP address at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--grpc-max-threads", options.grpc_max_threads,
+                 "threads serving gRPC calls at most (each long-poll holds one)")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
+  app.add_option("--grpc-max-streams-per-connection", options.grpc_max_streams_per_connection,
+                 "concurrent gRPC calls on one connection at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--grpc-keepalive-seconds", options.grpc_keepalive_seconds,
+                 "ping idle gRPC transports this often; dead peers are dropped (0 = never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400));
+  app.add_option("--grpc-max-connection-idle-seconds", options.grpc_max_connection_idle_seconds,
+                 "close gRPC connections without calls after this long (0 = never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400 * 30));
+  app.add_option("--grpc-max-connection-age-seconds", options.grpc_max_connection_age_seconds,
+                 "ask clients to reconnect after this long; calls in flight finish (0 = never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400 * 30));
+  app.add_option("--upload-idle-seconds", options.upload_idle_seconds,
+                 "cancel a blob upload that sends nothing for this long")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -90,6 +148,8 @@ int main(int argc, char** argv) {
     }
     options.worker_token = *std::move(token);
   }
+
+  RaiseDescriptorLimit();
 
   // Signals go to one thread (sigwait below); every thread started from here inherits the mask.
   sigset_t signals;

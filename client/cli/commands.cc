@@ -13,6 +13,7 @@
 #include "client/cli/job_json.h"
 #include "client/cli/job_report.h"
 #include "client/cli/progress_line.h"
+#include "client/cli/terminal_text.h"
 #include "common/job/job_spec.h"
 
 namespace qnet::cli {
@@ -24,7 +25,8 @@ using client::QnetClient;
 
 // Prints "qnet CMD: message" and returns the exit code for the error.
 int Fail(const Console& console, absl::string_view command, const absl::Status& status) {
-  console.err << "qnet " << command << ": " << status.message() << "\n";
+  // The message usually comes from the server.
+  console.err << "qnet " << command << ": " << TerminalSafe(status.message()) << "\n";
   return ExitCodeFor(status);
 }
 
@@ -50,13 +52,13 @@ bool Transient(const absl::Status& status) {
 // The end of a followed job: the table and artifacts, or the error.
 void PrintOutcome(const v1::Job& job, std::ostream& os) {
   if (job.state() == v1::SUCCEEDED) {
-    os << "job " << job.id() << " SUCCEEDED";
+    os << "job " << TerminalSafe(job.id()) << " SUCCEEDED";
     if (job.attempt() > 1) os << " at attempt " << job.attempt();
     os << "\n" << FormatMetricsTable(job.metrics()) << FormatArtifacts(job.artifacts());
     return;
   }
-  os << "job " << job.id() << " " << v1::JobState_Name(job.state());
-  if (!job.error().empty()) os << ": " << job.error();
+  os << "job " << TerminalSafe(job.id()) << " " << v1::JobState_Name(job.state());
+  if (!job.error().empty()) os << ": " << TerminalSafe(job.error());
   os << "\n";
 }
 
@@ -137,8 +139,8 @@ int RunSubmit(QnetClient& client, const SubmitFlags& flags, bool wait, bool json
     absl::StatusOr<client::UploadResult> uploaded = client.UploadFile(model, "model");
     if (!uploaded.ok()) return Fail(console, "submit", uploaded.status());
     console.err << (uploaded->already_present ? "model already on the server: " : "uploaded ")
-                << model << " (" << FormatBytes(uploaded->size_bytes) << ") as " << uploaded->digest
-                << "\n";
+                << model << " (" << FormatBytes(uploaded->size_bytes) << ") as "
+                << TerminalSafe(uploaded->digest) << "\n";
     model_ref = uploaded->digest;
   }
   absl::StatusOr<v1::JobSpec> spec = job::BuildJobSpec(flags.job, model_ref);
@@ -151,12 +153,13 @@ int RunSubmit(QnetClient& client, const SubmitFlags& flags, bool wait, bool json
     if (json) {
       console.out << JobToJson(*job) << "\n";
     } else {
-      console.out << "submitted job " << job->id() << " (" << v1::JobState_Name(job->state())
-                  << ")\nfollow it with: qnet watch " << job->id() << "\n";
+      const std::string id = TerminalSafe(job->id());
+      console.out << "submitted job " << id << " (" << v1::JobState_Name(job->state())
+                  << ")\nfollow it with: qnet watch " << id << "\n";
     }
     return kExitOk;
   }
-  console.err << "job " << job->id() << " submitted\n";
+  console.err << "job " << TerminalSafe(job->id()) << " submitted\n";
   return FinishFollow(FollowJob(client, job->id(), console), "submit", json, console);
 }
 
@@ -190,10 +193,11 @@ int RunCancel(QnetClient& client, const std::string& id, bool json, const Consol
   if (json) {
     console.out << JobToJson(*job) << "\n";
   } else if (IsTerminal(job->state())) {
-    console.out << "job " << job->id() << " " << v1::JobState_Name(job->state()) << "\n";
+    console.out << "job " << TerminalSafe(job->id()) << " " << v1::JobState_Name(job->state())
+                << "\n";
   } else {
-    console.out << "job " << job->id() << ": cancel requested (" << v1::JobState_Name(job->state())
-                << "; its worker stops at the next step)\n";
+    console.out << "job " << TerminalSafe(job->id()) << ": cancel requested ("
+                << v1::JobState_Name(job->state()) << "; its worker stops at the next step)\n";
   }
   return kExitOk;
 }
@@ -232,8 +236,9 @@ int RunDownload(QnetClient& client, const std::string& id, const std::string& di
     const std::string path = (fs::path(dir) / names[i]).string();
     absl::StatusOr<int64_t> size = client.DownloadBlob(artifacts[i].digest(), path);
     if (!size.ok()) return Fail(console, "download", size.status());
-    console.out << path << "  " << artifacts[i].kind() << "  " << FormatBytes(*size) << "  "
-                << artifacts[i].digest() << " verified\n";
+    console.out << TerminalSafe(path) << "  " << TerminalSafe(artifacts[i].kind()) << "  "
+                << FormatBytes(*size) << "  " << TerminalSafe(artifacts[i].digest())
+                << " verified\n";
   }
   return kExitOk;
 }
@@ -257,7 +262,8 @@ int RunDatasetUpload(QnetClient& client, const DatasetUploadFlags& flags, bool j
       client.UploadDataset(flags.path, flags.name, flags.replace);
   if (!up.ok()) return Fail(console, "datasets upload", up.status());
   console.err << (up->blob.already_present ? "already on the server: " : "uploaded ") << flags.path
-              << " (" << FormatBytes(up->blob.size_bytes) << ") as " << up->blob.digest;
+              << " (" << FormatBytes(up->blob.size_bytes) << ") as "
+              << TerminalSafe(up->blob.digest);
   if (up->blob.resumed_from > 0) {
     console.err << ", resumed after " << FormatBytes(up->blob.resumed_from);
   }
@@ -266,8 +272,10 @@ int RunDatasetUpload(QnetClient& client, const DatasetUploadFlags& flags, bool j
     console.out << MessageToJson(up->dataset) << "\n";
   } else {
     console.out << FormatDatasetTable({up->dataset})
-                << "classes: " << absl::StrJoin(up->dataset.class_names(), ", ") << "\n"
-                << "use it with: qnet submit --dataset " << up->dataset.name() << " ...\n";
+                << "classes: " << TerminalSafe(absl::StrJoin(up->dataset.class_names(), ", "))
+                << "\n"
+                << "use it with: qnet submit --dataset " << TerminalSafe(up->dataset.name())
+                << " ...\n";
   }
   return kExitOk;
 }
@@ -281,10 +289,12 @@ int RunFormats(QnetClient& client, bool json, const Console& console) {
   }
   console.out << "export formats (submit --export, download --format):\n";
   for (const v1::ExportFormat& f : c->export_formats()) {
-    console.out << absl::StrFormat("  %-12s %s\n", f.name(), f.description());
+    console.out << absl::StrFormat("  %-12s %s\n", TerminalSafe(f.name()),
+                                   TerminalSafe(f.description()));
   }
-  console.out << "dataset formats: " << absl::StrJoin(c->dataset_formats(), ", ") << "\n"
-              << "model sources: " << absl::StrJoin(c->model_sources(), ", ") << "\n"
+  console.out << "dataset formats: " << TerminalSafe(absl::StrJoin(c->dataset_formats(), ", "))
+              << "\n"
+              << "model sources: " << TerminalSafe(absl::StrJoin(c->model_sources(), ", ")) << "\n"
               << "weight bits " << c->weight_bits().min() << ".." << c->weight_bits().max()
               << ", activation bits " << c->activation_bits().min() << ".."
               << c->activation_bits().max() << " (0: float)\n";

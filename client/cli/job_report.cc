@@ -7,16 +7,21 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/cli/progress_line.h"
+#include "client/cli/terminal_text.h"
 #include "common/input_normalization.h"
 #include "common/job/job_spec.h"
+#include "common/utf8.h"
 
 namespace qnet::cli {
 namespace {
 
 // Columns sized to their widest cell, two spaces apart; columns from `right_from` on are
-// right-aligned (numbers).
-std::string RenderTable(const std::vector<std::vector<std::string>>& rows,
+// right-aligned (numbers). Cells are made terminal-safe: most hold server-sent text.
+std::string RenderTable(std::vector<std::vector<std::string>> rows,
                         size_t right_from = std::numeric_limits<size_t>::max()) {
+  for (auto& row : rows) {
+    for (std::string& cell : row) cell = TerminalSafe(cell);
+  }
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()), 0);
@@ -89,7 +94,7 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
        m.has_torchscript_top1() ? FormatPercent(m.torchscript_top1()) : std::string("-")},
   };
   std::string out = RenderTable(rows, 1);
-  if (!m.device().empty()) absl::StrAppend(&out, "device: ", m.device(), "\n");
+  if (!m.device().empty()) absl::StrAppend(&out, "device: ", TerminalSafe(m.device()), "\n");
   const v1::InputNormalization& norm = m.input_normalization();
   const std::string inputs = FormatInputNormalization({norm.mean().begin(), norm.mean().end()},
                                                       {norm.std().begin(), norm.std().end()});
@@ -97,8 +102,8 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
   const v1::JobSpec& ran = m.effective_spec();
   if (!ran.input_shape().empty()) {
     const v1::Preprocessing& p = ran.preprocessing();
-    absl::StrAppend(&out, "input ", ran.input_shape(), ": evaluation resize ", p.resize_size(),
-                    " + center crop; training");
+    absl::StrAppend(&out, "input ", TerminalSafe(ran.input_shape()), ": evaluation resize ",
+                    p.resize_size(), " + center crop; training");
     if (p.random_resized_crop()) {
       absl::StrAppend(&out, absl::StrFormat(" random-resized-crop %.2f..%.2f", p.crop_scale_min(),
                                             p.crop_scale_max() == 0 ? 1.0 : p.crop_scale_max()));
@@ -116,8 +121,8 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
     std::vector<std::string> names(
         m.class_names().begin(), m.class_names().begin() + std::min(m.class_names_size(), kShown));
     if (m.class_names_size() > kShown) names.push_back("...");
-    absl::StrAppend(&out, "classes (", m.class_names_size(), "): ", absl::StrJoin(names, ", "),
-                    "\n");
+    absl::StrAppend(&out, "classes (", m.class_names_size(),
+                    "): ", TerminalSafe(absl::StrJoin(names, ", ")), "\n");
   }
   return out;
 }
@@ -133,18 +138,21 @@ std::string FormatArtifacts(const google::protobuf::RepeatedPtrField<v1::Artifac
 
 std::string FormatJobSummary(const v1::Job& job) {
   const v1::JobSpec& spec = job.spec();
-  std::string out = absl::StrCat("job ", job.id(), "  ", v1::JobState_Name(job.state()));
+  std::string out =
+      absl::StrCat("job ", TerminalSafe(job.id()), "  ", v1::JobState_Name(job.state()));
   if (job.attempt() > 0) absl::StrAppend(&out, "  attempt ", job.attempt());
   if (job.cancel_requested() && job.state() == v1::RUNNING) absl::StrAppend(&out, "  (cancelling)");
-  absl::StrAppend(&out, "\n  model ", spec.model(), "  dataset ", spec.dataset(), "  ", Bits(spec),
-                  "\n");
-  if (!job.worker_id().empty()) absl::StrAppend(&out, "  worker ", job.worker_id(), "\n");
+  absl::StrAppend(&out, "\n  model ", TerminalSafe(spec.model()), "  dataset ",
+                  TerminalSafe(spec.dataset()), "  ", Bits(spec), "\n");
+  if (!job.worker_id().empty()) {
+    absl::StrAppend(&out, "  worker ", TerminalSafe(job.worker_id()), "\n");
+  }
   const std::string created = FormatTime(job.create_time());
   if (!created.empty()) absl::StrAppend(&out, "  created ", created, "\n");
   if (job.state() == v1::RUNNING || job.state() == v1::QUEUED) {
     absl::StrAppend(&out, "  ", FormatProgressLine(job), "\n");
   }
-  if (!job.error().empty()) absl::StrAppend(&out, "  error: ", job.error(), "\n");
+  if (!job.error().empty()) absl::StrAppend(&out, "  error: ", TerminalSafe(job.error()), "\n");
   if (job.state() == v1::SUCCEEDED) {
     absl::StrAppend(&out, FormatMetricsTable(job.metrics()), FormatArtifacts(job.artifacts()));
   }
@@ -163,7 +171,7 @@ std::string FormatJobTable(const std::vector<v1::Job>& jobs) {
       progress = absl::StrFormat("%s %d/%d %.0f%%", job.progress().phase(), job.progress().epoch(),
                                  job.progress().total_epochs(), 100 * RunFraction(job.progress()));
     } else if (!job.error().empty()) {
-      progress = job.error().substr(0, 60);
+      progress = TruncateUtf8(job.error(), 60);
     }
     std::string model = job.spec().model();
     if (model.starts_with("sha256:") && model.size() > 19) model = model.substr(0, 19) + "...";

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/terminal_text.h"
 
 namespace qnet::cli {
 namespace {
@@ -63,11 +64,12 @@ std::string FormatProgressLine(const v1::Job& job) {
   }
   const bool running = job.state() == v1::RUNNING;
   if (p.epoch() <= 0 && running) {
-    absl::StrAppend(&line, " preparing", job.worker_id().empty() ? "" : " on ", job.worker_id());
+    absl::StrAppend(&line, " preparing", job.worker_id().empty() ? "" : " on ",
+                    TerminalSafe(job.worker_id()));
     return line;
   }
   const double fraction = job.state() == v1::SUCCEEDED ? 1.0 : RunFraction(p);
-  absl::StrAppend(&line, " ", p.phase().empty() ? "-" : p.phase());
+  absl::StrAppend(&line, " ", p.phase().empty() ? "-" : TerminalSafe(p.phase()));
   if (p.total_epochs() > 0) absl::StrAppend(&line, " ", p.epoch(), "/", p.total_epochs());
   absl::StrAppendFormat(&line, " %s %3.0f%%", FormatBar(fraction, kBarWidth), 100 * fraction);
   absl::StrAppend(&line, FormatMeasures(p, running));
@@ -82,7 +84,8 @@ std::string FormatProgressEvent(const v1::Job& job) {
     if (job.state() == v1::RUNNING) absl::StrAppend(&line, ": preparing");
     return line;
   }
-  absl::StrAppend(&line, ": ", p.phase().empty() ? "-" : p.phase(), " epoch ", p.epoch());
+  absl::StrAppend(&line, ": ", p.phase().empty() ? "-" : TerminalSafe(p.phase()), " epoch ",
+                  p.epoch());
   if (p.total_epochs() > 0) absl::StrAppend(&line, "/", p.total_epochs());
   absl::StrAppend(&line, FormatMeasures(p, job.state() == v1::RUNNING));
   return line;

@@ -1,13 +1,59 @@
 #include "server/api/blob_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "server/api/grpc_status.h"
 #include "spdlog/spdlog.h"
 
 namespace qnet::server {
 
-BlobServiceImpl::BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics)
-    : store_(store), metrics_(metrics) {}
+BlobServiceImpl::IdleUploads::IdleUploads(absl::Duration idle)
+    : idle_(idle), thread_([this] { Run(); }) {}
+
+BlobServiceImpl::IdleUploads::~IdleUploads() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void BlobServiceImpl::IdleUploads::Touch(grpc::ServerContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_activity_[context] = absl::Now();
+}
+
+bool BlobServiceImpl::IdleUploads::Remove(grpc::ServerContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  last_activity_.erase(context);
+  return expired_.erase(context) > 0;
+}
+
+void BlobServiceImpl::IdleUploads::Run() {
+  // Checking a few times per period keeps an idle upload's life within 1.25 periods.
+  const auto period = absl::ToChronoMilliseconds(std::max(idle_ / 4, absl::Milliseconds(10)));
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cv_.wait_for(lock, period, [this] { return stop_; })) {
+    const absl::Time now = absl::Now();
+    for (auto it = last_activity_.begin(); it != last_activity_.end();) {
+      if (now - it->second < idle_) {
+        ++it;
+        continue;
+      }
+      it->first->TryCancel();  // the handler's Read returns false, then it calls Remove
+      expired_.insert(it->first);
+      last_activity_.erase(it++);
+    }
+  }
+}
+
+BlobServiceImpl::BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics,
+                                 absl::Duration upload_idle)
+    : store_(store), metrics_(metrics), idle_uploads_(upload_idle) {}
+
+BlobServiceImpl::~BlobServiceImpl() = default;
 
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
                                      grpc::ServerReader<qnet::v1::UploadRequest>* reader,
@@ -32,14 +78,24 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
           ? store_->StartResumableUpload(header.size_bytes(), header.digest(), header.offset())
           : store_->StartUpload(header.size_bytes(), header.digest());
   if (!upload.ok()) return ToGrpcStatus(upload.status());
-  while (reader->Read(&msg)) {
-    if (msg.has_header()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT,
-              "a second header in one upload; upload discarded"};
+  idle_uploads_.Touch(context);
+  bool more = true;
+  while ((more = reader->Read(&msg))) {
+    idle_uploads_.Touch(context);
+    if (msg.has_header()) break;
+    if (absl::Status s = (*upload)->Append(msg.chunk()); !s.ok()) {
+      idle_uploads_.Remove(context);
+      return ToGrpcStatus(s);
     }
-    if (absl::Status s = (*upload)->Append(msg.chunk()); !s.ok()) return ToGrpcStatus(s);
     metrics_->BlobBytes(MetricsRegistry::BlobDirection::kUpload,
                         static_cast<int64_t>(msg.chunk().size()));
+  }
+  if (idle_uploads_.Remove(context)) {
+    return {grpc::StatusCode::DEADLINE_EXCEEDED,
+            "upload sent no data for too long (qnetd --upload-idle-seconds); discarded"};
+  }
+  if (more) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "a second header in one upload; upload discarded"};
   }
   if (context->IsCancelled()) {
     return {grpc::StatusCode::CANCELLED, "upload cancelled by the client; discarded"};

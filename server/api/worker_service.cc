@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/utf8.h"
 #include "server/api/grpc_status.h"
 #include "server/scheduling/proto_time.h"
 #include "spdlog/spdlog.h"
@@ -161,7 +162,8 @@ grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext* context,
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
-  std::string error = request->error().substr(0, kMaxErrorBytes);
+  // Cut on a character boundary: a stored error with a split character makes the job unreadable.
+  const std::string error = TruncateUtf8(request->error(), kMaxErrorBytes);
   return ToGrpcStatus(scheduler_->Fail(request->job_id(), request->lease_token(), error,
                                        request->retryable(), request->cancelled()));
 }

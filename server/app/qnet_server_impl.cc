@@ -2,13 +2,17 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <filesystem>
 #include <system_error>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
@@ -27,6 +31,26 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kMaxMessageBytes = 16 << 20;  // upload chunks are <= 1 MiB; room to spare
+constexpr int kKeepaliveTimeoutMs = 20000;
+
+// gRPC takes milliseconds as an int; 0 (off) and anything past INT_MAX mean "never".
+int SecondsToMs(int seconds) {
+  return seconds > 0 ? static_cast<int>(std::min<int64_t>(int64_t{seconds} * 1000, INT_MAX))
+                     : INT_MAX;
+}
+
+// What HTTP may hold open: a quarter of the descriptor limit at most, leaving the rest to gRPC,
+// the job store and blob files.
+int HttpConnectionCap(int wanted) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return wanted;
+  const int cap = static_cast<int>(std::clamp<rlim_t>(limit.rlim_cur / 4, 1, INT_MAX));
+  if (wanted > cap) {
+    spdlog::warn("HTTP connections capped at {} (a quarter of the descriptor limit {})", cap,
+                 limit.rlim_cur);
+  }
+  return std::min(wanted, cap);
+}
 
 // Where local workers should connect: a wildcard listen address means "this machine".
 std::string ConnectAddress(const std::string& grpc_address) {
@@ -66,6 +90,12 @@ absl::Status QnetServerImpl::Init() {
   if (o.max_queued < 1) return absl::InvalidArgumentError("--max-queued must be >= 1");
   if (o.max_blob_bytes < 1) return absl::InvalidArgumentError("--max-blob-bytes must be >= 1");
   if (o.local_workers < 0) return absl::InvalidArgumentError("--local-workers must be >= 0");
+  if (o.grpc_max_threads < 2 || o.grpc_max_streams_per_connection < 1 ||
+      o.upload_idle_seconds < 1) {
+    return absl::InvalidArgumentError(
+        "--grpc-max-threads must be >= 2, --grpc-max-streams-per-connection and "
+        "--upload-idle-seconds >= 1");
+  }
 
   std::error_code ec;
   fs::create_directories(o.data_dir, ec);
@@ -140,7 +170,8 @@ absl::Status QnetServerImpl::Init() {
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
                                                   blobs_.get());
-  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get());
+  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get(),
+                                                    absl::Seconds(o.upload_idle_seconds));
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
                                                         o.worker_token);
   metrics_->SetCollectHook([this] {
@@ -165,6 +196,17 @@ absl::Status QnetServerImpl::Init() {
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 16);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Bounds on what clients can hold: threads, streams per connection, dead or idle transports.
+  grpc::ResourceQuota quota("qnetd");
+  quota.SetMaxThreads(o.grpc_max_threads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, o.grpc_max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, SecondsToMs(o.grpc_keepalive_seconds));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             SecondsToMs(o.grpc_max_connection_idle_seconds));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                             SecondsToMs(o.grpc_max_connection_age_seconds));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
@@ -176,13 +218,23 @@ absl::Status QnetServerImpl::Init() {
   }
   grpc_address_ = absl::StrCat(grpc_hp->first, ":", port);
   grpc_server_->GetHealthCheckService()->SetServingStatus(true);
+  health_probe_ = std::make_unique<GrpcHealthProbe>(ConnectAddress(grpc_address_));
 
   if (!o.http_listen.empty()) {
+    // /healthz asks gRPC's health service, so the two never disagree.
     web_api_ = std::make_unique<WebApi>(
-        scheduler_.get(), metrics_.get(), [this] { return serving(); }, o.chartjs_path,
-        QnetVersion());
+        scheduler_.get(), metrics_.get(),
+        [this] { return serving() ? health_probe_->Check() : absl::UnavailableError("draining"); },
+        o.chartjs_path, QnetVersion());
+    HttpServerOptions http_options;
+    // More than one, so a /healthz waiting on its gRPC probe holds up no other request.
+    http_options.threads = 4;
+    http_options.allowed_hosts = o.http_allowed_hosts;
+    http_options.max_connections = HttpConnectionCap(o.http_max_connections);
+    http_options.max_connections_per_client = o.http_max_connections_per_client;
     absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(
-        o.http_listen, [api = web_api_.get()](const HttpRequest& r) { return api->Handle(r); });
+        o.http_listen, [api = web_api_.get()](const HttpRequest& r) { return api->Handle(r); },
+        std::move(http_options));
     if (!http.ok()) return http.status();
     http_ = *std::move(http);
   }

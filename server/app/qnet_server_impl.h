@@ -23,6 +23,7 @@
 #include "server/api/job_service.h"
 #include "server/api/job_validator.h"
 #include "server/api/worker_service.h"
+#include "server/app/grpc_health_probe.h"
 #include "server/app/worker_supervisor.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
@@ -75,6 +76,7 @@ class QnetServerImpl final : public QnetServer {
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string grpc_address_;
+  std::unique_ptr<GrpcHealthProbe> health_probe_;
   std::unique_ptr<WebApi> web_api_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<WorkerSupervisor> workers_;

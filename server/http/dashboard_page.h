@@ -9,11 +9,17 @@
 #ifndef QNET_SERVER_HTTP_DASHBOARD_PAGE_H_
 #define QNET_SERVER_HTTP_DASHBOARD_PAGE_H_
 
+#include <string>
+
 #include "absl/strings/string_view.h"
 
 namespace qnet::server {
 
 absl::string_view DashboardHtml();
+
+// The Content-Security-Policy to serve the page with: its inline script and style by hash,
+// everything else from this server only.
+const std::string& DashboardContentSecurityPolicy();
 
 }  // namespace qnet::server
 

@@ -1,20 +1,25 @@
 #include "server/http/http_server.h"
 
-#include <atomic>
+#include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/version.hpp>
+#include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "server/http/request_target.h"
 #include "spdlog/spdlog.h"
 
 namespace qnet::server {
@@ -25,97 +30,195 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-constexpr auto kIdleTimeout = std::chrono::seconds(30);
+constexpr size_t kHeaderLimit = 8 * 1024;
+constexpr auto kMinAcceptBackoff = std::chrono::milliseconds(10);
+constexpr auto kMaxAcceptBackoff = std::chrono::seconds(1);
+// Nothing on a plain-text, JSON or metrics answer may load or run anything.
+constexpr absl::string_view kDefaultCsp =
+    "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+constexpr absl::string_view kText = "text/plain; charset=utf-8";
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+absl::string_view View(beast::string_view s) { return {s.data(), s.size()}; }
+
+bool HasField(const HttpResponse& response, absl::string_view name) {
+  return std::any_of(response.headers.begin(), response.headers.end(),
+                     [&](const auto& kv) { return absl::EqualsIgnoreCase(kv.first, name); });
 }
 
-std::string PercentDecode(absl::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 &&
-               HexValue(s[i + 2]) >= 0) {
-      out += static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
+HttpResponse Error(int status, std::string body) {
+  return {status, std::string(kText), std::move(body), {}};
 }
 
-HttpRequest ParseTarget(absl::string_view method, absl::string_view target) {
-  HttpRequest req;
-  req.method = std::string(method);
-  const size_t q = target.find('?');
-  req.path = PercentDecode(target.substr(0, q));
-  if (q != absl::string_view::npos) {
-    for (absl::string_view kv : absl::StrSplit(target.substr(q + 1), '&', absl::SkipEmpty())) {
-      const size_t eq = kv.find('=');
-      req.query[PercentDecode(kv.substr(0, eq))] =
-          eq == absl::string_view::npos ? std::string() : PercentDecode(kv.substr(eq + 1));
+// Open connections, in total and per client address.
+class ConnectionLimits {
+ public:
+  ConnectionLimits(int total, int per_client) : total_(total), per_client_(per_client) {}
+
+  bool TryAcquire(const std::string& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int& mine = open_by_client_[client];
+    if (open_ >= total_ || mine >= per_client_) {
+      if (mine == 0) open_by_client_.erase(client);
+      return false;
+    }
+    ++open_;
+    ++mine;
+    return true;
+  }
+
+  void Release(const std::string& client) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --open_;
+    if (--open_by_client_[client] == 0) open_by_client_.erase(client);
+  }
+
+ private:
+  const int total_;
+  const int per_client_;
+  std::mutex mu_;
+  int open_ = 0;
+  absl::flat_hash_map<std::string, int> open_by_client_;
+};
+
+// One counted connection; released when the session that holds it ends.
+class ConnectionSlot {
+ public:
+  ConnectionSlot(ConnectionLimits* limits, std::string client)
+      : limits_(limits), client_(std::move(client)) {}
+  ~ConnectionSlot() { limits_->Release(client_); }
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+  const std::string& client() const { return client_; }
+
+ private:
+  ConnectionLimits* const limits_;
+  const std::string client_;
+};
+
+// What every session needs from the server; outlives the io_context that runs the sessions.
+struct ServerPolicy {
+  HttpHandler handler;
+  HttpServerOptions options;
+  bool any_host = false;
+  absl::flat_hash_set<std::string> allowed_hosts;  // lower-case
+
+  // The response when the request may not reach the handler, else nullopt.
+  std::optional<HttpResponse> Refusal(const http::request<http::empty_body>& req) const {
+    const size_t hosts = req.count(http::field::host);
+    if (hosts > 1 || (hosts == 0 && req.version() >= 11)) {
+      return Error(400, "an HTTP/1.1 request needs exactly one Host header\n");
+    }
+    if (hosts == 1 && !any_host) {
+      absl::StatusOr<std::string> host = HostOfHostHeader(View(req[http::field::host]));
+      if (!host.ok()) return Error(400, absl::StrCat(host.status().message(), "\n"));
+      if (!IsIpLiteral(*host) && !allowed_hosts.contains(*host)) {
+        return Error(421,
+                     "this server does not answer to that host name (qnetd "
+                     "--http-allowed-hosts)\n");
+      }
+    }
+    if (req.count(http::field::transfer_encoding) > 0 ||
+        (req.count(http::field::content_length) > 0 &&
+         View(req[http::field::content_length]) != "0")) {
+      return Error(400, "request bodies are not accepted\n");
+    }
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      HttpResponse out = Error(405, "only GET and HEAD are supported\n");
+      out.headers.emplace_back("Allow", "GET, HEAD");
+      return out;
+    }
+    return std::nullopt;
+  }
+
+  HttpResponse Handle(const http::request<http::empty_body>& req, const std::string& client) const {
+    if (std::optional<HttpResponse> refusal = Refusal(req)) return *std::move(refusal);
+    absl::StatusOr<RequestTarget> target = ParseRequestTarget(View(req.target()));
+    if (!target.ok()) return Error(400, absl::StrCat(target.status().message(), "\n"));
+    HttpRequest request;
+    request.method = std::string(View(req.method_string()));
+    request.path = std::move(target->path);
+    request.query = std::move(target->query);
+    request.client = client;
+    for (const auto& field : req) {
+      request.headers.emplace_back(absl::AsciiStrToLower(View(field.name_string())),
+                                   std::string(View(field.value())));
+    }
+    try {
+      return handler(request);
+    } catch (const std::exception& e) {
+      spdlog::error("http {}: {}", request.path, e.what());
+      return Error(500, "internal error\n");
     }
   }
-  return req;
+};
+
+// The answer to a request Beast could not parse; nullopt when the peer just went away.
+std::optional<HttpResponse> ParseErrorResponse(beast::error_code ec) {
+  if (ec == http::error::header_limit) {
+    return Error(431, "request header fields too large (at most 8 KiB)\n");
+  }
+  if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+      ec != http::error::end_of_stream && ec != http::error::partial_message) {
+    return Error(400, absl::StrCat("malformed request: ", ec.message(), "\n"));
+  }
+  return std::nullopt;
 }
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler* handler)
-      : stream_(std::move(socket)), handler_(handler) {}
+  Session(tcp::socket socket, const ServerPolicy* policy, std::unique_ptr<ConnectionSlot> slot)
+      : stream_(std::move(socket)), policy_(policy), slot_(std::move(slot)) {}
 
   void Start() { Read(); }
 
  private:
   void Read() {
     parser_.emplace();
-    parser_->header_limit(16 * 1024);
-    parser_->body_limit(64 * 1024);
-    stream_.expires_after(kIdleTimeout);
-    http::async_read(
+    parser_->header_limit(kHeaderLimit);
+    stream_.expires_after(absl::ToChronoSeconds(policy_->options.read_timeout));
+    http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
     if (ec) {
-      Close();  // end of stream, timeout, or a malformed request
+      // A request cut short or timed out gets no answer; a malformed one its status, then the
+      // connection closes (what follows in the stream cannot be trusted).
+      if (std::optional<HttpResponse> error = ParseErrorResponse(ec)) {
+        Write(*std::move(error), /*version=*/11, /*head=*/false, /*keep_alive=*/false);
+      } else {
+        Close();
+      }
       return;
     }
-    const http::request<http::string_body>& req = parser_->get();
-    HttpResponse out;
-    if (req.method() != http::verb::get && req.method() != http::verb::head) {
-      out = {405, "text/plain; charset=utf-8", "only GET and HEAD are supported\n", {}};
-      out.headers.emplace_back("Allow", "GET, HEAD");
-    } else {
-      try {
-        out = (*handler_)(
-            ParseTarget(absl::string_view(req.method_string().data(), req.method_string().size()),
-                        absl::string_view(req.target().data(), req.target().size())));
-      } catch (const std::exception& e) {
-        spdlog::error("http {}: {}", std::string(req.target()), e.what());
-        out = {500, "text/plain; charset=utf-8", "internal error\n", {}};
-      }
-    }
+    const http::request<http::empty_body>& req = parser_->get();
+    HttpResponse out = policy_->Handle(req, slot_->client());
+    // After a refused body or a bad request the rest of the stream is not a request boundary.
+    const bool keep_alive = req.keep_alive() && out.status != 400 && out.status != 431;
+    Write(std::move(out), req.version(), req.method() == http::verb::head, keep_alive);
+  }
+
+  void Write(HttpResponse out, unsigned version, bool head, bool keep_alive) {
     auto res = std::make_shared<http::response<http::string_body>>(
-        static_cast<http::status>(out.status), req.version());
+        static_cast<http::status>(out.status), version);
     res->set(http::field::server, "qnetd");
     res->set(http::field::content_type, out.content_type);
+    res->set("X-Content-Type-Options", "nosniff");
+    res->set("Referrer-Policy", "no-referrer");
+    if (!HasField(out, "Content-Security-Policy")) {
+      res->set("Content-Security-Policy", std::string(kDefaultCsp));
+    }
+    if (!HasField(out, "Cache-Control")) res->set(http::field::cache_control, "no-store");
     for (const auto& [k, v] : out.headers) res->set(k, v);
-    res->keep_alive(req.keep_alive());
-    if (req.method() == http::verb::head) {
+    res->keep_alive(keep_alive);
+    if (head) {
       res->content_length(out.body.size());
     } else {
       res->body() = std::move(out.body);
       res->prepare_payload();
     }
-    stream_.expires_after(kIdleTimeout);
+    stream_.expires_after(absl::ToChronoSeconds(policy_->options.write_timeout));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res](beast::error_code ec, size_t) {
                         if (ec || !res->keep_alive()) {
@@ -134,28 +237,77 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  const HttpHandler* handler_;
+  std::optional<http::request_parser<http::empty_body>> parser_;
+  const ServerPolicy* const policy_;
+  const std::unique_ptr<ConnectionSlot> slot_;
 };
 
 }  // namespace
 
+const std::string* HttpRequest::Header(absl::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
 struct HttpServer::Impl {
+  // Declared before the io_context: sessions still queued in it refer to both.
+  ServerPolicy policy;
+  ConnectionLimits limits;
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
-  HttpHandler handler;
+  asio::steady_timer accept_timer{ioc};
+  std::chrono::milliseconds accept_backoff{0};  // only touched by the accept chain
   std::string host;
   int port = 0;
   std::vector<std::thread> threads;
   std::mutex stop_mu;
   bool stopped = false;
 
+  Impl(ServerPolicy p)
+      : policy(std::move(p)),
+        limits(policy.options.max_connections, policy.options.max_connections_per_client) {}
+
   void Accept() {
     acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-      if (!ec) std::make_shared<Session>(std::move(s), &handler)->Start();
+      if (ec) {
+        BackOff(ec);
+        return;
+      }
+      accept_backoff = std::chrono::milliseconds(0);
+      StartSession(std::move(s));
       Accept();
     });
+  }
+
+  // accept() fails while the process is out of descriptors (EMFILE) and keeps failing until one
+  // is freed; retrying at once would spin a core.
+  void BackOff(beast::error_code ec) {
+    if (accept_backoff.count() == 0) {
+      spdlog::warn("HTTP accept failed: {}; retrying with backoff", ec.message());
+    }
+    accept_backoff = std::clamp(accept_backoff * 2, std::chrono::milliseconds(kMinAcceptBackoff),
+                                std::chrono::milliseconds(kMaxAcceptBackoff));
+    accept_timer.expires_after(accept_backoff);
+    accept_timer.async_wait([this](beast::error_code wait_ec) {
+      if (!wait_ec) Accept();
+    });
+  }
+
+  void StartSession(tcp::socket socket) {
+    beast::error_code ec;
+    const tcp::endpoint peer = socket.remote_endpoint(ec);
+    if (ec) return;  // already gone
+    std::string client = peer.address().to_string();
+    if (!limits.TryAcquire(client)) {
+      spdlog::debug("HTTP connection from {} refused: connection limit", client);
+      socket.close(ec);
+      return;
+    }
+    auto slot = std::make_unique<ConnectionSlot>(&limits, std::move(client));
+    std::make_shared<Session>(std::move(socket), &policy, std::move(slot))->Start();
   }
 
   void Run() {
@@ -181,12 +333,32 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& add
   return std::make_pair(address.substr(0, colon), port);
 }
 
+std::vector<std::string> DefaultAllowedHosts(const std::string& listen) {
+  std::vector<std::string> hosts = {"localhost"};
+  absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(listen);
+  if (hp.ok() && !hp->first.empty() && !IsIpLiteral(hp->first)) {
+    hosts.push_back(absl::AsciiStrToLower(hp->first));
+  }
+  return hosts;
+}
+
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
-                                                              HttpHandler handler, int threads) {
+                                                              HttpHandler handler,
+                                                              HttpServerOptions options) {
   absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(listen);
   if (!hp.ok()) return hp.status();
-  auto impl = std::make_unique<Impl>();
-  impl->handler = std::move(handler);
+  if (options.max_connections < 1 || options.max_connections_per_client < 1) {
+    return absl::InvalidArgumentError("HTTP connection limits must be >= 1");
+  }
+  ServerPolicy policy;
+  policy.handler = std::move(handler);
+  if (options.allowed_hosts.empty()) options.allowed_hosts = DefaultAllowedHosts(listen);
+  for (const std::string& h : options.allowed_hosts) {
+    if (h == "*") policy.any_host = true;
+    policy.allowed_hosts.insert(absl::AsciiStrToLower(h));
+  }
+  policy.options = std::move(options);
+  auto impl = std::make_unique<Impl>(std::move(policy));
   impl->host = hp->first;
   std::string host = hp->first;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -210,7 +382,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   }
   impl->port = impl->acceptor.local_endpoint().port();
   impl->Accept();
-  for (int i = 0; i < std::max(1, threads); ++i) {
+  for (int i = 0; i < std::max(1, impl->policy.options.threads); ++i) {
     impl->threads.emplace_back([p = impl.get()] { p->Run(); });
   }
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));

@@ -1,7 +1,17 @@
 // HttpServer: a small HTTP/1.1 server (Boost.Beast) on its own threads, for /metrics, /healthz,
-// the REST endpoints and the dashboard. It only does transport: every request goes to one
-// handler function (see web_api.h for the routes). GET and HEAD only; bodies are not read.
-// A handler that throws gets a 500, never a dead thread.
+// the REST endpoints and the dashboard. It does transport and protocol policy; every request
+// that passes goes to one handler function (see web_api.h for the routes), with its header
+// fields and client address, so a handler can decide per endpoint (e.g. authentication).
+//
+// Policy (docs/ARCHITECTURE.md, "HTTP and resource limits"): GET and HEAD only (405 with Allow
+// otherwise); request bodies are refused (400, as is any Transfer-Encoding); malformed requests
+// (HTTP/2.0 framed as 1.1 too) get 400, a header block over 8 KiB 431; the Host header
+// must name an allowed host or be an IP literal (421 otherwise: a page loaded from a rebound DNS
+// name cannot read the API); connections are capped in total and per client address and time out; a
+// failing accept() backs off instead of spinning. Every response carries X-Content-Type-Options:
+// nosniff, a Content-Security-Policy
+// (`default-src 'none'` unless the handler sets its own) and Cache-Control (no-store unless
+// the handler sets one). A handler that throws gets a 500, never a dead thread.
 //
 //   auto http = HttpServer::Start("127.0.0.1:0", [](const HttpRequest& req) {
 //     return HttpResponse{.status = 200, .body = "ok"};
@@ -19,13 +29,21 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace qnet::server {
 
 struct HttpRequest {
   std::string method;                        // "GET"
-  std::string path;                          // "/api/v1/jobs" (no query)
+  std::string path;                          // "/api/v1/jobs" (decoded, no query)
   std::map<std::string, std::string> query;  // decoded ?k=v pairs
+  // Every header field as received, names lower-case, in order.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string client;  // the peer's IP address
+
+  // The first field named `name` (lower-case), or nullptr.
+  const std::string* Header(absl::string_view name) const;
 };
 
 struct HttpResponse {
@@ -37,11 +55,25 @@ struct HttpResponse {
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
+struct HttpServerOptions {
+  int threads = 1;
+  // Host names (case-insensitive, no port) the Host header may name besides IP literals;
+  // "*" allows any. Empty: DefaultAllowedHosts(listen).
+  std::vector<std::string> allowed_hosts;
+  int max_connections = 256;            // open connections in total
+  int max_connections_per_client = 32;  // from one IP address
+  // To receive one whole request header, counted from the end of the previous response (so
+  // it is also how long an idle keep-alive connection stays open).
+  absl::Duration read_timeout = absl::Seconds(15);
+  absl::Duration write_timeout = absl::Seconds(30);
+};
+
 class HttpServer {
  public:
   // `listen` is "HOST:PORT" (port 0 picks a free one; "[::1]:0" for IPv6).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
-                                                           HttpHandler handler, int threads = 1);
+                                                           HttpHandler handler,
+                                                           HttpServerOptions options = {});
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -61,6 +93,9 @@ class HttpServer {
 
 // Splits "HOST:PORT" ("[v6]:PORT" keeps its brackets in `host`).
 absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address);
+
+// "localhost" and the host of `listen` when it is a name (IP literals are always allowed).
+std::vector<std::string> DefaultAllowedHosts(const std::string& listen);
 
 }  // namespace qnet::server
 

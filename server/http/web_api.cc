@@ -58,11 +58,11 @@ HttpResponse ProtoJson(const google::protobuf::Message& message) {
 
 }  // namespace
 
-WebApi::WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<bool()> serving,
+WebApi::WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<absl::Status()> health,
                const std::string& chartjs_path, std::string version)
     : scheduler_(scheduler),
       metrics_(metrics),
-      serving_(std::move(serving)),
+      health_(std::move(health)),
       version_(std::move(version)) {
   std::ifstream in(chartjs_path, std::ios::binary);
   if (in) {
@@ -80,14 +80,19 @@ WebApi::WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<boo
 HttpResponse WebApi::Handle(const HttpRequest& request) const {
   const std::string& path = request.path;
   if (path == "/healthz") {
-    if (serving_()) return {200, "text/plain; charset=utf-8", "ok\n", {}};
-    return {503, "text/plain; charset=utf-8", "draining\n", {}};
+    const absl::Status health = health_();
+    if (health.ok()) return {200, "text/plain; charset=utf-8", "ok\n", {}};
+    return {503, "text/plain; charset=utf-8", absl::StrCat(health.message(), "\n"), {}};
   }
   if (path == "/metrics") {
     return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Serialize(), {}};
   }
   if (path == "/" || path == "/index.html") {
-    return {200, "text/html; charset=utf-8", std::string(DashboardHtml()), {}};
+    return {200,
+            "text/html; charset=utf-8",
+            std::string(DashboardHtml()),
+            {{"Content-Security-Policy", DashboardContentSecurityPolicy()},
+             {"Cache-Control", "no-cache"}}};
   }
   if (path == "/static/chart.js") {
     if (chartjs_.empty()) return {404, "text/plain; charset=utf-8", "Chart.js not installed\n", {}};
@@ -101,7 +106,8 @@ HttpResponse WebApi::Handle(const HttpRequest& request) const {
     return GetJob(path.substr(absl::string_view("/api/v1/jobs/").size()));
   }
   if (path == "/api/v1/summary") return Summary();
-  return {404, "text/plain; charset=utf-8", absl::StrCat("no such page: ", path, "\n"), {}};
+  // A fixed body: echoing the path would let a link put text of its choosing on this origin.
+  return {404, "text/plain; charset=utf-8", "not found\n", {}};
 }
 
 HttpResponse WebApi::ListJobs(const HttpRequest& request) const {
@@ -149,7 +155,7 @@ HttpResponse WebApi::Summary() const {
   }
   nlohmann::json body = {
       {"version", version_},
-      {"serving", serving_()},
+      {"serving", health_().ok()},
       {"jobs", jobs},
       {"queue_length", stats.queued},
       {"workers", {{"busy", stats.workers_busy}, {"idle", stats.workers_idle}}},

@@ -1,13 +1,13 @@
 // WebApi: the HTTP routes qnetd serves next to gRPC (plug it into HttpServer):
 //   GET /metrics            Prometheus text format
-//   GET /healthz            200 "ok" while serving, 503 "draining" during shutdown
+//   GET /healthz            200 "ok" while gRPC serves, else 503 and why ("draining", ...)
 //   GET /api/v1/jobs        ListJobs as JSON; ?state=queued&page_size=50&page_token=...
 //   GET /api/v1/jobs/{id}   one Job as JSON (404 if unknown)
 //   GET /api/v1/summary     jobs by state, queue length, workers, version (for the dashboard)
 //   GET /                   the dashboard page; GET /static/chart.js serves Chart.js
 // JSON is the protobuf JSON mapping with the proto field names and every field printed.
 //
-//   WebApi api(&scheduler, &metrics, [&] { return !draining; }, "/usr/share/javascript/...");
+//   WebApi api(&scheduler, &metrics, [&] { return probe.Check(); }, "/usr/share/javascript/...");
 //   auto http = HttpServer::Start(addr, [&](const HttpRequest& r) { return api.Handle(r); });
 #ifndef QNET_SERVER_HTTP_WEB_API_H_
 #define QNET_SERVER_HTTP_WEB_API_H_
@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "server/http/http_server.h"
 #include "server/metrics/metrics_registry.h"
 #include "server/scheduling/scheduler.h"
@@ -23,9 +24,9 @@ namespace qnet::server {
 
 class WebApi {
  public:
-  // `serving` says whether /healthz is 200. Chart.js is read once from `chartjs_path` (a missing
-  // file only means the dashboard draws no charts).
-  WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<bool()> serving,
+  // `health` decides /healthz: OK is 200, an error 503 with its message. Chart.js is read once
+  // from `chartjs_path` (a missing file only means the dashboard draws no charts).
+  WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<absl::Status()> health,
          const std::string& chartjs_path, std::string version);
 
   HttpResponse Handle(const HttpRequest& request) const;
@@ -37,7 +38,7 @@ class WebApi {
 
   Scheduler* const scheduler_;
   MetricsRegistry* const metrics_;
-  const std::function<bool()> serving_;
+  const std::function<absl::Status()> health_;
   std::string chartjs_;
   const std::string version_;
 };

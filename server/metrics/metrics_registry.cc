@@ -4,11 +4,26 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/descriptor.h"
 #include "prometheus/text_serializer.h"
 
 namespace qnet::server {
 namespace {
+
+constexpr absl::string_view kUnknownGrpcMethod = "unknown";
+
+bool IsServedGrpcMethod(absl::string_view method) {
+  // The default health service is not built from the generated descriptor pool.
+  if (method == "grpc.health.v1.Health/Check" || method == "grpc.health.v1.Health/Watch") {
+    return true;
+  }
+  const size_t slash = method.find('/');
+  if (slash == absl::string_view::npos) return false;
+  return google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+             absl::StrCat(method.substr(0, slash), ".", method.substr(slash + 1))) != nullptr;
+}
 
 using qnet::v1::JobState;
 
@@ -205,6 +220,8 @@ MetricsRegistry::MethodMetrics& MetricsRegistry::ForMethod(absl::string_view met
 
 void MetricsRegistry::GrpcRequest(absl::string_view method, int code, absl::Duration latency) {
   if (!method.empty() && method.front() == '/') method.remove_prefix(1);
+  // A label per made-up method name would let any client grow /metrics without bound.
+  if (!IsServedGrpcMethod(method)) method = kUnknownGrpcMethod;
   if (code < 0 || code >= static_cast<int>(kCodeNames.size())) code = 2;  // UNKNOWN
   MethodMetrics& m = ForMethod(method);
   prometheus::Counter* counter = m.by_code[code].load(std::memory_order_acquire);

@@ -59,6 +59,7 @@ class MetricsRegistry {
   void BlobBytes(BlobDirection direction, int64_t bytes);
 
   // One finished RPC. `method` is "package.Service/Method"; `code` a grpc::StatusCode value.
+  // Methods no linked service defines are all counted as method="unknown".
   void GrpcRequest(absl::string_view method, int code, absl::Duration latency);
 
   void SetCollectHook(std::function<void()> hook);

@@ -11,6 +11,7 @@
 #include "client/cli/job_report.h"
 #include "client/cli/progress_line.h"
 #include "client/cli/qnet_cli.h"
+#include "client/cli/terminal_text.h"
 #include "common/digest.h"
 #include "common/job/catalog.h"
 #include "gmock/gmock.h"
@@ -147,6 +148,44 @@ TEST(JobReportTest, TablesAndSummary) {
   EXPECT_THAT(FormatJobTable({job}), HasSubstr("job-1  RUNNING  zoo:lenet5  fashion-mnist  W2A2"));
   EXPECT_THAT(FormatJobSummary(job), HasSubstr("RUNNING joint 3/5"));
   EXPECT_EQ(FormatJobTable({}), "no jobs\n");
+}
+
+TEST(TerminalTextTest, ControlsAreShownAsVisibleEscapes) {
+  EXPECT_EQ(TerminalSafe("plain caf\xC3\xA9 \xE2\x82\xAC"), "plain caf\xC3\xA9 \xE2\x82\xAC");
+  EXPECT_EQ(TerminalSafe("\x1b]0;owned\x07"), "\\x1b]0;owned\\x07");  // window title
+  EXPECT_EQ(TerminalSafe("\x1b[2J\x1b[H"), "\\x1b[2J\\x1b[H");        // clear screen
+  EXPECT_EQ(TerminalSafe("a\nb\rc\td\x7f"), "a\\nb\\rc\\td\\x7f");
+  EXPECT_EQ(TerminalSafe("\xC2\x9B"
+                         "31m"),
+            "\\x9b31m");                                                   // C1 CSI
+  EXPECT_EQ(TerminalSafe("abc\xE2\x80\xAEgpj.exe"), "abc\\u202egpj.exe");  // bidi override
+  EXPECT_EQ(TerminalSafe("bad\xFF"), "bad\xEF\xBF\xBD");
+}
+
+TEST(JobReportTest, ServerTextCannotDriveTheTerminal) {
+  v1::Job job = RunningJob();
+  job.set_id("job-1\x1b[2J");
+  job.set_worker_id("w\x1b]0;pwned\x07");
+  job.mutable_progress()->set_phase("joint\x1b[H");
+  job.mutable_spec()->set_model("zoo:lenet5\x1b[31m");
+  job.mutable_spec()->set_dataset("d\r");
+  job.set_error("boom\r\x1b[KSUCCEEDED 99.9%");
+  job.mutable_metrics()->set_device("cuda\x1b[8m");
+  job.mutable_metrics()->add_class_names("cat\x1b[1A");
+  v1::Artifact* a = job.add_artifacts();
+  a->set_kind("onnx\x1b[2K");
+  a->set_filename("m.onnx\x07");
+  v1::Job preparing = job;
+  preparing.mutable_progress()->set_epoch(0);
+  v1::Job failed = job;
+  failed.set_state(v1::FAILED);
+  for (const std::string& text :
+       {FormatJobSummary(job), FormatJobTable({job, failed}), FormatProgressLine(job),
+        FormatProgressLine(preparing), FormatProgressEvent(job), FormatJobSummary(failed),
+        FormatMetricsTable(job.metrics()), FormatArtifacts(job.artifacts())}) {
+    EXPECT_EQ(text.find_first_of("\x1b\r\x07"), std::string::npos) << text;
+  }
+  EXPECT_THAT(FormatJobSummary(failed), HasSubstr("error: boom\\r\\x1b[KSUCCEEDED 99.9%"));
 }
 
 TEST(JobJsonTest, UsesProtoNamesAndPrintsZeros) {
@@ -317,6 +356,16 @@ TEST_F(CommandsTest, WatchExitsOneWhenTheJobFailed) {
   server_.Lock()->watch_script = Script(v1::FAILED);
   EXPECT_EQ(Cli({"watch", "job-1"}), kExitJobFailed);
   EXPECT_THAT(out_.str(), HasSubstr("FAILED: engine: out of memory"));
+}
+
+TEST_F(CommandsTest, WatchPrintsAWorkersErrorWithoutItsEscapes) {
+  ASSERT_TRUE(client_->SubmitJob(v1::JobSpec(), "").ok());
+  std::vector<v1::Job> script = Script(v1::FAILED);
+  script.back().set_error("\x1b]0;owned\x07\x1b[2J");
+  server_.Lock()->watch_script = script;
+  EXPECT_EQ(Cli({"watch", "job-1"}), kExitJobFailed);
+  EXPECT_THAT(out_.str(), HasSubstr("FAILED: \\x1b]0;owned\\x07\\x1b[2J"));
+  EXPECT_EQ(out_.str().find('\x1b'), std::string::npos);
 }
 
 TEST_F(CommandsTest, WatchOfAnUnknownJobExitsTwo) {

@@ -4,16 +4,20 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -32,10 +36,11 @@ using ::testing::HasSubstr;
 using testing::TempDir;
 
 // One qnetd child process; killed (SIGKILL) if still running at scope end. Its stderr goes to
-// `stderr_path` when given.
+// `stderr_path` when given; `nofile` sets its descriptor limit.
 class Qnetd {
  public:
-  explicit Qnetd(const std::vector<std::string>& extra_args, const std::string& stderr_path = "") {
+  explicit Qnetd(const std::vector<std::string>& extra_args, const std::string& stderr_path = "",
+                 std::optional<rlimit> nofile = std::nullopt) {
     int out[2];
     EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
     std::vector<std::string> args = {QNETD_PATH, "--listen", "127.0.0.1:0", "--http-listen",
@@ -51,6 +56,7 @@ class Qnetd {
         const int err = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (err >= 0) ::dup2(err, STDERR_FILENO);
       }
+      if (nofile.has_value() && ::setrlimit(RLIMIT_NOFILE, &*nofile) != 0) ::_exit(126);
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
@@ -273,6 +279,57 @@ TEST_F(QnetdE2eTest, StoreFlagChoosesTheJobStore) {
   EXPECT_THAT(testing::ReadFile(dir_ / "unknown.log"),
               ::testing::AllOf(HasSubstr("--store: unknown job store scheme \"postgres\""),
                                HasSubstr("sqlite:///")));
+}
+
+// The "Max open files" soft and hard limits of process `pid`.
+std::pair<std::string, std::string> OpenFileLimits(pid_t pid) {
+  for (absl::string_view line :
+       absl::StrSplit(testing::ReadFile(absl::StrCat("/proc/", pid, "/limits")), '\n')) {
+    if (!absl::StartsWith(line, "Max open files")) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() >= 5) return {f[3], f[4]};
+  }
+  return {};
+}
+
+TEST_F(QnetdE2eTest, RaisesItsDescriptorSoftLimitToTheHardLimit) {
+  rlimit mine{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &mine), 0);
+  if (mine.rlim_max <= 256) GTEST_SKIP() << "the hard descriptor limit is too low to raise";
+  Qnetd qnetd(Args(), "", rlimit{256, mine.rlim_max});
+  ASSERT_TRUE(qnetd.Start());
+  const auto [soft, hard] = OpenFileLimits(qnetd.pid());
+  EXPECT_EQ(soft, hard);
+  EXPECT_NE(soft, "256");
+}
+
+TEST_F(QnetdE2eTest, IdleHttpConnectionsDoNotStarveGrpc) {
+  // 300 idle HTTP connections against a 256-descriptor limit used to leave gRPC unable to
+  // accept; HTTP now holds at most a quarter of the limit and refuses the rest.
+  const std::string log = dir_ / "qnetd.log";
+  Qnetd qnetd(Args(), log, rlimit{256, 256});
+  ASSERT_TRUE(qnetd.Start());
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = testing::ConnectTcp(qnetd.http(), "127.0.0.2");
+    if (fd >= 0) idle.push_back(fd);
+  }
+  EXPECT_GT(idle.size(), 250u);
+  // Fresh channels (a new connection each) still work, and /healthz (from another client
+  // address) agrees.
+  for (int i = 0; i < 5; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    auto stub = qnet::v1::JobService::NewStub(
+        grpc::CreateCustomChannel(qnetd.grpc(), grpc::InsecureChannelCredentials(), args));
+    qnet::v1::ListJobsResponse list;
+    const grpc::Status s = stub->ListJobs(Ctx().get(), {}, &list);
+    EXPECT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+  EXPECT_EQ(testing::HttpGet(qnetd.http(), "/healthz").status, 200);
+  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(qnetd.SignalAndWait(SIGTERM), 0);
+  EXPECT_THAT(testing::ReadFile(log), HasSubstr("HTTP connections capped at 64"));
 }
 
 }  // namespace

@@ -133,27 +133,40 @@ void MakeFakeIdxDataset(const std::string& dir) {
   }
 }
 
-HttpResult HttpGet(const std::string& host_port, const std::string& path) {
-  HttpResult result;
+int ConnectTcp(const std::string& host_port, const std::string& source_ip) {
   const size_t colon = host_port.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(host_port.substr(colon + 1), &port)) {
-    return result;
+    return -1;
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return result;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (!source_ip.empty()) {
+    sockaddr_in source{};
+    source.sin_family = AF_INET;
+    ::inet_pton(AF_INET, source_ip.c_str(), &source.sin_addr);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) {
+      ::close(fd);
+      return -1;
+    }
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   ::inet_pton(AF_INET, host_port.substr(0, colon).c_str(), &addr.sin_addr);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return result;
+    return -1;
   }
-  const std::string request =
-      "GET " + path + " HTTP/1.1\r\nHost: " + host_port + "\r\nConnection: close\r\n\r\n";
+  return fd;
+}
+
+HttpResult HttpExchange(const std::string& host_port, const std::string& request) {
+  HttpResult result;
+  const int fd = ConnectTcp(host_port);
+  if (fd < 0) return result;
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(request.size())) {
     ::close(fd);
@@ -172,12 +185,21 @@ HttpResult HttpGet(const std::string& host_port, const std::string& path) {
   std::vector<std::string> status_line = absl::StrSplit(lines[0], ' ');
   if (status_line.size() < 2 || !absl::SimpleAtoi(status_line[1], &result.status)) return {};
   for (size_t i = 1; i < lines.size(); ++i) {
-    if (absl::StartsWithIgnoreCase(lines[i], "content-type:")) {
-      result.content_type = std::string(absl::StripAsciiWhitespace(lines[i].substr(13)));
-    }
+    const size_t colon = lines[i].find(':');
+    if (colon == std::string::npos) continue;
+    result.headers.emplace(absl::AsciiStrToLower(lines[i].substr(0, colon)),
+                           std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1))));
+  }
+  if (auto it = result.headers.find("content-type"); it != result.headers.end()) {
+    result.content_type = it->second;
   }
   result.body = response.substr(header_end + 4);
   return result;
+}
+
+HttpResult HttpGet(const std::string& host_port, const std::string& path) {
+  return HttpExchange(host_port, "GET " + path + " HTTP/1.1\r\nHost: " + host_port +
+                                     "\r\nConnection: close\r\n\r\n");
 }
 
 }  // namespace qnet::server::testing

@@ -1,6 +1,6 @@
 // Helpers shared by the qnetd tests: condition waits, a temp folder that cleans up after itself,
 // a fake clock, a tiny hand-built ZIP writer (to make TorchScript-shaped archives without
-// PyTorch), a fake IDX dataset folder, and a minimal blocking HTTP GET client.
+// PyTorch), a fake IDX dataset folder, and a minimal blocking HTTP client (raw requests too).
 //
 //   TempDir dir;                                   // removed at scope end
 //   ASSERT_TRUE(WaitFor([&] { return server.ready(); }));  // polls, up to 10 s
@@ -10,6 +10,7 @@
 #ifndef QNET_TESTS_SERVER_TEST_UTIL_H_
 #define QNET_TESTS_SERVER_TEST_UTIL_H_
 
+#include <map>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -79,8 +80,14 @@ struct HttpResult {
   int status = 0;  // 0: could not connect or parse
   std::string content_type;
   std::string body;
+  std::map<std::string, std::string> headers;  // names lower-case
 };
 HttpResult HttpGet(const std::string& host_port, const std::string& path);
+// Sends `request` as is and reads the answer until the server closes the connection.
+HttpResult HttpExchange(const std::string& host_port, const std::string& request);
+// A connected IPv4 TCP socket (10 s receive timeout), from `source_ip` when given (any
+// 127.0.0.0/8 address works on loopback); -1 on failure.
+int ConnectTcp(const std::string& host_port, const std::string& source_ip = "");
 
 }  // namespace qnet::server::testing
 
