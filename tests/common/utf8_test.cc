@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 #include <gtest/gtest.h>
 
 namespace qnet {
@@ -23,8 +25,9 @@ TEST(Utf8Test, IllFormedSequencesBecomeReplacementCharacters) {
     std::string in, out;
   };
   for (const Case& c : {
-           Case{"a\xC3", "a" + kFffd},                               // cut 2-byte character
-           Case{"a" + kEuro.substr(0, 2) + "b", "a" + kFffd + "b"},  // one U+FFFD per subpart
+           Case{"a\xC3", "a" + kFffd},  // cut 2-byte character
+           Case{absl::StrCat("a", kEuro.substr(0, 2), "b"),
+                absl::StrCat("a", kFffd, "b")},                      // one U+FFFD per subpart
            Case{"\xC0\xAF", kFffd + kFffd},                          // overlong '/'
            Case{"\xE0\x80\xAF", kFffd + kFffd + kFffd},              // overlong 3-byte form
            Case{"\xED\xA0\x80", kFffd + kFffd + kFffd},              // UTF-16 surrogate
