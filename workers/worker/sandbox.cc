@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +68,17 @@ struct Limit {
   int resource;
   rlimit value;
 };
+
+// `soft` and `hard`, lowered to the worker's own hard limit: raising it would fail the setup.
+Limit Capped(int resource, rlim_t soft, rlim_t hard) {
+  rlimit current{};
+  if (getrlimit(static_cast<__rlimit_resource>(resource), &current) == 0 &&
+      current.rlim_max != RLIM_INFINITY) {
+    soft = std::min(soft, current.rlim_max);
+    hard = std::min(hard, current.rlim_max);
+  }
+  return {resource, {soft, hard}};
+}
 
 // Everything the forked child needs, prepared before fork(): between fork and exec a child of a
 // multithreaded process may only make system calls.
@@ -264,11 +276,11 @@ absl::StatusOr<engine::JobResult> Sandbox::Run(const engine::JobRun& run,
                 .envp = env_pointers.data()};
   if (limits.cpu_seconds > 0) {
     const auto cpu = static_cast<rlim_t>(limits.cpu_seconds);
-    launch.limits.push_back({RLIMIT_CPU, {cpu, cpu + kCpuHardLimitSlack}});
+    launch.limits.push_back(Capped(RLIMIT_CPU, cpu, cpu + kCpuHardLimitSlack));
   }
   if (limits.open_files > 0) {
     const auto files = static_cast<rlim_t>(limits.open_files);
-    launch.limits.push_back({RLIMIT_NOFILE, {files, files}});
+    launch.limits.push_back(Capped(RLIMIT_NOFILE, files, files));
   }
 
   int sockets[2];

@@ -26,61 +26,25 @@ namespace {
 namespace fs = std::filesystem;
 
 // Denied outright (EPERM). Names this libseccomp does not know are skipped.
-constexpr const char* kDeniedCalls[] = {"ptrace",
-                                        "process_vm_readv",
-                                        "process_vm_writev",
-                                        "pidfd_getfd",
-                                        "pidfd_send_signal",
-                                        "tkill",
-                                        "fork",
-                                        "vfork",
-                                        "execve",
-                                        "execveat",
-                                        "mount",
-                                        "umount2",
-                                        "pivot_root",
-                                        "chroot",
-                                        "move_mount",
-                                        "open_tree",
-                                        "fsopen",
-                                        "fsmount",
-                                        "fsconfig",
-                                        "fspick",
-                                        "mount_setattr",
-                                        "setns",
-                                        "unshare",
-                                        "kexec_load",
-                                        "kexec_file_load",
-                                        "bpf",
-                                        "init_module",
-                                        "finit_module",
-                                        "delete_module",
-                                        "reboot",
-                                        "swapon",
-                                        "swapoff",
-                                        "perf_event_open",
-                                        "userfaultfd",
-                                        "open_by_handle_at",
-                                        "io_uring_setup",
-                                        "io_uring_enter",
-                                        "io_uring_register",
-                                        "keyctl",
-                                        "add_key",
-                                        "request_key",
-                                        "acct",
-                                        "settimeofday",
-                                        "clock_settime",
-                                        "clock_adjtime",
-                                        "adjtimex",
-                                        "sethostname",
-                                        "setdomainname",
-                                        "quotactl",
-                                        "iopl",
-                                        "ioperm",
-                                        "syslog",
-                                        "vhangup",
-                                        "personality",
-                                        "lookup_dcookie"};
+// clang-format off
+constexpr const char* kDeniedCalls[] = {
+    // other processes: tracing, their memory and descriptors, signals by thread id
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "pidfd_send_signal", "tkill",
+    // new processes and programs (threads come from clone(), filtered below)
+    "fork", "vfork", "execve", "execveat",
+    // mounts and namespaces
+    "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount",
+    "fsconfig", "fspick", "mount_setattr", "setns", "unshare",
+    // the kernel itself
+    "kexec_load", "kexec_file_load", "bpf", "init_module", "finit_module", "delete_module",
+    "reboot", "swapon", "swapoff", "perf_event_open", "userfaultfd", "open_by_handle_at", "iopl",
+    "ioperm", "syslog", "acct", "quotactl", "lookup_dcookie", "vhangup", "personality",
+    // io_uring performs socket operations the socket rule would not see
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    // keyrings, clocks, host names
+    "keyctl", "add_key", "request_key", "settimeofday", "clock_settime", "clock_adjtime",
+    "adjtimex", "sethostname", "setdomainname"};
+// clang-format on
 
 // Namespace flags a thread-creating clone() must not carry.
 constexpr uint64_t kCloneNamespaceFlags[] = {CLONE_NEWNS,    CLONE_NEWUSER, CLONE_NEWNET,
