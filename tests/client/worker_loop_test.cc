@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/client/fake_qnet_server.h"
 #include "workers/worker/blob_cache.h"
+#include "workers/worker/sandbox.h"
 #include "workers/worker/worker_checkpoint.h"
 #include "workers/worker/worker_convert.h"
 
@@ -454,6 +455,29 @@ TEST_F(WorkerLoopTest, AnEngineIgnoringStopIsAbandonedAfterTheGrace) {
 
 // --- pieces ---
 
+// The sandbox under the lease loop (the test child's fake engine; sandbox_test.cc has the rest):
+// a crashing model fails its job for good with the signal, and the worker serves the next job.
+TEST_F(WorkerLoopTest, ASandboxedCrashFailsItsJobForGoodAndTheNextJobCompletes) {
+  SandboxOptions sandbox_options;
+  sandbox_options.executable = QNET_SANDBOX_TEST_CHILD;
+  std::unique_ptr<Sandbox> sandbox = Sandbox::Create(sandbox_options);
+  auto loop = MakeLoop([&](const engine::JobRun& run, const engine::JobCallbacks& callbacks) {
+    return sandbox->Run(run, callbacks);
+  });
+  QueueLease("zoo:test-segfault");
+  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kFailed);
+  QueueLease("zoo:test-succeed");
+  EXPECT_EQ(*loop->RunOnce(), LeaseOutcome::kCompleted);
+  auto state = server_.Lock();
+  ASSERT_EQ(state->fails.size(), 1u);
+  EXPECT_FALSE(state->fails[0].retryable());
+  EXPECT_THAT(state->fails[0].error(), HasSubstr("killed by SIGSEGV"));
+  ASSERT_EQ(state->completes.size(), 1u);
+  EXPECT_DOUBLE_EQ(state->completes[0].metrics().quantized_top1(), 0.75);
+  ASSERT_EQ(state->completes[0].artifacts_size(), 1);
+  EXPECT_EQ(state->blobs.at(state->completes[0].artifacts(0).digest()), "quantized model");
+}
+
 TEST(BlobCacheTest, FetchesOnceAndAssemblesDatasets) {
   const fs::path root = fs::temp_directory_path() / ("qnet_blob_cache_" + std::to_string(getpid()));
   fs::remove_all(root);
@@ -528,6 +552,28 @@ TEST(WorkerConvertTest, MetricsAndProgressBecomeTheApiMessages) {
   EXPECT_EQ(ProgressToProto(event).device_memory_bytes(), 0);  // CPU: not reported
   event.device_memory_bytes = int64_t{3} << 30;
   EXPECT_EQ(ProgressToProto(event).device_memory_bytes(), int64_t{3} << 30);
+}
+
+// What crosses the sandbox's pipe as API messages comes back as it was reported.
+TEST(WorkerConvertTest, ProtoRoundTripsKeepWhatTheWorkerReports) {
+  engine::JobMetrics metrics;
+  metrics.quantized_top1 = 0.7;
+  metrics.torchscript_top1 = 0.69;
+  metrics.input_mean = {0.5};
+  metrics.class_names = {"cat", "dog"};
+  metrics.epochs.push_back({.epoch = 2, .phase = "joint", .train_loss = 0.3, .hard_top1 = 0.6});
+  metrics.effective_spec.set_weight_bits(4);
+  const v1::Metrics proto = MetricsToProto(metrics);
+  EXPECT_EQ(MetricsToProto(MetricsFromProto(proto)).SerializeAsString(), proto.SerializeAsString());
+  EXPECT_FALSE(MetricsFromProto(proto).onnx_top1.has_value());
+
+  engine::ProgressEvent event;
+  event.phase = "joint";
+  event.step = 12;
+  event.accuracy = 0.4;
+  const v1::Progress progress = ProgressToProto(event);
+  EXPECT_EQ(ProgressToProto(ProgressFromProto(progress)).SerializeAsString(),
+            progress.SerializeAsString());
 }
 
 }  // namespace

@@ -12,6 +12,9 @@ Scenarios:
   bad          bad submissions exit non-zero with a message (2 for refused input); qnetd lives on
   kill-worker  kill -9 of the worker mid-training; a second worker resumes from the checkpoint and
                the job SUCCEEDS at attempt 2
+  sandbox      a TorchScript model whose forward allocates without bound fails its job at the
+               worker's --sandbox-memory-mib, at attempt 1 (not retried); the worker then completes
+               the next job
 """
 import argparse
 import hashlib
@@ -305,8 +308,29 @@ def scenario_worker_token(env: Env):
           "local worker ran jobs")
 
 
+def scenario_sandbox(env: Env):
+    env.start_qnetd("--local-workers", "0")
+    model = env.tmp / "hog.pt"
+    subprocess.run([sys.executable, str(HERE / "make_hog_model.py"), str(model)], check=True,
+                   timeout=120)
+    env.start_worker("w1", "--sandbox-memory-mib", "1024")
+    hog = env.qnet_json("submit", "--model", str(model), "--dataset", "synth", "--weight-bits", "2",
+                        "--max-train-samples", "256", timeout=120)
+    env.wait_for("the hog job to end", lambda: env.qnet_json("get", hog["id"])["state"] in
+                 ("FAILED", "SUCCEEDED", "CANCELLED"), 300)
+    failed = env.qnet_json("get", hog["id"])
+    check(failed["state"] == "FAILED" and failed["attempt"] == 1,
+          f"hog job {failed['state']} at attempt {failed['attempt']}, want FAILED at 1")
+    check("exceeded memory limit 1024 MiB" in failed["error"], f"hog job error: {failed['error']}")
+    rc, out, err = env.qnet("submit", *TINY, "--wait", "--json", timeout=600)
+    check(rc == 0 and json.loads(out)["state"] == "SUCCEEDED",
+          f"the next job after the hog: {rc} {err.strip()[-800:]}")
+    print(f"sandbox: the hog job failed for good ({failed['error']}); the next job SUCCEEDED")
+
+
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
-             "kill-worker": scenario_kill_worker, "worker-token": scenario_worker_token}
+             "kill-worker": scenario_kill_worker, "worker-token": scenario_worker_token,
+             "sandbox": scenario_sandbox}
 
 
 def main(scenarios=SCENARIOS, prefix="qnet_e2e"):

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   qnet::worker::RegisterRunCommand(app);
   qnet::worker::RegisterServeCommand(app);
+  qnet::worker::RegisterSandboxChildCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

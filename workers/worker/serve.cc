@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/token_file.h"
 #include "workers/engine/job_runner.h"
+#include "workers/worker/sandbox.h"
+#include "workers/worker/sandbox_child.h"
 #include "workers/worker/worker_log.h"
 #include "workers/worker/worker_loop.h"
 
@@ -40,6 +43,8 @@ struct ServeFlags {
   int lease_wait_seconds = 15;
   bool once = false;
   std::string token_file;
+  bool no_sandbox = false;
+  SandboxLimits sandbox;
 };
 
 std::string DefaultCacheDir() {
@@ -102,6 +107,42 @@ absl::StatusOr<std::string> DeviceLabel(const std::string& device) {
                       : absl::StrCat("cuda:", index, " (", name, ")");
 }
 
+// This program's file, for the sandbox's fork+exec (argv[0] may be relative or a PATH name).
+absl::StatusOr<std::string> SelfExecutable() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot find this program for the sandbox (/proc/self/exe: ", ec.message(),
+                     "); mount /proc or pass --no-sandbox"));
+  }
+  return exe.string();
+}
+
+void AddSandboxFlags(CLI::App& serve, ServeFlags& flags) {
+  SandboxLimits& limits = flags.sandbox;
+  serve.add_flag("--no-sandbox", flags.no_sandbox,
+                 "run models inside the worker process (trusted models only; logged)");
+  serve
+      .add_option("--sandbox-memory-mib", limits.memory_mib,
+                  "resident memory cap of a job (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve
+      .add_option("--sandbox-cpu-seconds", limits.cpu_seconds,
+                  "CPU time of a job over all its threads (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve.add_option("--sandbox-wall-seconds", limits.wall_seconds, "run time of a job (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve
+      .add_option("--sandbox-open-files", limits.open_files,
+                  "open file limit of a job (0: inherit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+}
+
 [[noreturn]] void ExitNow(int code) {
   ShutdownLogging();
   std::fflush(nullptr);
@@ -155,10 +196,35 @@ int RunServe(const ServeFlags& flags) {
     options.token = *std::move(token);
   }
 
+  std::unique_ptr<Sandbox> sandbox;
+  JobRunner runner = &engine::RunJob;
+  if (flags.no_sandbox) {
+    LogWarning(
+        "--no-sandbox: models run inside the worker process, next to its token and with its "
+        "network; use it only for models you trust");
+  } else {
+    absl::StatusOr<std::string> exe = SelfExecutable();
+    if (!exe.ok()) {
+      LogError(std::string(exe.status().message()));
+      return 2;
+    }
+    // Keeps a job's process (same uid) from reading this one's memory or environment in /proc.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    SandboxOptions sandbox_options;
+    sandbox_options.executable = *exe;
+    sandbox_options.arguments = {"sandbox-child"};
+    sandbox_options.limits = flags.sandbox;
+    if (!flags.token_file.empty()) sandbox_options.hidden_files.push_back(flags.token_file);
+    sandbox = Sandbox::Create(std::move(sandbox_options));
+    runner = [&sandbox](const engine::JobRun& run, const engine::JobCallbacks& callbacks) {
+      return sandbox->Run(run, callbacks);
+    };
+  }
+
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   auto channel = grpc::CreateCustomChannel(flags.server, grpc::InsecureChannelCredentials(), args);
-  WorkerLoop loop(channel, flags.server, options, &engine::RunJob);
+  WorkerLoop loop(channel, flags.server, options, runner);
   LogInfo(absl::StrCat("worker ", options.worker_id, " on ", options.device_label, " serving ",
                        flags.server, " (cache ", cache_dir, ")"));
 
@@ -215,6 +281,7 @@ void RegisterServeCommand(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 120));
   serve->add_flag("--once", flags->once, "exit after one job");
+  AddSandboxFlags(*serve, *flags);
   serve
       ->add_option("--token-file", flags->token_file,
                    "file holding the server's worker token (default: $QNET_WORKER_TOKEN, if set)")
@@ -222,6 +289,16 @@ void RegisterServeCommand(CLI::App& app) {
   serve->callback([flags] {
     const int code = RunServe(*flags);
     if (code != 0) throw CLI::RuntimeError(code);
+  });
+}
+
+void RegisterSandboxChildCommand(CLI::App& app) {
+  // Hidden (no group): started only by `serve` with the job's socket on kSandboxChildFd.
+  CLI::App* child = app.add_subcommand("sandbox-child", "")->group("");
+  child->callback([] {
+    LogToStderr();
+    // _Exit: the engine's threads may still run; the parent has the result already.
+    ExitNow(RunSandboxChild(kSandboxChildFd, &engine::RunJob));
   });
 }
 

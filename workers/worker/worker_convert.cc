@@ -49,4 +49,50 @@ v1::Metrics MetricsToProto(const engine::JobMetrics& m) {
   return out;
 }
 
+engine::ProgressEvent ProgressFromProto(const v1::Progress& p) {
+  engine::ProgressEvent event;
+  event.phase = p.phase();
+  event.epoch = p.epoch();
+  event.total_epochs = p.total_epochs();
+  event.step = p.step();
+  event.steps_per_epoch = p.steps_per_epoch();
+  event.loss = p.loss();
+  event.temperature = p.temperature();
+  event.accuracy = p.accuracy();
+  event.images_per_second = p.images_per_second();
+  event.eta_seconds = p.eta_seconds();
+  event.device_memory_bytes = p.device_memory_bytes();
+  return event;
+}
+
+engine::JobMetrics MetricsFromProto(const v1::Metrics& m) {
+  engine::JobMetrics out;
+  out.float_top1 = m.float_top1();
+  out.float_top5 = m.float_top5();
+  out.quantized_top1 = m.quantized_top1();
+  out.quantized_top5 = m.quantized_top5();
+  out.soft_top1 = m.soft_top1();
+  out.hard_top1 = m.hard_top1();
+  out.float_size_bytes = m.float_size_bytes();
+  out.packed_size_bytes = m.packed_size_bytes();
+  out.compression_ratio = m.compression_ratio();
+  out.device = m.device();
+  if (m.has_torchscript_top1()) out.torchscript_top1 = m.torchscript_top1();
+  if (m.has_onnx_top1()) out.onnx_top1 = m.onnx_top1();
+  out.effective_spec = m.effective_spec();
+  out.input_mean.assign(m.input_normalization().mean().begin(),
+                        m.input_normalization().mean().end());
+  out.input_std.assign(m.input_normalization().std().begin(), m.input_normalization().std().end());
+  out.class_names.assign(m.class_names().begin(), m.class_names().end());
+  for (const v1::EpochMetrics& e : m.epochs()) {
+    out.epochs.push_back({.epoch = e.epoch(),
+                          .phase = e.phase(),
+                          .train_loss = e.train_loss(),
+                          .temperature = e.temperature(),
+                          .soft_top1 = e.soft_top1(),
+                          .hard_top1 = e.hard_top1()});
+  }
+  return out;
+}
+
 }  // namespace qnet::worker

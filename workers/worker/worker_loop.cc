@@ -39,6 +39,19 @@ bool LeaseGone(grpc::StatusCode code) {
 
 }  // namespace
 
+absl::StatusOr<engine::JobResult> RunCatching(const JobRunner& runner, const engine::JobRun& run,
+                                              const engine::JobCallbacks& callbacks) {
+  try {
+    return runner(run, callbacks);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("the engine ran out of memory");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("the engine threw: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("the engine threw an unknown exception");
+  }
+}
+
 void WorkerLoop::PrepareCall(grpc::ClientContext& context,
                              std::chrono::milliseconds timeout) const {
   context.set_deadline(std::chrono::system_clock::now() + timeout);
@@ -452,16 +465,7 @@ LeaseOutcome WorkerLoop::RunLease(const v1::AcquireLeaseResponse& response) {
     };
     auto out = std::make_shared<Outcome>();
     std::thread engine_thread([runner = runner_, config = *config, callbacks, out] {
-      absl::StatusOr<engine::JobResult> r = absl::UnknownError("not run");
-      try {
-        r = runner(config, callbacks);
-      } catch (const std::bad_alloc&) {
-        r = absl::ResourceExhaustedError("the engine ran out of memory");
-      } catch (const std::exception& e) {
-        r = absl::InternalError(absl::StrCat("the engine threw: ", e.what()));
-      } catch (...) {
-        r = absl::InternalError("the engine threw an unknown exception");
-      }
+      absl::StatusOr<engine::JobResult> r = RunCatching(runner, config, callbacks);
       std::lock_guard<std::mutex> lock(out->mutex);
       out->result = std::move(r);
       out->done = true;

@@ -44,6 +44,11 @@ namespace qnet::worker {
 using JobRunner = std::function<absl::StatusOr<engine::JobResult>(const engine::JobRun&,
                                                                   const engine::JobCallbacks&)>;
 
+// runner(run, callbacks) with what it throws turned into an error: RESOURCE_EXHAUSTED for
+// std::bad_alloc, INTERNAL otherwise.
+absl::StatusOr<engine::JobResult> RunCatching(const JobRunner& runner, const engine::JobRun& run,
+                                              const engine::JobCallbacks& callbacks);
+
 struct ServeOptions {
   std::string worker_id;
   std::string device = "auto";       // handed to the engine: "auto", "cpu", "cuda", "cuda:N"
