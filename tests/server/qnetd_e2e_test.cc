@@ -1,6 +1,7 @@
 // The real qnetd binary on loopback: it prints its listening line, keeps every accepted job
 // across kill -9 (none lost, none duplicated, request_ids still idempotent), runs and stops local
-// workers, and exits 0 on SIGTERM.
+// workers, and exits 0 on SIGTERM. Authentication: `qnetd token`, no network address without
+// auth, the replaced --worker-token-file, and SIGHUP re-reading the tokens file.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/job.grpc.pb.h"
+#include "server/auth/token_table.h"
 #include "tests/server/test_util.h"
 
 #ifndef QNETD_PATH
@@ -273,6 +275,81 @@ TEST_F(QnetdE2eTest, StoreFlagChoosesTheJobStore) {
   EXPECT_THAT(testing::ReadFile(dir_ / "unknown.log"),
               ::testing::AllOf(HasSubstr("--store: unknown job store scheme \"postgres\""),
                                HasSubstr("sqlite:///")));
+}
+
+}  // namespace
+}  // namespace qnet::server
+
+namespace qnet::server {
+namespace {
+
+struct ProcessRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// qnetd with `args`, to its exit.
+ProcessRun RunQnetd(const std::string& args) {
+  ProcessRun run;
+  FILE* p = ::popen((std::string(QNETD_PATH) + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) run.output.append(buf, n);
+  const int status = ::pclose(p);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+using ::testing::Not;
+
+TEST_F(QnetdE2eTest, TokenSubcommandPrintsTokenAndItsLine) {
+  const ProcessRun run = RunQnetd("token --name alice --role client");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const size_t at = run.output.find("qnet_");
+  ASSERT_NE(at, std::string::npos) << run.output;
+  const std::string token = run.output.substr(at, run.output.find('\n', at) - at);
+  EXPECT_THAT(run.output, HasSubstr("\nalice client " + TokenHash(token) + "\n"));
+  EXPECT_THAT(RunQnetd("token --name alice --role client").output, Not(HasSubstr(token)));
+  const ProcessRun bad = RunQnetd("token --name alice --role owner");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("unknown role \"owner\""));
+}
+
+TEST_F(QnetdE2eTest, RefusesNetworkAddressesWithoutAuthAndTheOldWorkerToken) {
+  const ProcessRun open =
+      RunQnetd("--listen 0.0.0.0:0 --http-listen 127.0.0.1:0 --data-dir " + dir_ / "data");
+  EXPECT_EQ(open.exit_code, 1);
+  EXPECT_THAT(open.output, HasSubstr("refusing to listen on 0.0.0.0:0 without authentication"));
+  testing::WriteFile(dir_ / "worker-token", "s3cret\n");
+  const ProcessRun old =
+      RunQnetd("--data-dir " + dir_ / "data" + " --worker-token-file " + dir_ / "worker-token");
+  EXPECT_EQ(old.exit_code, 2);
+  EXPECT_THAT(old.output, HasSubstr("replaced by --auth-tokens"));
+  EXPECT_THAT(old.output, HasSubstr("worker worker " + TokenHash("s3cret")));
+}
+
+TEST_F(QnetdE2eTest, SighupRereadsTheTokensFile) {
+  const std::string alice = NewToken(), bob = NewToken();
+  testing::WriteFile(dir_ / "tokens", "alice client " + TokenHash(alice) + "\n");
+  Qnetd qnetd(Args({"--auth-tokens", dir_ / "tokens"}));
+  ASSERT_TRUE(qnetd.Start());
+  auto stub = qnetd.Stub();
+  const auto list = [&](const std::string& token) {
+    auto ctx = Ctx();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    qnet::v1::ListJobsResponse resp;
+    return stub->ListJobs(ctx.get(), {}, &resp).error_code();
+  };
+  EXPECT_EQ(list(alice), grpc::StatusCode::OK);
+  EXPECT_EQ(list(bob), grpc::StatusCode::UNAUTHENTICATED);
+  testing::WriteFile(dir_ / "tokens", "bob client " + TokenHash(bob) + "\n");
+  ::kill(qnetd.pid(), SIGHUP);
+  EXPECT_TRUE(testing::WaitFor([&] { return list(bob) == grpc::StatusCode::OK; }));
+  EXPECT_EQ(list(alice), grpc::StatusCode::UNAUTHENTICATED);
+  stub.reset();
+  const int status = qnetd.SignalAndWait(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace
