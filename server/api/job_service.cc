@@ -165,6 +165,17 @@ grpc::Status JobServiceImpl::CreateDataset(grpc::ServerContext* context,
   if (absl::Status s = RequireOwnBlob(*caller, request->digest(), "dataset blob"); !s.ok()) {
     return ToGrpcStatus(s);
   }
+  // Only whoever uploaded a dataset's content may replace it.
+  if (const std::optional<DatasetEntry> existing = datasets_->Find(request->name());
+      request->replace() && existing.has_value() && existing->info.origin() == kOriginUploaded &&
+      existing->info.digest() != request->digest()) {
+    if (!RequireOwnBlob(*caller, existing->info.digest(), "dataset").ok()) {
+      return {grpc::StatusCode::PERMISSION_DENIED,
+              absl::StrCat("dataset ", request->name(),
+                           " was uploaded by another identity; "
+                           "choose another name")};
+    }
+  }
   absl::StatusOr<qnet::v1::Dataset> dataset =
       datasets_->CreateUploaded(request->name(), request->digest(), request->replace(), *blobs_);
   if (!dataset.ok()) return ToGrpcStatus(dataset.status());
