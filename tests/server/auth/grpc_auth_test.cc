@@ -1,6 +1,8 @@
 // qnetd in-process with a tokens file: every RPC of the method table called by every role (and
 // by nobody) gets through or is refused with the right code before any handler runs; qnetd
 // refuses to serve a network address without authentication; a reload changes who gets in.
+#include <cstdlib>
+
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
@@ -411,6 +413,40 @@ TEST_F(OwnershipTest, LeasesAreBoundToTheirWorker) {
   EXPECT_EQ(Download(alice_, w1s_artifact), grpc::StatusCode::OK);
   EXPECT_EQ(Download(bob_, w1s_artifact), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(Stat(bob_, w1s_artifact), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(OwnershipTest, OnlyTheUploaderReplacesADataset) {
+  // Two small .npz datasets of different content.
+  const std::string script =
+      "import numpy as np, sys\n"
+      "for i, path in enumerate(sys.argv[1:]):\n"
+      "    x = np.full((8, 8, 8), i, np.uint8); y = np.arange(8) % 2\n"
+      "    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)\n";
+  testing::WriteFile(dir_ / "make.py", script);
+  ASSERT_EQ(
+      std::system(
+          ("python3 " + dir_ / "make.py" + " " + dir_ / "a.npz" + " " + dir_ / "b.npz").c_str()),
+      0);
+  std::string a, b_by_bob, b_by_alice;
+  ASSERT_TRUE(Upload(alice_, testing::ReadFile(dir_ / "a.npz"), &a).ok());
+  ASSERT_TRUE(Upload(bob_, testing::ReadFile(dir_ / "b.npz"), &b_by_bob).ok());
+  const auto create = [&](const std::string& token, const std::string& digest) {
+    qnet::v1::CreateDatasetRequest request;
+    request.set_name("pets");
+    request.set_digest(digest);
+    request.set_replace(true);
+    qnet::v1::Dataset dataset;
+    auto context = As(token);
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    return jobs_->CreateDataset(context.get(), request, &dataset);
+  };
+  ASSERT_TRUE(create(alice_, a).ok()) << create(alice_, a).error_message();
+  EXPECT_EQ(create(bob_, a).error_code(), grpc::StatusCode::NOT_FOUND);  // not bob's upload
+  const grpc::Status taken = create(bob_, b_by_bob);
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(taken.error_message(), HasSubstr("uploaded by another identity"));
+  ASSERT_TRUE(Upload(alice_, testing::ReadFile(dir_ / "b.npz"), &b_by_alice).ok());
+  EXPECT_TRUE(create(alice_, b_by_alice).ok());
 }
 
 }  // namespace
