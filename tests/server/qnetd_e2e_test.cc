@@ -277,12 +277,6 @@ TEST_F(QnetdE2eTest, StoreFlagChoosesTheJobStore) {
                                HasSubstr("sqlite:///")));
 }
 
-}  // namespace
-}  // namespace qnet::server
-
-namespace qnet::server {
-namespace {
-
 struct ProcessRun {
   int exit_code = -1;
   std::string output;  // stdout and stderr
@@ -350,6 +344,41 @@ TEST_F(QnetdE2eTest, SighupRereadsTheTokensFile) {
   const int status = qnetd.SignalAndWait(SIGTERM);
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(QnetdE2eTest, LocalWorkersGetTheirOwnIdentityOnALoopbackPortWithTls) {
+  ASSERT_EQ(std::system((std::string(QNET_MAKE_CERTS) + " " + dir_.path()).c_str()), 0);
+  testing::WriteFile(dir_ / "tokens", "alice client " + TokenHash(NewToken()) + "\n");
+  const std::string script = dir_ / "fake-worker.sh";
+  testing::WriteFile(script, absl::StrCat("#!/bin/sh\necho \"$QNET_TOKEN\" \"$@\" >> ",
+                                          dir_ / "workers.txt", "\nexec sleep 60\n"));
+  ::chmod(script.c_str(), 0755);
+  Qnetd qnetd(
+      Args({"--auth-tokens", dir_ / "tokens", "--tls-cert", dir_ / "server.pem", "--tls-key",
+            dir_ / "server.key", "--local-workers", "1", "--worker-binary", script}));
+  ASSERT_TRUE(qnetd.Start());
+  std::string started;
+  ASSERT_TRUE(testing::WaitFor([&] {
+    started = testing::ReadFile(dir_ / "workers.txt");
+    return started.find('\n') != std::string::npos;
+  }));
+  // "TOKEN serve --server 127.0.0.1:PORT ...": the token came in the environment.
+  const std::vector<std::string> words = absl::StrSplit(started, absl::ByAnyChar(" \n"));
+  ASSERT_GE(words.size(), 4u) << started;
+  const std::string token = words[0], address = words[3];
+  EXPECT_EQ(token.rfind("qnet_", 0), 0u) << started;
+  EXPECT_NE(address, qnetd.grpc());
+  const auto capabilities = [](const std::string& at, const std::string& bearer) {
+    auto stub =
+        qnet::v1::JobService::NewStub(grpc::CreateChannel(at, grpc::InsecureChannelCredentials()));
+    auto ctx = Ctx();
+    if (!bearer.empty()) ctx->AddMetadata("authorization", "Bearer " + bearer);
+    qnet::v1::Capabilities reply;
+    return stub->GetCapabilities(ctx.get(), {}, &reply).error_code();
+  };
+  EXPECT_EQ(capabilities(address, token), grpc::StatusCode::OK);  // a worker identity
+  EXPECT_EQ(capabilities(address, ""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(capabilities(qnetd.grpc(), token), grpc::StatusCode::UNAVAILABLE);  // TLS only
 }
 
 }  // namespace
