@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/connection.h"
 #include "client/dataset_archive.h"
 #include "client/grpc_status.h"
 #include "common/digest.h"
@@ -38,11 +39,9 @@ bool IsTerminal(v1::JobState state) {
 }
 
 std::unique_ptr<QnetClient> QnetClient::Connect(const std::string& address, ClientOptions options) {
-  grpc::ChannelArguments args;
-  // Downloads stream 1 MiB chunks plus framing; leave room above gRPC's 4 MiB default anyway.
-  args.SetMaxReceiveMessageSize(16 << 20);
-  auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  return std::make_unique<QnetClient>(std::move(channel), address, options);
+  ConnectionOptions connection;
+  connection.address = address;
+  return std::make_unique<QnetClient>(MakeChannel(connection), address, options);
 }
 
 QnetClient::QnetClient(std::shared_ptr<grpc::Channel> channel, std::string address,

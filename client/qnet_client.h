@@ -64,7 +64,8 @@ struct DatasetUpload {
 
 class QnetClient {
  public:
-  // An insecure channel to `address` ("host:port"). Does not connect until the first call.
+  // A plaintext channel to `address` ("host:port") without a token; MakeChannel (connection.h)
+  // makes one with credentials. Does not connect until the first call.
   static std::unique_ptr<QnetClient> Connect(const std::string& address,
                                              ClientOptions options = {});
   QnetClient(std::shared_ptr<grpc::Channel> channel, std::string address,

@@ -1,6 +1,6 @@
-// Reads a shared secret (the worker token) from a file, so it never has to appear on a command
-// line where `ps` would show it. The file holds the token on one line; surrounding whitespace is
-// ignored. qnetd's --worker-token-file and qnet-worker's --token-file both read it this way.
+// Reads an identity's token from a file, so it never has to appear on a command line where `ps`
+// would show it. The file holds the token on one line; surrounding whitespace is ignored. The
+// --token-file of `qnet` and `qnet-worker serve` (client/connection.h) read it this way.
 //
 //   absl::StatusOr<std::string> token = qnet::ReadTokenFile("/etc/qnet/worker-token");
 //   if (!token.ok()) { std::cerr << token.status().message() << "\n"; return 2; }

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
@@ -38,8 +39,8 @@ class Clock;
 class JobStore;
 
 struct QnetServerOptions {
-  std::string listen = "0.0.0.0:50051";      // gRPC, HOST:PORT (port 0 = any free port)
-  std::string http_listen = "0.0.0.0:8080";  // "" = no HTTP server
+  std::string listen = "127.0.0.1:50051";      // gRPC, HOST:PORT (port 0 = any free port)
+  std::string http_listen = "127.0.0.1:8080";  // "" = no HTTP server
   std::string data_dir;
   int local_workers = 0;
   int lease_seconds = 30;
@@ -51,9 +52,16 @@ struct QnetServerOptions {
   // Registered as "fashion-mnist" (idx) when the folder exists; "" = no default dataset.
   std::string default_dataset_dir = "/usr/share/datasets/fashion-mnist";
   std::string worker_binary;  // "" = look next to qnetd
-  // Non-empty: WorkerService calls must carry "authorization: Bearer <worker_token>" (local
-  // workers get it in their environment); "" = workers are not authenticated.
-  std::string worker_token;
+  // Authentication (docs/ARCHITECTURE.md, "Security"). A tokens file: every call but health
+  // checks needs an identity from it, local workers get generated ones. None: every caller is
+  // admin, which qnetd allows on loopback addresses only, unless insecure_no_auth says so.
+  std::string auth_tokens_path;
+  bool insecure_no_auth = false;
+  // TLS for gRPC: certificate chain and key (PEM). With a client CA, clients must present a
+  // certificate it signed; its CN names an identity of the tokens file.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  std::string tls_client_ca_path;
   std::string chartjs_path = "/usr/share/javascript/chart.js/chart.min.js";
   // HTTP limits (docs/ARCHITECTURE.md, "HTTP"). Host names the Host header may name besides IP
   // literals ("*" = any); empty = localhost and the --http-listen host.
@@ -89,6 +97,8 @@ class QnetServer {
   virtual bool serving() const = 0;
 
   virtual void Shutdown(absl::Duration grace = absl::Seconds(10)) = 0;
+  // Reads the tokens file again (SIGHUP); on an error the identities stay as they were.
+  virtual absl::Status ReloadAuthTokens() = 0;
 };
 
 // The version qnetd reports (qnet_build_info, dashboard).

@@ -1,12 +1,15 @@
 // qnetd: the qnet server. Parses flags, runs a QnetServer, prints one line
 //   listening grpc=HOST:PORT http=HOST:PORT
-// to stdout once serving, logs to stderr, and drains on SIGTERM/SIGINT (exit 0).
+// to stdout once serving, logs to stderr, drains on SIGTERM/SIGINT (exit 0) and reads the tokens
+// file again on SIGHUP. `qnetd token` prints a new token and its tokens-file line.
 //
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
-//         [--local-workers N] [--lease-seconds S] [--max-attempts N] [--max-queued N]
-//         [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]... [--worker-binary PATH]
-//         [--worker-token-file FILE] [--store URI] [--http-allowed-hosts H1,H2]
+//         --auth-tokens /etc/qnet/tokens --tls-cert cert.pem --tls-key key.pem
+//         [--tls-client-ca ca.pem] [--local-workers N] [--lease-seconds S] [--max-attempts N]
+//         [--max-queued N] [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]...
+//         [--worker-binary PATH] [--store URI] [--http-allowed-hosts H1,H2]
 //         [--http-max-connections N] [--grpc-max-threads N] ... (--help lists every limit)
+//   qnetd token --name alice --role client
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -22,6 +25,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/token_file.h"
 #include "datasets/dataset_format.h"
+#include "server/auth/identity.h"
+#include "server/auth/token_table.h"
 #include "server/qnet_server.h"
 #include "server/store/job_store_registry.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -43,6 +48,41 @@ void RaiseDescriptorLimit() {
   spdlog::debug("descriptor limit raised from {} to {}", before, limit.rlim_cur);
 }
 
+// `qnetd token`: a new token on stdout's first line, the line for the tokens file on the second.
+int PrintNewToken(const std::string& name, const std::string& role_name) {
+  if (absl::Status s = qnet::server::CheckIdentityName(name); !s.ok()) {
+    std::cerr << "qnetd token: --name: " << s.message() << "\n";
+    return 2;
+  }
+  absl::StatusOr<qnet::server::Role> role = qnet::server::ParseRole(role_name);
+  if (!role.ok()) {
+    std::cerr << "qnetd token: --role: " << role.status().message() << "\n";
+    return 2;
+  }
+  const std::string token = qnet::server::NewToken();
+  std::cout << token << "\n"
+            << name << " " << role_name << " " << qnet::server::TokenHash(token) << "\n";
+  std::cerr << "give the first line to " << name
+            << " (--token-file or QNET_TOKEN); add the second to qnetd's --auth-tokens file and "
+               "send qnetd SIGHUP\n";
+  return 0;
+}
+
+// The flag's former meaning is an identity in the tokens file: say which line to add.
+int RefuseWorkerTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> token = qnet::ReadTokenFile(path);
+  std::cerr << "qnetd: --worker-token-file is replaced by --auth-tokens FILE, which names every "
+               "identity and its role";
+  if (token.ok()) {
+    std::cerr << "; for this token add the line\n  worker worker "
+              << qnet::server::TokenHash(*token) << "\n";
+  } else {
+    std::cerr << " (" << token.status().message() << ")\n";
+  }
+  std::cerr << "(`qnetd token --name NAME --role ROLE` makes new entries)\n";
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,7 +96,7 @@ int main(int argc, char** argv) {
   app.add_option("--http-listen", options.http_listen,
                  "HTTP address for /metrics, /healthz, REST and the dashboard")
       ->capture_default_str();
-  app.add_option("--data-dir", options.data_dir, "folder for the job store and blobs")->required();
+  app.add_option("--data-dir", options.data_dir, "folder for the job store and blobs (required)");
   app.add_option("--store", options.store_uri,
                  absl::StrCat("job store URI (default sqlite://DATA_DIR/jobs.db); schemes: ",
                               qnet::server::KnownSchemes()));
@@ -95,9 +135,19 @@ int main(int argc, char** argv) {
                  "on SIGTERM, how long running calls and local workers get to finish")
       ->capture_default_str()
       ->check(CLI::Range(0, 3600));
+  app.add_option("--auth-tokens", options.auth_tokens_path,
+                 "tokens file: one identity a line, NAME ROLE sha256:HEX (roles client, worker, "
+                 "admin, metrics); every call needs one of them; re-read on SIGHUP");
+  app.add_flag("--insecure-no-auth", options.insecure_no_auth,
+               "serve without authentication on any address: everyone who can connect is admin "
+               "(without --auth-tokens qnetd otherwise listens on loopback addresses only)");
+  app.add_option("--tls-cert", options.tls_cert_path, "TLS certificate chain (PEM) for gRPC");
+  app.add_option("--tls-key", options.tls_key_path, "TLS private key (PEM) for gRPC");
+  app.add_option("--tls-client-ca", options.tls_client_ca_path,
+                 "require client certificates signed by this CA (PEM); a certificate's CN names "
+                 "its identity in the tokens file");
   app.add_option("--worker-token-file", worker_token_file,
-                 "file holding the token workers must present (default: workers are not "
-                 "authenticated; use it whenever workers reach qnetd over a network)");
+                 "replaced by --auth-tokens (qnetd says which line to add)");
   app.add_option("--http-allowed-hosts", options.http_allowed_hosts,
                  "host names HTTP requests may address besides IP literals (DNS rebinding "
                  "protection; \"*\" = any; default: localhost and the --http-listen host)")
@@ -134,21 +184,19 @@ int main(int argc, char** argv) {
                  "cancel a blob upload that sends nothing for this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
+  std::string token_name, token_role;
+  CLI::App* token =
+      app.add_subcommand("token", "print a new random token and its tokens-file line");
+  token->add_option("--name", token_name, "identity name")->required();
+  token->add_option("--role", token_role, "client, worker, admin or metrics")->required();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (token->parsed()) return PrintNewToken(token_name, token_role);
+  if (!worker_token_file.empty()) return RefuseWorkerTokenFile(worker_token_file);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("qnetd"));
   spdlog::set_level(spdlog::level::from_str(log_level));
-  if (!worker_token_file.empty()) {
-    absl::StatusOr<std::string> token = qnet::ReadTokenFile(worker_token_file);
-    if (!token.ok()) {
-      std::cerr << "qnetd: --worker-token-file: " << token.status().message() << "\n";
-      return 2;
-    }
-    options.worker_token = *std::move(token);
-  }
-
   RaiseDescriptorLimit();
 
   // Signals go to one thread (sigwait below); every thread started from here inherits the mask.
@@ -156,6 +204,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -169,7 +218,14 @@ int main(int argc, char** argv) {
             << " http=" << (*server)->http_address() << std::endl;
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    absl::Status reloaded = (*server)->ReloadAuthTokens();
+    if (reloaded.ok()) {
+      spdlog::info("SIGHUP: tokens file read again");
+    } else {
+      spdlog::error("SIGHUP: identities unchanged: {}", std::string(reloaded.message()));
+    }
+  }
   spdlog::info("{} received; shutting down (send it again to stop at once)", strsignal(sig));
   // A second signal, not a duplicate of the first (a supervisor and a terminal may both send
   // one), stops at once.
@@ -177,6 +233,7 @@ int main(int argc, char** argv) {
     while (true) {
       int again = 0;
       sigwait(&signals, &again);
+      if (again == SIGHUP) continue;
       if (std::chrono::steady_clock::now() - first < std::chrono::seconds(2)) continue;
       spdlog::warn("{} again: exiting without draining", strsignal(again));
       std::_Exit(1);

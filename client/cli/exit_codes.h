@@ -5,7 +5,8 @@
 //   2  usage error: bad flags, a missing model file, or the server refused the request as
 //      INVALID_ARGUMENT / NOT_FOUND / ALREADY_EXISTS / FAILED_PRECONDITION (fix the input and
 //      retry)
-//   3  server error or server unreachable (anything else: UNAVAILABLE, INTERNAL, ...)
+//   3  server error or server unreachable (anything else: UNAVAILABLE, INTERNAL, ...), and
+//      refused credentials (UNAUTHENTICATED, PERMISSION_DENIED), with the server's message
 //
 //   absl::Status s = ...;
 //   if (!s.ok()) return qnet::cli::ExitCodeFor(s);

@@ -8,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "client/cli/artifact_select.h"
 #include "client/cli/exit_codes.h"
+#include "client/connection_flags.h"
 
 namespace qnet::cli {
 namespace {
@@ -35,6 +36,8 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
   app.add_option("--server", server, "qnetd gRPC address host:port")
       ->envname("QNET_SERVER")
       ->capture_default_str();
+  client::ConnectionFlags connection_flags;
+  client::BindConnectionFlags(app, connection_flags);
 
   SubmitFlags submit_flags;
   bool wait = false, json = false;
@@ -98,8 +101,14 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
 
+  absl::StatusOr<client::ConnectionOptions> connection =
+      client::ResolveConnection(server, connection_flags);
+  if (!connection.ok()) {
+    console.err << "qnet: " << connection.status().message() << "\n";
+    return kExitUsage;
+  }
   try {
-    auto client = client::QnetClient::Connect(server);
+    auto client = std::make_unique<client::QnetClient>(client::MakeChannel(*connection), server);
     if (submit->parsed()) return RunSubmit(*client, submit_flags, wait, json, console);
     if (get->parsed()) return RunGet(*client, id, json, console);
     if (list->parsed()) return RunList(*client, state, json, console);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/api/grpc_status.h"
+#include "server/auth/grpc_auth.h"
 #include "spdlog/spdlog.h"
 
 namespace qnet::server {
@@ -49,11 +50,70 @@ void BlobServiceImpl::IdleUploads::Run() {
   }
 }
 
+namespace {
+
+absl::Status NotFound(const std::string& digest) {
+  return absl::NotFoundError(absl::StrCat("blob ", digest, " not found; upload it first"));
+}
+
+}  // namespace
+
 BlobServiceImpl::BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics,
+                                 BlobGrants* grants, Scheduler* scheduler,
+                                 const DatasetRegistry* datasets, const Authenticator* auth,
                                  absl::Duration upload_idle)
-    : store_(store), metrics_(metrics), idle_uploads_(upload_idle) {}
+    : store_(store),
+      metrics_(metrics),
+      grants_(grants),
+      scheduler_(scheduler),
+      datasets_(datasets),
+      auth_(auth),
+      idle_uploads_(upload_idle) {}
 
 BlobServiceImpl::~BlobServiceImpl() = default;
+
+absl::Status BlobServiceImpl::MayRead(const grpc::ServerContext& context,
+                                      const std::string& digest) {
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, context);
+  if (!caller.ok()) return caller.status();
+  if (caller->is_admin()) return absl::OkStatus();
+  if (caller->role != Role::kWorker) {
+    return grants_->HasAny(digest, caller->name) ? absl::OkStatus() : NotFound(digest);
+  }
+  // A worker sees what it uploaded for the jobs it holds now, so the same bytes uploaded for an
+  // earlier job are uploaded again and recorded for this one.
+  for (const qnet::v1::Job& job : scheduler_->LeasedBy(caller->name)) {
+    if (job.spec().model() == digest || job.checkpoint_digest() == digest ||
+        grants_->Has(digest, caller->name, job.id())) {
+      return absl::OkStatus();
+    }
+    const std::optional<DatasetEntry> dataset = datasets_->Find(job.spec().dataset());
+    if (!dataset.has_value()) continue;
+    for (const qnet::v1::DatasetFile& f : dataset->files) {
+      if (f.digest() == digest) return absl::OkStatus();
+    }
+  }
+  return NotFound(digest);
+}
+
+absl::StatusOr<std::vector<std::string>> BlobServiceImpl::UploadJobs(const Identity& caller,
+                                                                     const std::string& job_id) {
+  std::vector<std::string> jobs;
+  if (caller.role != Role::kWorker) {
+    if (!job_id.empty()) {
+      return absl::InvalidArgumentError("job_id is for workers' checkpoints and artifacts");
+    }
+    return jobs;
+  }
+  for (const qnet::v1::Job& job : scheduler_->LeasedBy(caller.name)) {
+    if (job_id.empty() || job.id() == job_id) jobs.push_back(job.id());
+  }
+  if (!job_id.empty() && jobs.empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(caller.name, " does not hold job ", job_id, "; upload refused"));
+  }
+  return jobs;
+}
 
 grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
                                      grpc::ServerReader<qnet::v1::UploadRequest>* reader,
@@ -67,6 +127,10 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
             "the first upload message must be the header (size_bytes, digest, kind)"};
   }
   const qnet::v1::UploadHeader header = msg.header();
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<std::vector<std::string>> jobs = UploadJobs(*caller, header.job_id());
+  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
   // An upload that names its content can be resumed after a break.
   const bool resumable = !header.digest().empty() && header.size_bytes() > 0;
   if (!resumable && header.offset() != 0) {
@@ -102,6 +166,15 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
   }
   absl::StatusOr<BlobInfo> blob = (*upload)->Commit();
   if (!blob.ok()) return ToGrpcStatus(blob.status());
+  // Recorded before the reply, so a digest the caller was given is one it may use.
+  if (!caller->is_admin()) {
+    if (jobs->empty()) jobs->push_back("");
+    for (const std::string& job : *jobs) {
+      if (absl::Status s = grants_->Grant(blob->digest, caller->name, job); !s.ok()) {
+        return ToGrpcStatus(s);
+      }
+    }
+  }
   spdlog::debug("stored {} blob {} ({} bytes)", header.kind(), blob->digest, blob->size_bytes);
   response->set_digest(blob->digest);
   response->set_size_bytes(blob->size_bytes);
@@ -111,6 +184,7 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
 grpc::Status BlobServiceImpl::Download(grpc::ServerContext* context,
                                        const qnet::v1::DownloadRequest* request,
                                        grpc::ServerWriter<qnet::v1::DownloadChunk>* writer) {
+  if (absl::Status s = MayRead(*context, request->digest()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<std::unique_ptr<BlobStore::Reader>> reader =
       store_->OpenReader(request->digest(), request->offset());
   if (!reader.ok()) return ToGrpcStatus(reader.status());
@@ -133,9 +207,11 @@ grpc::Status BlobServiceImpl::Download(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status BlobServiceImpl::StatBlob(grpc::ServerContext*,
+grpc::Status BlobServiceImpl::StatBlob(grpc::ServerContext* context,
                                        const qnet::v1::StatBlobRequest* request,
                                        qnet::v1::StatBlobResponse* response) {
+  if (absl::Status s = CheckDigest(request->digest(), "digest"); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = MayRead(*context, request->digest()); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<int64_t> size = store_->Stat(request->digest());
   if (!size.ok()) return ToGrpcStatus(size.status());
   response->set_size_bytes(*size);

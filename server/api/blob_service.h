@@ -5,21 +5,35 @@
 // `upload_idle` is cancelled (DEADLINE_EXCEEDED; its temp file goes, as for any upload dropped
 // before Commit), so stalled clients cannot hold threads and temp files forever.
 //
-//   BlobServiceImpl blobs(&blob_store, &metrics, absl::Seconds(60));
+// Blobs are shared on disk but not between identities: an upload is recorded as the caller's
+// (a worker's for the job named in the header, else for every job it holds), and StatBlob and
+// Download answer NOT_FOUND, as for a missing blob, unless the caller may read it: a client its
+// uploads and its jobs' artifacts, a worker its uploads for and the inputs (model, dataset
+// files, checkpoint) of the jobs it holds now, an admin everything.
+//
+//   BlobServiceImpl blobs(&blob_store, &metrics, &grants, &scheduler, &datasets, &authenticator,
+//                         absl::Seconds(60));
 //   builder.RegisterService(&blobs);
 #ifndef QNET_SERVER_API_BLOB_SERVICE_H_
 #define QNET_SERVER_API_BLOB_SERVICE_H_
 
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
 #include "qnet/v1/blob.grpc.pb.h"
+
+#include "server/auth/authenticator.h"
+#include "server/blobs/blob_grants.h"
 #include "server/blobs/blob_store.h"
+#include "server/datasets/dataset_registry.h"
 #include "server/metrics/metrics_registry.h"
+#include "server/scheduling/scheduler.h"
 
 namespace qnet::server {
 
@@ -27,7 +41,9 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
  public:
   static constexpr size_t kDownloadChunkBytes = 1 << 20;
 
-  BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics, absl::Duration upload_idle);
+  BlobServiceImpl(const BlobStore* store, MetricsRegistry* metrics, BlobGrants* grants,
+                  Scheduler* scheduler, const DatasetRegistry* datasets, const Authenticator* auth,
+                  absl::Duration upload_idle);
   ~BlobServiceImpl() override;
 
   grpc::Status Upload(grpc::ServerContext* context,
@@ -65,8 +81,18 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
     std::thread thread_;
   };
 
+  // OK when the caller may read `digest`; NOT_FOUND otherwise.
+  absl::Status MayRead(const grpc::ServerContext& context, const std::string& digest);
+  // The jobs a worker's upload is recorded for; PERMISSION_DENIED for a job it does not hold.
+  absl::StatusOr<std::vector<std::string>> UploadJobs(const Identity& caller,
+                                                      const std::string& job_id);
+
   const BlobStore* const store_;
   MetricsRegistry* const metrics_;
+  BlobGrants* const grants_;
+  Scheduler* const scheduler_;
+  const DatasetRegistry* const datasets_;
+  const Authenticator* const auth_;
   IdleUploads idle_uploads_;
 };
 

@@ -2,11 +2,13 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/job/catalog.h"
 #include "common/job/job_spec.h"
 #include "datasets/dataset_format.h"
 #include "server/api/grpc_status.h"
+#include "server/auth/grpc_auth.h"
 #include "server/scheduling/page_token.h"
 
 namespace qnet::server {
@@ -21,32 +23,72 @@ grpc::Status RequireId(const std::string& id) {
 }  // namespace
 
 JobServiceImpl::JobServiceImpl(Scheduler* scheduler, const JobValidator* validator,
-                               DatasetRegistry* datasets, const BlobStore* blobs)
-    : scheduler_(scheduler), validator_(validator), datasets_(datasets), blobs_(blobs) {}
+                               DatasetRegistry* datasets, const BlobStore* blobs,
+                               const BlobGrants* grants, const Authenticator* auth)
+    : scheduler_(scheduler),
+      validator_(validator),
+      datasets_(datasets),
+      blobs_(blobs),
+      grants_(grants),
+      auth_(auth) {}
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+absl::StatusOr<qnet::v1::Job> JobServiceImpl::VisibleJob(const grpc::ServerContext& context,
+                                                         const std::string& id) {
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, context);
+  if (!caller.ok()) return caller.status();
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(id);
+  if (!job.ok()) return job.status();
+  if (!caller->is_admin() && job->owner() != caller->name) {
+    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  }
+  return job;
+}
+
+absl::Status JobServiceImpl::RequireOwnBlob(const Identity& caller, const std::string& digest,
+                                            absl::string_view what) const {
+  if (caller.is_admin() || grants_->HasAny(digest, caller.name)) return absl::OkStatus();
+  return absl::NotFoundError(
+      absl::StrCat(what, " ", digest, " is not among your uploads; upload it first"));
+}
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const qnet::v1::SubmitJobRequest* request,
                                        qnet::v1::Job* response) {
   if (absl::Status s = job::ValidateRequestId(request->request_id()); !s.ok()) {
     return ToGrpcStatus(s);
   }
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (absl::StartsWith(request->spec().model(), "sha256:")) {
+    if (absl::Status s = RequireOwnBlob(*caller, request->spec().model(), "model"); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
   if (absl::Status s = validator_->Validate(request->spec()); !s.ok()) return ToGrpcStatus(s);
-  absl::StatusOr<qnet::v1::Job> job = scheduler_->Submit(request->spec(), request->request_id());
+  absl::StatusOr<qnet::v1::Job> job =
+      scheduler_->Submit(request->spec(), request->request_id(), caller->name);
   if (!job.ok()) return ToGrpcStatus(job.status());
+  // A request id names one submission of one owner; it never hands out another's job.
+  if (job->owner() != caller->name) {
+    return {grpc::StatusCode::ALREADY_EXISTS,
+            absl::StrCat("request_id ", request->request_id(),
+                         " was used by another identity; choose another")};
+  }
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const qnet::v1::GetJobRequest* request,
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context,
+                                    const qnet::v1::GetJobRequest* request,
                                     qnet::v1::Job* response) {
   if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
-  absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(request->id());
+  absl::StatusOr<qnet::v1::Job> job = VisibleJob(*context, request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
                                       const qnet::v1::ListJobsRequest* request,
                                       qnet::v1::ListJobsResponse* response) {
   if (!qnet::v1::JobState_IsValid(request->state())) {
@@ -59,7 +101,10 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
       request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
   absl::StatusOr<int64_t> before_seq = DecodePageToken(request->page_token(), request->state());
   if (!before_seq.ok()) return ToGrpcStatus(before_seq.status());
-  absl::StatusOr<JobList> list = scheduler_->List(request->state(), *before_seq, page_size);
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<JobList> list = scheduler_->List(request->state(), *before_seq, page_size,
+                                                  caller->is_admin() ? "" : caller->name);
   if (!list.ok()) return ToGrpcStatus(list.status());
   for (qnet::v1::Job& job : list->jobs) *response->add_jobs() = std::move(job);
   response->set_next_page_token(EncodePageToken(request->state(), list->next_before_seq));
@@ -70,6 +115,9 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const qnet::v1::WatchJobRequest* request,
                                       grpc::ServerWriter<qnet::v1::Job>* writer) {
   if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  if (absl::StatusOr<qnet::v1::Job> job = VisibleJob(*context, request->id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
   uint64_t seen = 0;
   while (true) {
     if (context->IsCancelled()) return {grpc::StatusCode::CANCELLED, "watch cancelled by client"};
@@ -89,10 +137,13 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
   }
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
                                        const qnet::v1::CancelJobRequest* request,
                                        qnet::v1::Job* response) {
   if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  if (absl::StatusOr<qnet::v1::Job> job = VisibleJob(*context, request->id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
   absl::StatusOr<qnet::v1::Job> job = scheduler_->Cancel(request->id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   *response = *std::move(job);
@@ -106,9 +157,25 @@ grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::CreateDataset(grpc::ServerContext*,
+grpc::Status JobServiceImpl::CreateDataset(grpc::ServerContext* context,
                                            const qnet::v1::CreateDatasetRequest* request,
                                            qnet::v1::Dataset* response) {
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (absl::Status s = RequireOwnBlob(*caller, request->digest(), "dataset blob"); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  // Only whoever uploaded a dataset's content may replace it.
+  if (const std::optional<DatasetEntry> existing = datasets_->Find(request->name());
+      request->replace() && existing.has_value() && existing->info.origin() == kOriginUploaded &&
+      existing->info.digest() != request->digest()) {
+    if (!RequireOwnBlob(*caller, existing->info.digest(), "dataset").ok()) {
+      return {grpc::StatusCode::PERMISSION_DENIED,
+              absl::StrCat("dataset ", request->name(),
+                           " was uploaded by another identity; "
+                           "choose another name")};
+    }
+  }
   absl::StatusOr<qnet::v1::Dataset> dataset =
       datasets_->CreateUploaded(request->name(), request->digest(), request->replace(), *blobs_);
   if (!dataset.ok()) return ToGrpcStatus(dataset.status());

@@ -1,8 +1,11 @@
 // JobServiceImpl: the public job API (qnet.v1.JobService) over the Scheduler: validates specs
 // (JobValidator), submits idempotently by request_id, reads, pages, watches and cancels jobs,
 // lists the datasets and zoo models this server offers, and registers uploaded datasets.
+// A job belongs to the identity that submitted it: other clients get NOT_FOUND for it, as for a
+// job that does not exist (admins see every job); a model or dataset blob must be the caller's
+// own upload.
 //
-//   JobServiceImpl jobs(&scheduler, &validator, &datasets, &blobs);
+//   JobServiceImpl jobs(&scheduler, &validator, &datasets, &blobs, &grants, &authenticator);
 //   grpc::ServerBuilder builder;
 //   builder.RegisterService(&jobs);
 #ifndef QNET_SERVER_API_JOB_SERVICE_H_
@@ -10,6 +13,8 @@
 
 #include "qnet/v1/job.grpc.pb.h"
 #include "server/api/job_validator.h"
+#include "server/auth/authenticator.h"
+#include "server/blobs/blob_grants.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
 #include "server/scheduling/scheduler.h"
@@ -23,7 +28,7 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
 
   // All must outlive the service.
   JobServiceImpl(Scheduler* scheduler, const JobValidator* validator, DatasetRegistry* datasets,
-                 const BlobStore* blobs);
+                 const BlobStore* blobs, const BlobGrants* grants, const Authenticator* auth);
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const qnet::v1::SubmitJobRequest* request,
                          qnet::v1::Job* response) override;
@@ -48,10 +53,19 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
                                qnet::v1::Capabilities* response) override;
 
  private:
+  // The job `id` when the caller may see it; NOT_FOUND alike for another owner's and no job.
+  absl::StatusOr<qnet::v1::Job> VisibleJob(const grpc::ServerContext& context,
+                                           const std::string& id);
+  // NOT_FOUND unless the caller uploaded `digest` (admins may use any blob).
+  absl::Status RequireOwnBlob(const Identity& caller, const std::string& digest,
+                              absl::string_view what) const;
+
   Scheduler* const scheduler_;
   const JobValidator* const validator_;
   DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;
+  const BlobGrants* const grants_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace qnet::server

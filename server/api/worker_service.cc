@@ -6,11 +6,11 @@
 #include <string>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/utf8.h"
 #include "server/api/grpc_status.h"
+#include "server/auth/grpc_auth.h"
 #include "server/scheduling/proto_time.h"
 #include "spdlog/spdlog.h"
 
@@ -38,46 +38,41 @@ absl::Status CheckUploaded(const BlobStore& blobs, const std::string& digest,
   return absl::OkStatus();
 }
 
-// Compares every byte whatever the first mismatch, so the reply time says nothing about how
-// much of a guessed token was right.
-bool SameToken(absl::string_view a, absl::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
+// The caller, when it holds job `job_id`'s lease (admins hold every lease).
+absl::StatusOr<Identity> LeaseHolder(const Authenticator& auth, const grpc::ServerContext& context,
+                                     Scheduler& scheduler, const std::string& job_id) {
+  absl::StatusOr<Identity> caller = CallerIdentity(auth, context);
+  if (!caller.ok() || caller->is_admin()) return caller;
+  absl::StatusOr<qnet::v1::Job> job = scheduler.Get(job_id);
+  if (!job.ok()) return job.status();
+  if (job->lease_holder() != caller->name) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job ", job_id, " is not leased to ", caller->name, "; only its lease holder may report"));
+  }
+  return caller;
 }
 
-grpc::Status Authorize(const grpc::ServerContext& context, const std::string& token) {
-  if (token.empty()) return grpc::Status::OK;
-  const auto& metadata = context.client_metadata();
-  const auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return {grpc::StatusCode::UNAUTHENTICATED,
-            "this server requires a worker token: start qnet-worker with --token-file FILE or "
-            "QNET_WORKER_TOKEN (the token of qnetd's --worker-token-file)"};
-  }
-  const absl::string_view value(it->second.data(), it->second.size());
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (!absl::StartsWith(value, kBearer) || !SameToken(value.substr(kBearer.size()), token)) {
-    return {grpc::StatusCode::PERMISSION_DENIED,
-            "the worker token does not match this server's --worker-token-file"};
-  }
-  return grpc::Status::OK;
+// OK when `holder` uploaded `digest` for job `job_id`.
+absl::Status RequireOwnUpload(const BlobGrants& grants, const Identity& holder,
+                              const std::string& digest, const std::string& job_id,
+                              absl::string_view what) {
+  if (holder.is_admin() || grants.Has(digest, holder.name, job_id)) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrCat(what, " ", digest, " was not uploaded by ", holder.name, " for job ", job_id));
 }
 
 }  // namespace
 
 WorkerServiceImpl::WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets,
-                                     const BlobStore* blobs, std::string worker_token)
-    : scheduler_(scheduler),
-      datasets_(datasets),
-      blobs_(blobs),
-      worker_token_(std::move(worker_token)) {}
+                                     const BlobStore* blobs, BlobGrants* grants,
+                                     const Authenticator* auth)
+    : scheduler_(scheduler), datasets_(datasets), blobs_(blobs), grants_(grants), auth_(auth) {}
 
 grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
                                              const qnet::v1::AcquireLeaseRequest* request,
                                              qnet::v1::AcquireLeaseResponse* response) {
-  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (request->worker_id().empty() || request->worker_id().size() > 128) {
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "worker_id is required (at most 128 characters; e.g. the worker's host name)"};
@@ -88,9 +83,9 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
     deadline = std::min(deadline, absl::FromChrono(d) - absl::Milliseconds(200));
   }
   while (true) {
-    absl::StatusOr<std::optional<Lease>> lease =
-        scheduler_->Acquire(request->worker_id(), request->device(), deadline - absl::Now(),
-                            [context] { return context->IsCancelled(); });
+    absl::StatusOr<std::optional<Lease>> lease = scheduler_->Acquire(
+        request->worker_id(), request->device(), deadline - absl::Now(),
+        [context] { return context->IsCancelled(); }, caller->name);
     if (!lease.ok()) return ToGrpcStatus(lease.status());
     if (!lease->has_value()) return grpc::Status::OK;  // no job within the wait: no `job`
     Lease& l = **lease;
@@ -119,12 +114,18 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const qnet::v1::HeartbeatRequest* request,
                                           qnet::v1::HeartbeatResponse* response) {
-  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
+  absl::StatusOr<Identity> holder = LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+  if (!holder.ok()) return ToGrpcStatus(holder.status());
   if (!request->checkpoint_digest().empty()) {
     if (absl::Status s = CheckUploaded(*blobs_, request->checkpoint_digest(), "checkpoint");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+    if (absl::Status s = RequireOwnUpload(*grants_, *holder, request->checkpoint_digest(),
+                                          request->job_id(), "checkpoint");
         !s.ok()) {
       return ToGrpcStatus(s);
     }
@@ -141,14 +142,28 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
                                               const qnet::v1::CompleteLeaseRequest* request,
                                               qnet::v1::CompleteLeaseResponse*) {
-  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
+  absl::StatusOr<Identity> holder = LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+  if (!holder.ok()) return ToGrpcStatus(holder.status());
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
   for (const qnet::v1::Artifact& a : request->artifacts()) {
-    if (absl::Status s = CheckUploaded(*blobs_, a.digest(), absl::StrCat("artifact ", a.kind()));
+    const std::string what = absl::StrCat("artifact ", a.kind());
+    if (absl::Status s = CheckUploaded(*blobs_, a.digest(), what); !s.ok()) return ToGrpcStatus(s);
+    if (absl::Status s = RequireOwnUpload(*grants_, *holder, a.digest(), request->job_id(), what);
         !s.ok()) {
       return ToGrpcStatus(s);
+    }
+  }
+  // The owner may download the artifacts once the job shows them: granted first. (Without
+  // authentication everyone is admin and needs no grant.)
+  if (!job->owner().empty() && !auth_->open()) {
+    for (const qnet::v1::Artifact& a : request->artifacts()) {
+      if (absl::Status s = grants_->Grant(a.digest(), job->owner(), job->id()); !s.ok()) {
+        return ToGrpcStatus(s);
+      }
     }
   }
   return ToGrpcStatus(scheduler_->Complete(request->job_id(), request->lease_token(),
@@ -158,9 +173,13 @@ grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext* context,
                                           const qnet::v1::FailLeaseRequest* request,
                                           qnet::v1::FailLeaseResponse*) {
-  if (grpc::Status s = Authorize(*context, worker_token_); !s.ok()) return s;
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
+  }
+  if (absl::StatusOr<Identity> holder =
+          LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+      !holder.ok()) {
+    return ToGrpcStatus(holder.status());
   }
   // Cut on a character boundary: a stored error with a split character makes the job unreadable.
   const std::string error = TruncateUtf8(request->error(), kMaxErrorBytes);

@@ -3,10 +3,12 @@
 // Heartbeat (progress, checkpoint; answers cancel_requested and the new expiry), CompleteLease
 // and FailLease. Stale or unknown
 // lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
-// With a worker token, every call must carry "authorization: Bearer TOKEN": none gets
-// UNAUTHENTICATED, another token PERMISSION_DENIED.
+// Who may call it is settled before a handler runs (server/auth/grpc_auth.h); on top, a lease
+// belongs to the worker identity that acquired it: Heartbeat, CompleteLease and FailLease from
+// another identity get PERMISSION_DENIED, and its checkpoints and artifacts must be blobs that
+// identity uploaded for that job. Admins are not held to either.
 //
-//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store, /*worker_token=*/"");
+//   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store, &grants, &authenticator);
 //   builder.RegisterService(&workers);
 #ifndef QNET_SERVER_API_WORKER_SERVICE_H_
 #define QNET_SERVER_API_WORKER_SERVICE_H_
@@ -14,6 +16,8 @@
 #include <string>
 
 #include "qnet/v1/worker.grpc.pb.h"
+#include "server/auth/authenticator.h"
+#include "server/blobs/blob_grants.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
 #include "server/scheduling/scheduler.h"
@@ -23,7 +27,7 @@ namespace qnet::server {
 class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
  public:
   WorkerServiceImpl(Scheduler* scheduler, const DatasetRegistry* datasets, const BlobStore* blobs,
-                    std::string worker_token);
+                    BlobGrants* grants, const Authenticator* auth);
 
   grpc::Status AcquireLease(grpc::ServerContext* context,
                             const qnet::v1::AcquireLeaseRequest* request,
@@ -40,7 +44,8 @@ class WorkerServiceImpl final : public qnet::v1::WorkerService::Service {
   Scheduler* const scheduler_;
   const DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;
-  const std::string worker_token_;  // "" = no authentication
+  BlobGrants* const grants_;
+  const Authenticator* const auth_;
 };
 
 }  // namespace qnet::server

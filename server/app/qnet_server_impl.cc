@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <climits>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <system_error>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -16,7 +18,9 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/auth/grpc_auth.h"
 #include "server/metrics/grpc_metrics_interceptor.h"
 #include "server/store/job_store_registry.h"
 #include "spdlog/spdlog.h"
@@ -50,6 +54,24 @@ int HttpConnectionCap(int wanted) {
                  limit.rlim_cur);
   }
   return std::min(wanted, cap);
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  }
+  return text.str();
+}
+
+// Only these hosts are reachable from this machine alone.
+bool IsLoopback(const std::string& address) {
+  absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(address);
+  if (!hp.ok()) return false;
+  const std::string& host = hp->first;
+  return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
 }
 
 // Where local workers should connect: a wildcard listen address means "this machine".
@@ -96,6 +118,8 @@ absl::Status QnetServerImpl::Init() {
         "--grpc-max-threads must be >= 2, --grpc-max-streams-per-connection and "
         "--upload-idle-seconds >= 1");
   }
+
+  if (absl::Status s = InitAuth(); !s.ok()) return s;
 
   std::error_code ec;
   fs::create_directories(o.data_dir, ec);
@@ -167,13 +191,18 @@ absl::Status QnetServerImpl::Init() {
                                            sched, metrics_.get());
   if (absl::Status s = scheduler_->Recover(); !s.ok()) return s;
 
+  absl::StatusOr<std::unique_ptr<BlobGrants>> grants =
+      BlobGrants::Open(o.data_dir + "/blob-grants.log");
+  if (!grants.ok()) return grants.status();
+  grants_ = *std::move(grants);
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
-                                                  blobs_.get());
-  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get(),
-                                                    absl::Seconds(o.upload_idle_seconds));
+                                                  blobs_.get(), grants_.get(), auth_.get());
+  blob_service_ = std::make_unique<BlobServiceImpl>(
+      blobs_.get(), metrics_.get(), grants_.get(), scheduler_.get(), &datasets_, auth_.get(),
+      absl::Seconds(o.upload_idle_seconds));
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
-                                                        o.worker_token);
+                                                        grants_.get(), auth_.get());
   metrics_->SetCollectHook([this] {
     SchedulerStats stats = scheduler_->Stats();
     metrics_->SetJobCounts(stats.jobs);
@@ -186,7 +215,13 @@ absl::Status QnetServerImpl::Init() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = PublicCredentials();
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(o.listen, *credentials, &port);
+  // With TLS on the public port, local workers use a loopback port of their own without it.
+  const bool local_port = o.local_workers > 0 && !o.tls_cert_path.empty();
+  int worker_port = 0;
+  if (local_port) builder.AddListeningPort("127.0.0.1:0", LoopbackCredentials(), &worker_port);
   builder.RegisterService(job_service_.get());
   builder.RegisterService(blob_service_.get());
   builder.RegisterService(worker_service_.get());
@@ -211,10 +246,11 @@ absl::Status QnetServerImpl::Init() {
   interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
-  if (grpc_server_ == nullptr || port == 0) {
+  if (grpc_server_ == nullptr || port == 0 || (local_port && worker_port == 0)) {
     grpc_server_.reset();
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for gRPC on ", o.listen, " (address in use or invalid?)"));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for gRPC on ", o.listen, " (address in use or invalid",
+        o.tls_cert_path.empty() ? "" : ", or --tls-cert and --tls-key do not match", "?)"));
   }
   grpc_address_ = absl::StrCat(grpc_hp->first, ":", port);
   grpc_server_->GetHealthCheckService()->SetServingStatus(true);
@@ -244,16 +280,111 @@ absl::Status QnetServerImpl::Init() {
   if (o.local_workers > 0) {
     WorkerSupervisorOptions w;
     w.binary = worker_binary;
-    w.server_address = ConnectAddress(grpc_address_);
+    w.server_address =
+        local_port ? absl::StrCat("127.0.0.1:", worker_port) : ConnectAddress(grpc_address_);
     w.data_dir = o.data_dir;
     w.count = o.local_workers;
-    w.worker_token = o.worker_token;
+    // Each local worker is an identity of its own, so leases and uploads stay bound to it.
+    for (int i = 0; i < o.local_workers; ++i) {
+      absl::StatusOr<std::string> token =
+          auth_->AddGenerated({absl::StrCat("local-worker-", i), Role::kWorker});
+      if (!token.ok()) return token.status();
+      w.worker_tokens.push_back(*std::move(token));
+    }
     workers_ = std::make_unique<WorkerSupervisor>(std::move(w));
     workers_->Start();
   }
   spdlog::info("qnetd {} serving gRPC on {}{}{}; data in {}", QnetVersion(), grpc_address_,
                http_ != nullptr ? ", HTTP on " : "", http_address(), o.data_dir);
   return absl::OkStatus();
+}
+
+absl::Status QnetServerImpl::InitAuth() {
+  const QnetServerOptions& o = options_;
+  const bool tls = !o.tls_cert_path.empty() || !o.tls_key_path.empty();
+  if (tls && (o.tls_cert_path.empty() || o.tls_key_path.empty())) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (!o.tls_client_ca_path.empty() && !tls) {
+    return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  if (!o.auth_tokens_path.empty() && o.insecure_no_auth) {
+    return absl::InvalidArgumentError("--auth-tokens and --insecure-no-auth contradict each other");
+  }
+  if (o.auth_tokens_path.empty()) {
+    if (!o.tls_client_ca_path.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca needs --auth-tokens: a certificate's CN names an identity there");
+    }
+    for (const std::string& address : {o.listen, o.http_listen}) {
+      if (!o.insecure_no_auth && !address.empty() && !IsLoopback(address)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "refusing to listen on ", address,
+            " without authentication: pass --auth-tokens FILE (`qnetd token --name NAME --role "
+            "ROLE` makes an entry), or --insecure-no-auth to let anyone who can reach it act as "
+            "admin"));
+      }
+    }
+    auth_ = Authenticator::Open();
+    spdlog::warn("authentication is off ({}): every caller is admin",
+                 o.insecure_no_auth ? "--insecure-no-auth" : "loopback only, no --auth-tokens");
+    return absl::OkStatus();
+  }
+  if (!tls && !IsLoopback(o.listen)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("tokens would cross the network in clear text on ", o.listen,
+                     ": add --tls-cert and --tls-key, or listen on a loopback address"));
+  }
+  absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(o.auth_tokens_path);
+  if (!auth.ok()) return auth.status();
+  auth_ = *std::move(auth);
+  if (!o.http_listen.empty() && !IsLoopback(o.http_listen)) {
+    spdlog::warn("HTTP on {} does not check tokens yet: its REST view shows every job",
+                 o.http_listen);
+  }
+  spdlog::info("authentication on: identities from {}{}", o.auth_tokens_path,
+               o.tls_client_ca_path.empty() ? "" : " and client certificates");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> QnetServerImpl::PublicCredentials() const {
+  const QnetServerOptions& o = options_;
+  if (o.tls_cert_path.empty()) return LoopbackCredentials();
+  absl::StatusOr<std::string> cert = ReadPem(o.tls_cert_path, "--tls-cert");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(o.tls_key_path, "--tls-key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(
+      o.tls_client_ca_path.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!o.tls_client_ca_path.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem(o.tls_client_ca_path, "--tls-client-ca");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(ssl);
+  if (!auth_->open()) {
+    credentials->SetAuthMetadataProcessor(std::make_shared<GrpcAuthProcessor>(auth_.get()));
+  }
+  return credentials;
+}
+
+std::shared_ptr<grpc::ServerCredentials> QnetServerImpl::LoopbackCredentials() const {
+  if (auth_->open()) return grpc::InsecureServerCredentials();
+  // Insecure credentials cannot authenticate calls; local ones can, and admit loopback peers
+  // only (clients connect to them with plain insecure channels).
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::experimental::LocalServerCredentials(LOCAL_TCP);
+  credentials->SetAuthMetadataProcessor(std::make_shared<GrpcAuthProcessor>(auth_.get()));
+  return credentials;
+}
+
+absl::Status QnetServerImpl::ReloadAuthTokens() {
+  if (auth_ == nullptr || auth_->open()) {
+    return absl::FailedPreconditionError("qnetd runs without --auth-tokens: nothing to reload");
+  }
+  return auth_->Reload();
 }
 
 void QnetServerImpl::ReapLeases() {

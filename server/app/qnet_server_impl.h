@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 
 #include "absl/status/status.h"
@@ -25,6 +26,7 @@
 #include "server/api/worker_service.h"
 #include "server/app/grpc_health_probe.h"
 #include "server/app/worker_supervisor.h"
+#include "server/auth/authenticator.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
 #include "server/http/http_server.h"
@@ -50,6 +52,7 @@ class QnetServerImpl final : public QnetServer {
   bool serving() const override { return !draining_.load(); }
 
   void Shutdown(absl::Duration grace = absl::Seconds(10)) override;
+  absl::Status ReloadAuthTokens() override;
 
   Scheduler& scheduler() { return *scheduler_; }
   MetricsRegistry& metrics() { return *metrics_; }
@@ -59,13 +62,20 @@ class QnetServerImpl final : public QnetServer {
  private:
   explicit QnetServerImpl(const QnetServerOptions& options);
   absl::Status Init();
+  // Who may connect and how: the authenticator, and the credentials of the public port.
+  absl::Status InitAuth();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> PublicCredentials() const;
+  // Credentials of a loopback port without TLS (local workers when the public port has TLS).
+  std::shared_ptr<grpc::ServerCredentials> LoopbackCredentials() const;
   void ReapLeases();
 
   const QnetServerOptions options_;
   int lock_fd_ = -1;
   SystemClock system_clock_;
   std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<BlobGrants> grants_;
   DatasetRegistry datasets_;
   std::unique_ptr<JobStore> owned_store_;  // null when options.store was given
   JobStore* store_ = nullptr;

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -97,15 +98,20 @@ pid_t WorkerSupervisor::Spawn(int index) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   // The environment is built before fork: the child may only make async-signal-safe calls.
-  constexpr absl::string_view kTokenVariable = "QNET_WORKER_TOKEN=";
+  // Credentials meant for qnetd's clients are not the child's: it has its own token and talks
+  // to a loopback port without TLS.
+  constexpr absl::string_view kNotInherited[] = {
+      "QNET_TOKEN=", "QNET_WORKER_TOKEN=", "QNET_CA_CERT=", "QNET_CERT=", "QNET_KEY="};
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (!absl::StartsWith(*e, kTokenVariable)) {
+    if (std::none_of(std::begin(kNotInherited), std::end(kNotInherited),
+                     [e](absl::string_view v) { return absl::StartsWith(*e, v); })) {
       env_strings.emplace_back(*e);
     }
   }
-  if (!options_.worker_token.empty()) {
-    env_strings.push_back(absl::StrCat(kTokenVariable, options_.worker_token));
+  if (static_cast<size_t>(index) < options_.worker_tokens.size() &&
+      !options_.worker_tokens[index].empty()) {
+    env_strings.push_back(absl::StrCat("QNET_TOKEN=", options_.worker_tokens[index]));
   }
   std::vector<char*> envp;
   for (std::string& e : env_strings) envp.push_back(e.data());

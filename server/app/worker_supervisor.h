@@ -32,7 +32,9 @@ struct WorkerSupervisorOptions {
   std::string binary;
   std::string server_address;
   std::string data_dir;
-  std::string worker_token;  // passed in the children's environment (QNET_WORKER_TOKEN), not argv
+  // Child i's token (its own worker identity), passed in its environment as QNET_TOKEN, never
+  // in argv; empty: none.
+  std::vector<std::string> worker_tokens;
   int count = 0;
   absl::Duration min_backoff = absl::Seconds(1);
   absl::Duration max_backoff = absl::Seconds(30);

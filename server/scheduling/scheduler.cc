@@ -212,8 +212,8 @@ void Scheduler::AwaitNoWrite(absl::string_view id) {
   }
 }
 
-absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
-                                      const std::string& request_id) {
+absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec, const std::string& request_id,
+                                      const std::string& owner) {
   // A request_id not in memory may belong to a finished job evicted from the cache.
   std::optional<JobRecord> stored;
   if (!request_id.empty()) {
@@ -262,6 +262,7 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec,
   job.set_state(qnet::v1::QUEUED);
   job.set_attempt(1);
   job.set_request_id(request_id);
+  job.set_owner(owner);
   *job.mutable_create_time() = ToTimestamp(clock_->Now());
   if (!request_id.empty()) pending_requests_.insert(request_id);
   ++pending_submits_;
@@ -313,23 +314,34 @@ absl::StatusOr<Job> Scheduler::Get(absl::string_view id) {
   return (*r)->job;
 }
 
-absl::StatusOr<JobList> Scheduler::List(JobState state, int64_t before_seq, int limit) {
-  absl::StatusOr<JobPage> page = store_->List(state, before_seq, limit);
-  if (!page.ok()) return page.status();
+absl::StatusOr<JobList> Scheduler::List(JobState state, int64_t before_seq, int limit,
+                                        absl::string_view owner) {
   JobList list;
-  list.next_before_seq = page->next_before_seq;
-  list.jobs.reserve(page->records.size());
-  absl::ReaderMutexLock lock(&mu_);
-  for (JobRecord& r : page->records) {
-    // The in-memory copy may be a change newer than the stored one.
-    std::optional<Job> live = FindInMemory(r.job.id());
-    if (live.has_value() && (state == qnet::v1::JOB_STATE_UNSPECIFIED || live->state() == state)) {
-      list.jobs.push_back(*std::move(live));
-    } else {
-      list.jobs.push_back(std::move(r.job));
+  // Another owner's jobs are skipped, so a page may take several store pages to fill.
+  while (true) {
+    absl::StatusOr<JobPage> page = store_->List(state, before_seq, limit);
+    if (!page.ok()) return page.status();
+    absl::ReaderMutexLock lock(&mu_);
+    for (JobRecord& r : page->records) {
+      if (!owner.empty() && r.job.owner() != owner) continue;
+      // The in-memory copy may be a change newer than the stored one.
+      std::optional<Job> live = FindInMemory(r.job.id());
+      if (live.has_value() &&
+          (state == qnet::v1::JOB_STATE_UNSPECIFIED || live->state() == state)) {
+        list.jobs.push_back(*std::move(live));
+      } else {
+        list.jobs.push_back(std::move(r.job));
+      }
+      if (static_cast<int>(list.jobs.size()) == limit) {
+        // More may follow this one, on this page or the next.
+        list.next_before_seq =
+            (&r == &page->records.back() && page->next_before_seq == 0) ? 0 : r.seq;
+        return list;
+      }
     }
+    if (page->next_before_seq == 0) return list;
+    before_seq = page->next_before_seq;
   }
-  return list;
 }
 
 absl::StatusOr<Job> Scheduler::Cancel(absl::string_view id) {
@@ -401,7 +413,8 @@ absl::StatusOr<JobSnapshot> Scheduler::WaitForChange(absl::string_view id, uint6
 absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worker_id,
                                                         const std::string& device,
                                                         absl::Duration wait,
-                                                        const std::function<bool()>& cancelled) {
+                                                        const std::function<bool()>& cancelled,
+                                                        const std::string& holder) {
   const absl::Time deadline =
       absl::Now() + std::clamp(wait, absl::ZeroDuration(), options_.max_wait);
   ExpireLeases();  // a job whose lease ran out since the last sweep is queued for this call
@@ -423,6 +436,7 @@ absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worke
     JobRecord next = e.rec;
     next.job.set_state(qnet::v1::RUNNING);
     next.job.set_worker_id(worker_id);
+    next.job.set_lease_holder(holder);
     if (!next.job.has_start_time()) *next.job.mutable_start_time() = ToTimestamp(now);
     next.lease_token =
         absl::StrFormat("%016x%016x", absl::Uniform<uint64_t>(rng_), absl::Uniform<uint64_t>(rng_));
@@ -435,6 +449,18 @@ absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worke
   spdlog::info("job {} attempt {} leased to {} ({})", lease.job.id(), lease.job.attempt(),
                worker_id, device);
   return std::optional<Lease>(std::move(lease));
+}
+
+std::vector<Job> Scheduler::LeasedBy(absl::string_view holder) {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<Job> jobs;
+  for (const auto& [expire, id] : lease_expiry_) {
+    const auto it = active_.find(id);
+    if (it != active_.end() && it->second.rec.job.lease_holder() == holder) {
+      jobs.push_back(it->second.rec.job);
+    }
+  }
+  return jobs;
 }
 
 absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
@@ -479,7 +505,10 @@ absl::StatusOr<HeartbeatReply> Scheduler::Heartbeat(absl::string_view job_id,
     JobRecord next = e.rec;
     next.lease_expire = clock_->Now() + options_.lease_duration;
     if (progress != nullptr) *next.job.mutable_progress() = *progress;
-    if (!checkpoint_digest.empty()) next.job.set_checkpoint_digest(checkpoint_digest);
+    if (!checkpoint_digest.empty()) {
+      next.job.set_checkpoint_digest(checkpoint_digest);
+      next.job.set_checkpoint_attempt(next.job.attempt());
+    }
     change = BeginChange(e, std::move(next));
   }
   const HeartbeatReply reply = {change.next.job.cancel_requested(), change.next.lease_expire};

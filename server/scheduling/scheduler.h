@@ -107,12 +107,14 @@ class Scheduler {
   absl::Status Recover();
 
   // `spec` must already be valid (JobValidator). A repeated non-empty request_id returns the job
-  // it created first. RESOURCE_EXHAUSTED when the queue is full.
-  absl::StatusOr<qnet::v1::Job> Submit(const qnet::v1::JobSpec& spec,
-                                       const std::string& request_id);
+  // it created first (whoever owns it). RESOURCE_EXHAUSTED when the queue is full. `owner`: the
+  // submitting identity.
+  absl::StatusOr<qnet::v1::Job> Submit(const qnet::v1::JobSpec& spec, const std::string& request_id,
+                                       const std::string& owner = "");
   absl::StatusOr<qnet::v1::Job> Get(absl::string_view id);
-  // Newest first, seq < before_seq (0 = newest); `state` UNSPECIFIED = all.
-  absl::StatusOr<JobList> List(qnet::v1::JobState state, int64_t before_seq, int limit);
+  // Newest first, seq < before_seq (0 = newest); `state` UNSPECIFIED = all; `owner` "" = anyone's.
+  absl::StatusOr<JobList> List(qnet::v1::JobState state, int64_t before_seq, int limit,
+                               absl::string_view owner = "");
   // QUEUED jobs end CANCELLED now; RUNNING ones get cancel_requested (the worker stops and reports
   // it); finished ones are FAILED_PRECONDITION.
   absl::StatusOr<qnet::v1::Job> Cancel(absl::string_view id);
@@ -123,12 +125,17 @@ class Scheduler {
                                             absl::Time deadline);
 
   // Long-poll for work: waits up to `wait` (capped) for a queued job. nullopt when none came or
-  // `cancelled()` turned true.
+  // `cancelled()` turned true. The lease is bound to `holder`, the worker's identity
+  // (Job.lease_holder).
   absl::StatusOr<std::optional<Lease>> Acquire(const std::string& worker_id,
                                                const std::string& device, absl::Duration wait,
-                                               const std::function<bool()>& cancelled = {});
+                                               const std::function<bool()>& cancelled = {},
+                                               const std::string& holder = "");
+  // The jobs whose current lease `holder` holds.
+  std::vector<qnet::v1::Job> LeasedBy(absl::string_view holder);
   // The lease calls: FAILED_PRECONDITION when the token is not the job's current lease.
-  // Heartbeat: `progress` nullptr keeps the last one; "" checkpoint_digest keeps the last one.
+  // Heartbeat: `progress` nullptr keeps the last one; "" checkpoint_digest keeps the last one (a
+  // new one is recorded with the job's attempt).
   absl::StatusOr<HeartbeatReply> Heartbeat(absl::string_view job_id, absl::string_view token,
                                            const qnet::v1::Progress* progress,
                                            const std::string& checkpoint_digest);

@@ -104,17 +104,18 @@ def check_datasets(qnet, tmp, http):
     print(f"datasets: {record.digest} uploaded, repeated, listed; a cut upload resumed")
 
 
-def start_qnetd(qnetd, data_dir, dataset_dir, worker):
-    log = open(data_dir / "qnetd.log", "w+")
+def start_qnetd(qnetd, data_dir, dataset_dir, worker, *extra, name="srv"):
+    log_path = data_dir / f"{name}.log"
+    log = open(log_path, "w+")
     args = [qnetd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-            "--data-dir", str(data_dir / "srv"), "--dataset", f"synth=idx:{dataset_dir}",
-            "--local-workers", "1" if worker else "0"]
+            "--data-dir", str(data_dir / name), "--dataset", f"synth=idx:{dataset_dir}",
+            "--local-workers", "1" if worker else "0", *extra]
     if worker:
         args += ["--worker-binary", worker]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        text = (data_dir / "qnetd.log").read_text()
+        text = log_path.read_text()
         m = re.search(r"listening grpc=(\S+) http=(\S+)", text)
         if m:
             return proc, m.group(1), m.group(2)
@@ -123,6 +124,40 @@ def start_qnetd(qnetd, data_dir, dataset_dir, worker):
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("qnetd printed no listening line within 60 s")
+
+
+def check_tokens(qnetd, tmp, QnetClient, QnetError, grpc):
+    """token= (and $QNET_TOKEN) identify the client to a qnetd with --auth-tokens."""
+    identities = {}
+    for name in ("alice", "bob"):
+        out = subprocess.run([qnetd, "token", "--name", name, "--role", "client"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        identities[name] = out
+    (tmp / "tokens").write_text("".join(line + "\n" for _, line in identities.values()))
+    proc, address, _ = start_qnetd(qnetd, tmp, tmp / "synth", "", "--auth-tokens",
+                                   str(tmp / "tokens"), name="auth")
+    try:
+        with QnetClient(address, timeout=10, token=identities["alice"][0]) as alice:
+            job = alice.submit("zoo:lenet5", "synth", 2)
+            assert job.owner == "alice", job
+            assert [j.id for j in alice.list()] == [job.id]
+        with QnetClient(address, timeout=10, token=identities["bob"][0]) as bob:
+            assert bob.list() == []
+            try:
+                bob.get(job.id)
+                raise AssertionError("bob read alice's job")
+            except QnetError as e:
+                assert e.code == grpc.StatusCode.NOT_FOUND, e
+        with QnetClient(address, timeout=10, token="") as nobody:
+            try:
+                nobody.list()
+                raise AssertionError("a client without a token listed jobs")
+            except QnetError as e:
+                assert e.code == grpc.StatusCode.UNAUTHENTICATED and "QNET_TOKEN" in e.message, e
+        print("tokens: alice sees her job, bob does not, no token is refused")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> int:
@@ -224,6 +259,7 @@ def main() -> int:
                 except JobFailed as e:
                     assert e.job.state == job_pb2.CANCELLED
         assert proc.poll() is None, "qnetd died"
+        check_tokens(qnetd, tmp, QnetClient, QnetError, grpc)
         print("python client OK")
         return 0
     finally:

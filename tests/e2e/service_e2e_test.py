@@ -12,6 +12,9 @@ Scenarios:
   bad          bad submissions exit non-zero with a message (2 for refused input); qnetd lives on
   kill-worker  kill -9 of the worker mid-training; a second worker resumes from the checkpoint and
                the job SUCCEEDS at attempt 2
+  auth         with --auth-tokens: tokenless and client-token workers and a tokenless CLI are
+               refused; a client's job runs on a worker identity and on a local worker; another
+               client neither sees, cancels nor downloads it
   sandbox      a TorchScript model whose forward allocates without bound fails its job at the
                worker's --sandbox-memory-mib, at attempt 1 (not retried); the worker then completes
                the next job
@@ -85,15 +88,18 @@ class Env:
         self.procs.append(proc)
         return proc
 
-    def qnet(self, *args, timeout=60):
-        """Runs the CLI; returns (exit code, stdout, stderr)."""
+    def qnet(self, *args, timeout=60, token=None):
+        """Runs the CLI (as the identity of `token`); returns (exit code, stdout, stderr)."""
         env = dict(os.environ, QNET_SERVER=self.grpc)
+        env.pop("QNET_TOKEN", None)
+        if token:
+            env["QNET_TOKEN"] = token
         r = subprocess.run([self.args.qnet, *args], capture_output=True, text=True, env=env,
                            timeout=timeout)
         return r.returncode, r.stdout, r.stderr
 
-    def qnet_json(self, *args, timeout=60):
-        rc, out, err = self.qnet(*args, "--json", timeout=timeout)
+    def qnet_json(self, *args, timeout=60, token=None):
+        rc, out, err = self.qnet(*args, "--json", timeout=timeout, token=token)
         check(rc == 0, f"qnet {' '.join(args)} --json exited {rc}: {err.strip()[-500:]}")
         try:
             return json.loads(out)
@@ -270,42 +276,69 @@ def scenario_kill_worker(env: Env):
           f"{resumed.group(1)}")
 
 
-def scenario_worker_token(env: Env):
-    token = env.tmp / "worker-token"
-    token.write_text("e2e-" + os.urandom(16).hex() + "\n")
-    wrong = env.tmp / "wrong-token"
-    wrong.write_text("not-the-token\n")
-    qnetd = env.start_qnetd("--local-workers", "0", "--worker-token-file", str(token))
-    # Workers without the token, or with another one, stop at once and say why.
-    for name, extra, expected in [("no-token", [], "requires a worker token"),
-                                  ("wrong-token", ["--token-file", str(wrong)],
-                                   "does not match")]:
+def new_identity(env: Env, name, role):
+    """`qnetd token`: returns (token, tokens-file line)."""
+    r = subprocess.run([env.args.qnetd, "token", "--name", name, "--role", role],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode == 0, f"qnetd token exited {r.returncode}: {r.stderr}")
+    token, line = r.stdout.splitlines()
+    return token, line
+
+
+def scenario_auth(env: Env):
+    identities = {name: new_identity(env, name, role)
+                  for name, role in [("alice", "client"), ("bob", "client"), ("gpu", "worker")]}
+    tokens_file = env.tmp / "tokens"
+    tokens_file.write_text("".join(line + "\n" for _, line in identities.values()))
+    alice, bob, gpu = (identities[n][0] for n in ("alice", "bob", "gpu"))
+    (env.tmp / "gpu-token").write_text(gpu + "\n")
+    (env.tmp / "alice-token").write_text(alice + "\n")
+    qnetd = env.start_qnetd("--local-workers", "0", "--auth-tokens", str(tokens_file))
+
+    # Workers without a token, or with a client's, stop at once and say why.
+    for name, extra, expected in [("no-token", [], "requires a token"),
+                                  ("client-token", ["--token-file", str(env.tmp / "alice-token")],
+                                   "may not call /qnet.v1.WorkerService/AcquireLease")]:
         proc = env.start_worker(name, *extra)
         try:
             rc = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise Failure(f"worker {name} kept running against a token-guarded server")
+            raise Failure(f"worker {name} kept running against an authenticating server")
         text = (env.tmp / f"{name}.log").read_text()
         check(rc != 0, f"worker {name} exited 0")
         check(expected in text, f"worker {name} did not say why: {text[-400:]}")
-    # The token from a file lets a worker in.
-    queued = env.qnet_json("submit", *TINY)
-    env.start_worker("with-token", "--token-file", str(token))
-    done = env.wait_for("the tokened worker's job", lambda: (
-        lambda j: j if j["state"] in ("SUCCEEDED", "FAILED") else None)(
-            env.qnet_json("get", queued["id"])), timeout=300)
-    check(done["state"] == "SUCCEEDED" and done["worker_id"] == "with-token",
-          f"job {done['state']} on worker {done.get('worker_id')}: {done.get('error')}")
+    # The CLI without a token: exit 3 with the server's message.
+    rc, _, err = env.qnet("list")
+    check(rc == 3 and "requires a token" in err, f"tokenless qnet list exited {rc}: {err}")
 
-    # Local workers get the token from qnetd (in their environment, not on their command line).
+    queued = env.qnet_json("submit", *TINY, token=alice)
+    check(queued["owner"] == "alice", f"the job's owner is {queued.get('owner')!r}")
+    env.start_worker("gpu", "--token-file", str(env.tmp / "gpu-token"))
+    done = env.wait_for("the worker's job", lambda: (
+        lambda j: j if j["state"] in ("SUCCEEDED", "FAILED") else None)(
+            env.qnet_json("get", queued["id"], token=alice)), timeout=300)
+    check(done["state"] == "SUCCEEDED" and done["lease_holder"] == "gpu",
+          f"job {done['state']} held by {done.get('lease_holder')}: {done.get('error')}")
+    rc, _, err = env.qnet("download", queued["id"], "-o", str(env.tmp / "out"), token=alice)
+    check(rc == 0, f"alice's download exited {rc}: {err[-400:]}")
+    # Bob neither sees, cancels nor downloads alice's job.
+    for args in (["get", queued["id"]], ["cancel", queued["id"]],
+                 ["download", queued["id"], "-o", str(env.tmp / "bob")]):
+        rc, _, err = env.qnet(*args, token=bob)
+        check(rc == 2 and "not found" in err, f"bob's qnet {args[0]} exited {rc}: {err[-300:]}")
+    check(env.qnet_json("list", token=bob)["jobs"] == [], "bob lists alice's job")
+
+    # Local workers get identities of their own (in their environment, not on their command line).
     qnetd.send_signal(signal.SIGTERM)
     qnetd.wait(timeout=30)
-    env.start_qnetd("--local-workers", "1", "--worker-token-file", str(token))
-    rc, out, err = env.qnet("submit", *TINY, "--wait", "--json", timeout=600)
-    check(rc == 0, f"submit --wait with a token-guarded server exited {rc}: {err.strip()[-800:]}")
-    check(json.loads(out)["state"] == "SUCCEEDED", "the local worker's job did not succeed")
-    print("worker-token: tokenless and wrong-token workers refused; a tokened worker and a "
-          "local worker ran jobs")
+    env.start_qnetd("--local-workers", "1", "--auth-tokens", str(tokens_file))
+    rc, out, err = env.qnet("submit", *TINY, "--wait", "--json", timeout=600, token=alice)
+    check(rc == 0, f"submit --wait against an authenticating server exited {rc}: {err[-800:]}")
+    job = json.loads(out)
+    check(job["state"] == "SUCCEEDED" and job["lease_holder"] == "local-worker-0",
+          f"the local worker's job: {job['state']} held by {job.get('lease_holder')}")
+    print("auth: tokenless and client-token workers refused; alice's job ran on gpu and on a local "
+          "worker; bob saw none of it")
 
 
 def scenario_sandbox(env: Env):
@@ -329,7 +362,7 @@ def scenario_sandbox(env: Env):
 
 
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
-             "kill-worker": scenario_kill_worker, "worker-token": scenario_worker_token,
+             "kill-worker": scenario_kill_worker, "auth": scenario_auth,
              "sandbox": scenario_sandbox}
 
 

@@ -1,6 +1,7 @@
 // The real qnetd binary on loopback: it prints its listening line, keeps every accepted job
 // across kill -9 (none lost, none duplicated, request_ids still idempotent), runs and stops local
-// workers, and exits 0 on SIGTERM.
+// workers, and exits 0 on SIGTERM. Authentication: `qnetd token`, no network address without
+// auth, the replaced --worker-token-file, and SIGHUP re-reading the tokens file.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -23,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/job.grpc.pb.h"
+#include "server/auth/token_table.h"
 #include "tests/server/test_util.h"
 
 #ifndef QNETD_PATH
@@ -330,6 +332,110 @@ TEST_F(QnetdE2eTest, IdleHttpConnectionsDoNotStarveGrpc) {
   for (int fd : idle) ::close(fd);
   EXPECT_EQ(qnetd.SignalAndWait(SIGTERM), 0);
   EXPECT_THAT(testing::ReadFile(log), HasSubstr("HTTP connections capped at 64"));
+}
+
+struct ProcessRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// qnetd with `args`, to its exit.
+ProcessRun RunQnetd(const std::string& args) {
+  ProcessRun run;
+  FILE* p = ::popen((std::string(QNETD_PATH) + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) run.output.append(buf, n);
+  const int status = ::pclose(p);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+using ::testing::Not;
+
+TEST_F(QnetdE2eTest, TokenSubcommandPrintsTokenAndItsLine) {
+  const ProcessRun run = RunQnetd("token --name alice --role client");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const size_t at = run.output.find("qnet_");
+  ASSERT_NE(at, std::string::npos) << run.output;
+  const std::string token = run.output.substr(at, run.output.find('\n', at) - at);
+  EXPECT_THAT(run.output, HasSubstr("\nalice client " + TokenHash(token) + "\n"));
+  EXPECT_THAT(RunQnetd("token --name alice --role client").output, Not(HasSubstr(token)));
+  const ProcessRun bad = RunQnetd("token --name alice --role owner");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.output, HasSubstr("unknown role \"owner\""));
+}
+
+TEST_F(QnetdE2eTest, RefusesNetworkAddressesWithoutAuthAndTheOldWorkerToken) {
+  const ProcessRun open =
+      RunQnetd("--listen 0.0.0.0:0 --http-listen 127.0.0.1:0 --data-dir " + dir_ / "data");
+  EXPECT_EQ(open.exit_code, 1);
+  EXPECT_THAT(open.output, HasSubstr("refusing to listen on 0.0.0.0:0 without authentication"));
+  testing::WriteFile(dir_ / "worker-token", "s3cret\n");
+  const ProcessRun old =
+      RunQnetd("--data-dir " + dir_ / "data" + " --worker-token-file " + dir_ / "worker-token");
+  EXPECT_EQ(old.exit_code, 2);
+  EXPECT_THAT(old.output, HasSubstr("replaced by --auth-tokens"));
+  EXPECT_THAT(old.output, HasSubstr("worker worker " + TokenHash("s3cret")));
+}
+
+TEST_F(QnetdE2eTest, SighupRereadsTheTokensFile) {
+  const std::string alice = NewToken(), bob = NewToken();
+  testing::WriteFile(dir_ / "tokens", "alice client " + TokenHash(alice) + "\n");
+  Qnetd qnetd(Args({"--auth-tokens", dir_ / "tokens"}));
+  ASSERT_TRUE(qnetd.Start());
+  auto stub = qnetd.Stub();
+  const auto list = [&](const std::string& token) {
+    auto ctx = Ctx();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    qnet::v1::ListJobsResponse resp;
+    return stub->ListJobs(ctx.get(), {}, &resp).error_code();
+  };
+  EXPECT_EQ(list(alice), grpc::StatusCode::OK);
+  EXPECT_EQ(list(bob), grpc::StatusCode::UNAUTHENTICATED);
+  testing::WriteFile(dir_ / "tokens", "bob client " + TokenHash(bob) + "\n");
+  ::kill(qnetd.pid(), SIGHUP);
+  EXPECT_TRUE(testing::WaitFor([&] { return list(bob) == grpc::StatusCode::OK; }));
+  EXPECT_EQ(list(alice), grpc::StatusCode::UNAUTHENTICATED);
+  stub.reset();
+  const int status = qnetd.SignalAndWait(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(QnetdE2eTest, LocalWorkersGetTheirOwnIdentityOnALoopbackPortWithTls) {
+  ASSERT_EQ(std::system((std::string(QNET_MAKE_CERTS) + " " + dir_.path()).c_str()), 0);
+  testing::WriteFile(dir_ / "tokens", "alice client " + TokenHash(NewToken()) + "\n");
+  const std::string script = dir_ / "fake-worker.sh";
+  testing::WriteFile(script, absl::StrCat("#!/bin/sh\necho \"$QNET_TOKEN\" \"$@\" >> ",
+                                          dir_ / "workers.txt", "\nexec sleep 60\n"));
+  ::chmod(script.c_str(), 0755);
+  Qnetd qnetd(
+      Args({"--auth-tokens", dir_ / "tokens", "--tls-cert", dir_ / "server.pem", "--tls-key",
+            dir_ / "server.key", "--local-workers", "1", "--worker-binary", script}));
+  ASSERT_TRUE(qnetd.Start());
+  std::string started;
+  ASSERT_TRUE(testing::WaitFor([&] {
+    started = testing::ReadFile(dir_ / "workers.txt");
+    return started.find('\n') != std::string::npos;
+  }));
+  // "TOKEN serve --server 127.0.0.1:PORT ...": the token came in the environment.
+  const std::vector<std::string> words = absl::StrSplit(started, absl::ByAnyChar(" \n"));
+  ASSERT_GE(words.size(), 4u) << started;
+  const std::string token = words[0], address = words[3];
+  EXPECT_EQ(token.rfind("qnet_", 0), 0u) << started;
+  EXPECT_NE(address, qnetd.grpc());
+  const auto capabilities = [](const std::string& at, const std::string& bearer) {
+    auto stub =
+        qnet::v1::JobService::NewStub(grpc::CreateChannel(at, grpc::InsecureChannelCredentials()));
+    auto ctx = Ctx();
+    if (!bearer.empty()) ctx->AddMetadata("authorization", "Bearer " + bearer);
+    qnet::v1::Capabilities reply;
+    return stub->GetCapabilities(ctx.get(), {}, &reply).error_code();
+  };
+  EXPECT_EQ(capabilities(address, token), grpc::StatusCode::OK);  // a worker identity
+  EXPECT_EQ(capabilities(address, ""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(capabilities(qnetd.grpc(), token), grpc::StatusCode::UNAVAILABLE);  // TLS only
 }
 
 }  // namespace

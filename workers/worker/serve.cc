@@ -22,7 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/token_file.h"
+#include "client/connection_flags.h"
 #include "workers/engine/job_runner.h"
 #include "workers/worker/sandbox.h"
 #include "workers/worker/sandbox_child.h"
@@ -42,7 +42,7 @@ struct ServeFlags {
   double heartbeat_seconds = 2;
   int lease_wait_seconds = 15;
   bool once = false;
-  std::string token_file;
+  client::ConnectionFlags connection;
   bool no_sandbox = false;
   SandboxLimits sandbox;
 };
@@ -183,17 +183,12 @@ int RunServe(const ServeFlags& flags) {
       std::max<int64_t>(50, static_cast<int64_t>(flags.heartbeat_seconds * 1000)));
   options.lease_wait_seconds = flags.lease_wait_seconds;
   options.once = flags.once;
-  // The token: from --token-file, else from QNET_WORKER_TOKEN, else none.
-  const char* env_token = std::getenv("QNET_WORKER_TOKEN");
-  if (!flags.token_file.empty() || env_token != nullptr) {
-    absl::StatusOr<std::string> token = flags.token_file.empty()
-                                            ? qnet::CheckToken(env_token, "QNET_WORKER_TOKEN")
-                                            : qnet::ReadTokenFile(flags.token_file);
-    if (!token.ok()) {
-      LogError(std::string(token.status().message()));
-      return 2;
-    }
-    options.token = *std::move(token);
+  // The identity's token and TLS files: from the flags, else QNET_TOKEN, QNET_CA_CERT, ...
+  absl::StatusOr<client::ConnectionOptions> connection =
+      client::ResolveConnection(flags.server, flags.connection);
+  if (!connection.ok()) {
+    LogError(std::string(connection.status().message()));
+    return 2;
   }
 
   std::unique_ptr<Sandbox> sandbox;
@@ -214,16 +209,17 @@ int RunServe(const ServeFlags& flags) {
     sandbox_options.executable = *exe;
     sandbox_options.arguments = {"sandbox-child"};
     sandbox_options.limits = flags.sandbox;
-    if (!flags.token_file.empty()) sandbox_options.hidden_files.push_back(flags.token_file);
+    // The identity's secrets stay with the parent (the certificate is public).
+    for (const std::string& secret : {flags.connection.token_file, flags.connection.key}) {
+      if (!secret.empty()) sandbox_options.hidden_files.push_back(secret);
+    }
     sandbox = Sandbox::Create(std::move(sandbox_options));
     runner = [&sandbox](const engine::JobRun& run, const engine::JobCallbacks& callbacks) {
       return sandbox->Run(run, callbacks);
     };
   }
 
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(16 << 20);
-  auto channel = grpc::CreateCustomChannel(flags.server, grpc::InsecureChannelCredentials(), args);
+  auto channel = client::MakeChannel(*connection);
   WorkerLoop loop(channel, flags.server, options, runner);
   LogInfo(absl::StrCat("worker ", options.worker_id, " on ", options.device_label, " serving ",
                        flags.server, " (cache ", cache_dir, ")"));
@@ -282,10 +278,7 @@ void RegisterServeCommand(CLI::App& app) {
       ->check(CLI::Range(1, 120));
   serve->add_flag("--once", flags->once, "exit after one job");
   AddSandboxFlags(*serve, *flags);
-  serve
-      ->add_option("--token-file", flags->token_file,
-                   "file holding the server's worker token (default: $QNET_WORKER_TOKEN, if set)")
-      ->check(CLI::ExistingFile);
+  client::BindConnectionFlags(*serve, flags->connection);
   serve->callback([flags] {
     const int code = RunServe(*flags);
     if (code != 0) throw CLI::RuntimeError(code);

@@ -1,4 +1,5 @@
 """QnetClient: submit, follow, list, cancel and download qnet jobs over gRPC; upload datasets."""
+import collections
 import hashlib
 import os
 import pathlib
@@ -61,12 +62,62 @@ def _safe_name(artifact) -> str:
     return name
 
 
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Sends "authorization: Bearer TOKEN" with every call, over TLS or plaintext alike."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", "Bearer " + token)
+
+    def _details(self, d):
+        return _CallDetails(d.method, d.timeout, list(d.metadata or []) + [self._header],
+                            d.credentials, getattr(d, "wait_for_ready", None),
+                            getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def _read(path, variable: str) -> Optional[bytes]:
+    path = path or os.environ.get(variable)
+    return pathlib.Path(path).read_bytes() if path else None
+
+
 class QnetClient:
-    def __init__(self, address: Optional[str] = None, timeout: float = 30.0):
+    """A connection to qnetd. `token` (default $QNET_TOKEN) is the identity's token; `ca_cert`
+    (the CA that signed qnetd's certificate), `cert` and `key` (mTLS) are PEM file paths, default
+    $QNET_CA_CERT, $QNET_CERT, $QNET_KEY; TLS is used when any of them is set."""
+
+    def __init__(self, address: Optional[str] = None, timeout: float = 30.0,
+                 token: Optional[str] = None, ca_cert=None, cert=None, key=None):
         self.address = address or os.environ.get("QNET_SERVER", "127.0.0.1:50051")
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 16 << 20)])
+        options = [("grpc.max_receive_message_length", 16 << 20)]
+        roots, chain, private = (_read(ca_cert, "QNET_CA_CERT"), _read(cert, "QNET_CERT"),
+                                 _read(key, "QNET_KEY"))
+        if roots or chain or private:
+            credentials = grpc.ssl_channel_credentials(roots, private, chain)
+            self._channel = grpc.secure_channel(self.address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=options)
+        token = (token or os.environ.get("QNET_TOKEN", "")).strip()
+        if token:
+            self._channel = grpc.intercept_channel(self._channel, _BearerToken(token))
         self._jobs = job_pb2_grpc.JobServiceStub(self._channel)
         self._blobs = blob_pb2_grpc.BlobServiceStub(self._channel)
 

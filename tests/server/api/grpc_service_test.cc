@@ -29,15 +29,14 @@ class GrpcServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    StartServer(/*worker_token=*/"");
+    StartServer();
   }
 
   // `store` null: the default SQLite store in the data folder.
-  void StartServer(const std::string& worker_token, JobStore* store = nullptr) {
+  void StartServer(JobStore* store = nullptr) {
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(2));
     server_.reset();
     QnetServerOptions options;
-    options.worker_token = worker_token;
     options.store = store;
     options.listen = "127.0.0.1:0";
     options.http_listen = "127.0.0.1:0";
@@ -198,50 +197,6 @@ TEST_F(GrpcServiceTest, ListJobsPagesAndFilters) {
   queued.set_page_token("bm90LWEtdG9rZW4");
   EXPECT_EQ(jobs_->ListJobs(Ctx().get(), queued, &resp).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-}
-
-TEST_F(GrpcServiceTest, WorkerTokenIsRequiredWhenConfigured) {
-  StartServer("t0ken-for-workers");
-  qnet::v1::Job job;
-  ASSERT_TRUE(Submit(Spec(), &job).ok());  // clients are not workers: no token needed
-  const auto acquire = [&](const std::string& authorization) {
-    qnet::v1::AcquireLeaseRequest req;
-    req.set_worker_id("w-auth");
-    req.set_wait_seconds(0);
-    auto ctx = Ctx();
-    if (!authorization.empty()) ctx->AddMetadata("authorization", authorization);
-    qnet::v1::AcquireLeaseResponse resp;
-    grpc::Status status = workers_->AcquireLease(ctx.get(), req, &resp);
-    return std::make_pair(status, resp);
-  };
-  auto [none, none_resp] = acquire("");
-  EXPECT_EQ(none.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(none.error_message(), HasSubstr("--token-file"));
-  auto [wrong, wrong_resp] = acquire("Bearer t0ken-for-workerz");
-  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(acquire("t0ken-for-workers").first.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  // Refused calls took nothing: the job is still there for a worker with the token.
-  auto [ok, leased] = acquire("Bearer t0ken-for-workers");
-  ASSERT_TRUE(ok.ok()) << ok.error_message();
-  ASSERT_TRUE(leased.has_job());
-  EXPECT_EQ(leased.job().id(), job.id());
-
-  // Every worker call is guarded, before it looks at its arguments.
-  qnet::v1::HeartbeatRequest hb;
-  hb.set_job_id(job.id());
-  hb.set_lease_token(leased.lease_token());
-  qnet::v1::HeartbeatResponse hb_resp;
-  EXPECT_EQ(workers_->Heartbeat(Ctx().get(), hb, &hb_resp).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
-  qnet::v1::CompleteLeaseResponse complete_resp;
-  EXPECT_EQ(workers_->CompleteLease(Ctx().get(), {}, &complete_resp).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
-  qnet::v1::FailLeaseResponse fail_resp;
-  EXPECT_EQ(workers_->FailLease(Ctx().get(), {}, &fail_resp).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
-  auto ctx = Ctx();
-  ctx->AddMetadata("authorization", "Bearer t0ken-for-workers");
-  EXPECT_TRUE(workers_->Heartbeat(ctx.get(), hb, &hb_resp).ok());
 }
 
 TEST_F(GrpcServiceTest, WorkerProtocolWithWatch) {
@@ -514,7 +469,7 @@ TEST_F(GrpcServiceTest, StoreFailuresAreUnavailableAndChangeNothing) {
   auto sqlite = SqliteJobStore::Open(dir_ / "faulty-jobs.db");
   ASSERT_TRUE(sqlite.ok()) << sqlite.status();
   faulty_store_ = std::make_unique<testing::FaultInjectingJobStore>(*std::move(sqlite));
-  StartServer("", faulty_store_.get());
+  StartServer(faulty_store_.get());
   qnet::v1::Job job;
   faulty_store_->FailWrites(1);
   grpc::Status refused = Submit(Spec(), &job, "req-1");
