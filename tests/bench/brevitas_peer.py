@@ -270,7 +270,8 @@ def brevitas_run(args, float_model, data, w_bits, a_bits, seed):
     x, y = data['train']
     bs = args.batch_size
     order = torch.randperm(len(y))
-    calibration = [x[order[i * bs:(i + 1) * bs]] for i in range(args.calibration_batches)]
+    batches = min(args.calibration_batches, math.ceil(len(y) / bs))
+    calibration = [x[order[i * bs:(i + 1) * bs]] for i in range(batches)]
     start = time.time()
     model, signed = brevitas_quantize(float_model, w_bits, a_bits, calibration)
     calibrate(model, calibration)
@@ -331,8 +332,12 @@ def mean_spread(values, scale=100, digits=2):
 
 
 def table(runs, configs, seeds):
-    print(f'| setting | side | float top-1 | quantized top-1 | drop (points) | wall time '
-          f'(s) |  seeds: {" ".join(map(str, seeds))}; mean ± sample std')
+    if len(seeds) > 1:
+        print(f'Seeds {" ".join(map(str, seeds))}: mean ± sample standard deviation.\n')
+    else:
+        print(f'Seed {seeds[0]}.\n')
+    print('| setting | side | float top-1 | quantized top-1 | drop (float - quantized, points) '
+          '| wall time (s) |')
     print('|---|---|---|---|---|---|')
     for name in configs:
         for side in ('qnet', 'brevitas'):
