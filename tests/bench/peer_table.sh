@@ -50,7 +50,7 @@ for model in ${MODELS:-resnet20 resnet18}; do
           --epochs 0 --export metrics --save-float-model "$float" --out "$out/float" \
           >"$out/float.log" 2>&1
       fi
-      echo "### ResNet-20 (zoo, pre-trained by qnet-worker for $float_epochs epochs)"
+      echo "### ResNet-20 (zoo, pre-trained by qnet-worker: $float)"
       peer --model "$float" --arch resnet20 --out "$out/resnet20"
       ;;
     resnet18)
@@ -59,7 +59,7 @@ for model in ${MODELS:-resnet20 resnet18}; do
         python3 "$here/train_torchvision.py" resnet18 "$float" --epochs "$float_epochs" \
           --train-samples "$train" >"$out/resnet18.train.json"
       fi
-      echo "### torchvision ResNet-18 (trained by plain PyTorch for $float_epochs epochs, 3x32x32)"
+      echo "### torchvision ResNet-18 (trained by plain PyTorch, 3x32x32: $float)"
       peer --model "$float" --arch resnet18 --input-shape 3x32x32 --input-mean 0.5 \
         --input-std 0.5 --out "$out/resnet18"
       ;;
