@@ -56,7 +56,6 @@ QN epochs each evaluated soft and hard, batch-norm re-estimation); Brevitas's is
 calibration, training and the final evaluation.
 """
 import argparse
-import importlib.util
 import json
 import math
 import pathlib
@@ -70,16 +69,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from paired_accuracy import load_artifact_checks  # this folder is on sys.path when run
+
 DATA = '/usr/share/datasets/fashion-mnist'
 U64 = (1 << 64) - 1
-
-
-def load_artifact_checks():
-    path = pathlib.Path(__file__).resolve().parents[1] / 'e2e' / 'check_local_artifact.py'
-    spec = importlib.util.spec_from_file_location('check_local_artifact', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the same images as qnet -------------------------------------------------------------------

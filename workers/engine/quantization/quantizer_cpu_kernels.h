@@ -1,0 +1,55 @@
+// The quantizer's vectorised CPU kernels (internal to quantizer.cc): one chunk of elements per
+// call, forward, backward recomputing the sigmoids, and backward from a soft forward's saved
+// derivative sums. Float picks SSE2 or AVX2+FMA code at run time (internal::SetCpuVectorIsa);
+// double is the reference precision for tests. Callers validate arguments and split the work.
+//
+//   KernelParams<float> p = ...;  // host copies of alpha, beta, T, levels, steps, thresholds
+//   ForwardKernel(p, x, y, /*d=*/nullptr, count, /*hard=*/false);
+#ifndef QNET_WORKERS_ENGINE_QUANTIZATION_QUANTIZER_CPU_KERNELS_H_
+#define QNET_WORKERS_ENGINE_QUANTIZATION_QUANTIZER_CPU_KERNELS_H_
+
+#include <cstdint>
+
+namespace qnet::engine {
+
+// Host copies of the small tensors, in the compute type of x.
+template <typename S>
+struct KernelParams {
+  S alpha, beta, temperature;
+  int n;                // number of thresholds (levels - 1)
+  const S* levels;      // q_0..q_n
+  const S* steps;       // s_i = q_i - q_{i-1}
+  const S* thresholds;  // b_1..b_n
+  // Shared exponential: exp(-z_i) = exp(-T*beta*x) * exp(T*b_i), so one exp per element serves
+  // all n sigmoids. Used when every T*b_i is small enough for both factors to stay finite;
+  // -T*beta*x is clamped to [shared_lo, shared_hi], outside which every z_i is clamped anyway.
+  bool shared_exp = false;
+  S shared_lo = 0, shared_hi = 0;
+  S exp_lo = 0, exp_hi = 0;           // e^-W, e^W
+  const S* exp_thresholds = nullptr;  // exp(T*b_i)
+};
+
+// y for count elements; soft with a non-null d also writes each element's derivative sum
+// sum_i s_i * sigma_i * (1 - sigma_i) (0 outside the clamp window) into d.
+void ForwardKernel(const KernelParams<float>& p, const float* x, float* y, float* d, int64_t count,
+                   bool hard);
+void ForwardKernel(const KernelParams<double>& p, const double* x, double* y, double* d,
+                   int64_t count, bool hard);
+
+// dy/dx into gx (when not null) and the per-chunk sums: [0] sum g*bracket, [1] sum g*x*D, and
+// with `thresholds` [2+i] sum g*s_i*sig_i*(1-sig_i); the shared factors are applied by the caller.
+void BackwardKernel(const KernelParams<float>& p, const float* x, const float* g, float* gx,
+                    int64_t count, bool hard, bool thresholds, double* sums);
+void BackwardKernel(const KernelParams<double>& p, const double* x, const double* g, double* gx,
+                    int64_t count, bool hard, bool thresholds, double* sums);
+
+// The backward of a soft forward from its output y and derivative sums d, no sigmoid recomputed:
+// sums[0] = sum g*y, sums[1] = sum g*x*d.
+void BackwardSavedKernel(const KernelParams<float>& p, const float* x, const float* g,
+                         const float* d, const float* y, float* gx, int64_t count, double* sums);
+void BackwardSavedKernel(const KernelParams<double>& p, const double* x, const double* g,
+                         const double* d, const double* y, double* gx, int64_t count, double* sums);
+
+}  // namespace qnet::engine
+
+#endif  // QNET_WORKERS_ENGINE_QUANTIZATION_QUANTIZER_CPU_KERNELS_H_
