@@ -57,11 +57,14 @@ struct QnetServerOptions {
   // admin, which qnetd allows on loopback addresses only, unless insecure_no_auth says so.
   std::string auth_tokens_path;
   bool insecure_no_auth = false;
-  // TLS for gRPC: certificate chain and key (PEM). With a client CA, clients must present a
-  // certificate it signed; its CN names an identity of the tokens file.
+  // TLS for gRPC and HTTP (HTTPS): certificate chain and key (PEM). With a client CA, gRPC
+  // clients must present a certificate it signed (HTTP clients may); its CN names an identity
+  // of the tokens file.
   std::string tls_cert_path;
   std::string tls_key_path;
   std::string tls_client_ca_path;
+  // One JSON line per state-changing call appended here (server/auth/audit_log.h); "" = none.
+  std::string audit_log_path;
   std::string chartjs_path = "/usr/share/javascript/chart.js/chart.min.js";
   // HTTP limits (docs/ARCHITECTURE.md, "HTTP"). Host names the Host header may name besides IP
   // literals ("*" = any); empty = localhost and the --http-listen host.

@@ -9,6 +9,7 @@
 //         [--max-queued N] [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]...
 //         [--worker-binary PATH] [--store URI] [--http-allowed-hosts H1,H2]
 //         [--http-max-connections N] [--grpc-max-threads N] ... (--help lists every limit)
+//         [--audit-log FILE]
 //   qnetd token --name alice --role client
 #include <signal.h>
 #include <sys/resource.h>
@@ -141,11 +142,14 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure-no-auth", options.insecure_no_auth,
                "serve without authentication on any address: everyone who can connect is admin "
                "(without --auth-tokens qnetd otherwise listens on loopback addresses only)");
-  app.add_option("--tls-cert", options.tls_cert_path, "TLS certificate chain (PEM) for gRPC");
-  app.add_option("--tls-key", options.tls_key_path, "TLS private key (PEM) for gRPC");
+  app.add_option("--tls-cert", options.tls_cert_path,
+                 "TLS certificate chain (PEM) for gRPC and HTTPS");
+  app.add_option("--tls-key", options.tls_key_path, "TLS private key (PEM) for gRPC and HTTPS");
   app.add_option("--tls-client-ca", options.tls_client_ca_path,
-                 "require client certificates signed by this CA (PEM); a certificate's CN names "
-                 "its identity in the tokens file");
+                 "require gRPC client certificates signed by this CA (PEM; over HTTPS one is "
+                 "optional); a certificate's CN names its identity in the tokens file");
+  app.add_option("--audit-log", options.audit_log_path,
+                 "append one JSON line per state-changing call (who, what, which job, outcome)");
   app.add_option("--worker-token-file", worker_token_file,
                  "replaced by --auth-tokens (qnetd says which line to add)");
   app.add_option("--http-allowed-hosts", options.http_allowed_hosts,

@@ -131,11 +131,16 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<std::vector<std::string>> jobs = UploadJobs(*caller, header.job_id());
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  // An upload that names its content can be resumed after a break.
-  const bool resumable = !header.digest().empty() && header.size_bytes() > 0;
+  // An upload that names its content can be resumed after a break, by the identity that began it.
+  bool resumable = !header.digest().empty() && header.size_bytes() > 0;
   if (!resumable && header.offset() != 0) {
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "offset needs the header's digest and size_bytes (resuming an upload of that digest)"};
+  }
+  if (resumable) {
+    absl::StatusOr<bool> own = ClaimResumable(header.digest(), caller->name, header.offset());
+    if (!own.ok()) return ToGrpcStatus(own.status());
+    resumable = *own;
   }
   absl::StatusOr<std::unique_ptr<BlobStore::Upload>> upload =
       resumable
@@ -166,6 +171,10 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
   }
   absl::StatusOr<BlobInfo> blob = (*upload)->Commit();
   if (!blob.ok()) return ToGrpcStatus(blob.status());
+  if (resumable) {
+    absl::MutexLock lock(&resumable_mu_);
+    resumable_owners_.erase(header.digest());
+  }
   // Recorded before the reply, so a digest the caller was given is one it may use.
   if (!caller->is_admin()) {
     if (jobs->empty()) jobs->push_back("");
@@ -218,12 +227,41 @@ grpc::Status BlobServiceImpl::StatBlob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status BlobServiceImpl::GetUploadOffset(grpc::ServerContext*,
+grpc::Status BlobServiceImpl::GetUploadOffset(grpc::ServerContext* context,
                                               const qnet::v1::GetUploadOffsetRequest* request,
                                               qnet::v1::GetUploadOffsetResponse* response) {
   if (absl::Status s = CheckDigest(request->digest(), "digest"); !s.ok()) return ToGrpcStatus(s);
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  {
+    // Another identity's upload is not there for the caller: 0, as for none, so its own upload
+    // of the same bytes starts afresh (next to the other one, which stays intact).
+    absl::MutexLock lock(&resumable_mu_);
+    const auto it = resumable_owners_.find(request->digest());
+    if (it == resumable_owners_.end() || it->second != caller->name) {
+      response->set_offset(0);
+      return grpc::Status::OK;
+    }
+  }
   response->set_offset(store_->PartialUploadSize(request->digest()));
   return grpc::Status::OK;
+}
+
+absl::StatusOr<bool> BlobServiceImpl::ClaimResumable(const std::string& digest,
+                                                     const std::string& caller, int64_t offset) {
+  absl::MutexLock lock(&resumable_mu_);
+  const auto it = resumable_owners_.find(digest);
+  const bool mine = it != resumable_owners_.end() && it->second == caller;
+  if (offset > 0 && !mine) {
+    // Unknown, another's, or begun before a restart: nothing the caller may continue.
+    return absl::NotFoundError(absl::StrCat("no interrupted upload of ", digest,
+                                            " by you to resume; upload it from offset 0"));
+  }
+  if (it == resumable_owners_.end()) {
+    resumable_owners_.emplace(digest, caller);
+    return true;
+  }
+  return mine;  // another's: this upload runs unresumable beside it
 }
 
 }  // namespace qnet::server

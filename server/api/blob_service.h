@@ -11,6 +11,11 @@
 // uploads and its jobs' artifacts, a worker its uploads for and the inputs (model, dataset
 // files, checkpoint) of the jobs it holds now, an admin everything.
 //
+// A resumable upload belongs to the identity that began it: only it may continue (another's
+// offset > 0 gets NOT_FOUND) or query it (GetUploadOffset answers 0 to others, as for none), and
+// another's upload of the same digest from offset 0 runs unresumable beside it without touching
+// it. Owners are kept in memory: after a restart an interrupted upload starts over.
+//
 //   BlobServiceImpl blobs(&blob_store, &metrics, &grants, &scheduler, &datasets, &authenticator,
 //                         absl::Seconds(60));
 //   builder.RegisterService(&blobs);
@@ -25,6 +30,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "qnet/v1/blob.grpc.pb.h"
 
@@ -83,6 +90,11 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
 
   // OK when the caller may read `digest`; NOT_FOUND otherwise.
   absl::Status MayRead(const grpc::ServerContext& context, const std::string& digest);
+  // Whether an upload of `digest` by `caller` from `offset` may use the resumable (partial) file:
+  // true when the caller began it or starts it now, false when another identity holds it (the
+  // upload then runs unresumable); NOT_FOUND for offset > 0 on an upload the caller did not begin.
+  absl::StatusOr<bool> ClaimResumable(const std::string& digest, const std::string& caller,
+                                      int64_t offset);
   // The jobs a worker's upload is recorded for; PERMISSION_DENIED for a job it does not hold.
   absl::StatusOr<std::vector<std::string>> UploadJobs(const Identity& caller,
                                                       const std::string& job_id);
@@ -94,6 +106,9 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
   const DatasetRegistry* const datasets_;
   const Authenticator* const auth_;
   IdleUploads idle_uploads_;
+  absl::Mutex resumable_mu_;
+  // Digest -> the identity whose resumable upload of it is unfinished.
+  absl::flat_hash_map<std::string, std::string> resumable_owners_ ABSL_GUARDED_BY(resumable_mu_);
 };
 
 }  // namespace qnet::server

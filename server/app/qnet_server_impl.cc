@@ -158,6 +158,12 @@ absl::Status QnetServerImpl::Init() {
   }
 
   metrics_ = std::make_unique<MetricsRegistry>(QnetVersion());
+  if (!o.audit_log_path.empty()) {
+    absl::StatusOr<std::unique_ptr<AuditLog>> audit =
+        AuditLog::Open(o.audit_log_path, metrics_.get());
+    if (!audit.ok()) return audit.status();
+    audit_ = *std::move(audit);
+  }
 
   absl::StatusOr<std::unique_ptr<BlobStore>> blobs =
       BlobStore::Open(o.data_dir + "/blobs", o.max_blob_bytes);
@@ -244,6 +250,10 @@ absl::Status QnetServerImpl::Init() {
                              SecondsToMs(o.grpc_max_connection_age_seconds));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<GrpcMetricsInterceptorFactory>(metrics_.get()));
+  if (audit_ != nullptr) {
+    interceptors.push_back(
+        std::make_unique<GrpcAuditInterceptorFactory>(audit_.get(), auth_.get()));
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port == 0 || (local_port && worker_port == 0)) {
@@ -259,7 +269,7 @@ absl::Status QnetServerImpl::Init() {
   if (!o.http_listen.empty()) {
     // /healthz asks gRPC's health service, so the two never disagree.
     web_api_ = std::make_unique<WebApi>(
-        scheduler_.get(), metrics_.get(),
+        scheduler_.get(), metrics_.get(), auth_.get(),
         [this] { return serving() ? health_probe_->Check() : absl::UnavailableError("draining"); },
         o.chartjs_path, QnetVersion());
     HttpServerOptions http_options;
@@ -268,6 +278,9 @@ absl::Status QnetServerImpl::Init() {
     http_options.allowed_hosts = o.http_allowed_hosts;
     http_options.max_connections = HttpConnectionCap(o.http_max_connections);
     http_options.max_connections_per_client = o.http_max_connections_per_client;
+    http_options.tls_cert_path = o.tls_cert_path;
+    http_options.tls_key_path = o.tls_key_path;
+    http_options.tls_client_ca_path = o.tls_client_ca_path;
     absl::StatusOr<std::unique_ptr<HttpServer>> http = HttpServer::Start(
         o.http_listen, [api = web_api_.get()](const HttpRequest& r) { return api->Handle(r); },
         std::move(http_options));
@@ -330,18 +343,16 @@ absl::Status QnetServerImpl::InitAuth() {
                  o.insecure_no_auth ? "--insecure-no-auth" : "loopback only, no --auth-tokens");
     return absl::OkStatus();
   }
-  if (!tls && !IsLoopback(o.listen)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("tokens would cross the network in clear text on ", o.listen,
-                     ": add --tls-cert and --tls-key, or listen on a loopback address"));
+  for (const std::string& address : {o.listen, o.http_listen}) {
+    if (!tls && !address.empty() && !IsLoopback(address)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tokens would cross the network in clear text on ", address,
+                       ": add --tls-cert and --tls-key, or listen on a loopback address"));
+    }
   }
   absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::FromFile(o.auth_tokens_path);
   if (!auth.ok()) return auth.status();
   auth_ = *std::move(auth);
-  if (!o.http_listen.empty() && !IsLoopback(o.http_listen)) {
-    spdlog::warn("HTTP on {} does not check tokens yet: its REST view shows every job",
-                 o.http_listen);
-  }
   spdlog::info("authentication on: identities from {}{}", o.auth_tokens_path,
                o.tls_client_ca_path.empty() ? "" : " and client certificates");
   return absl::OkStatus();

@@ -26,6 +26,7 @@
 #include "server/api/worker_service.h"
 #include "server/app/grpc_health_probe.h"
 #include "server/app/worker_supervisor.h"
+#include "server/auth/audit_log.h"
 #include "server/auth/authenticator.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
@@ -74,6 +75,7 @@ class QnetServerImpl final : public QnetServer {
   SystemClock system_clock_;
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<AuditLog> audit_;  // null without --audit-log
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<BlobGrants> grants_;
   DatasetRegistry datasets_;

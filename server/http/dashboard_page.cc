@@ -44,10 +44,13 @@ constexpr absl::string_view kHtml = R"html(<!doctype html>
   .QUEUED { color: #6b7280; } .RUNNING { color: #2563eb; } .SUCCEEDED { color: #16a34a; }
   .FAILED { color: #dc2626; } .CANCELLED { color: #a16207; }
   #error { color: #dc2626; }
+  #login input { font: inherit; padding: 2px 6px; width: 22em; }
 </style>
 </head>
 <body>
-<header><h1>qnet</h1><span id="updated">loading&hellip;</span><span id="error"></span></header>
+<header><h1>qnet</h1><span id="updated">loading&hellip;</span><span id="error"></span>
+  <form id="login" hidden><input id="token" type="password" autocomplete="off"
+    placeholder="qnet token" aria-label="qnet token"> <button>Sign in</button></form></header>
 <main>
   <div class="cards" id="cards"></div>
   <div class="charts">
@@ -70,8 +73,9 @@ constexpr absl::string_view kHtml = R"html(<!doctype html>
 const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const COLORS = ["#9ca3af", "#3b82f6", "#22c55e", "#ef4444", "#eab308"];
 const REFRESH_MS = 3000;
+const TOKEN_KEY = "qnet-token";
 let stateChart = null, queueChart = null;
-const history = { labels: [], queued: [], running: [] };
+const series = { labels: [], queued: [], running: [] };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -89,9 +93,9 @@ function initCharts() {
   });
   queueChart = new Chart(document.getElementById("queue"), {
     type: "line",
-    data: { labels: history.labels, datasets: [
-      { label: "queued", data: history.queued, borderColor: COLORS[0], tension: 0.2 },
-      { label: "running", data: history.running, borderColor: COLORS[1], tension: 0.2 },
+    data: { labels: series.labels, datasets: [
+      { label: "queued", data: series.queued, borderColor: COLORS[0], tension: 0.2 },
+      { label: "running", data: series.running, borderColor: COLORS[1], tension: 0.2 },
     ] },
     options: { animation: false, scales: { y: { beginAtZero: true } } },
   });
@@ -112,11 +116,11 @@ function renderSummary(s) {
     stateChart.data.datasets[0].data = STATES.map(st => s.jobs[st] || 0);
     stateChart.update();
   }
-  history.labels.push(new Date().toLocaleTimeString());
-  history.queued.push(s.jobs.queued || 0);
-  history.running.push(s.jobs.running || 0);
-  if (history.labels.length > 100) {
-    history.labels.shift(); history.queued.shift(); history.running.shift();
+  series.labels.push(new Date().toLocaleTimeString());
+  series.queued.push(s.jobs.queued || 0);
+  series.running.push(s.jobs.running || 0);
+  if (series.labels.length > 100) {
+    series.labels.shift(); series.queued.shift(); series.running.shift();
   }
   if (queueChart) queueChart.update();
 }
@@ -167,12 +171,39 @@ function renderJobs(list) {
   }
 }
 
+// The token comes once in the address's fragment (/#token=...; never sent to the server) or the
+// sign-in form, lives in this tab's sessionStorage and goes out as an Authorization header.
+function takeTokenFromFragment() {
+  const m = /^#token=(.+)$/.exec(location.hash);
+  if (!m) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);  // out of sight
+}
+
+function showLogin(show) {
+  document.getElementById("login").hidden = !show;
+}
+
+async function api(path) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const r = await fetch(path, token ? { headers: { Authorization: "Bearer " + token } } : {});
+  if (r.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin(true);
+    throw new Error("sign in with a qnet token");
+  }
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+  return body;
+}
+
 async function refresh() {
   try {
     const [summary, jobs] = await Promise.all([
-      fetch("/api/v1/summary").then(r => r.json()),
-      fetch("/api/v1/jobs?page_size=25").then(r => r.json()),
+      api("/api/v1/summary"),
+      api("/api/v1/jobs?page_size=25"),
     ]);
+    showLogin(false);
     renderSummary(summary);
     renderJobs(jobs);
     document.getElementById("updated").textContent =
@@ -183,6 +214,14 @@ async function refresh() {
   }
 }
 
+document.getElementById("login").addEventListener("submit", (event) => {
+  event.preventDefault();  // the token stays in the page, never in a URL
+  const input = document.getElementById("token");
+  if (input.value) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+  input.value = "";
+  refresh();
+});
+takeTokenFromFragment();
 initCharts();
 refresh();
 setInterval(refresh, REFRESH_MS);

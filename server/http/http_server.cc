@@ -1,16 +1,22 @@
 #include "server/http/http_server.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <algorithm>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -130,7 +136,8 @@ struct ServerPolicy {
     return std::nullopt;
   }
 
-  HttpResponse Handle(const http::request<http::empty_body>& req, const std::string& client) const {
+  HttpResponse Handle(const http::request<http::empty_body>& req, const std::string& client,
+                      const std::string& client_certificate_cn) const {
     if (std::optional<HttpResponse> refusal = Refusal(req)) return *std::move(refusal);
     absl::StatusOr<RequestTarget> target = ParseRequestTarget(View(req.target()));
     if (!target.ok()) return Error(400, absl::StrCat(target.status().message(), "\n"));
@@ -139,6 +146,7 @@ struct ServerPolicy {
     request.path = std::move(target->path);
     request.query = std::move(target->query);
     request.client = client;
+    request.client_certificate_cn = client_certificate_cn;
     for (const auto& field : req) {
       request.headers.emplace_back(absl::AsciiStrToLower(View(field.name_string())),
                                    std::string(View(field.value())));
@@ -164,21 +172,64 @@ std::optional<HttpResponse> ParseErrorResponse(beast::error_code ec) {
   return std::nullopt;
 }
 
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, const ServerPolicy* policy, std::unique_ptr<ConnectionSlot> slot)
-      : stream_(std::move(socket)), policy_(policy), slot_(std::move(slot)) {}
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
-  void Start() { Read(); }
+// The CN of the peer's certificate when the handshake verified one; "" otherwise.
+std::string VerifiedPeerCommonName(SSL* ssl) {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return "";
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (at < 0) return "";
+  unsigned char* utf8 = nullptr;
+  const int n =
+      ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+  if (n < 0) return "";
+  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+  OPENSSL_free(utf8);
+  // A CN with a NUL could name someone else in a C string: it names nobody.
+  return cn.find('\0') == std::string::npos ? cn : "";
+}
+
+// One connection, plain (PlainStream) or TLS (TlsStream): requests are read and answered in turn.
+template <typename Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+ public:
+  Session(Stream stream, const ServerPolicy* policy, std::unique_ptr<ConnectionSlot> slot)
+      : stream_(std::move(stream)), policy_(policy), slot_(std::move(slot)) {}
+
+  void Start() {
+    if constexpr (kTls) {
+      // The handshake counts against the time to read a request header.
+      beast::get_lowest_layer(stream_).expires_after(
+          absl::ToChronoSeconds(policy_->options.read_timeout));
+      stream_.async_handshake(asio::ssl::stream_base::server, [self = this->shared_from_this()](
+                                                                  beast::error_code ec) {
+        if (ec) {
+          spdlog::debug("TLS handshake with {} failed: {}", self->slot_->client(), ec.message());
+          self->CloseSocket();
+          return;
+        }
+        self->client_certificate_cn_ = VerifiedPeerCommonName(self->stream_.native_handle());
+        self->Read();
+      });
+    } else {
+      Read();
+    }
+  }
 
  private:
   void Read() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
-    stream_.expires_after(absl::ToChronoSeconds(policy_->options.read_timeout));
+    beast::get_lowest_layer(stream_).expires_after(
+        absl::ToChronoSeconds(policy_->options.read_timeout));
     http::async_read_header(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -193,7 +244,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     const http::request<http::empty_body>& req = parser_->get();
-    HttpResponse out = policy_->Handle(req, slot_->client());
+    HttpResponse out = policy_->Handle(req, slot_->client(), client_certificate_cn_);
     // After a refused body or a bad request the rest of the stream is not a request boundary.
     const bool keep_alive = req.keep_alive() && out.status != 400 && out.status != 431;
     Write(std::move(out), req.version(), req.method() == http::verb::head, keep_alive);
@@ -210,6 +261,10 @@ class Session : public std::enable_shared_from_this<Session> {
       res->set("Content-Security-Policy", std::string(kDefaultCsp));
     }
     if (!HasField(out, "Cache-Control")) res->set(http::field::cache_control, "no-store");
+    if constexpr (kTls) {
+      // Browsers keep to HTTPS for this host once they have seen it.
+      res->set(http::field::strict_transport_security, "max-age=31536000");
+    }
     for (const auto& [k, v] : out.headers) res->set(k, v);
     res->keep_alive(keep_alive);
     if (head) {
@@ -218,9 +273,10 @@ class Session : public std::enable_shared_from_this<Session> {
       res->body() = std::move(out.body);
       res->prepare_payload();
     }
-    stream_.expires_after(absl::ToChronoSeconds(policy_->options.write_timeout));
+    beast::get_lowest_layer(stream_).expires_after(
+        absl::ToChronoSeconds(policy_->options.write_timeout));
     http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
                         if (ec || !res->keep_alive()) {
                           self->Close();
                         } else {
@@ -230,17 +286,56 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void Close() {
-    beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    if constexpr (kTls) {
+      // close_notify first, so the peer can tell the end of the stream from a truncation.
+      stream_.async_shutdown(
+          [self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
+    } else {
+      CloseSocket();
+    }
   }
 
-  beast::tcp_stream stream_;
+  void CloseSocket() {
+    beast::error_code ec;
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
+    beast::get_lowest_layer(stream_).socket().close(ec);
+  }
+
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> parser_;
   const ServerPolicy* const policy_;
   const std::unique_ptr<ConnectionSlot> slot_;
+  std::string client_certificate_cn_;
 };
+
+// The server's TLS context: TLS 1.2 or newer, the certificate chain and key, and client
+// certificates verified by the client CA when one is given.
+absl::StatusOr<std::unique_ptr<asio::ssl::context>> MakeTlsContext(
+    const HttpServerOptions& options) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  beast::error_code ec;
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use,
+                   ec);
+  auto failed = [&](absl::string_view what, const std::string& path) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("HTTPS: cannot use ", what, " ", path, ": ", ec.message()));
+  };
+  if (!ec) ctx->use_certificate_chain_file(options.tls_cert_path, ec);
+  if (ec) return failed("the certificate chain", options.tls_cert_path);
+  ctx->use_private_key_file(options.tls_key_path, asio::ssl::context::pem, ec);
+  if (ec) return failed("the private key", options.tls_key_path);
+  if (!options.tls_client_ca_path.empty()) {
+    ctx->load_verify_file(options.tls_client_ca_path, ec);
+    if (ec) return failed("the client CA", options.tls_client_ca_path);
+    // Asked for, verified when presented, not required (see http_server.h).
+    ctx->set_verify_mode(asio::ssl::verify_peer, ec);
+    if (ec) return failed("the client CA", options.tls_client_ca_path);
+  }
+  return ctx;
+}
 
 }  // namespace
 
@@ -255,6 +350,7 @@ struct HttpServer::Impl {
   // Declared before the io_context: sessions still queued in it refer to both.
   ServerPolicy policy;
   ConnectionLimits limits;
+  std::unique_ptr<asio::ssl::context> tls;  // null: plain HTTP
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
   asio::steady_timer accept_timer{ioc};
@@ -307,7 +403,15 @@ struct HttpServer::Impl {
       return;
     }
     auto slot = std::make_unique<ConnectionSlot>(&limits, std::move(client));
-    std::make_shared<Session>(std::move(socket), &policy, std::move(slot))->Start();
+    if (tls != nullptr) {
+      std::make_shared<Session<TlsStream>>(TlsStream(PlainStream(std::move(socket)), *tls), &policy,
+                                           std::move(slot))
+          ->Start();
+    } else {
+      std::make_shared<Session<PlainStream>>(PlainStream(std::move(socket)), &policy,
+                                             std::move(slot))
+          ->Start();
+    }
   }
 
   void Run() {
@@ -350,6 +454,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   if (options.max_connections < 1 || options.max_connections_per_client < 1) {
     return absl::InvalidArgumentError("HTTP connection limits must be >= 1");
   }
+  if (options.tls_cert_path.empty() != options.tls_key_path.empty()) {
+    return absl::InvalidArgumentError("HTTPS needs both a certificate and a key");
+  }
+  std::unique_ptr<asio::ssl::context> tls;
+  if (!options.tls_cert_path.empty()) {
+    absl::StatusOr<std::unique_ptr<asio::ssl::context>> ctx = MakeTlsContext(options);
+    if (!ctx.ok()) return ctx.status();
+    tls = *std::move(ctx);
+  }
   ServerPolicy policy;
   policy.handler = std::move(handler);
   if (options.allowed_hosts.empty()) options.allowed_hosts = DefaultAllowedHosts(listen);
@@ -359,6 +472,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   }
   policy.options = std::move(options);
   auto impl = std::make_unique<Impl>(std::move(policy));
+  impl->tls = std::move(tls);
   impl->host = hp->first;
   std::string host = hp->first;
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {

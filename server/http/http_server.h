@@ -1,7 +1,11 @@
 // HttpServer: a small HTTP/1.1 server (Boost.Beast) on its own threads, for /metrics, /healthz,
 // the REST endpoints and the dashboard. It does transport and protocol policy; every request
 // that passes goes to one handler function (see web_api.h for the routes), with its header
-// fields and client address, so a handler can decide per endpoint (e.g. authentication).
+// fields, client address and verified client certificate, so a handler can decide per endpoint
+// (authentication: http_auth.h). With a certificate and key it speaks HTTPS only (TLS 1.2+);
+// with a client CA too, it asks for a client certificate and refuses the handshake when one is
+// presented that the CA did not sign (none at all is allowed: /healthz probes carry none, and
+// every other endpoint wants an identity anyway).
 //
 // Policy (docs/ARCHITECTURE.md, "HTTP and resource limits"): GET and HEAD only (405 with Allow
 // otherwise); request bodies are refused (400, as is any Transfer-Encoding); malformed requests
@@ -41,6 +45,8 @@ struct HttpRequest {
   // Every header field as received, names lower-case, in order.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string client;  // the peer's IP address
+  // The CN of the client certificate the --tls-client-ca verified; "" without one.
+  std::string client_certificate_cn;
 
   // The first field named `name` (lower-case), or nullptr.
   const std::string* Header(absl::string_view name) const;
@@ -66,6 +72,11 @@ struct HttpServerOptions {
   // it is also how long an idle keep-alive connection stays open).
   absl::Duration read_timeout = absl::Seconds(15);
   absl::Duration write_timeout = absl::Seconds(30);
+  // HTTPS (PEM files): certificate chain and key; empty = plain HTTP. The client CA (optional)
+  // verifies client certificates.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  std::string tls_client_ca_path;
 };
 
 class HttpServer {

@@ -12,6 +12,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "server/http/dashboard_page.h"
+#include "server/http/http_auth.h"
 #include "server/scheduling/page_token.h"
 #include "spdlog/spdlog.h"
 
@@ -21,6 +22,8 @@ namespace {
 constexpr const char* kJson = "application/json";
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 500;
+constexpr RoleSet kJobReaders = RoleBit(Role::kClient) | RoleBit(Role::kAdmin);
+constexpr RoleSet kScrapers = RoleBit(Role::kMetrics) | RoleBit(Role::kAdmin);
 
 int HttpStatusOf(const absl::Status& s) {
   switch (s.code()) {
@@ -58,10 +61,12 @@ HttpResponse ProtoJson(const google::protobuf::Message& message) {
 
 }  // namespace
 
-WebApi::WebApi(Scheduler* scheduler, MetricsRegistry* metrics, std::function<absl::Status()> health,
-               const std::string& chartjs_path, std::string version)
+WebApi::WebApi(Scheduler* scheduler, MetricsRegistry* metrics, const Authenticator* auth,
+               std::function<absl::Status()> health, const std::string& chartjs_path,
+               std::string version)
     : scheduler_(scheduler),
       metrics_(metrics),
+      auth_(auth),
       health_(std::move(health)),
       version_(std::move(version)) {
   std::ifstream in(chartjs_path, std::ios::binary);
@@ -85,6 +90,8 @@ HttpResponse WebApi::Handle(const HttpRequest& request) const {
     return {503, "text/plain; charset=utf-8", absl::StrCat(health.message(), "\n"), {}};
   }
   if (path == "/metrics") {
+    absl::StatusOr<Identity> who = HttpCaller(*auth_, request, kScrapers, "scrape /metrics");
+    if (!who.ok()) return AuthRefusal(who.status(), /*json=*/false);
     return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Serialize(), {}};
   }
   if (path == "/" || path == "/index.html") {
@@ -101,16 +108,26 @@ HttpResponse WebApi::Handle(const HttpRequest& request) const {
             chartjs_,
             {{"Cache-Control", "public, max-age=86400"}}};
   }
-  if (path == "/api/v1/jobs" || path == "/api/v1/jobs/") return ListJobs(request);
-  if (absl::StartsWith(path, "/api/v1/jobs/")) {
-    return GetJob(path.substr(absl::string_view("/api/v1/jobs/").size()));
+  if (absl::StartsWith(path, "/api/v1/jobs")) {
+    absl::StatusOr<Identity> who = HttpCaller(*auth_, request, kJobReaders, "read jobs");
+    if (!who.ok()) return AuthRefusal(who.status(), /*json=*/true);
+    if (path == "/api/v1/jobs" || path == "/api/v1/jobs/") return ListJobs(request, *who);
+    if (absl::StartsWith(path, "/api/v1/jobs/")) {
+      return GetJob(path.substr(absl::string_view("/api/v1/jobs/").size()), *who);
+    }
   }
-  if (path == "/api/v1/summary") return Summary();
+  if (path == "/api/v1/summary") {
+    // Counts only, no job of anyone's: the same numbers /metrics has.
+    absl::StatusOr<Identity> who =
+        HttpCaller(*auth_, request, kJobReaders | kScrapers, "read the summary");
+    if (!who.ok()) return AuthRefusal(who.status(), /*json=*/true);
+    return Summary();
+  }
   // A fixed body: echoing the path would let a link put text of its choosing on this origin.
   return {404, "text/plain; charset=utf-8", "not found\n", {}};
 }
 
-HttpResponse WebApi::ListJobs(const HttpRequest& request) const {
+HttpResponse WebApi::ListJobs(const HttpRequest& request, const Identity& caller) const {
   qnet::v1::JobState state = qnet::v1::JOB_STATE_UNSPECIFIED;
   if (auto it = request.query.find("state"); it != request.query.end() && !it->second.empty()) {
     if (!qnet::v1::JobState_Parse(absl::AsciiStrToUpper(it->second), &state) ||
@@ -131,7 +148,8 @@ HttpResponse WebApi::ListJobs(const HttpRequest& request) const {
   if (auto it = request.query.find("page_token"); it != request.query.end()) token = it->second;
   absl::StatusOr<int64_t> before_seq = DecodePageToken(token, state);
   if (!before_seq.ok()) return JsonError(before_seq.status());
-  absl::StatusOr<JobList> list = scheduler_->List(state, *before_seq, page_size);
+  absl::StatusOr<JobList> list =
+      scheduler_->List(state, *before_seq, page_size, caller.is_admin() ? "" : caller.name);
   if (!list.ok()) return JsonError(list.status());
   qnet::v1::ListJobsResponse response;
   for (qnet::v1::Job& job : list->jobs) *response.add_jobs() = std::move(job);
@@ -139,9 +157,13 @@ HttpResponse WebApi::ListJobs(const HttpRequest& request) const {
   return ProtoJson(response);
 }
 
-HttpResponse WebApi::GetJob(const std::string& id) const {
+HttpResponse WebApi::GetJob(const std::string& id, const Identity& caller) const {
   absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(id);
   if (!job.ok()) return JsonError(job.status());
+  // Another's job answers as a missing one would: its id tells nothing.
+  if (!caller.is_admin() && job->owner() != caller.name) {
+    return JsonError(absl::NotFoundError(absl::StrCat("job ", id, " not found")));
+  }
   return ProtoJson(*job);
 }
 

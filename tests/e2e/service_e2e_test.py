@@ -18,11 +18,17 @@ Scenarios:
   sandbox      a TorchScript model whose forward allocates without bound fails its job at the
                worker's --sandbox-memory-mib, at attempt 1 (not retried); the worker then completes
                the next job
+  http-auth    (no worker needed) HTTP with --auth-tokens: no token is 401, a wrong role 403, a
+               client sees only its jobs in /api; --audit-log holds the submits and cancels with
+               who and outcome; then HTTPS (a test CA from the openssl command line) with tokens
+               and client certificates, and no answer to plain HTTP
 """
 import argparse
 import hashlib
+import http.client
 import json
 import os
+import ssl
 import pathlib
 import re
 import shutil
@@ -31,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -54,6 +62,7 @@ class Env:
         self.tmp = tmp
         self.procs = []
         self.grpc = None
+        self.http = None
 
     def start_qnetd(self, *extra, n_train=256, n_test=128):
         data = self.tmp / "synth"
@@ -62,13 +71,13 @@ class Env:
         log = self.tmp / f"qnetd.{len(self.procs)}.log"
         cmd = [self.args.qnetd, "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                "--data-dir", str(self.tmp / "srv"), "--dataset", f"synth=idx:{data}",
-               "--worker-binary", self.args.worker, *extra]
+               *(["--worker-binary", self.args.worker] if self.args.worker else []), *extra]
         proc = self.spawn(cmd, log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             m = re.search(r"listening grpc=(\S+) http=(\S+)", log.read_text())
             if m:
-                self.grpc = m.group(1)
+                self.grpc, self.http = m.group(1), m.group(2)
                 return proc
             check(proc.poll() is None, f"qnetd exited: {log.read_text()[-800:]}")
             time.sleep(0.1)
@@ -361,16 +370,103 @@ def scenario_sandbox(env: Env):
     print(f"sandbox: the hog job failed for good ({failed['error']}); the next job SUCCEEDED")
 
 
+def http_get(url, token=None, context=None):
+    """GET `url` (as the identity of `token`): (status, headers, body); status 0 when the server
+    gives no HTTP answer (a refused TLS handshake, plain HTTP to an HTTPS port)."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        return 0, {}, str(e)
+
+
+def scenario_http_auth(env: Env):
+    roles = [("alice", "client"), ("bob", "client"), ("prom", "metrics"), ("ops", "admin")]
+    identities = {name: new_identity(env, name, role) for name, role in roles}
+    tokens_file = env.tmp / "tokens"
+    tokens_file.write_text("".join(line + "\n" for _, line in identities.values()))
+    alice, bob, prom, ops = (identities[n][0] for n, _ in roles)
+    audit = env.tmp / "audit.log"
+    qnetd = env.start_qnetd("--local-workers", "0", "--auth-tokens", str(tokens_file),
+                            "--audit-log", str(audit))
+    mine = env.qnet_json("submit", *TINY, token=alice)["id"]
+    theirs = env.qnet_json("submit", *TINY, token=bob)["id"]
+    base = f"http://{env.http}"
+
+    for path in ("/metrics", "/api/v1/jobs", f"/api/v1/jobs/{mine}", "/api/v1/summary"):
+        status, headers, _ = http_get(base + path)
+        check(status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer"),
+              f"GET {path} without a token: {status}")
+    check(http_get(base + "/healthz")[0] == 200, "/healthz needs no token")
+    check(http_get(base + "/metrics", alice)[0] == 403, "a client scraped /metrics")
+    check(http_get(base + "/api/v1/jobs", prom)[0] == 403, "the metrics role read jobs")
+    status, _, body = http_get(base + "/metrics", prom)
+    check(status == 200 and "qnet_jobs_submitted_total" in body, f"prom's scrape: {status}")
+    listed = lambda token: [j["id"] for j in json.loads(http_get(base + "/api/v1/jobs", token)[2])[
+        "jobs"]]
+    check(listed(alice) == [mine], f"alice lists {listed(alice)}, not only {mine}")
+    check(sorted(listed(ops)) == sorted([mine, theirs]), f"the admin lists {listed(ops)}")
+    check(http_get(f"{base}/api/v1/jobs/{theirs}", alice)[0] == 404, "alice read bob's job")
+    check(http_get(f"{base}/api/v1/jobs/{mine}", alice)[0] == 200, "alice cannot read her job")
+
+    rc, _, err = env.qnet("cancel", mine, token=bob)
+    check(rc != 0 and "not found" in err, f"bob cancelled alice's job: {rc} {err[-300:]}")
+    rc, _, err = env.qnet("cancel", mine, token=alice)
+    check(rc == 0, f"alice's cancel exited {rc}: {err[-300:]}")
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    got = [(e["identity"], e["role"], e["method"].rsplit("/", 1)[1], e["job_id"], e["code"])
+           for e in lines]
+    want = [("alice", "client", "SubmitJob", mine, "OK"),
+            ("bob", "client", "SubmitJob", theirs, "OK"),
+            ("bob", "client", "CancelJob", mine, "NOT_FOUND"),
+            ("alice", "client", "CancelJob", mine, "OK")]
+    check(got == want, f"audit log {got}, want {want}")
+    text = audit.read_text()
+    check(not any(token in text for token in (alice, bob, prom, ops)), "a token in the audit log")
+
+    # HTTPS on the same port flag, with a CA made by the openssl command line.
+    qnetd.send_signal(signal.SIGTERM)
+    qnetd.wait(timeout=30)
+    pki = env.tmp / "pki"
+    pki.mkdir()
+    subprocess.run([str(HERE.parent / "server" / "auth" / "make_certs.sh"), str(pki)], check=True,
+                   timeout=120)
+    env.start_qnetd("--local-workers", "0", "--auth-tokens", str(tokens_file), "--tls-cert",
+                    str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+                    "--tls-client-ca", str(pki / "ca.pem"))
+    base = f"https://{env.http}"
+    trust = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    check(http_get(base + "/api/v1/jobs", context=trust)[0] == 401, "HTTPS without a token")
+    status, _, body = http_get(f"{base}/api/v1/jobs/{theirs}", bob, context=trust)
+    check(status == 200 and theirs in body, f"bob over HTTPS: {status} {body[:200]}")
+    with_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with_cert.load_cert_chain(str(pki / "alice.pem"), str(pki / "alice.key"))
+    status, _, body = http_get(base + "/api/v1/jobs", context=with_cert)
+    check(status == 200 and [j["id"] for j in json.loads(body)["jobs"]] == [mine],
+          f"alice by certificate: {status} {body[:200]}")
+    rogue = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    rogue.load_cert_chain(str(pki / "rogue.pem"), str(pki / "rogue.key"))
+    check(http_get(base + "/healthz", context=rogue)[0] == 0, "a rogue certificate got in")
+    check(http_get(f"http://{env.http}/healthz")[0] == 0, "plain HTTP answered on the TLS port")
+    print("http-auth: 401 without a token, 403 for a wrong role, alice saw only her job; the audit "
+          "log has the submits and cancels; HTTPS with tokens and client certificates")
+
+
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
              "kill-worker": scenario_kill_worker, "auth": scenario_auth,
-             "sandbox": scenario_sandbox}
+             "sandbox": scenario_sandbox, "http-auth": scenario_http_auth}
 
 
 def main(scenarios=SCENARIOS, prefix="qnet_e2e"):
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(scenarios))
     parser.add_argument("--qnetd", required=True)
-    parser.add_argument("--worker", required=True)
+    parser.add_argument("--worker", help="qnet-worker (every scenario but http-auth)")
     parser.add_argument("--qnet", required=True)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()

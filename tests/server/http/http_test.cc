@@ -38,7 +38,7 @@ class HttpTest : public ::testing::Test {
       metrics_.SetWorkers(stats.workers_busy, stats.workers_idle);
     });
     api_ = std::make_unique<WebApi>(
-        scheduler_.get(), &metrics_,
+        scheduler_.get(), &metrics_, auth_.get(),
         [this] { return serving_ ? absl::OkStatus() : absl::UnavailableError("draining"); },
         "/usr/share/javascript/chart.js/chart.min.js", "9.9.9");
     auto http =
@@ -61,6 +61,7 @@ class HttpTest : public ::testing::Test {
   TempDir dir_;
   testing::FakeClock clock_;
   MetricsRegistry metrics_{"9.9.9"};
+  std::unique_ptr<Authenticator> auth_ = Authenticator::Open();
   std::unique_ptr<SqliteJobStore> store_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<bool> serving_{true};
