@@ -5,10 +5,16 @@
 //   2. GetJob throughput against Echo throughput, same client code (target >= 0.5x echo);
 //   3. GetJob and AcquireLease latency with 1,000 vs 100,000 queued jobs (target within 1.5x).
 // With --server it measures phases 1 and 2 against a running qnetd instead (echo stays local).
+// --security tokens, tls or mtls runs the in-process qnetd with a tokens file: every call carries
+// a bearer token over plaintext loopback (tokens) or TLS (tls), or the client certificate of CN
+// alice (mtls; certificates from tests/server/auth/make_certs.sh in --pki), so phases 1 and 2
+// show what security costs next to the default plaintext without authentication
+// (docs/BENCHMARKS.md, "The cost of TLS and tokens").
 //
 //   qnet_loadgen                          # everything in-process, prints a table
 //   qnet_loadgen --threads 16 --seconds 3 --submits 5000 --deep 100000
 //   qnet_loadgen --server 127.0.0.1:50051 --dataset fashion-mnist
+//   qnet_loadgen --security tls --pki /tmp/pki --deep 0
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,6 +41,7 @@
 #include "qnet/v1/job.grpc.pb.h"
 #include "qnet/v1/worker.grpc.pb.h"
 #include "server/app/qnet_server_impl.h"
+#include "server/auth/token_table.h"
 #include "server/store/sqlite_job_store.h"
 #include "spdlog/spdlog.h"
 
@@ -51,7 +59,31 @@ struct Flags {
   int deep = 100000;
   int latency_samples = 2000;
   int acquire_samples = 500;
+  std::string security = "plain";  // plain | tokens | tls | mtls
+  std::string pki;                 // make_certs.sh output, for tls and mtls
 };
+
+// How the in-process qnetd is secured and how clients reach it (one per run).
+struct Security {
+  std::string mode = "plain";
+  std::string pki;
+  std::string bearer;  // "Bearer TOKEN" every call carries (tokens, tls)
+
+  bool auth() const { return mode != "plain"; }
+  bool tls() const { return mode == "tls" || mode == "mtls"; }
+  std::string Pem(const std::string& name) const {
+    std::ifstream in(pki + "/" + name, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in || text.str().empty()) {
+      std::fprintf(stderr, "cannot read %s/%s (make it with make_certs.sh %s)\n", pki.c_str(),
+                   name.c_str(), pki.c_str());
+      std::exit(2);
+    }
+    return text.str();
+  }
+};
+Security g_security;
 
 struct Stats {
   int64_t calls = 0;
@@ -70,12 +102,23 @@ struct Stats {
   }
 };
 
-// One connection per client thread, so calls do not queue behind one HTTP/2 connection.
-std::shared_ptr<grpc::Channel> Connect(const std::string& address, int index) {
+// One connection per client thread, so calls do not queue behind one HTTP/2 connection. Only
+// qnetd is secured (--security); the echo baseline stays bare plaintext.
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, int index, bool qnetd = true) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("qnet.loadgen.channel", index);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (qnetd && g_security.tls()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = g_security.Pem("ca.pem");
+    if (g_security.mode == "mtls") {
+      ssl.pem_private_key = g_security.Pem("alice.key");
+      ssl.pem_cert_chain = g_security.Pem("alice.pem");
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return grpc::CreateCustomChannel(address, credentials, args);
 }
 
 // The closed loop every phase uses: `threads` threads call `call(thread, i)` until `deadline`
@@ -115,9 +158,10 @@ Stats RunClosedLoop(int threads, double seconds, int64_t max_calls_per_thread,
   return total;
 }
 
-std::unique_ptr<grpc::ClientContext> Ctx() {
+std::unique_ptr<grpc::ClientContext> Ctx(bool qnetd = true) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  if (qnetd && !g_security.bearer.empty()) ctx->AddMetadata("authorization", g_security.bearer);
   return ctx;
 }
 
@@ -156,6 +200,20 @@ std::unique_ptr<qnet::server::QnetServerImpl> StartServer(const std::string& roo
   o.default_dataset_dir = "";
   o.datasets = {"bench=idx:" + root + "/bench-dataset"};
   o.max_queued = max_queued;
+  if (g_security.auth()) {
+    // One client identity: by token (tokens, tls) or by the certificate of CN alice (mtls).
+    const std::string token = qnet::server::NewToken();
+    std::ofstream(root + "/tokens")
+        << (g_security.mode == "mtls" ? "alice client -\n"
+                                      : "bench client " + qnet::server::TokenHash(token) + "\n");
+    if (g_security.mode != "mtls") g_security.bearer = "Bearer " + token;
+    o.auth_tokens_path = root + "/tokens";
+    if (g_security.tls()) {
+      o.tls_cert_path = g_security.pki + "/server.pem";
+      o.tls_key_path = g_security.pki + "/server.key";
+    }
+    if (g_security.mode == "mtls") o.tls_client_ca_path = g_security.pki + "/ca.pem";
+  }
   auto server = qnet::server::QnetServerImpl::Start(o);
   if (!server.ok()) {
     std::fprintf(stderr, "cannot start qnetd: %s\n",
@@ -295,7 +353,25 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--deep", flags.deep, "queue depth of the large-queue latency run (0 = skip)")
       ->capture_default_str();
+  app.add_option("--security", flags.security,
+                 "in-process qnetd: plain (no auth), tokens (a token, no TLS), tls (TLS and a "
+                 "token) or mtls (TLS and a client certificate); all but plain skip the "
+                 "queue-depth phase")
+      ->check(CLI::IsMember({"plain", "tokens", "tls", "mtls"}))
+      ->capture_default_str();
+  app.add_option("--pki", flags.pki,
+                 "folder of tests/server/auth/make_certs.sh output (for --security tls, mtls)");
   CLI11_PARSE(app, argc, argv);
+  g_security.mode = flags.security;
+  g_security.pki = flags.pki;
+  if (g_security.auth()) {
+    if ((g_security.tls() && flags.pki.empty()) || !flags.server.empty()) {
+      std::fprintf(stderr, "--security %s needs an in-process qnetd (no --server)%s\n",
+                   flags.security.c_str(), g_security.tls() ? " and --pki" : "");
+      return 2;
+    }
+    flags.deep = 0;  // the depth phase's worker calls need a worker identity
+  }
   spdlog::set_level(spdlog::level::warn);
 
   std::string root;
@@ -323,7 +399,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<qnet::bench::Echo::Stub>> echo_stubs;
   for (int t = 0; t < flags.threads; ++t) {
     job_stubs.push_back(qnet::v1::JobService::NewStub(Connect(address, t)));
-    echo_stubs.push_back(qnet::bench::Echo::NewStub(Connect(echo_address, t)));
+    echo_stubs.push_back(qnet::bench::Echo::NewStub(Connect(echo_address, t, /*qnetd=*/false)));
   }
 
   // 1. Durable submits.
@@ -373,7 +449,7 @@ int main(int argc, char** argv) {
     qnet::bench::EchoRequest req;
     req.set_payload(sample_bytes);
     qnet::bench::EchoResponse resp;
-    return echo_stubs[t]->Echo(Ctx().get(), req, &resp).ok();
+    return echo_stubs[t]->Echo(Ctx(/*qnetd=*/false).get(), req, &resp).ok();
   });
 
   // 3. Latency against queue depth (in-process only: it needs fresh servers).
@@ -386,9 +462,9 @@ int main(int argc, char** argv) {
   }
   echo_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 
-  std::printf("\nqnet_loadgen: %d client threads, %u hardware threads, server %s\n\n",
+  std::printf("\nqnet_loadgen: %d client threads, %u hardware threads, server %s, security %s\n\n",
               flags.threads, std::thread::hardware_concurrency(),
-              flags.server.empty() ? "in-process" : flags.server.c_str());
+              flags.server.empty() ? "in-process" : flags.server.c_str(), flags.security.c_str());
   std::printf("%-44s %12s %10s %10s %10s %8s\n", "measurement", "rate (/s)", "p50 ms", "p99 ms",
               "max ms", "errors");
   auto row = [](const std::string& name, Stats& s, bool with_rate = true) {
