@@ -88,7 +88,9 @@ struct Run {
 
   std::mutex mu;
   std::condition_variable progressed;
-  int64_t progress = 0;  // acknowledged submits + terminal reports accepted
+  int64_t submits = 0;            // acknowledged
+  int64_t finishes = 0;           // terminal reports accepted
+  absl::Duration longest_outage;  // SIGKILL to serving again
   std::map<std::string, Seen> seen;
   std::vector<std::string> violations;
   int64_t violation_count = 0;
@@ -98,10 +100,10 @@ struct Run {
     if (violations.size() < kMaxViolations) violations.push_back(std::move(what));
     ++violation_count;
   }
-  void Progress() {
+  void Count(int64_t Run::*counter) {
     {
       std::lock_guard<std::mutex> lock(mu);
-      ++progress;
+      ++(this->*counter);
     }
     progressed.notify_all();
   }
@@ -145,7 +147,7 @@ void RunClient(Run& run, int client) {
       continue;
     }
     run.submitted[i] = job.id();
-    run.Progress();
+    run.Count(&Run::submits);
   }
 }
 
@@ -229,7 +231,7 @@ void WorkOnLease(Run& run, int w, qnet::v1::WorkerService::Stub& stub,
         SendReport(run, token, absl::StrCat("FailLease of job ", job.id()),
                    [&](grpc::ClientContext& ctx) { return stub.FailLease(&ctx, request, &reply); });
     if (r == Report::kAccepted && (!retryable || attempt >= run.options.max_attempts)) {
-      run.Progress();
+      run.Count(&Run::finishes);
     }
     return;
   }
@@ -273,7 +275,7 @@ void WorkOnLease(Run& run, int w, qnet::v1::WorkerService::Stub& stub,
       seen.ambiguous_digests.push_back(*digest);
     }
   }
-  if (r == Report::kAccepted) run.Progress();
+  if (r == Report::kAccepted) run.Count(&Run::finishes);
 }
 
 void RunWorker(Run& run, int w) {
@@ -300,21 +302,25 @@ void RunWorker(Run& run, int w) {
   }
 }
 
-// SIGKILL and restart `restarts` times, each once progress passes its share of the run.
+// SIGKILL and restart `restarts` times: the first once half the jobs are submitted (submits and
+// leases in flight), each further one after its share of the jobs finished.
 void RunChaos(Run& run, QnetdProcess& qnetd, int* restarts) {
-  const int64_t total = 2 * int64_t{run.options.jobs};
+  const int64_t jobs = run.options.jobs;
   for (int k = 1; k <= run.options.restarts; ++k) {
-    const int64_t threshold = total * k / (run.options.restarts + 1);
+    const auto due = [&] {
+      return k == 1 ? run.submits >= jobs / 2
+                    : run.finishes >= jobs * (k - 1) / run.options.restarts;
+    };
     {
       std::unique_lock<std::mutex> lock(run.mu);
-      if (!run.progressed.wait_until(lock, absl::ToChronoTime(run.deadline),
-                                     [&] { return run.progress >= threshold; })) {
+      if (!run.progressed.wait_until(lock, absl::ToChronoTime(run.deadline), due)) {
         lock.unlock();
-        run.Violation(absl::StrCat("restart ", k, " never came: progress stayed below ", threshold,
-                                   " of ", total));
+        run.Violation(absl::StrCat("restart ", k, " never came (", run.submits, " submitted, ",
+                                   run.finishes, " finished)"));
         return;
       }
     }
+    const absl::Time killed = absl::Now();
     if (absl::StatusOr<int> code = qnetd.Stop(SIGKILL); !code.ok()) {
       run.Violation(absl::StrCat("SIGKILL of qnetd: ", code.status().ToString()));
       return;
@@ -323,6 +329,10 @@ void RunChaos(Run& run, QnetdProcess& qnetd, int* restarts) {
     if (absl::Status s = qnetd.Start(run.address); !s.ok()) {
       run.Violation(absl::StrCat("restart ", k, " of qnetd on ", run.address, ": ", s.ToString()));
       return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(run.mu);
+      run.longest_outage = std::max(run.longest_outage, absl::Now() - killed);
     }
     ++*restarts;
   }
@@ -551,6 +561,12 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   run.stop_workers = true;
   for (std::thread& t : workers) t.join();
   const ProcSample peak = sampler.Finish();
+  // qnetd stores leases: an outage well within a lease must lose none of them.
+  if (run.leases_lost > 0 && run.longest_outage < absl::Seconds(o.lease_seconds) / 2) {
+    run.Violation(absl::StrCat(run.leases_lost.load(), " leases lost across restarts of at most ",
+                               absl::FormatDuration(run.longest_outage), " (leases last ",
+                               o.lease_seconds, " s)"));
+  }
   if (!done.ok()) return done.status();
   if (!*done) run.Violation("jobs still QUEUED or RUNNING at the deadline");
 
@@ -575,6 +591,7 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   report.ambiguous_reports = run.ambiguous;
   report.leases = run.leases;
   report.leases_lost = run.leases_lost;
+  report.longest_outage_seconds = absl::ToDoubleSeconds(run.longest_outage);
   report.violations = run.violations;
   if (run.violation_count > static_cast<int64_t>(run.violations.size())) {
     report.violations.push_back(

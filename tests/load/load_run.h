@@ -39,7 +39,8 @@ struct LoadReport {
   int64_t succeeded = 0;
   int64_t failed = 0;
   int restarts = 0;
-  double wall_seconds = 0;  // first submit to every job terminal
+  double longest_outage_seconds = 0;  // SIGKILL to serving again
+  double wall_seconds = 0;            // first submit to every job terminal
   double jobs_per_second = 0;
   int64_t peak_rss_bytes = 0;
   int peak_fds = 0;

@@ -70,14 +70,16 @@ int main(int argc, char** argv) {
     failures.push_back(absl::StrCat(report->restarts, " restarts of ", o.restarts));
   }
   std::printf(
-      "jobs %lld (succeeded %lld, failed %lld), clients %d, workers %d, restarts %d\n"
+      "jobs %lld (succeeded %lld, failed %lld), clients %d, workers %d, restarts %d (longest "
+      "outage %.2f s)\n"
       "wall %.1f s, %.0f jobs/s, leases %lld (lost to a kill %lld), transient errors retried "
       "%lld, ambiguous reports %lld\n"
       "qnetd peak RSS %.1f MiB, peak open fds %d, peak threads %d\n",
       static_cast<long long>(report->jobs), static_cast<long long>(report->succeeded),
       static_cast<long long>(report->failed), o.clients, o.workers, report->restarts,
-      report->wall_seconds, report->jobs_per_second, static_cast<long long>(report->leases),
-      static_cast<long long>(report->leases_lost), static_cast<long long>(report->transient_errors),
+      report->longest_outage_seconds, report->wall_seconds, report->jobs_per_second,
+      static_cast<long long>(report->leases), static_cast<long long>(report->leases_lost),
+      static_cast<long long>(report->transient_errors),
       static_cast<long long>(report->ambiguous_reports), rss_mib, report->peak_fds,
       report->peak_threads);
   for (const std::string& f : failures) std::printf("FAIL: %s\n", f.c_str());
