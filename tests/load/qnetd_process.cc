@@ -100,10 +100,12 @@ bool QnetdProcess::Reap(absl::Duration timeout) {
     if (r < 0 || absl::Now() >= deadline) return false;
     // The child's exit closes its end of the stdout pipe: wait for that instead of spinning.
     pollfd p{stdout_fd_, POLLIN, 0};
-    ::poll(&p, 1, 20);
-    if (p.revents & POLLIN) {
+    if (::poll(&p, 1, 20) > 0) {
       char drain[256];
-      if (::read(stdout_fd_, drain, sizeof drain) <= 0) ::poll(nullptr, 0, 5);
+      // Closed (or only hung up): the exit is imminent; a short pause instead of a spin.
+      if (!(p.revents & POLLIN) || ::read(stdout_fd_, drain, sizeof drain) <= 0) {
+        ::poll(nullptr, 0, 5);
+      }
     }
   }
 }
