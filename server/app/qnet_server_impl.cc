@@ -205,9 +205,9 @@ absl::Status QnetServerImpl::Init() {
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
                                                   blobs_.get(), grants_.get(), auth_.get());
-  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get(), grants_.get(),
-                                                    scheduler_.get(), &datasets_, auth_.get(),
-                                                    absl::Seconds(o.upload_idle_seconds));
+  blob_service_ = std::make_unique<BlobServiceImpl>(
+      blobs_.get(), metrics_.get(), grants_.get(), scheduler_.get(), &datasets_, auth_.get(),
+      absl::Seconds(o.upload_idle_seconds));
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
                                                         grants_.get(), auth_.get());
   metrics_->SetCollectHook([this] {

@@ -134,7 +134,7 @@ class Scheduler {
   // The jobs whose current lease `holder` holds.
   std::vector<qnet::v1::Job> LeasedBy(absl::string_view holder);
   // OK when `token` is job `job_id`'s current lease; FAILED_PRECONDITION saying why not, as the
-  // lease calls below answer. Changes nothing.
+  // lease calls below answer. Changes no job.
   absl::Status CheckLease(absl::string_view job_id, absl::string_view token);
   // The lease calls: FAILED_PRECONDITION when the token is not the job's current lease.
   // Heartbeat: `progress` nullptr keeps the last one; "" checkpoint_digest keeps the last one (a
