@@ -209,6 +209,7 @@ class FaultTest : public ::testing::Test {
 
 TEST_F(FaultTest, SigtermDuringUploadServesNothingHalfWrittenAndTheUploadResumes) {
   ASSERT_NO_FATAL_FAILURE(Start());
+  const Job queued = Submit("queued");
   const std::string data = RandomBytes(3 * kMiB + 123, 7);
   const std::string digest = DigestOf(data);
   {
@@ -268,6 +269,7 @@ TEST_F(FaultTest, SigtermDuringUploadServesNothingHalfWrittenAndTheUploadResumes
   ASSERT_TRUE(whole.status.ok()) << whole.status;
   EXPECT_TRUE(whole.data == data);
   EXPECT_EQ(UploadOffset(digest), 0);
+  ExpectStoredAfterRestart({{queued.id(), qnet::v1::QUEUED}});
 }
 
 TEST_F(FaultTest, SigtermDuringLeasesEachJobFinishesOnce) {
