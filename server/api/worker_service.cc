@@ -40,12 +40,16 @@ absl::Status CheckUploaded(const BlobStore& blobs, const std::string& digest,
 
 // The caller, when it holds job `job_id`'s lease (admins hold every lease).
 absl::StatusOr<Identity> LeaseHolder(const Authenticator& auth, const grpc::ServerContext& context,
-                                     Scheduler& scheduler, const std::string& job_id) {
+                                     Scheduler& scheduler, const std::string& job_id,
+                                     const std::string& token) {
   absl::StatusOr<Identity> caller = CallerIdentity(auth, context);
   if (!caller.ok() || caller->is_admin()) return caller;
   absl::StatusOr<qnet::v1::Job> job = scheduler.Get(job_id);
   if (!job.ok()) return job.status();
   if (job->lease_holder() != caller->name) {
+    // A lease that ended is stale for the worker that held it, also once the job is another
+    // worker's: FAILED_PRECONDITION tells it to drop the job.
+    if (absl::Status current = scheduler.CheckLease(job_id, token); !current.ok()) return current;
     return absl::PermissionDeniedError(absl::StrCat(
         "job ", job_id, " is not leased to ", caller->name, "; only its lease holder may report"));
   }
@@ -117,7 +121,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
-  absl::StatusOr<Identity> holder = LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+  absl::StatusOr<Identity> holder =
+      LeaseHolder(*auth_, *context, *scheduler_, request->job_id(), request->lease_token());
   if (!holder.ok()) return ToGrpcStatus(holder.status());
   if (!request->checkpoint_digest().empty()) {
     if (absl::Status s = CheckUploaded(*blobs_, request->checkpoint_digest(), "checkpoint");
@@ -145,7 +150,8 @@ grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
   if (grpc::Status s = RequireLeaseIds(request->job_id(), request->lease_token()); !s.ok()) {
     return s;
   }
-  absl::StatusOr<Identity> holder = LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+  absl::StatusOr<Identity> holder =
+      LeaseHolder(*auth_, *context, *scheduler_, request->job_id(), request->lease_token());
   if (!holder.ok()) return ToGrpcStatus(holder.status());
   absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
@@ -177,7 +183,7 @@ grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext* context,
     return s;
   }
   if (absl::StatusOr<Identity> holder =
-          LeaseHolder(*auth_, *context, *scheduler_, request->job_id());
+          LeaseHolder(*auth_, *context, *scheduler_, request->job_id(), request->lease_token());
       !holder.ok()) {
     return ToGrpcStatus(holder.status());
   }

@@ -5,8 +5,9 @@
 // lease tokens get FAILED_PRECONDITION; digests a worker reports must name uploaded blobs.
 // Who may call it is settled before a handler runs (server/auth/grpc_auth.h); on top, a lease
 // belongs to the worker identity that acquired it: Heartbeat, CompleteLease and FailLease from
-// another identity get PERMISSION_DENIED, and its checkpoints and artifacts must be blobs that
-// identity uploaded for that job. Admins are not held to either.
+// another identity get PERMISSION_DENIED (a stale token: FAILED_PRECONDITION, whoever sends it,
+// so a worker whose lease ended drops the job), and its checkpoints and artifacts must be blobs
+// that identity uploaded for that job. Admins are not held to either.
 //
 //   WorkerServiceImpl workers(&scheduler, &datasets, &blob_store, &grants, &authenticator);
 //   builder.RegisterService(&workers);

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -130,7 +132,12 @@ absl::Status QnetServerImpl::Init() {
   // One qnetd per data folder: two schedulers over one store would hand out the same jobs.
   const std::string lock_path = o.data_dir + "/qnetd.lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+  if (lock_fd_ < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot write in --data-dir ", o.data_dir,
+                                                      ": ", lock_path, ": ", std::strerror(errno),
+                                                      " (qnetd needs a writable data folder)"));
+  }
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return absl::FailedPreconditionError(absl::StrCat("another qnetd is using --data-dir ",
                                                       o.data_dir, " (", lock_path, " is locked)"));
   }

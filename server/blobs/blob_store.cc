@@ -299,25 +299,54 @@ absl::StatusOr<std::unique_ptr<BlobStore::Reader>> BlobStore::OpenReader(absl::s
     return absl::OutOfRangeError(
         absl::StrCat("offset ", offset, " is outside blob ", digest, " of ", st.st_size, " bytes"));
   }
-  return std::unique_ptr<Reader>(new Reader(fd, offset, st.st_size));
+  std::unique_ptr<Reader> reader(new Reader(fd, 0, st.st_size, std::string(digest)));
+  std::string prefix;
+  for (int64_t at = 0; at < offset; at += static_cast<int64_t>(prefix.size())) {
+    const size_t n = static_cast<size_t>(std::min<int64_t>(offset - at, 1 << 20));
+    if (absl::Status s = reader->ReadAt(at, n, prefix); !s.ok()) return s;
+    if (prefix.empty()) break;  // the file shrank; the check at the end fails
+    reader->hash_.Update(prefix);
+  }
+  reader->offset_ = offset;
+  return reader;
 }
 
 BlobStore::Reader::~Reader() { ::close(fd_); }
 
-absl::StatusOr<std::string> BlobStore::Reader::Read(size_t max_bytes) {
-  const int64_t left = size_ - offset_;
-  std::string data(static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(max_bytes))),
-                   '\0');
+absl::Status BlobStore::Reader::ReadAt(int64_t at, size_t n, std::string& data) const {
+  data.resize(n);
   size_t got = 0;
-  while (got < data.size()) {
-    ssize_t n = ::pread(fd_, data.data() + got, data.size() - got, offset_ + got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError("read", "blob");
-    if (n == 0) break;  // the file shrank: cannot happen to a stored blob, but do not spin
-    got += static_cast<size_t>(n);
+  while (got < n) {
+    ssize_t r = ::pread(fd_, data.data() + got, n - got, at + static_cast<int64_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return ErrnoError("read", absl::StrCat("blob ", digest_));
+    if (r == 0) break;  // the file shrank (Read reports it)
+    got += static_cast<size_t>(r);
   }
   data.resize(got);
-  offset_ += static_cast<int64_t>(got);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> BlobStore::Reader::Read(size_t max_bytes) {
+  const size_t want =
+      static_cast<size_t>(std::min<int64_t>(size_ - offset_, static_cast<int64_t>(max_bytes)));
+  std::string data;
+  if (absl::Status s = ReadAt(offset_, want, data); !s.ok()) return s;
+  if (data.size() < want) {
+    return absl::DataLossError(absl::StrCat("blob ", digest_, " is shorter on the server than its ",
+                                            size_, " bytes; not served: upload it again"));
+  }
+  hash_.Update(data);
+  offset_ += static_cast<int64_t>(data.size());
+  if (offset_ >= size_ && !verified_) {
+    if (const std::string actual = hash_.Digest(); actual != digest_) {
+      spdlog::error("blob {} is corrupt on disk: its content hashes to {}", digest_, actual);
+      return absl::DataLossError(
+          absl::StrCat("blob ", digest_, " is corrupt on the server (its content hashes to ",
+                       actual, "); not served: upload it again or restore it from a backup"));
+    }
+    verified_ = true;
+  }
   return data;
 }
 

@@ -70,7 +70,9 @@ class BlobStore {
     bool done_ = false;
   };
 
-  // Sequential reads of one blob from an offset.
+  // Sequential reads of one blob from an offset. The content is hashed as it is read: the read
+  // that reaches the end fails DATA_LOSS, withholding its bytes, when the file no longer matches
+  // its digest (changed on disk), so a corrupt blob is never served whole.
   class Reader {
    public:
     ~Reader();
@@ -83,10 +85,16 @@ class BlobStore {
 
    private:
     friend class BlobStore;
-    Reader(int fd, int64_t offset, int64_t size) : fd_(fd), offset_(offset), size_(size) {}
+    Reader(int fd, int64_t offset, int64_t size, std::string digest)
+        : fd_(fd), offset_(offset), size_(size), digest_(std::move(digest)) {}
+    // Reads [at, at + n) into `data`; fewer bytes only at the end of the file.
+    absl::Status ReadAt(int64_t at, size_t n, std::string& data) const;
     int fd_;
     int64_t offset_;
     int64_t size_;
+    const std::string digest_;
+    Sha256 hash_;  // of the bytes before offset_
+    bool verified_ = false;
   };
 
   // Creates ROOT/sha256 and ROOT/tmp as needed and removes temp files left by a crash.
@@ -109,7 +117,8 @@ class BlobStore {
   // Size of a stored blob; INVALID_ARGUMENT for a malformed digest, NOT_FOUND if absent.
   absl::StatusOr<int64_t> Stat(absl::string_view digest) const;
   bool Contains(absl::string_view digest) const { return Stat(digest).ok(); }
-  // OUT_OF_RANGE when offset is past the end.
+  // OUT_OF_RANGE when offset is past the end. From an offset, the bytes before it are hashed
+  // first (read once more), so resumed reads are verified too.
   absl::StatusOr<std::unique_ptr<Reader>> OpenReader(absl::string_view digest,
                                                      int64_t offset) const;
   // Where a blob lives (the digest must be valid).

@@ -463,6 +463,11 @@ std::vector<Job> Scheduler::LeasedBy(absl::string_view holder) {
   return jobs;
 }
 
+absl::Status Scheduler::CheckLease(absl::string_view job_id, absl::string_view token) {
+  absl::MutexLock lock(&mu_);
+  return FindLease(job_id, token).status();
+}
+
 absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
                                                        absl::string_view token) {
   AwaitNoWrite(job_id);

@@ -133,6 +133,9 @@ class Scheduler {
                                                const std::string& holder = "");
   // The jobs whose current lease `holder` holds.
   std::vector<qnet::v1::Job> LeasedBy(absl::string_view holder);
+  // OK when `token` is job `job_id`'s current lease; FAILED_PRECONDITION saying why not, as the
+  // lease calls below answer. Changes no job.
+  absl::Status CheckLease(absl::string_view job_id, absl::string_view token);
   // The lease calls: FAILED_PRECONDITION when the token is not the job's current lease.
   // Heartbeat: `progress` nullptr keeps the last one; "" checkpoint_digest keeps the last one (a
   // new one is recorded with the job's attempt).
