@@ -480,9 +480,9 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
     return StaleLease(job_id, "the lease expired and the job was re-queued");
   }
   if (token.empty() || e.rec.lease_token != token) {
-    return StaleLease(
-        job_id, absl::StrCat("the job is leased under another token (attempt ", e.rec.job.attempt(),
-                             ", worker ", e.rec.job.worker_id(), ")"));
+    // Which worker holds it is no business of whoever presents a wrong token.
+    return StaleLease(job_id, absl::StrCat("the job is leased under another token (attempt ",
+                                           e.rec.job.attempt(), ")"));
   }
   // Ran out but not swept yet: as good as expired (ExpireLeases re-queues it).
   if (e.rec.lease_expire <= clock_->Now()) {

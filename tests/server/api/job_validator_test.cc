@@ -234,7 +234,45 @@ TEST_F(JobValidatorTest, HugeSpecsGetAShortMessage) {
   spec.set_model("zoo:" + std::string(1 << 20, 'x'));
   const std::string message = Refusal(spec);
   EXPECT_LT(message.size(), 2000u);
-  EXPECT_THAT(message, AllOf(HasSubstr("export_formats lists 100000 entries"), HasSubstr("more")));
+  EXPECT_THAT(message, HasSubstr("bytes; at most 65536 bytes are accepted"));
+  spec = Valid();
+  for (int i = 0; i < 1000; ++i) spec.add_export_formats(i % 2 ? "onnx" : "gif");
+  EXPECT_THAT(Refusal(spec),
+              AllOf(HasSubstr("export_formats lists 1000 entries"), HasSubstr("more")));
+}
+
+TEST_F(JobValidatorTest, BoundsWhatOneJobCostsWithTheOperatorsLimits) {
+  qnet::v1::JobSpec spec = Valid();
+  spec.set_priority(INT32_MAX);
+  spec.mutable_training()->set_epochs(1000);
+  spec.mutable_training()->set_pretrain_epochs(1000);
+  spec.mutable_training()->set_batch_size(1);
+  spec.mutable_training()->set_max_train_samples(int64_t{1} << 62);
+  EXPECT_THAT(Refusal(spec), AllOf(HasSubstr("priority must be in -100..100"),
+                                   HasSubstr("must be at most 500 (got 1000 + 1000)"),
+                                   HasSubstr("max_train_samples must be at most 100000000")));
+  JobValidator strict(
+      &datasets_, blobs_.get(),
+      {.max_priority = 5, .max_epochs = 10, .max_batch_size = 64, .max_samples = 1000});
+  spec = Valid();
+  spec.set_priority(-5);
+  spec.mutable_training()->set_epochs(10);
+  spec.mutable_training()->set_batch_size(64);
+  spec.mutable_training()->set_max_test_samples(1000);
+  EXPECT_TRUE(strict.Validate(spec).ok()) << strict.Validate(spec);
+  spec.mutable_training()->set_batch_size(65);
+  EXPECT_THAT(std::string(strict.Validate(spec).message()),
+              HasSubstr("training.batch_size must be at most 64 (got 65)"));
+}
+
+TEST_F(JobValidatorTest, RemembersEachBlobsVerdict) {
+  qnet::v1::JobSpec spec = Valid();
+  spec.set_model(Upload(testing::MakeZip({{"weights/a.txt", "1"}})));
+  EXPECT_THAT(Refusal(spec), HasSubstr("data.pkl"));
+  // Blobs never change, so the second submit takes the first verdict without reading the file:
+  // swap its content for a good archive and the verdict stays.
+  testing::WriteFile(blobs_->PathOf(spec.model()), testing::MakeTorchScriptZip());
+  EXPECT_THAT(Refusal(spec), HasSubstr("data.pkl"));
 }
 
 TEST(TorchScriptArchiveTest, StructuralCheck) {
