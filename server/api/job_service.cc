@@ -194,7 +194,7 @@ grpc::Status JobServiceImpl::ListModels(grpc::ServerContext*, const qnet::v1::Li
 grpc::Status JobServiceImpl::GetCapabilities(grpc::ServerContext*,
                                              const qnet::v1::GetCapabilitiesRequest*,
                                              qnet::v1::Capabilities* response) {
-  *response = job::Capabilities(datasets::DatasetFormatNames());
+  *response = job::Capabilities(datasets::DatasetFormatNames(), validator_->limits());
   return grpc::Status::OK;
 }
 

@@ -33,6 +33,7 @@ class JobValidator {
                job::JobLimits limits = job::kServiceJobLimits);
 
   absl::Status Validate(const qnet::v1::JobSpec& spec) const;
+  const job::JobLimits& limits() const { return limits_; }
 
  private:
   // Appends the problems of an uploaded model blob to `errors`.

@@ -352,6 +352,10 @@ TEST(CatalogTest, CapabilitiesListTheCatalogAndLimits) {
   EXPECT_EQ(c.weight_bits().min(), kWeightBits.min);
   EXPECT_EQ(c.weight_bits().max(), kWeightBits.max);
   EXPECT_EQ(c.epochs().max(), kEpochs.max);
+  // A server advertises its own narrower limits.
+  const v1::Capabilities service = Capabilities({}, kServiceJobLimits);
+  EXPECT_EQ(service.epochs().max(), kServiceJobLimits.max_epochs);
+  EXPECT_EQ(service.batch_size().max(), kServiceJobLimits.max_batch_size);
   EXPECT_EQ(ExportFormatNames(), "torchscript, onnx, packed, metrics");
   EXPECT_EQ(ZooModelNames(), "zoo:lenet5, zoo:resnet20");
   ASSERT_NE(FindZooModel("zoo:lenet5"), nullptr);
