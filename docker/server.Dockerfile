@@ -8,7 +8,7 @@ FROM debian:bookworm AS build
 RUN apt-get update && apt-get install -y -q --no-install-recommends build-essential cmake ninja-build \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev \
       libboost-dev libboost-system-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev \
-      libcli11-dev libspdlog-dev libjpeg62-turbo-dev libspng-dev libarchive-dev pkg-config && rm -rf /var/lib/apt/lists/*
+      libcli11-dev libspdlog-dev libjpeg62-turbo-dev libspng-dev libarchive-dev libminizip-dev pkg-config && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQNET_BUILD_ENGINE=OFF \
       -DQNET_BUILD_TESTS=OFF -DQNET_BUILD_BENCHMARKS=OFF \
@@ -17,7 +17,7 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQNET_BUILD_ENG
 FROM debian:bookworm
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y -q --no-install-recommends libgrpc++1.51 libprotobuf32 \
-      libsqlite3-0 libspdlog1.10 libprometheus-cpp-core1.0 libssl3 libjs-chart.js libjpeg62-turbo libspng0 libarchive13 \
+      libsqlite3-0 libspdlog1.10 libprometheus-cpp-core1.0 libssl3 libjs-chart.js libjpeg62-turbo libspng0 libarchive13 libminizip1 \
       dataset-fashion-mnist && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/server/qnetd /build/client/qnet /usr/local/bin/
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /var/lib/qnet \

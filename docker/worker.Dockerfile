@@ -15,7 +15,7 @@ RUN apt-get update && apt-get install -y -q --no-install-recommends build-essent
       python3 python3-pip libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
       libabsl-dev libssl-dev libboost-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev \
       libcli11-dev libspdlog-dev zlib1g-dev libjpeg62-turbo-dev libspng-dev libarchive-dev \
-      libseccomp-dev pkg-config && rm -rf /var/lib/apt/lists/*
+      libseccomp-dev libminizip-dev pkg-config && rm -rf /var/lib/apt/lists/*
 # hadolint ignore=DL3013
 RUN python3 -m pip install --no-cache-dir --break-system-packages torch onnx
 COPY . /src

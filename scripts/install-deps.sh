@@ -8,7 +8,7 @@ debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates g
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libssl-dev
   libboost-dev libboost-system-dev zlib1g-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libjpeg62-turbo-dev libspng-dev libarchive-dev libseccomp-dev
+  libjpeg62-turbo-dev libspng-dev libarchive-dev libseccomp-dev libminizip-dev
   libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format)
 missing=()
 for p in "${debs[@]}"; do

@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/job/job_limits.h"
 
 namespace qnet::server {
 
@@ -79,6 +80,8 @@ struct QnetServerOptions {
   int grpc_max_connection_idle_seconds = 600;
   int grpc_max_connection_age_seconds = 3600;  // then GOAWAY; calls in flight still finish
   int upload_idle_seconds = 60;                // an upload sending nothing this long is cancelled
+  // What one job may ask for (priority, epochs, batch size, samples); flags --max-job-*.
+  job::JobLimits job_limits = job::kServiceJobLimits;
   // Where jobs are stored, as OpenJobStore takes it; "" = DefaultJobStoreUri(data_dir).
   std::string store_uri;
   // Tests: this store instead of store_uri (not owned; it must outlive the server, which closes

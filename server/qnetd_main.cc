@@ -6,7 +6,8 @@
 //   qnetd --listen 0.0.0.0:50051 --http-listen 0.0.0.0:8080 --data-dir /var/lib/qnet
 //         --auth-tokens /etc/qnet/tokens --tls-cert cert.pem --tls-key key.pem
 //         [--tls-client-ca ca.pem] [--local-workers N] [--lease-seconds S] [--max-attempts N]
-//         [--max-queued N] [--max-blob-bytes N] [--dataset NAME=FORMAT:PATH]...
+//         [--max-queued N] [--max-blob-bytes N] [--max-job-epochs N] [--dataset
+//         NAME=FORMAT:PATH]...
 //         [--worker-binary PATH] [--store URI] [--http-allowed-hosts H1,H2]
 //         [--http-max-connections N] [--grpc-max-threads N] ... (--help lists every limit)
 //         [--audit-log FILE]
@@ -120,6 +121,22 @@ int main(int argc, char** argv) {
   app.add_option("--max-blob-bytes", options.max_blob_bytes, "largest blob a client may upload")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 50));
+  app.add_option("--max-job-priority", options.job_limits.max_priority,
+                 "job priorities allowed: -N..N")
+      ->capture_default_str()
+      ->check(CLI::Range(0, qnet::job::kSchemaJobLimits.max_priority));
+  app.add_option("--max-job-epochs", options.job_limits.max_epochs,
+                 "most training epochs one job may ask for (fine-tuning plus pretraining)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, qnet::job::kSchemaJobLimits.max_epochs));
+  app.add_option("--max-job-batch-size", options.job_limits.max_batch_size,
+                 "largest training batch size one job may ask for")
+      ->capture_default_str()
+      ->check(CLI::Range(1, qnet::job::kSchemaJobLimits.max_batch_size));
+  app.add_option("--max-job-samples", options.job_limits.max_samples,
+                 "largest max_train_samples / max_test_samples one job may ask for")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, qnet::job::kSchemaJobLimits.max_samples));
   app.add_option("--dataset", options.datasets,
                  absl::StrCat("operator dataset NAME=FORMAT:PATH (FORMAT one of ",
                               qnet::datasets::DatasetFormatNameList(),

@@ -1,5 +1,6 @@
 #include "common/job/catalog.h"
 
+#include <algorithm>
 #include <initializer_list>
 
 #include "absl/strings/str_join.h"
@@ -79,7 +80,8 @@ const v1::Model* FindZooModel(absl::string_view name) { return FindByName(ZooMod
 
 std::string ZooModelNames() { return JoinNames(ZooModels()); }
 
-v1::Capabilities Capabilities(const std::vector<std::string>& dataset_formats) {
+v1::Capabilities Capabilities(const std::vector<std::string>& dataset_formats,
+                              const JobLimits& limits) {
   v1::Capabilities c;
   for (const v1::ExportFormat& f : ExportFormats()) *c.add_export_formats() = f;
   for (const std::string& f : dataset_formats) c.add_dataset_formats(f);
@@ -87,9 +89,11 @@ v1::Capabilities Capabilities(const std::vector<std::string>& dataset_formats) {
   c.add_model_sources("sha256");
   *c.mutable_weight_bits() = Range(kWeightBits);
   *c.mutable_activation_bits() = Range(kActivationBits);
-  *c.mutable_epochs() = Range(kEpochs);
-  *c.mutable_pretrain_epochs() = Range(kPretrainEpochs);
-  *c.mutable_batch_size() = Range(kBatchSize);
+  *c.mutable_epochs() = Range({kEpochs.min, std::min(kEpochs.max, limits.max_epochs)});
+  *c.mutable_pretrain_epochs() =
+      Range({kPretrainEpochs.min, std::min(kPretrainEpochs.max, limits.max_epochs)});
+  *c.mutable_batch_size() =
+      Range({kBatchSize.min, std::min(kBatchSize.max, limits.max_batch_size)});
   return c;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "common/job/job_limits.h"
 #include "qnet/v1/job.pb.h"
 
 namespace qnet::job {
@@ -28,7 +29,9 @@ const v1::Model* FindZooModel(absl::string_view name);
 std::string ZooModelNames();  // "zoo:lenet5, zoo:resnet20"
 
 // Everything above plus the limits of job_spec.h; the caller adds its dataset formats.
-v1::Capabilities Capabilities(const std::vector<std::string>& dataset_formats);
+// The epochs and batch size ranges are narrowed to `limits`, what this process accepts.
+v1::Capabilities Capabilities(const std::vector<std::string>& dataset_formats,
+                              const JobLimits& limits = kSchemaJobLimits);
 
 }  // namespace qnet::job
 

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -89,6 +92,40 @@ void CheckTraining(const v1::TrainingSettings& t, std::vector<std::string>* erro
   }
   if (t.max_train_samples() < 0) errors->push_back("training.max_train_samples must be >= 0");
   if (t.max_test_samples() < 0) errors->push_back("training.max_test_samples must be >= 0");
+}
+
+// What the job costs against `limits`, once each setting is within the schema's range.
+void CheckCost(const v1::JobSpec& spec, const JobLimits& limits, std::vector<std::string>* errors) {
+  if (std::abs(static_cast<int64_t>(spec.priority())) > limits.max_priority) {
+    errors->push_back(absl::StrCat("priority must be in -", limits.max_priority, "..",
+                                   limits.max_priority, " (got ", spec.priority(), ")"));
+  }
+  const v1::TrainingSettings& t = spec.training();
+  const int epochs = t.has_epochs() ? t.epochs() : kDefaultEpochs;
+  const auto within = [](int value, IntLimit limit) {
+    return value >= limit.min && value <= limit.max;
+  };
+  // Settings out of the schema's range are named by CheckTraining already.
+  if (within(epochs, kEpochs) && within(t.pretrain_epochs(), kPretrainEpochs) &&
+      epochs + t.pretrain_epochs() > limits.max_epochs) {
+    errors->push_back(absl::StrCat("training.epochs + training.pretrain_epochs must be at most ",
+                                   limits.max_epochs, " (got ", epochs, " + ", t.pretrain_epochs(),
+                                   ")"));
+  }
+  const int batch_size = t.batch_size() == 0 ? kDefaultBatchSize : t.batch_size();
+  if (within(batch_size, kBatchSize) && batch_size > limits.max_batch_size) {
+    errors->push_back(absl::StrCat("training.batch_size must be at most ", limits.max_batch_size,
+                                   " (got ", batch_size, t.batch_size() == 0 ? ", the default" : "",
+                                   ")"));
+  }
+  for (const auto& [field, value] :
+       {std::pair<absl::string_view, int64_t>{"training.max_train_samples", t.max_train_samples()},
+        {"training.max_test_samples", t.max_test_samples()}}) {
+    if (value > limits.max_samples) {
+      errors->push_back(absl::StrCat(field, " must be at most ", limits.max_samples, " (got ",
+                                     value, "; 0 = the whole split)"));
+    }
+  }
 }
 
 void CheckExportFormats(const v1::JobSpec& spec, std::vector<std::string>* errors) {
@@ -185,6 +222,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const ValidateOptions& opt
 
 std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const ValidateOptions& options) {
   std::vector<std::string> errors;
+  if (const size_t bytes = spec.ByteSizeLong(); bytes > kMaxJobSpecBytes) {
+    // Its lists are huge: judging them one by one would only repeat this.
+    errors.push_back(absl::StrCat("the job spec is ", bytes, " bytes; at most ", kMaxJobSpecBytes,
+                                  " bytes are accepted"));
+    return errors;
+  }
   CheckModel(spec.model(), options, &errors);
   if (spec.dataset().empty()) errors.push_back("dataset is required");
   const v1::InputNormalization& norm = spec.input_normalization();
@@ -202,6 +245,7 @@ std::vector<std::string> JobSpecProblems(const v1::JobSpec& spec, const Validate
              &errors);
   CheckWeightLevels(spec, &errors);
   CheckTraining(spec.training(), &errors);
+  CheckCost(spec, options.limits, &errors);
   CheckExportFormats(spec, &errors);
   CheckPreprocessing(spec, &errors);
   return errors;

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/job/job_limits.h"
 #include "qnet/v1/job.pb.h"
 
 namespace qnet::job {
@@ -42,6 +43,8 @@ inline constexpr size_t kMaxRequestIdBytes = 128;
 inline constexpr IntLimit kInputChannels{1, 4};
 inline constexpr IntLimit kInputSide{1, 4096};  // height and width of JobSpec.input_shape
 inline constexpr IntLimit kResizeSize{0, 8192};
+// The serialized spec: every valid spec is a few KiB; this keeps what a job stores bounded.
+inline constexpr size_t kMaxJobSpecBytes = 64 << 10;
 
 // Defaults of unset settings. Learning rate, temperature slope and distillation weight stay 0 /
 // unset in the effective spec: the engine's recipe (docs/METHOD.md) resolves them per phase.
@@ -72,11 +75,14 @@ v1::JobSpec WithDefaults(const v1::JobSpec& spec);
 struct ValidateOptions {
   // `qnet-worker run` takes a local model file; qnetd takes only zoo names and blob digests.
   bool allow_model_path = false;
+  // What one job may cost (job_limits.h).
+  JobLimits limits = kSchemaJobLimits;
 };
 
 // INVALID_ARGUMENT naming every problem found (at most 10, then "and N more"): a missing model or
 // dataset, an unknown zoo model, a malformed digest, bits, levels, training settings, input
-// normalization or export formats out of range or unknown. What depends on the process's
+// normalization or export formats out of range or unknown, a priority, epochs, batch size or
+// sample count over options.limits, a spec over kMaxJobSpecBytes. What depends on the process's
 // environment (is the blob uploaded, is the dataset registered) is for the caller to add.
 absl::Status ValidateJobSpec(const v1::JobSpec& spec, const ValidateOptions& options);
 // The same checks as a list, for a caller that adds problems of its own before reporting them

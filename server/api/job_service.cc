@@ -59,14 +59,16 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
   }
   absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
-  if (absl::StartsWith(request->spec().model(), "sha256:")) {
-    if (absl::Status s = RequireOwnBlob(*caller, request->spec().model(), "model"); !s.ok()) {
+  // Fields this server does not know would be stored, and sent to every reader, verbatim.
+  qnet::v1::JobSpec spec = request->spec();
+  spec.DiscardUnknownFields();
+  if (absl::StartsWith(spec.model(), "sha256:")) {
+    if (absl::Status s = RequireOwnBlob(*caller, spec.model(), "model"); !s.ok()) {
       return ToGrpcStatus(s);
     }
   }
-  if (absl::Status s = validator_->Validate(request->spec()); !s.ok()) return ToGrpcStatus(s);
-  absl::StatusOr<qnet::v1::Job> job =
-      scheduler_->Submit(request->spec(), request->request_id(), caller->name);
+  if (absl::Status s = validator_->Validate(spec); !s.ok()) return ToGrpcStatus(s);
+  absl::StatusOr<qnet::v1::Job> job = scheduler_->Submit(spec, request->request_id(), caller->name);
   if (!job.ok()) return ToGrpcStatus(job.status());
   // A request id names one submission of one owner; it never hands out another's job.
   if (job->owner() != caller->name) {
@@ -192,7 +194,7 @@ grpc::Status JobServiceImpl::ListModels(grpc::ServerContext*, const qnet::v1::Li
 grpc::Status JobServiceImpl::GetCapabilities(grpc::ServerContext*,
                                              const qnet::v1::GetCapabilitiesRequest*,
                                              qnet::v1::Capabilities* response) {
-  *response = job::Capabilities(datasets::DatasetFormatNames());
+  *response = job::Capabilities(datasets::DatasetFormatNames(), validator_->limits());
   return grpc::Status::OK;
 }
 

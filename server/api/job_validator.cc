@@ -8,35 +8,57 @@
 #include "common/digest.h"
 #include "common/job/job_spec.h"
 #include "server/blobs/torchscript_archive.h"
+#include "spdlog/spdlog.h"
 
 namespace qnet::server {
 
-JobValidator::JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs)
-    : datasets_(datasets), blobs_(blobs) {}
+namespace {
+
+constexpr size_t kMaxCachedVerdicts = 4096;
+
+}  // namespace
+
+JobValidator::JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs,
+                           job::JobLimits limits)
+    : datasets_(datasets), blobs_(blobs), limits_(limits) {}
+
+absl::Status JobValidator::ArchiveVerdict(const std::string& digest) const {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = verdicts_.find(digest); it != verdicts_.end()) return it->second;
+  }
+  absl::Status verdict = CheckTorchScriptArchive(blobs_->PathOf(digest));
+  if (!verdict.ok() && !absl::IsInvalidArgument(verdict)) return verdict;  // may pass next time
+  absl::MutexLock lock(&mu_);
+  if (verdicts_.emplace(digest, verdict).second) {
+    verdict_order_.push_back(digest);
+    if (verdict_order_.size() > kMaxCachedVerdicts) {
+      verdicts_.erase(verdict_order_.front());
+      verdict_order_.pop_front();
+    }
+  }
+  return verdict;
+}
 
 void JobValidator::CheckModelBlob(const std::string& digest,
                                   std::vector<std::string>* errors) const {
-  {
-    absl::MutexLock lock(&mu_);
-    if (checked_models_.contains(digest)) return;
-  }
-  absl::StatusOr<int64_t> size = blobs_->Stat(digest);
-  if (!size.ok()) {
-    errors->push_back(
-        absl::IsNotFound(size.status())
-            ? absl::StrCat("model blob ", digest,
-                           " not uploaded; upload the TorchScript file with BlobService.Upload "
-                           "(qnet upload) first")
-            : absl::StrCat("model blob ", digest, ": ", size.status().message()));
+  absl::Status s = blobs_->Stat(digest).status();
+  if (absl::IsNotFound(s)) {
+    errors->push_back(absl::StrCat("model blob ", digest,
+                                   " not uploaded; upload the TorchScript file with "
+                                   "BlobService.Upload (qnet upload) first"));
     return;
   }
-  if (absl::Status s = CheckTorchScriptArchive(blobs_->PathOf(digest)); !s.ok()) {
+  if (s.ok()) s = ArchiveVerdict(digest);
+  if (absl::IsInvalidArgument(s)) {
     errors->push_back(absl::StrCat("model blob ", digest, " is ", s.message(),
                                    "; save it with torch.jit.save(torch.jit.script(model), path)"));
-    return;
+  } else if (!s.ok()) {
+    // The server's own trouble (its files are its business): logged, not told.
+    spdlog::error("model blob {}: {}", digest, std::string(s.message()));
+    errors->push_back(
+        absl::StrCat("model blob ", digest, " could not be read on the server; try again later"));
   }
-  absl::MutexLock lock(&mu_);
-  checked_models_.insert(digest);
 }
 
 void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
@@ -73,7 +95,7 @@ void JobValidator::CheckDataset(const qnet::v1::JobSpec& spec,
 }
 
 absl::Status JobValidator::Validate(const qnet::v1::JobSpec& spec) const {
-  std::vector<std::string> errors = job::JobSpecProblems(spec, {});
+  std::vector<std::string> errors = job::JobSpecProblems(spec, {.limits = limits_});
   if (absl::StartsWith(spec.model(), "sha256:") && IsValidDigest(spec.model())) {
     CheckModelBlob(spec.model(), &errors);
   }

@@ -3,20 +3,23 @@
 // on a worker. The settings are judged by job::JobSpecProblems (ValidateJobSpec's checks, which
 // every process shares); this class adds what only the server knows: the model blob is uploaded
 // and is a TorchScript archive, the dataset is registered, and the input normalization fits its
-// channels.
+// channels. What one job may cost (priority, epochs, batch size, samples) is bounded by the
+// operator's job::JobLimits.
 // Thread-safe.
 //
-//   JobValidator validator(&datasets, &blobs);
+//   JobValidator validator(&datasets, &blobs, job::kServiceJobLimits);
 //   if (absl::Status s = validator.Validate(request.spec()); !s.ok()) return ToGrpcStatus(s);
 #ifndef QNET_SERVER_API_JOB_VALIDATOR_H_
 #define QNET_SERVER_API_JOB_VALIDATOR_H_
 
+#include <deque>
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "common/job/job_limits.h"
 #include "qnet/v1/job.pb.h"
 #include "server/blobs/blob_store.h"
 #include "server/datasets/dataset_registry.h"
@@ -26,20 +29,28 @@ namespace qnet::server {
 class JobValidator {
  public:
   // Both must outlive the validator.
-  JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs);
+  JobValidator(const DatasetRegistry* datasets, const BlobStore* blobs,
+               job::JobLimits limits = job::kServiceJobLimits);
 
   absl::Status Validate(const qnet::v1::JobSpec& spec) const;
+  const job::JobLimits& limits() const { return limits_; }
 
  private:
   // Appends the problems of an uploaded model blob to `errors`.
   void CheckModelBlob(const std::string& digest, std::vector<std::string>* errors) const;
   void CheckDataset(const qnet::v1::JobSpec& spec, std::vector<std::string>* errors) const;
 
+  // The archive check's verdict on `digest`, from the cache or checked now.
+  absl::Status ArchiveVerdict(const std::string& digest) const;
+
   const DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;
-  // Blobs are immutable, so a digest that passed the archive check once always does.
+  const job::JobLimits limits_;
+  // Blobs are immutable, so a digest's verdict never changes: repeated submits of one blob, good
+  // or bad, check it once. Bounded; the oldest verdict goes first.
   mutable absl::Mutex mu_;
-  mutable absl::flat_hash_set<std::string> checked_models_ ABSL_GUARDED_BY(mu_);
+  mutable absl::flat_hash_map<std::string, absl::Status> verdicts_ ABSL_GUARDED_BY(mu_);
+  mutable std::deque<std::string> verdict_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace qnet::server

@@ -17,7 +17,23 @@
 namespace qnet::server {
 namespace {
 
+// What a worker reports is stored with the job and sent to every reader of it, so each part is
+// bounded: with the spec (job::kMaxJobSpecBytes) a job stays well under Scheduler::kMaxPageBytes.
 constexpr size_t kMaxErrorBytes = 8192;
+constexpr size_t kMaxProgressBytes = 4096;
+constexpr size_t kMaxMetricsBytes = 512 << 10;  // 2000 epochs and 10,000 class names fit
+constexpr int kMaxArtifacts = 16;
+constexpr size_t kMaxArtifactBytes = 1024;
+
+// INVALID_ARGUMENT when `message` (unknown fields already dropped) is over `limit` bytes.
+absl::Status CheckReportSize(const google::protobuf::Message& message, size_t limit,
+                             absl::string_view what) {
+  if (const size_t bytes = message.ByteSizeLong(); bytes > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is ", bytes, " bytes; at most ", limit, " bytes are accepted"));
+  }
+  return absl::OkStatus();
+}
 
 grpc::Status RequireLeaseIds(const std::string& job_id, const std::string& token) {
   if (job_id.empty() || token.empty()) {
@@ -81,6 +97,9 @@ grpc::Status WorkerServiceImpl::AcquireLease(grpc::ServerContext* context,
     return {grpc::StatusCode::INVALID_ARGUMENT,
             "worker_id is required (at most 128 characters; e.g. the worker's host name)"};
   }
+  if (request->device().size() > 128) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "device must be at most 128 characters"};
+  }
   absl::Time deadline = absl::Now() + absl::Seconds(std::max(0, request->wait_seconds()));
   // Answer "no job" a little before the client's own deadline rather than let it time out.
   if (const auto d = context->deadline(); d != std::chrono::system_clock::time_point::max()) {
@@ -124,6 +143,11 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
   absl::StatusOr<Identity> holder =
       LeaseHolder(*auth_, *context, *scheduler_, request->job_id(), request->lease_token());
   if (!holder.ok()) return ToGrpcStatus(holder.status());
+  qnet::v1::Progress progress = request->progress();
+  progress.DiscardUnknownFields();
+  if (absl::Status s = CheckReportSize(progress, kMaxProgressBytes, "progress"); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   if (!request->checkpoint_digest().empty()) {
     if (absl::Status s = CheckUploaded(*blobs_, request->checkpoint_digest(), "checkpoint");
         !s.ok()) {
@@ -136,8 +160,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
     }
   }
   absl::StatusOr<HeartbeatReply> reply = scheduler_->Heartbeat(
-      request->job_id(), request->lease_token(),
-      request->has_progress() ? &request->progress() : nullptr, request->checkpoint_digest());
+      request->job_id(), request->lease_token(), request->has_progress() ? &progress : nullptr,
+      request->checkpoint_digest());
   if (!reply.ok()) return ToGrpcStatus(reply.status());
   response->set_cancel_requested(reply->cancel_requested);
   *response->mutable_expire_time() = ToTimestamp(reply->expire_time);
@@ -155,7 +179,24 @@ grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
   if (!holder.ok()) return ToGrpcStatus(holder.status());
   absl::StatusOr<qnet::v1::Job> job = scheduler_->Get(request->job_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
-  for (const qnet::v1::Artifact& a : request->artifacts()) {
+  qnet::v1::Metrics metrics = request->metrics();
+  metrics.DiscardUnknownFields();
+  if (absl::Status s = CheckReportSize(metrics, kMaxMetricsBytes, "metrics"); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  if (request->artifacts_size() > kMaxArtifacts) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            absl::StrCat(request->artifacts_size(), " artifacts; at most ", kMaxArtifacts,
+                         " are accepted")};
+  }
+  google::protobuf::RepeatedPtrField<qnet::v1::Artifact> artifacts = request->artifacts();
+  for (qnet::v1::Artifact& a : artifacts) {
+    a.DiscardUnknownFields();
+    if (absl::Status s = CheckReportSize(a, kMaxArtifactBytes, "an artifact entry"); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
+  for (const qnet::v1::Artifact& a : artifacts) {
     const std::string what = absl::StrCat("artifact ", a.kind());
     if (absl::Status s = CheckUploaded(*blobs_, a.digest(), what); !s.ok()) return ToGrpcStatus(s);
     if (absl::Status s = RequireOwnUpload(*grants_, *holder, a.digest(), request->job_id(), what);
@@ -166,14 +207,14 @@ grpc::Status WorkerServiceImpl::CompleteLease(grpc::ServerContext* context,
   // The owner may download the artifacts once the job shows them: granted first. (Without
   // authentication everyone is admin and needs no grant.)
   if (!job->owner().empty() && !auth_->open()) {
-    for (const qnet::v1::Artifact& a : request->artifacts()) {
+    for (const qnet::v1::Artifact& a : artifacts) {
       if (absl::Status s = grants_->Grant(a.digest(), job->owner(), job->id()); !s.ok()) {
         return ToGrpcStatus(s);
       }
     }
   }
-  return ToGrpcStatus(scheduler_->Complete(request->job_id(), request->lease_token(),
-                                           request->metrics(), request->artifacts()));
+  return ToGrpcStatus(
+      scheduler_->Complete(request->job_id(), request->lease_token(), metrics, artifacts));
 }
 
 grpc::Status WorkerServiceImpl::FailLease(grpc::ServerContext* context,

@@ -208,7 +208,7 @@ absl::Status QnetServerImpl::Init() {
       BlobGrants::Open(o.data_dir + "/blob-grants.log");
   if (!grants.ok()) return grants.status();
   grants_ = *std::move(grants);
-  validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get());
+  validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get(), o.job_limits);
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
                                                   blobs_.get(), grants_.get(), auth_.get());
   blob_service_ = std::make_unique<BlobServiceImpl>(

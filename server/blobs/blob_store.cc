@@ -27,9 +27,11 @@ constexpr char kPartialPrefix[] = "partial-";
 // An interrupted upload nobody resumed within this long is abandoned.
 constexpr auto kPartialMaxAge = std::chrono::hours(24);
 
+// The path goes to the log, for the operator; clients are told what failed, not where.
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const int err = errno;
-  std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+  spdlog::error("blob store: {} {}: {}", std::string(what), path, std::strerror(err));
+  std::string msg = absl::StrCat("blob store: ", what, " failed: ", std::strerror(err));
   if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }

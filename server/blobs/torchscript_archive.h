@@ -1,8 +1,8 @@
 // A cheap structural check that a file is a TorchScript archive, without LibTorch: a TorchScript
 // .pt file (torch.jit.save) is a ZIP archive whose central directory lists
-// "<archive>/data.pkl" or "<archive>/constants.pkl". The check reads the local header magic, the
-// end-of-central-directory record (ZIP64 too) and the entry names; it never trusts an offset or
-// length it has not bounds-checked, so garbage input only ever yields INVALID_ARGUMENT.
+// "<archive>/data.pkl" or "<archive>/constants.pkl". minizip reads the directory from the file one
+// entry at a time, and the check stops after a bounded number of entries and directory bytes, so
+// any file costs little memory and time; garbage input only ever yields INVALID_ARGUMENT.
 //
 //   absl::Status s = CheckTorchScriptArchive(blob_store.PathOf(digest));
 //   if (!s.ok()) return s;  // INVALID_ARGUMENT with the reason, e.g. "not a ZIP file"

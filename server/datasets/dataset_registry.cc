@@ -74,8 +74,12 @@ DatasetEntry UploadEntry(const qnet::v1::Dataset& info, const BlobStore& blobs) 
   return entry;
 }
 
+// The path goes to the log, for the operator; clients are told what failed, not where.
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
-  return absl::UnavailableError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+  const int err = errno;
+  spdlog::error("dataset records: {} {}: {}", std::string(what), path, std::strerror(err));
+  return absl::UnavailableError(
+      absl::StrCat("dataset records: ", what, " failed: ", std::strerror(err)));
 }
 
 // Replaces `path` with `data` so that after a crash it holds the old or the new content, and the

@@ -15,6 +15,9 @@ namespace {
 using qnet::v1::Job;
 using qnet::v1::JobState;
 
+// Jobs List reads from the store at a time.
+constexpr int kStorePageJobs = 64;
+
 // A write the store refused: UNAVAILABLE when retrying can help (the store's own code for I/O
 // trouble), INTERNAL when the store and the scheduler disagree.
 absl::Status StoreRefused(const absl::Status& cause, const std::string& message) {
@@ -317,21 +320,27 @@ absl::StatusOr<Job> Scheduler::Get(absl::string_view id) {
 absl::StatusOr<JobList> Scheduler::List(JobState state, int64_t before_seq, int limit,
                                         absl::string_view owner) {
   JobList list;
-  // Another owner's jobs are skipped, so a page may take several store pages to fill.
+  size_t bytes = 0;
+  // Another owner's jobs are skipped, so a page may take several store pages to fill; store pages
+  // are short, so a page that fills up by bytes reads few jobs it does not return.
   while (true) {
-    absl::StatusOr<JobPage> page = store_->List(state, before_seq, limit);
+    absl::StatusOr<JobPage> page = store_->List(state, before_seq, std::min(limit, kStorePageJobs));
     if (!page.ok()) return page.status();
     absl::ReaderMutexLock lock(&mu_);
     for (JobRecord& r : page->records) {
       if (!owner.empty() && r.job.owner() != owner) continue;
       // The in-memory copy may be a change newer than the stored one.
       std::optional<Job> live = FindInMemory(r.job.id());
-      if (live.has_value() &&
-          (state == qnet::v1::JOB_STATE_UNSPECIFIED || live->state() == state)) {
-        list.jobs.push_back(*std::move(live));
-      } else {
-        list.jobs.push_back(std::move(r.job));
+      Job job =
+          live.has_value() && (state == qnet::v1::JOB_STATE_UNSPECIFIED || live->state() == state)
+              ? *std::move(live)
+              : std::move(r.job);
+      bytes += job.ByteSizeLong();
+      if (bytes > kMaxPageBytes && !list.jobs.empty()) {
+        list.next_before_seq = r.seq + 1;  // the next page starts with this job
+        return list;
       }
+      list.jobs.push_back(std::move(job));
       if (static_cast<int>(list.jobs.size()) == limit) {
         // More may follow this one, on this page or the next.
         list.next_before_seq =
@@ -485,9 +494,9 @@ absl::StatusOr<Scheduler::Entry*> Scheduler::FindLease(absl::string_view job_id,
     return StaleLease(job_id, "the lease expired and the job was re-queued");
   }
   if (token.empty() || e.rec.lease_token != token) {
-    return StaleLease(
-        job_id, absl::StrCat("the job is leased under another token (attempt ", e.rec.job.attempt(),
-                             ", worker ", e.rec.job.worker_id(), ")"));
+    // Which worker holds it is no business of whoever presents a wrong token.
+    return StaleLease(job_id, absl::StrCat("the job is leased under another token (attempt ",
+                                           e.rec.job.attempt(), ")"));
   }
   // Ran out but not swept yet: as good as expired (ExpireLeases re-queues it).
   if (e.rec.lease_expire <= clock_->Now()) {

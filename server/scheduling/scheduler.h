@@ -97,6 +97,10 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
+  // A List page holds at most this many bytes of jobs (or one job, whatever its size), so a
+  // ListJobs response stays far below the gRPC message limit however big its jobs are.
+  static constexpr size_t kMaxPageBytes = 4 << 20;
+
   // `store`, `clock` and `metrics` (may be null) must outlive the scheduler.
   Scheduler(JobStore* store, const Clock* clock, SchedulerOptions options,
             MetricsRegistry* metrics = nullptr);
@@ -113,6 +117,7 @@ class Scheduler {
                                        const std::string& owner = "");
   absl::StatusOr<qnet::v1::Job> Get(absl::string_view id);
   // Newest first, seq < before_seq (0 = newest); `state` UNSPECIFIED = all; `owner` "" = anyone's.
+  // At most `limit` jobs and kMaxPageBytes; next_before_seq continues where the page stopped.
   absl::StatusOr<JobList> List(qnet::v1::JobState state, int64_t before_seq, int limit,
                                absl::string_view owner = "");
   // QUEUED jobs end CANCELLED now; RUNNING ones get cancel_requested (the worker stops and reports

@@ -1,7 +1,10 @@
 #include "server/store/sqlite_job_store.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/unknown_field_set.h>
 #include <sqlite3.h>
 
+#include <string>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -9,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/registry.h"
+#include "common/utf8.h"
 #include "server/store/job_store_registry.h"
 #include "spdlog/spdlog.h"
 
@@ -113,13 +117,39 @@ class Stmt {
   bool owned_ = true;
 };
 
-// Reads a row selected with kColumns. A row whose job bytes do not parse is reported, not trusted.
+// `bytes`, a serialized `type`, with the invalid UTF-8 of every string field at any depth
+// replaced by U+FFFD; false when they are not protobuf wire format.
+bool RepairUtf8(const google::protobuf::Descriptor& type, std::string* bytes) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(*bytes)) return false;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    google::protobuf::UnknownField& field = *fields.mutable_field(i);
+    const google::protobuf::FieldDescriptor* known = type.FindFieldByNumber(field.number());
+    if (field.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED || known == nullptr) {
+      continue;
+    }
+    if (known->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+      *field.mutable_length_delimited() = ValidUtf8(field.length_delimited());
+    } else if (known->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE &&
+               !RepairUtf8(*known->message_type(), field.mutable_length_delimited())) {
+      return false;
+    }
+  }
+  bytes->clear();
+  return fields.SerializeToString(bytes);
+}
+
+// Reads a row selected with kColumns. Strings that are not UTF-8 (older versions stored errors cut
+// inside a character) are repaired; a row that does not parse even so is reported, not trusted.
 absl::StatusOr<JobRecord> ReadRow(const Stmt& stmt) {
   JobRecord r;
   absl::string_view bytes = stmt.Blob(7);
   if (!r.job.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError(
-        absl::StrCat("job store: stored job ", stmt.Text(0), " does not parse as qnet.v1.Job"));
+    std::string repaired(bytes);
+    if (!RepairUtf8(*qnet::v1::Job::descriptor(), &repaired) || !r.job.ParseFromString(repaired)) {
+      return absl::DataLossError(
+          absl::StrCat("job store: stored job ", stmt.Text(0), " does not parse as qnet.v1.Job"));
+    }
   }
   r.seq = stmt.Int(1);
   r.lease_token = std::string(stmt.Text(5));

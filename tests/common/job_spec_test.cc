@@ -1,5 +1,6 @@
 // The one job schema's shared rules: the flag binder of `qnet submit` and `qnet-worker run`,
 // the defaults, the validator and the catalog.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 namespace qnet::job {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -203,6 +205,54 @@ TEST(JobSpecTest, ValidatesEverySetting) {
   EXPECT_THAT(m, HasSubstr("unknown export format \"tflite\"; choose from " + ExportFormatNames()));
 }
 
+TEST(JobSpecTest, LimitsBoundWhatOneJobCosts) {
+  const ValidateOptions service{.limits = kServiceJobLimits};
+  v1::JobSpec spec = ValidSpec();
+  spec.set_priority(kServiceJobLimits.max_priority);
+  spec.mutable_training()->set_epochs(kServiceJobLimits.max_epochs - 10);
+  spec.mutable_training()->set_pretrain_epochs(10);
+  spec.mutable_training()->set_batch_size(kServiceJobLimits.max_batch_size);
+  spec.mutable_training()->set_max_train_samples(kServiceJobLimits.max_samples);
+  EXPECT_TRUE(ValidateJobSpec(spec, service).ok()) << ValidateJobSpec(spec, service);
+
+  spec.set_priority(INT32_MAX);
+  spec.mutable_training()->set_epochs(1000);
+  spec.mutable_training()->set_pretrain_epochs(1000);
+  spec.mutable_training()->set_batch_size(65536);
+  spec.mutable_training()->set_max_train_samples(int64_t{1} << 62);
+  spec.mutable_training()->set_max_test_samples(int64_t{1} << 62);
+  const std::string m(ValidateJobSpec(spec, service).message());
+  EXPECT_THAT(m, HasSubstr("priority must be in -100..100 (got 2147483647)"));
+  EXPECT_THAT(m, HasSubstr("training.epochs + training.pretrain_epochs must be at most 500 (got "
+                           "1000 + 1000)"));
+  EXPECT_THAT(m, HasSubstr("training.batch_size must be at most 4096 (got 65536)"));
+  EXPECT_THAT(m, HasSubstr("training.max_train_samples must be at most 100000000"));
+  EXPECT_THAT(m, HasSubstr("training.max_test_samples must be at most 100000000"));
+
+  // The defaults count: 3 epochs and batches of 128 unless the job says otherwise.
+  v1::JobSpec defaults = ValidSpec();
+  EXPECT_THAT(std::string(ValidateJobSpec(defaults, {.limits = {.max_priority = 0,
+                                                                .max_epochs = 2,
+                                                                .max_batch_size = 64,
+                                                                .max_samples = 0}})
+                              .message()),
+              AllOf(HasSubstr("must be at most 2 (got 3 + 0)"),
+                    HasSubstr("training.batch_size must be at most 64 (got 128, the default)")));
+  // Other processes take the schema's limits, which every job a server accepted is within.
+  spec.set_priority(-kSchemaJobLimits.max_priority);
+  spec.mutable_training()->set_max_train_samples(kSchemaJobLimits.max_samples);
+  spec.mutable_training()->set_max_test_samples(0);
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok()) << ValidateJobSpec(spec, {});
+}
+
+TEST(JobSpecTest, RefusesASpecOverItsSizeLimit) {
+  v1::JobSpec spec = ValidSpec();
+  spec.set_input_shape(std::string(kMaxJobSpecBytes, 'x'));
+  const absl::Status s = ValidateJobSpec(spec, {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("bytes; at most 65536 bytes are accepted"));
+}
+
 TEST(JobSpecTest, BitsUnsetTakeTheDefaultButAnExplicitZeroIsRefused) {
   v1::JobSpec spec = ValidSpec();
   spec.clear_weight_bits();
@@ -302,6 +352,10 @@ TEST(CatalogTest, CapabilitiesListTheCatalogAndLimits) {
   EXPECT_EQ(c.weight_bits().min(), kWeightBits.min);
   EXPECT_EQ(c.weight_bits().max(), kWeightBits.max);
   EXPECT_EQ(c.epochs().max(), kEpochs.max);
+  // A server advertises its own narrower limits.
+  const v1::Capabilities service = Capabilities({}, kServiceJobLimits);
+  EXPECT_EQ(service.epochs().max(), kServiceJobLimits.max_epochs);
+  EXPECT_EQ(service.batch_size().max(), kServiceJobLimits.max_batch_size);
   EXPECT_EQ(ExportFormatNames(), "torchscript, onnx, packed, metrics");
   EXPECT_EQ(ZooModelNames(), "zoo:lenet5, zoo:resnet20");
   ASSERT_NE(FindZooModel("zoo:lenet5"), nullptr);

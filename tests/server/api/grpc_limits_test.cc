@@ -149,6 +149,90 @@ TEST_F(GrpcLimitsTest, InvalidUtf8FromAWorkerNeverReachesTheStore) {
   EXPECT_EQ(got.state(), qnet::v1::RUNNING);  // refused whole, nothing stored
 }
 
+// A field this server does not know, of `bytes` bytes, as a newer or hostile client could send.
+void AddUnknownField(google::protobuf::Message* message, size_t bytes) {
+  message->GetReflection()->MutableUnknownFields(message)->AddLengthDelimited(
+      999, std::string(bytes, 'u'));
+}
+
+TEST_F(GrpcLimitsTest, UnknownFieldsAreNeverStored) {
+  qnet::v1::SubmitJobRequest submit;
+  submit.mutable_spec()->set_model("zoo:lenet5");
+  submit.mutable_spec()->set_dataset("fashion-mnist");
+  AddUnknownField(submit.mutable_spec(), 4 << 20);
+  AddUnknownField(submit.mutable_spec()->mutable_training(), 1 << 20);
+  qnet::v1::Job job;
+  grpc::Status s = jobs_->SubmitJob(Ctx().get(), submit, &job);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_LT(job.ByteSizeLong(), 1024u);
+  qnet::v1::ListJobsResponse list;
+  ASSERT_TRUE(jobs_->ListJobs(Ctx().get(), {}, &list).ok());
+  EXPECT_LT(list.ByteSizeLong(), 1024u);
+
+  // What a worker reports is stored without them too.
+  qnet::v1::AcquireLeaseRequest acquire;
+  acquire.set_worker_id("w");
+  qnet::v1::AcquireLeaseResponse lease;
+  ASSERT_TRUE(workers_->AcquireLease(Ctx().get(), acquire, &lease).ok());
+  qnet::v1::HeartbeatRequest beat;
+  beat.set_job_id(job.id());
+  beat.set_lease_token(lease.lease_token());
+  AddUnknownField(beat.mutable_progress(), 1 << 20);
+  qnet::v1::HeartbeatResponse beat_resp;
+  s = workers_->Heartbeat(Ctx().get(), beat, &beat_resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  qnet::v1::CompleteLeaseRequest complete;
+  complete.set_job_id(job.id());
+  complete.set_lease_token(lease.lease_token());
+  complete.mutable_metrics()->set_quantized_top1(0.5);
+  AddUnknownField(complete.mutable_metrics(), 1 << 20);
+  AddUnknownField(complete.mutable_metrics()->mutable_effective_spec(), 1 << 20);
+  qnet::v1::CompleteLeaseResponse complete_resp;
+  s = workers_->CompleteLease(Ctx().get(), complete, &complete_resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  qnet::v1::GetJobRequest get;
+  get.set_id(job.id());
+  ASSERT_TRUE(jobs_->GetJob(Ctx().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), qnet::v1::SUCCEEDED);
+  EXPECT_DOUBLE_EQ(job.metrics().quantized_top1(), 0.5);
+  EXPECT_LT(job.ByteSizeLong(), 1024u);
+}
+
+TEST_F(GrpcLimitsTest, WorkerReportsAreBoundedBeforeTheyAreStored) {
+  const auto [job_id, token] = LeasedJob();
+  qnet::v1::HeartbeatRequest beat;
+  beat.set_job_id(job_id);
+  beat.set_lease_token(token);
+  beat.mutable_progress()->set_phase(std::string(10000, 'p'));
+  qnet::v1::HeartbeatResponse beat_resp;
+  grpc::Status s = workers_->Heartbeat(Ctx().get(), beat, &beat_resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("progress is 10003 bytes; at most 4096"));
+
+  qnet::v1::CompleteLeaseRequest complete;
+  complete.set_job_id(job_id);
+  complete.set_lease_token(token);
+  for (int i = 0; i < 1000; ++i)
+    complete.mutable_metrics()->add_class_names(std::string(1000, 'c'));
+  qnet::v1::CompleteLeaseResponse complete_resp;
+  s = workers_->CompleteLease(Ctx().get(), complete, &complete_resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("bytes; at most 524288 bytes are accepted"));
+
+  complete.clear_metrics();
+  for (int i = 0; i < 17; ++i) complete.add_artifacts()->set_kind("onnx");
+  s = workers_->CompleteLease(Ctx().get(), complete, &complete_resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("17 artifacts; at most 16"));
+
+  qnet::v1::GetJobRequest get;
+  get.set_id(job_id);
+  qnet::v1::Job job;
+  ASSERT_TRUE(jobs_->GetJob(Ctx().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), qnet::v1::RUNNING);  // nothing of it was stored
+  EXPECT_TRUE(job.progress().phase().empty());
+}
+
 TEST_F(GrpcLimitsTest, StalledUploadIsCancelledAndLeavesNoTempFile) {
   auto blobs = qnet::v1::BlobService::NewStub(channel_);
   auto ctx = Ctx(absl::Seconds(30));

@@ -5,7 +5,12 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/digest.h"
 #include "common/job/job_spec.h"
 #include "gmock/gmock.h"
@@ -234,7 +239,45 @@ TEST_F(JobValidatorTest, HugeSpecsGetAShortMessage) {
   spec.set_model("zoo:" + std::string(1 << 20, 'x'));
   const std::string message = Refusal(spec);
   EXPECT_LT(message.size(), 2000u);
-  EXPECT_THAT(message, AllOf(HasSubstr("export_formats lists 100000 entries"), HasSubstr("more")));
+  EXPECT_THAT(message, HasSubstr("bytes; at most 65536 bytes are accepted"));
+  spec = Valid();
+  for (int i = 0; i < 1000; ++i) spec.add_export_formats(i % 2 ? "onnx" : "gif");
+  EXPECT_THAT(Refusal(spec),
+              AllOf(HasSubstr("export_formats lists 1000 entries"), HasSubstr("more")));
+}
+
+TEST_F(JobValidatorTest, BoundsWhatOneJobCostsWithTheOperatorsLimits) {
+  qnet::v1::JobSpec spec = Valid();
+  spec.set_priority(INT32_MAX);
+  spec.mutable_training()->set_epochs(1000);
+  spec.mutable_training()->set_pretrain_epochs(1000);
+  spec.mutable_training()->set_batch_size(1);
+  spec.mutable_training()->set_max_train_samples(int64_t{1} << 62);
+  EXPECT_THAT(Refusal(spec), AllOf(HasSubstr("priority must be in -100..100"),
+                                   HasSubstr("must be at most 500 (got 1000 + 1000)"),
+                                   HasSubstr("max_train_samples must be at most 100000000")));
+  JobValidator strict(
+      &datasets_, blobs_.get(),
+      {.max_priority = 5, .max_epochs = 10, .max_batch_size = 64, .max_samples = 1000});
+  spec = Valid();
+  spec.set_priority(-5);
+  spec.mutable_training()->set_epochs(10);
+  spec.mutable_training()->set_batch_size(64);
+  spec.mutable_training()->set_max_test_samples(1000);
+  EXPECT_TRUE(strict.Validate(spec).ok()) << strict.Validate(spec);
+  spec.mutable_training()->set_batch_size(65);
+  EXPECT_THAT(std::string(strict.Validate(spec).message()),
+              HasSubstr("training.batch_size must be at most 64 (got 65)"));
+}
+
+TEST_F(JobValidatorTest, RemembersEachBlobsVerdict) {
+  qnet::v1::JobSpec spec = Valid();
+  spec.set_model(Upload(testing::MakeZip({{"weights/a.txt", "1"}})));
+  EXPECT_THAT(Refusal(spec), HasSubstr("data.pkl"));
+  // Blobs never change, so the second submit takes the first verdict without reading the file:
+  // swap its content for a good archive and the verdict stays.
+  testing::WriteFile(blobs_->PathOf(spec.model()), testing::MakeTorchScriptZip());
+  EXPECT_THAT(Refusal(spec), HasSubstr("data.pkl"));
 }
 
 TEST(TorchScriptArchiveTest, StructuralCheck) {
@@ -249,9 +292,68 @@ TEST(TorchScriptArchiveTest, StructuralCheck) {
   EXPECT_THAT(std::string(check(std::string(100, 'x')).message()), HasSubstr("not a ZIP file"));
   std::string zip = testing::MakeTorchScriptZip();
   EXPECT_THAT(std::string(check(zip.substr(0, zip.size() - 10)).message()),
-              HasSubstr("end-of-central-directory"));
+              HasSubstr("(truncated?)"));
+  EXPECT_THAT(std::string(check(zip.substr(0, zip.size() / 2)).message()),
+              HasSubstr("no readable ZIP end-of-central-directory record"));
   // A file named data.pkl.bak or mydata.pkl does not count.
   EXPECT_FALSE(check(testing::MakeZip({{"a/data.pkl.bak", "x"}, {"a/mydata.pkl", "x"}})).ok());
+}
+
+TEST(TorchScriptArchiveTest, ExaminesABoundedDirectory) {
+  TempDir dir;
+  // data.pkl after 9 MiB of directory: a real model lists it long before (one entry per tensor),
+  // so the check stops reading and says why.
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (int i = 0; i < 150; ++i) entries.push_back({absl::StrCat(i, std::string(60000, 'n')), ""});
+  entries.push_back({"model/data.pkl", "x"});
+  testing::WriteFile(dir / "m.pt", testing::MakeZip(entries));
+  EXPECT_THAT(std::string(CheckTorchScriptArchive(dir / "m.pt").message()),
+              AllOf(HasSubstr("no data.pkl or constants.pkl among the first"),
+                    HasSubstr("torch.jit.save")));
+  // As many small entries as a big model has tensors are fine.
+  entries.clear();
+  for (int i = 0; i < 20000; ++i) entries.push_back({absl::StrCat("model/data/", i), ""});
+  entries.push_back({"model/data.pkl", "x"});
+  testing::WriteFile(dir / "m.pt", testing::MakeZip(entries));
+  EXPECT_TRUE(CheckTorchScriptArchive(dir / "m.pt").ok());
+}
+
+// A stored ZIP whose central directory entries carry `extra` as their extra field.
+std::string ZipWithExtraFields(const std::vector<std::string>& names, const std::string& extra) {
+  const auto le = [](uint64_t v, int bytes) {
+    std::string out;
+    for (int i = 0; i < bytes; ++i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+    return out;
+  };
+  std::string local, central;
+  for (const std::string& name : names) {
+    const std::string& e = absl::EndsWith(name, ".pkl") ? "" : extra;
+    central += le(0x02014b50, 4) + le(20, 2) + le(20, 2) + std::string(16, '\0') + le(0, 4) +
+               le(name.size(), 2) + le(e.size(), 2) + std::string(10, '\0') + le(local.size(), 4) +
+               name + e;
+    local += le(0x04034b50, 4) + le(20, 2) + std::string(20, '\0') + le(name.size(), 2) + le(0, 2) +
+             name;
+  }
+  return local + central + le(0x06054b50, 4) + le(0, 4) + le(names.size(), 2) +
+         le(names.size(), 2) + le(central.size(), 4) + le(local.size(), 4) + le(0, 2);
+}
+
+TEST(TorchScriptArchiveTest, BoundsTheWorkOfExtraFields) {
+  TempDir dir;
+  // Extra fields of 16,000 empty records each, which minizip walks record by record: within the
+  // directory's byte limit, but far more work than any real archive takes.
+  std::string empty_records;
+  for (int i = 0; i < 16000; ++i) empty_records += std::string("\x77\x77\0\0", 4);
+  std::vector<std::string> names;
+  for (int i = 0; i < 120; ++i) names.push_back(absl::StrCat("e", i));
+  names.push_back("model/data.pkl");
+  testing::WriteFile(dir / "m.pt", ZipWithExtraFields(names, empty_records));
+  EXPECT_THAT(std::string(CheckTorchScriptArchive(dir / "m.pt").message()),
+              HasSubstr("takes too much work to read"));
+  // A few such entries are fine.
+  names.erase(names.begin(), names.begin() + 110);
+  testing::WriteFile(dir / "m.pt", ZipWithExtraFields(names, empty_records));
+  EXPECT_TRUE(CheckTorchScriptArchive(dir / "m.pt").ok());
 }
 
 TEST(TorchScriptArchiveTest, CorruptedArchivesNeverCrash) {

@@ -2,6 +2,8 @@
 // uploads, offsets.
 #include "server/blobs/blob_store.h"
 
+#include <filesystem>
+
 #include "common/digest.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -11,6 +13,7 @@ namespace qnet::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::TempDir;
 
 class BlobStoreTest : public ::testing::Test {
@@ -52,6 +55,14 @@ TEST_F(BlobStoreTest, StoresByContentDigest) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->digest, blob->digest);
   EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, ErrorsNameNoServerPath) {
+  std::filesystem::remove_all(dir_ / "blobs/tmp");  // every upload now fails to create its file
+  const absl::StatusOr<BlobInfo> blob = Put("abc", 3);
+  ASSERT_FALSE(blob.ok());
+  EXPECT_THAT(std::string(blob.status().message()), HasSubstr("blob store: create failed"));
+  EXPECT_THAT(std::string(blob.status().message()), Not(HasSubstr(dir_.path())));
 }
 
 TEST_F(BlobStoreTest, DigestMismatchStoresNothing) {

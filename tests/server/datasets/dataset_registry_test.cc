@@ -15,6 +15,7 @@ namespace qnet::server {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::TempDir;
 
 TEST(DatasetRegistryTest, ParsesFlags) {
@@ -259,6 +260,8 @@ TEST_F(UploadedDatasetTest, AnUnwritableRecordRegistersNothing) {
   std::filesystem::create_directories(dir_ / "datasets.json.tmp");  // the write cannot start
   auto pets = registry->CreateUploaded("pets", Put("good: pets"), false, *blobs_);
   EXPECT_EQ(pets.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(pets.status().message()), HasSubstr("dataset records: create failed"));
+  EXPECT_THAT(std::string(pets.status().message()), Not(HasSubstr(dir_.path())));  // no paths
   EXPECT_FALSE(registry->Find("pets").has_value());
 }
 

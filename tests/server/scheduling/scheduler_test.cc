@@ -2,6 +2,7 @@
 // expiry and retries, cancellation, stale tokens, restart recovery, long-polls and watches.
 #include "server/scheduling/scheduler.h"
 
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -321,6 +322,36 @@ TEST_F(SchedulerTest, ListOverlaysLiveState) {
   ASSERT_TRUE(running.ok());
   ASSERT_EQ(running->jobs.size(), 1u);
   EXPECT_EQ(running->jobs[0].id(), leased);
+}
+
+TEST_F(SchedulerTest, ListPagesAreBoundedByBytesAndContinueWhereTheyStopped) {
+  // Ten finished jobs of about a MiB each: more than one page holds by bytes.
+  qnet::v1::Metrics big;
+  for (int i = 0; i < 1000; ++i) big.add_class_names(std::string(1000, 'c'));
+  std::set<std::string> submitted;
+  for (int i = 0; i < 10; ++i) {
+    submitted.insert(Submit().id());
+    Lease lease = Acquire();
+    ASSERT_TRUE(scheduler_->Complete(lease.job.id(), lease.token, big, {}).ok());
+  }
+  std::set<std::string> listed;
+  int64_t before_seq = 0;
+  int pages = 0;
+  do {
+    auto page = scheduler_->List(qnet::v1::JOB_STATE_UNSPECIFIED, before_seq, 500);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_FALSE(page->jobs.empty());
+    size_t bytes = 0;
+    for (const qnet::v1::Job& job : page->jobs) {
+      bytes += job.ByteSizeLong();
+      EXPECT_TRUE(listed.insert(job.id()).second) << job.id() << " listed twice";
+    }
+    EXPECT_LE(bytes, Scheduler::kMaxPageBytes);
+    before_seq = page->next_before_seq;
+    ++pages;
+  } while (before_seq != 0);
+  EXPECT_GE(pages, 3);
+  EXPECT_EQ(listed, submitted);
 }
 
 TEST_F(SchedulerTest, FinishedJobsEvictedFromMemoryAreStillFound) {

@@ -1,6 +1,8 @@
 // The SQLite job store: the conformance suite (opened by URI, through the registry), what is
 // particular to SQLite (group commit, a file that is not a database), and the store registry's
 // URI handling.
+#include <sqlite3.h>
+
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -67,6 +69,46 @@ TEST(SqliteJobStoreTest, GarbageFileIsAnErrorNotACrash) {
   auto store = SqliteJobStore::Open(dir / "jobs.db");
   ASSERT_FALSE(store.ok());
   EXPECT_THAT(std::string(store.status().message()), HasSubstr("jobs.db"));
+}
+
+TEST(SqliteJobStoreTest, StringsThatAreNotUtf8ReadBackRepaired) {
+  TempDir dir;
+  ASSERT_TRUE(SqliteJobStore::Open(dir / "jobs.db").ok());  // the schema
+  // What an older version could store: an error cut inside a character, and a class name (a
+  // nested string) that is not UTF-8. Markers of the same length keep the framing intact.
+  qnet::v1::Job job;
+  job.set_id("j-old");
+  job.set_state(qnet::v1::FAILED);
+  job.set_error("ERRORMARK");
+  job.mutable_metrics()->add_class_names("CLASSMARK");
+  std::string bytes = job.SerializeAsString();
+  bytes.replace(bytes.find("ERRORMARK"), 9, "cut \xE2\x82!!!");
+  bytes.replace(bytes.find("CLASSMARK"), 9, "caf\xC3 nine");
+  ASSERT_FALSE(job.ParseFromString(bytes));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "jobs.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* insert = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "INSERT INTO jobs(id, seq, state, priority, job) "
+                               "VALUES('j-old', 1, 4, 0, ?1)",
+                               -1, &insert, nullptr),
+            SQLITE_OK);
+  sqlite3_bind_blob(insert, 1, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  EXPECT_EQ(sqlite3_step(insert), SQLITE_DONE);
+  sqlite3_finalize(insert);
+  sqlite3_close(db);
+
+  auto store = SqliteJobStore::Open(dir / "jobs.db");
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto got = (*store)->Get("j-old");
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->job.error(), "cut \uFFFD!!!");
+  EXPECT_THAT((*got)->job.metrics().class_names(), ::testing::ElementsAre("caf\uFFFD nine"));
+  auto page = (*store)->List(qnet::v1::JOB_STATE_UNSPECIFIED, 0, 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->records.size(), 1u);
+  EXPECT_EQ(page->records[0].job.error(), "cut \uFFFD!!!");
 }
 
 TEST(JobStoreRegistryTest, OpensSqliteByUriInAnyCase) {
