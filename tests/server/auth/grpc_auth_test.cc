@@ -109,6 +109,7 @@ const std::map<std::string, std::string>& ExpectedAccess() {
       {"/qnet.v1.JobService/ListJobs", "client admin"},
       {"/qnet.v1.JobService/WatchJob", "client admin"},
       {"/qnet.v1.JobService/CancelJob", "client admin"},
+      {"/qnet.v1.JobService/DeleteJob", "client admin"},
       {"/qnet.v1.JobService/ListDatasets", "client admin"},
       {"/qnet.v1.JobService/CreateDataset", "client admin"},
       {"/qnet.v1.JobService/ListModels", "client admin"},
