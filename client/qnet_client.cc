@@ -133,6 +133,17 @@ absl::StatusOr<v1::Job> QnetClient::CancelJob(const std::string& id) {
   return job;
 }
 
+absl::Status QnetClient::DeleteJob(const std::string& id) {
+  v1::DeleteJobRequest request;
+  request.set_id(id);
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::DeleteJobResponse response;
+  grpc::Status s = jobs_->DeleteJob(&context, request, &response);
+  if (!s.ok()) return FromGrpc(s, "DeleteJob", address_);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<v1::Dataset>> QnetClient::ListDatasets() {
   grpc::ClientContext context;
   SetDeadline(context);

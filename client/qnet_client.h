@@ -82,6 +82,8 @@ class QnetClient {
   absl::Status WatchJob(const std::string& id,
                         const std::function<bool(const v1::Job&)>& on_snapshot);
   absl::StatusOr<v1::Job> CancelJob(const std::string& id);
+  // Deletes a finished job and its artifacts (FAILED_PRECONDITION while it is queued or running).
+  absl::Status DeleteJob(const std::string& id);
   absl::StatusOr<std::vector<v1::Dataset>> ListDatasets();
   absl::StatusOr<std::vector<v1::Model>> ListModels();
   // What the server accepts: export formats (and the artifact kinds each produces), dataset

@@ -82,6 +82,16 @@ struct QnetServerOptions {
   int upload_idle_seconds = 60;                // an upload sending nothing this long is cancelled
   // What one job may ask for (priority, epochs, batch size, samples); flags --max-job-*.
   job::JobLimits job_limits = job::kServiceJobLimits;
+  // Quotas per identity (docs/ARCHITECTURE.md, "Quotas and retention"); 0 = unlimited. Admins
+  // (and so everyone without authentication) have none.
+  int64_t quota_queued_jobs = 1000;
+  int64_t quota_running_jobs = 0;  // beyond it an identity's jobs wait in the queue
+  int64_t quota_upload_bytes = int64_t{50} << 30;
+  double quota_submits_per_minute = 120;
+  // Retention: finished jobs are deleted this long after they end (0 = kept for ever); uploads
+  // no job or dataset uses are removed after the grace period.
+  int retention_days = 30;
+  int upload_grace_hours = 24;
   // Where jobs are stored, as OpenJobStore takes it; "" = DefaultJobStoreUri(data_dir).
   std::string store_uri;
   // Tests: this store instead of store_uri (not owned; it must outlive the server, which closes

@@ -9,6 +9,8 @@
 //         [--max-queued N] [--max-blob-bytes N] [--max-job-epochs N] [--dataset
 //         NAME=FORMAT:PATH]...
 //         [--worker-binary PATH] [--store URI] [--http-allowed-hosts H1,H2]
+//         [--quota-queued-jobs N] [--quota-running-jobs N] [--quota-upload-bytes N]
+//         [--quota-submits-per-minute R] [--retention-days N] [--upload-grace-hours N]
 //         [--http-max-connections N] [--grpc-max-threads N] ... (--help lists every limit)
 //         [--audit-log FILE]
 //   qnetd token --name alice --role client
@@ -205,6 +207,35 @@ int main(int argc, char** argv) {
                  "cancel a blob upload that sends nothing for this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 86400));
+  // Quotas and retention (docs/ARCHITECTURE.md, "Quotas and retention"); admins have no quotas.
+  app.add_option("--quota-queued-jobs", options.quota_queued_jobs,
+                 "queued jobs per identity beyond which its submits get RESOURCE_EXHAUSTED "
+                 "(0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{100000000}));
+  app.add_option(
+         "--quota-running-jobs", options.quota_running_jobs,
+         "jobs of one identity leased at once; its others wait in the queue (0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1000000}));
+  app.add_option("--quota-upload-bytes", options.quota_upload_bytes,
+                 "bytes of uploads (models, datasets) one identity may keep stored (0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 60));
+  app.add_option("--quota-submits-per-minute", options.quota_submits_per_minute,
+                 "submits per minute per identity, in bursts of up to a minute's worth "
+                 "(0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--retention-days", options.retention_days,
+                 "delete finished jobs and their artifacts this many days after they end "
+                 "(0 = keep them)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 36500));
+  app.add_option("--upload-grace-hours", options.upload_grace_hours,
+                 "remove uploads that no job or dataset uses after this many hours")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 87600));
   std::string token_name, token_role;
   CLI::App* token =
       app.add_subcommand("token", "print a new random token and its tokens-file line");

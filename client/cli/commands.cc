@@ -15,6 +15,7 @@
 #include "client/cli/progress_line.h"
 #include "client/cli/terminal_text.h"
 #include "common/job/job_spec.h"
+#include "nlohmann/json.hpp"
 
 namespace qnet::cli {
 namespace {
@@ -198,6 +199,16 @@ int RunCancel(QnetClient& client, const std::string& id, bool json, const Consol
   } else {
     console.out << "job " << TerminalSafe(job->id()) << ": cancel requested ("
                 << v1::JobState_Name(job->state()) << "; its worker stops at the next step)\n";
+  }
+  return kExitOk;
+}
+
+int RunDelete(QnetClient& client, const std::string& id, bool json, const Console& console) {
+  if (absl::Status s = client.DeleteJob(id); !s.ok()) return Fail(console, "delete", s);
+  if (json) {
+    console.out << nlohmann::json{{"id", id}, {"deleted", true}}.dump(2) << "\n";
+  } else {
+    console.out << "job " << TerminalSafe(id) << " deleted\n";
   }
   return kExitOk;
 }

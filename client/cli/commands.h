@@ -52,6 +52,8 @@ int RunList(client::QnetClient& client, const std::string& state, bool json,
             const Console& console);
 int RunWatch(client::QnetClient& client, const std::string& id, bool json, const Console& console);
 int RunCancel(client::QnetClient& client, const std::string& id, bool json, const Console& console);
+// `qnet delete ID`: a finished job and its artifacts.
+int RunDelete(client::QnetClient& client, const std::string& id, bool json, const Console& console);
 // Downloads the job's artifacts (all, or those of `format`) into `dir`, verifying digests.
 int RunDownload(client::QnetClient& client, const std::string& id, const std::string& dir,
                 const std::string& format, const Console& console);

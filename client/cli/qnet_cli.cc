@@ -68,6 +68,11 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
   cancel->add_option("id", id, "job id")->required();
   cancel->add_flag("--json", json, "print the job as JSON");
 
+  CLI::App* del = app.add_subcommand(
+      "delete", "delete a finished job and its artifacts (cancel a queued or running one first)");
+  del->add_option("id", id, "job id")->required();
+  del->add_flag("--json", json, "print {\"id\", \"deleted\"} as JSON");
+
   CLI::App* download = app.add_subcommand("download", "download a job's artifacts, verified");
   download->add_option("id", id, "job id")->required();
   download->add_option("-o,--output", out_dir, "directory to write into")->required();
@@ -114,6 +119,7 @@ int QnetMain(int argc, const char* const argv[], const Console& console) {
     if (list->parsed()) return RunList(*client, state, json, console);
     if (watch->parsed()) return RunWatch(*client, id, json, console);
     if (cancel->parsed()) return RunCancel(*client, id, json, console);
+    if (del->parsed()) return RunDelete(*client, id, json, console);
     if (download->parsed()) return RunDownload(*client, id, out_dir, format, console);
     if (upload->parsed()) return RunDatasetUpload(*client, upload_flags, json, console);
     if (datasets->parsed()) return RunDatasets(*client, json, console);

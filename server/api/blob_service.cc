@@ -131,6 +131,12 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<std::vector<std::string>> jobs = UploadJobs(*caller, header.job_id());
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  // An upload for no job counts against the caller's upload quota (admins' are not recorded).
+  if (jobs->empty() && !caller->is_admin()) {
+    if (absl::Status s = grants_->CheckUpload(caller->name, header.size_bytes()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+  }
   // An upload that names its content can be resumed after a break, by the identity that began it.
   bool resumable = !header.digest().empty() && header.size_bytes() > 0;
   if (!resumable && header.offset() != 0) {

@@ -51,6 +51,19 @@ absl::Status JobServiceImpl::RequireOwnBlob(const Identity& caller, const std::s
       absl::StrCat(what, " ", digest, " is not among your uploads; upload it first"));
 }
 
+absl::Status JobServiceImpl::RequireVisibleDataset(const Identity& caller,
+                                                   const std::string& name) const {
+  if (caller.is_admin()) return absl::OkStatus();
+  const std::optional<DatasetEntry> d = datasets_->Find(name);
+  if (d.has_value() && DatasetRegistry::VisibleTo(d->info, caller.name)) return absl::OkStatus();
+  // Another identity's upload reads as no dataset at all, and is not listed.
+  const std::string known = datasets_->Names(caller.name);
+  return absl::InvalidArgumentError(
+      absl::StrCat(name.empty() ? "dataset is required" : "unknown dataset ",
+                   name.empty() ? "" : job::QuoteClientText(name), "; known datasets: ",
+                   known.empty() ? "none yet (qnet datasets upload PATH --name NAME)" : known));
+}
+
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const qnet::v1::SubmitJobRequest* request,
                                        qnet::v1::Job* response) {
@@ -66,6 +79,9 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
     if (absl::Status s = RequireOwnBlob(*caller, spec.model(), "model"); !s.ok()) {
       return ToGrpcStatus(s);
     }
+  }
+  if (absl::Status s = RequireVisibleDataset(*caller, spec.dataset()); !s.ok()) {
+    return ToGrpcStatus(s);
   }
   if (absl::Status s = validator_->Validate(spec); !s.ok()) return ToGrpcStatus(s);
   absl::StatusOr<qnet::v1::Job> job = scheduler_->Submit(spec, request->request_id(), caller->name);
@@ -152,10 +168,27 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext*,
+grpc::Status JobServiceImpl::DeleteJob(grpc::ServerContext* context,
+                                       const qnet::v1::DeleteJobRequest* request,
+                                       qnet::v1::DeleteJobResponse*) {
+  if (grpc::Status s = RequireId(request->id()); !s.ok()) return s;
+  if (absl::StatusOr<qnet::v1::Job> job = VisibleJob(*context, request->id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
+  absl::StatusOr<qnet::v1::Job> deleted = scheduler_->Delete(request->id());
+  if (!deleted.ok()) return ToGrpcStatus(deleted.status());
+  if (on_deleted_) on_deleted_();
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListDatasets(grpc::ServerContext* context,
                                           const qnet::v1::ListDatasetsRequest*,
                                           qnet::v1::ListDatasetsResponse* response) {
-  for (const qnet::v1::Dataset& d : datasets_->List()) *response->add_datasets() = d;
+  absl::StatusOr<Identity> caller = CallerIdentity(*auth_, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  const std::optional<absl::string_view> viewer =
+      caller->is_admin() ? std::nullopt : std::optional<absl::string_view>(caller->name);
+  for (const qnet::v1::Dataset& d : datasets_->List(viewer)) *response->add_datasets() = d;
   return grpc::Status::OK;
 }
 
@@ -167,19 +200,9 @@ grpc::Status JobServiceImpl::CreateDataset(grpc::ServerContext* context,
   if (absl::Status s = RequireOwnBlob(*caller, request->digest(), "dataset blob"); !s.ok()) {
     return ToGrpcStatus(s);
   }
-  // Only whoever uploaded a dataset's content may replace it.
-  if (const std::optional<DatasetEntry> existing = datasets_->Find(request->name());
-      request->replace() && existing.has_value() && existing->info.origin() == kOriginUploaded &&
-      existing->info.digest() != request->digest()) {
-    if (!RequireOwnBlob(*caller, existing->info.digest(), "dataset").ok()) {
-      return {grpc::StatusCode::PERMISSION_DENIED,
-              absl::StrCat("dataset ", request->name(),
-                           " was uploaded by another identity; "
-                           "choose another name")};
-    }
-  }
-  absl::StatusOr<qnet::v1::Dataset> dataset =
-      datasets_->CreateUploaded(request->name(), request->digest(), request->replace(), *blobs_);
+  // The registry refuses a name another identity's upload holds.
+  absl::StatusOr<qnet::v1::Dataset> dataset = datasets_->CreateUploaded(
+      request->name(), request->digest(), request->replace(), *blobs_, caller->name);
   if (!dataset.ok()) return ToGrpcStatus(dataset.status());
   *response = *std::move(dataset);
   return grpc::Status::OK;

@@ -3,13 +3,19 @@
 // lists the datasets and zoo models this server offers, and registers uploaded datasets.
 // A job belongs to the identity that submitted it: other clients get NOT_FOUND for it, as for a
 // job that does not exist (admins see every job); a model or dataset blob must be the caller's
-// own upload.
+// own upload, and an uploaded dataset the caller's own (operator datasets are everyone's).
+// DeleteJob removes a finished job (the store first) and calls the deletion hook, which has the
+// blob collector remove what only that job used.
 //
 //   JobServiceImpl jobs(&scheduler, &validator, &datasets, &blobs, &grants, &authenticator);
 //   grpc::ServerBuilder builder;
 //   builder.RegisterService(&jobs);
 #ifndef QNET_SERVER_API_JOB_SERVICE_H_
 #define QNET_SERVER_API_JOB_SERVICE_H_
+
+#include <functional>
+#include <string>
+#include <utility>
 
 #include "qnet/v1/job.grpc.pb.h"
 #include "server/api/job_validator.h"
@@ -40,6 +46,8 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
                         grpc::ServerWriter<qnet::v1::Job>* writer) override;
   grpc::Status CancelJob(grpc::ServerContext* context, const qnet::v1::CancelJobRequest* request,
                          qnet::v1::Job* response) override;
+  grpc::Status DeleteJob(grpc::ServerContext* context, const qnet::v1::DeleteJobRequest* request,
+                         qnet::v1::DeleteJobResponse* response) override;
   grpc::Status ListDatasets(grpc::ServerContext* context,
                             const qnet::v1::ListDatasetsRequest* request,
                             qnet::v1::ListDatasetsResponse* response) override;
@@ -52,6 +60,9 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
                                const qnet::v1::GetCapabilitiesRequest* request,
                                qnet::v1::Capabilities* response) override;
 
+  // Called after each deleted job (set before serving).
+  void OnJobDeleted(std::function<void()> hook) { on_deleted_ = std::move(hook); }
+
  private:
   // The job `id` when the caller may see it; NOT_FOUND alike for another owner's and no job.
   absl::StatusOr<qnet::v1::Job> VisibleJob(const grpc::ServerContext& context,
@@ -59,6 +70,8 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
   // NOT_FOUND unless the caller uploaded `digest` (admins may use any blob).
   absl::Status RequireOwnBlob(const Identity& caller, const std::string& digest,
                               absl::string_view what) const;
+  // INVALID_ARGUMENT unless the caller may use dataset `name`; lists the ones it may.
+  absl::Status RequireVisibleDataset(const Identity& caller, const std::string& name) const;
 
   Scheduler* const scheduler_;
   const JobValidator* const validator_;
@@ -66,6 +79,7 @@ class JobServiceImpl final : public qnet::v1::JobService::Service {
   const BlobStore* const blobs_;
   const BlobGrants* const grants_;
   const Authenticator* const auth_;
+  std::function<void()> on_deleted_;
 };
 
 }  // namespace qnet::server

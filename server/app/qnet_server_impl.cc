@@ -114,6 +114,11 @@ absl::Status QnetServerImpl::Init() {
   if (o.max_queued < 1) return absl::InvalidArgumentError("--max-queued must be >= 1");
   if (o.max_blob_bytes < 1) return absl::InvalidArgumentError("--max-blob-bytes must be >= 1");
   if (o.local_workers < 0) return absl::InvalidArgumentError("--local-workers must be >= 0");
+  if (o.quota_queued_jobs < 0 || o.quota_running_jobs < 0 || o.quota_upload_bytes < 0 ||
+      o.quota_submits_per_minute < 0 || o.retention_days < 0 || o.upload_grace_hours < 0) {
+    return absl::InvalidArgumentError(
+        "--quota-*, --retention-days and --upload-grace-hours must be >= 0 (0 = no limit)");
+  }
   if (o.grpc_max_threads < 2 || o.grpc_max_streams_per_connection < 1 ||
       o.upload_idle_seconds < 1) {
     return absl::InvalidArgumentError(
@@ -200,23 +205,40 @@ absl::Status QnetServerImpl::Init() {
   sched.max_attempts = o.max_attempts;
   sched.max_queued = o.max_queued;
   sched.max_wait = absl::Seconds(std::max(0, o.max_wait_seconds));
-  scheduler_ = std::make_unique<Scheduler>(store_, o.clock != nullptr ? o.clock : &system_clock_,
-                                           sched, metrics_.get());
+  sched.quotas = {.queued_jobs = o.quota_queued_jobs,
+                  .running_jobs = o.quota_running_jobs,
+                  .submits_per_minute = o.quota_submits_per_minute,
+                  // Admins have none: the identity of that name in the tokens file (or
+                  // anyone, without authentication).
+                  .exempt = [this](absl::string_view owner) {
+                    absl::StatusOr<Identity> who = auth_->AuthenticateCertificate(owner);
+                    return who.ok() && who->is_admin();
+                  }};
+  const Clock* clock = o.clock != nullptr ? o.clock : &system_clock_;
+  scheduler_ = std::make_unique<Scheduler>(store_, clock, sched, metrics_.get());
   if (absl::Status s = scheduler_->Recover(); !s.ok()) return s;
 
   absl::StatusOr<std::unique_ptr<BlobGrants>> grants =
-      BlobGrants::Open(o.data_dir + "/blob-grants.log");
+      BlobGrants::Open(o.data_dir + "/blob-grants.log", blobs_.get(), o.quota_upload_bytes);
   if (!grants.ok()) return grants.status();
   grants_ = *std::move(grants);
+  sweeper_ = std::make_unique<RetentionSweeper>(
+      scheduler_.get(), store_, blobs_.get(), grants_.get(), [this] { return datasets_.Digests(); },
+      clock,
+      RetentionOptions{.keep_finished = absl::Hours(24) * o.retention_days,
+                       .upload_grace = absl::Hours(o.upload_grace_hours)},
+      metrics_.get());
   validator_ = std::make_unique<JobValidator>(&datasets_, blobs_.get(), o.job_limits);
   job_service_ = std::make_unique<JobServiceImpl>(scheduler_.get(), validator_.get(), &datasets_,
                                                   blobs_.get(), grants_.get(), auth_.get());
-  blob_service_ = std::make_unique<BlobServiceImpl>(
-      blobs_.get(), metrics_.get(), grants_.get(), scheduler_.get(), &datasets_, auth_.get(),
-      absl::Seconds(o.upload_idle_seconds));
+  blob_service_ = std::make_unique<BlobServiceImpl>(blobs_.get(), metrics_.get(), grants_.get(),
+                                                    scheduler_.get(), &datasets_, auth_.get(),
+                                                    absl::Seconds(o.upload_idle_seconds));
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), &datasets_, blobs_.get(),
                                                         grants_.get(), auth_.get());
+  job_service_->OnJobDeleted([this] { sweeper_->Wake(); });
   metrics_->SetCollectHook([this] {
+    sweeper_->RefreshDiskGauges();
     SchedulerStats stats = scheduler_->Stats();
     metrics_->SetJobCounts(stats.jobs);
     metrics_->SetWorkers(stats.workers_busy, stats.workers_idle);
@@ -296,6 +318,7 @@ absl::Status QnetServerImpl::Init() {
   }
 
   reaper_ = std::thread([this] { ReapLeases(); });
+  sweeper_->Start();
 
   if (o.local_workers > 0) {
     WorkerSupervisorOptions w;
@@ -438,6 +461,7 @@ void QnetServerImpl::Shutdown(absl::Duration grace) {
   reaper_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
   spdlog::debug("lease reaper stopped");
+  if (sweeper_ != nullptr) sweeper_->Stop();
   if (http_ != nullptr) http_->Stop();
   spdlog::debug("HTTP server stopped");
   if (store_ != nullptr) store_->Close();

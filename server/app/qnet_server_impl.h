@@ -35,6 +35,7 @@
 #include "server/metrics/metrics_registry.h"
 #include "server/qnet_server.h"
 #include "server/scheduling/clock.h"
+#include "server/scheduling/retention_sweeper.h"
 #include "server/scheduling/scheduler.h"
 #include "server/store/job_store.h"
 
@@ -86,6 +87,7 @@ class QnetServerImpl final : public QnetServer {
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<BlobServiceImpl> blob_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<RetentionSweeper> sweeper_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string grpc_address_;
   std::unique_ptr<GrpcHealthProbe> health_probe_;

@@ -17,6 +17,7 @@ const std::vector<std::pair<absl::string_view, RoleSet>>& MethodTable() {
       {"/qnet.v1.JobService/ListJobs", kClient | kAdmin},
       {"/qnet.v1.JobService/WatchJob", kClient | kAdmin},
       {"/qnet.v1.JobService/CancelJob", kClient | kAdmin},
+      {"/qnet.v1.JobService/DeleteJob", kClient | kAdmin},
       {"/qnet.v1.JobService/ListDatasets", kClient | kAdmin},
       {"/qnet.v1.JobService/CreateDataset", kClient | kAdmin},
       {"/qnet.v1.JobService/ListModels", kClient | kAdmin},

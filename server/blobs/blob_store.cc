@@ -70,7 +70,46 @@ absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const std::string& ro
     if (partial && now - entry.last_write_time(rm_ec) < kPartialMaxAge && !rm_ec) continue;
     fs::remove(entry.path(), rm_ec);
   }
-  return std::unique_ptr<BlobStore>(new BlobStore(root, max_blob_bytes));
+  std::unique_ptr<BlobStore> store(new BlobStore(root, max_blob_bytes));
+  absl::StatusOr<std::vector<StoredBlob>> blobs = store->List();
+  if (!blobs.ok()) return blobs.status();
+  absl::MutexLock lock(&store->files_mu_);
+  for (const StoredBlob& b : *blobs) store->total_bytes_ += b.size_bytes;
+  return store;
+}
+
+absl::StatusOr<std::vector<StoredBlob>> BlobStore::List() const {
+  std::vector<StoredBlob> blobs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(fs::path(root_) / "sha256", ec)) {
+    const std::string digest = absl::StrCat("sha256:", entry.path().filename().string());
+    struct stat st;
+    if (!IsValidDigest(digest) || ::stat(entry.path().c_str(), &st) != 0) continue;
+    blobs.push_back({digest, static_cast<int64_t>(st.st_size), absl::TimeFromTimespec(st.st_mtim)});
+  }
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot list blob folder ", root_, "/sha256: ", ec.message()));
+  }
+  return blobs;
+}
+
+absl::Status BlobStore::Remove(absl::string_view digest) const {
+  if (absl::Status s = CheckDigest(digest, "digest"); !s.ok()) return s;
+  const std::string path = PathOf(digest);
+  absl::MutexLock lock(&files_mu_);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || ::unlink(path.c_str()) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("blob ", digest, " not found"));
+    return ErrnoError("remove", path);
+  }
+  total_bytes_ -= st.st_size;
+  return absl::OkStatus();
+}
+
+int64_t BlobStore::total_bytes() const {
+  absl::MutexLock lock(&files_mu_);
+  return total_bytes_;
 }
 
 std::string BlobStore::PathOf(absl::string_view digest) const {
@@ -255,10 +294,16 @@ absl::StatusOr<BlobInfo> BlobStore::Upload::Commit() {
   ::close(fd_);
   fd_ = -1;
   const std::string final_path = store_->PathOf(info.digest);
-  if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
-    absl::Status s = ErrnoError("rename into", final_path);
-    Discard();
-    return s;
+  {
+    absl::MutexLock lock(&store_->files_mu_);
+    struct stat st;
+    const bool replaces = ::stat(final_path.c_str(), &st) == 0;
+    if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
+      absl::Status s = ErrnoError("rename into", final_path);
+      Discard();
+      return s;
+    }
+    if (!replaces) store_->total_bytes_ += info.size_bytes;
   }
   temp_path_.clear();
   Discard();  // releases a resumable upload's digest

@@ -5,7 +5,8 @@
 // and verified or absent. An upload dropped before Commit leaves nothing behind, except a
 // resumable one (it names its digest): its bytes stay under ROOT/tmp/partial-<hex> so the next
 // upload of that digest continues where it broke off (PartialUploadSize); partial files older
-// than a day are removed when the store opens.
+// than a day are removed when the store opens. Remove deletes a blob (the blob collector's, when
+// nothing references it); the store keeps the total size of its blobs for the disk-use gauge.
 //
 //   auto store = BlobStore::Open(data_dir + "/blobs", /*max_blob_bytes=*/1 << 30);
 //   auto upload = (*store)->StartUpload(/*declared_size=*/n, /*expected_digest=*/"");
@@ -19,12 +20,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/digest.h"
 
 namespace qnet::server {
@@ -32,6 +35,13 @@ namespace qnet::server {
 struct BlobInfo {
   std::string digest;  // "sha256:<hex>"
   int64_t size_bytes = 0;
+};
+
+// A stored blob as the collector sees it.
+struct StoredBlob {
+  std::string digest;
+  int64_t size_bytes = 0;
+  absl::Time modified;  // when it was last stored (an upload of the same content renews it)
 };
 
 class BlobStore {
@@ -126,6 +136,13 @@ class BlobStore {
   // Copies a local file in (no size limit: this is for operator-provided files).
   absl::StatusOr<BlobInfo> ImportFile(const std::string& path) const;
 
+  // Every stored blob, in no particular order.
+  absl::StatusOr<std::vector<StoredBlob>> List() const;
+  // Deletes a stored blob; NOT_FOUND when it is not there.
+  absl::Status Remove(absl::string_view digest) const;
+  // Bytes of every stored blob together.
+  int64_t total_bytes() const;
+
   int64_t max_blob_bytes() const { return max_blob_bytes_; }
   const std::string& root() const { return root_; }
 
@@ -143,6 +160,9 @@ class BlobStore {
   mutable absl::Mutex mu_;
   // Digests with a resumable upload in progress: one writer per partial file.
   mutable absl::flat_hash_set<std::string> resuming_ ABSL_GUARDED_BY(mu_);
+  // Serializes placing and removing blobs, so total_bytes_ counts each file once.
+  mutable absl::Mutex files_mu_;
+  mutable int64_t total_bytes_ ABSL_GUARDED_BY(files_mu_) = 0;
 };
 
 // INVALID_ARGUMENT unless `digest` is "sha256:" and 64 lowercase hex digits.

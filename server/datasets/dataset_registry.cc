@@ -293,9 +293,9 @@ absl::Status DatasetRegistry::LoadUploaded(const BlobStore& blobs,
   return absl::OkStatus();
 }
 
-absl::StatusOr<const DatasetEntry*> DatasetRegistry::ExistingUpload(const std::string& name,
-                                                                    const std::string& digest,
-                                                                    bool replace) const {
+absl::StatusOr<const DatasetEntry*> DatasetRegistry::ExistingUpload(
+    const std::string& name, const std::string& digest, bool replace,
+    const std::string& owner) const {
   auto it = datasets_.find(name);
   if (it == datasets_.end()) return nullptr;
   const qnet::v1::Dataset& info = it->second.info;
@@ -304,6 +304,10 @@ absl::StatusOr<const DatasetEntry*> DatasetRegistry::ExistingUpload(const std::s
                                                  " is configured by the operator (qnetd "
                                                  "--dataset) and cannot be replaced; choose "
                                                  "another name"));
+  }
+  if (info.owner() != owner) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "dataset name ", name, " is taken by another identity's upload; choose another name"));
   }
   if (info.digest() == digest) return &it->second;
   if (replace) return nullptr;
@@ -336,7 +340,8 @@ absl::Status DatasetRegistry::SaveUploaded(const qnet::v1::Dataset& added) const
 absl::StatusOr<qnet::v1::Dataset> DatasetRegistry::CreateUploaded(const std::string& name,
                                                                   const std::string& digest,
                                                                   bool replace,
-                                                                  const BlobStore& blobs) {
+                                                                  const BlobStore& blobs,
+                                                                  const std::string& owner) {
   if (!IsValidName(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat("dataset name \"", name.substr(0, 80),
@@ -349,7 +354,7 @@ absl::StatusOr<qnet::v1::Dataset> DatasetRegistry::CreateUploaded(const std::str
   std::optional<qnet::v1::Dataset> checked;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<const DatasetEntry*> existing = ExistingUpload(name, digest, replace);
+    absl::StatusOr<const DatasetEntry*> existing = ExistingUpload(name, digest, replace, owner);
     if (!existing.ok()) return existing.status();
     if (*existing != nullptr) return (*existing)->info;
     for (const auto& [other, entry] : datasets_) {  // the same content under another name
@@ -368,13 +373,14 @@ absl::StatusOr<qnet::v1::Dataset> DatasetRegistry::CreateUploaded(const std::str
   info.set_origin(kOriginUploaded);
   info.set_digest(digest);
   info.set_size_bytes(*size);
+  info.set_owner(owner);
   const absl::Time now = absl::Now();
   info.mutable_create_time()->set_seconds(absl::ToUnixSeconds(now));
   info.mutable_create_time()->set_nanos(0);
 
   absl::MutexLock lock(&mu_);
   // Another call may have taken the name while this one was checking.
-  absl::StatusOr<const DatasetEntry*> existing = ExistingUpload(name, digest, replace);
+  absl::StatusOr<const DatasetEntry*> existing = ExistingUpload(name, digest, replace, owner);
   if (!existing.ok()) return existing.status();
   if (*existing != nullptr) return (*existing)->info;
   if (absl::Status s = SaveUploaded(info); !s.ok()) {
@@ -393,17 +399,33 @@ std::optional<DatasetEntry> DatasetRegistry::Find(absl::string_view name) const 
   return it->second;
 }
 
-std::vector<qnet::v1::Dataset> DatasetRegistry::List() const {
+bool DatasetRegistry::VisibleTo(const qnet::v1::Dataset& dataset, absl::string_view viewer) {
+  return dataset.origin() == kOriginOperator || (!viewer.empty() && dataset.owner() == viewer);
+}
+
+std::vector<qnet::v1::Dataset> DatasetRegistry::List(
+    std::optional<absl::string_view> viewer) const {
   absl::MutexLock lock(&mu_);
   std::vector<qnet::v1::Dataset> out;
-  for (const auto& [name, entry] : datasets_) out.push_back(entry.info);
+  for (const auto& [name, entry] : datasets_) {
+    if (!viewer.has_value() || VisibleTo(entry.info, *viewer)) out.push_back(entry.info);
+  }
   return out;
 }
 
-std::string DatasetRegistry::Names() const {
+std::string DatasetRegistry::Names(std::optional<absl::string_view> viewer) const {
+  return absl::StrJoin(List(viewer), ", ",
+                       [](std::string* out, const qnet::v1::Dataset& d) { out->append(d.name()); });
+}
+
+std::vector<std::string> DatasetRegistry::Digests() const {
   absl::MutexLock lock(&mu_);
-  return absl::StrJoin(datasets_, ", ",
-                       [](std::string* out, const auto& kv) { out->append(kv.first); });
+  std::vector<std::string> out;
+  for (const auto& [name, entry] : datasets_) {
+    if (!entry.info.digest().empty()) out.push_back(entry.info.digest());
+    for (const qnet::v1::DatasetFile& f : entry.files) out.push_back(f.digest());
+  }
+  return out;
 }
 
 bool DatasetRegistry::empty() const {

@@ -8,7 +8,10 @@
 //    same path and is read in place (`in_place`).
 //  - uploaded: CreateUploaded registers an uploaded blob after reading it in full
 //    (dataset_check.h). The records are written durably to a file in the data folder before the
-//    call returns and loaded again at the next start (LoadUploaded).
+//    call returns and loaded again at the next start (LoadUploaded). Each belongs to the
+//    identity that registered it: only it (and admins) list and use it (VisibleTo); names are
+//    unique server-wide, so another identity's name is taken. Records from before owners
+//    existed have none and are visible to admins only.
 // Add, ImportFiles and LoadUploaded run once at startup; CreateUploaded, Find and List are
 // thread-safe and may run concurrently afterwards.
 //
@@ -90,20 +93,29 @@ class DatasetRegistry {
   // when `name` is an operator dataset, or an upload with other content and `replace` is false;
   // NOT_FOUND when the blob is not uploaded; INVALID_ARGUMENT for a bad name or a dataset the
   // check refuses; UNAVAILABLE when the record cannot be written (nothing is registered then).
+  // `owner`: the identity registering it; ALREADY_EXISTS too when another identity's upload
+  // holds `name`.
   absl::StatusOr<qnet::v1::Dataset> CreateUploaded(const std::string& name,
                                                    const std::string& digest, bool replace,
-                                                   const BlobStore& blobs);
+                                                   const BlobStore& blobs,
+                                                   const std::string& owner);
 
+  // Whether identity `viewer` may list and use `dataset` (operator datasets: everyone).
+  static bool VisibleTo(const qnet::v1::Dataset& dataset, absl::string_view viewer);
   std::optional<DatasetEntry> Find(absl::string_view name) const;
-  std::vector<qnet::v1::Dataset> List() const;
-  std::string Names() const;  // "cifar10, fashion-mnist"
+  // Every dataset; with a viewer, those visible to it.
+  std::vector<qnet::v1::Dataset> List(std::optional<absl::string_view> viewer = {}) const;
+  std::string Names(std::optional<absl::string_view> viewer = {}) const;  // "cifar10, pets"
   bool empty() const;
+  // The blobs of every dataset (the blob collector keeps them).
+  std::vector<std::string> Digests() const;
 
  private:
   // The upload of `name` that already holds `digest`, nullptr when `name` is free (or may be
   // replaced), or why it may not be registered.
   absl::StatusOr<const DatasetEntry*> ExistingUpload(const std::string& name,
-                                                     const std::string& digest, bool replace) const
+                                                     const std::string& digest, bool replace,
+                                                     const std::string& owner) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes every uploaded record plus `added` (replacing a record of its name) to records_path_.
   absl::Status SaveUploaded(const qnet::v1::Dataset& added) const

@@ -41,7 +41,11 @@ absl::Status StaleLease(absl::string_view job_id, absl::string_view why) {
 
 Scheduler::Scheduler(JobStore* store, const Clock* clock, SchedulerOptions options,
                      MetricsRegistry* metrics)
-    : store_(store), clock_(clock), options_(options), metrics_(metrics) {}
+    : store_(store), clock_(clock), options_(std::move(options)), metrics_(metrics) {
+  if (options_.quotas.submits_per_minute > 0) {
+    submit_rate_.emplace(options_.quotas.submits_per_minute, clock_);
+  }
+}
 
 absl::Status Scheduler::Recover() {
   absl::StatusOr<int64_t> max_seq = store_->MaxSeq();
@@ -66,6 +70,7 @@ absl::Status Scheduler::Recover() {
     e.rec = std::move(r);
     e.version = next_version_++;
     if (!e.rec.job.request_id().empty()) request_ids_[e.rec.job.request_id()] = id;
+    CountLoad(e.rec.job, +1);
     if (e.rec.job.state() == qnet::v1::QUEUED) {
       e.queued_since = FromTimestamp(e.rec.job.create_time());
       queue_.emplace(KeyOf(e), &e);
@@ -82,6 +87,50 @@ absl::Status Scheduler::Recover() {
 }
 
 std::string Scheduler::NewId() { return absl::StrFormat("j-%016x", absl::Uniform<uint64_t>(rng_)); }
+
+void Scheduler::CountLoad(const Job& job, int delta) {
+  OwnerLoad& load = load_[job.owner()];
+  (job.state() == qnet::v1::RUNNING ? load.running : load.queued) += delta;
+  if (load.queued == 0 && load.running == 0) load_.erase(job.owner());
+}
+
+bool Scheduler::Exempt(absl::string_view owner) const {
+  return options_.quotas.exempt && options_.quotas.exempt(owner);
+}
+
+absl::Status Scheduler::CheckSubmitQuota(const std::string& owner) {
+  if (Exempt(owner)) return absl::OkStatus();
+  const int64_t limit = options_.quotas.queued_jobs;
+  if (limit > 0) {
+    const auto it = load_.find(owner);
+    const int64_t queued = it == load_.end() ? 0 : it->second.queued;
+    if (queued >= limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "queued-jobs quota: ", owner, " has ", queued, " queued jobs and the limit is ", limit,
+          " (qnetd --quota-queued-jobs); wait until some start, or cancel some"));
+    }
+  }
+  if (submit_rate_.has_value()) {
+    if (std::optional<absl::Duration> wait = submit_rate_->Take(owner)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "submit-rate quota: ", owner, " used all ", submit_rate_->per_minute(),
+          " submits per minute (qnetd --quota-submits-per-minute); the next is allowed in ",
+          absl::FormatDuration(absl::Ceil(*wait, absl::Milliseconds(100)))));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Scheduler::Entry* Scheduler::NextLeasable() {
+  const int64_t limit = options_.quotas.running_jobs;
+  for (const auto& [key, e] : queue_) {
+    if (limit <= 0) return e;
+    const std::string& owner = e->rec.job.owner();
+    const auto it = load_.find(owner);
+    if (it == load_.end() || it->second.running < limit || Exempt(owner)) return e;
+  }
+  return nullptr;
+}
 
 void Scheduler::Touch(Entry& e) {
   e.version = next_version_++;
@@ -169,6 +218,7 @@ void Scheduler::Apply(Entry& e, JobRecord next) {
   }
   --counts_[was];
   ++counts_[state];
+  CountLoad(e.rec.job, -1);
   e.rec = std::move(next);
   Touch(e);
   if (state == qnet::v1::QUEUED) {
@@ -178,7 +228,12 @@ void Scheduler::Apply(Entry& e, JobRecord next) {
   } else if (state == qnet::v1::RUNNING) {
     lease_expiry_.emplace(e.rec.lease_expire, id);
     SeeWorker(e.rec.job.worker_id(), +1);
+  }
+  if (state == qnet::v1::QUEUED || state == qnet::v1::RUNNING) {
+    CountLoad(e.rec.job, +1);
   } else {
+    // A job of an owner at the running-jobs cap may be leasable now.
+    if (was == qnet::v1::RUNNING) work_cv_.Signal();
     if (metrics_ != nullptr) {
       std::optional<absl::Duration> run_time;
       if (e.rec.job.has_start_time()) {
@@ -257,6 +312,10 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec, const std::
         "queue is full: ", queued,
         " jobs are waiting (server flag --max-queued=", options_.max_queued, "); retry later"));
   }
+  if (absl::Status s = CheckSubmitQuota(owner); !s.ok()) {
+    mu_.Unlock();
+    return s;
+  }
   JobRecord rec;
   rec.seq = next_seq_++;
   Job& job = rec.job;
@@ -269,6 +328,7 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec, const std::
   *job.mutable_create_time() = ToTimestamp(clock_->Now());
   if (!request_id.empty()) pending_requests_.insert(request_id);
   ++pending_submits_;
+  CountLoad(job, +1);  // held while the write is on its way, so concurrent submits see it
   std::future<absl::Status> saved = store_->Create(rec);
   mu_.Unlock();
 
@@ -281,6 +341,7 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec, const std::
     submit_cv_.SignalAll();
   }
   if (!s.ok()) {
+    CountLoad(rec.job, -1);
     spdlog::error("new job {} not stored: {}", rec.job.id(), std::string(s.message()));
     return StoreRefused(s, absl::StrCat("could not store the new job (", s.message(),
                                         "); it was not created; submit again later"));
@@ -389,6 +450,44 @@ absl::StatusOr<Job> Scheduler::Cancel(absl::string_view id) {
   return result;
 }
 
+absl::StatusOr<Job> Scheduler::Delete(absl::string_view id) {
+  auto still_active = [&](JobState state) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", qnet::v1::JobState_Name(state),
+                     "; cancel it first (qnet cancel ", id, "), then delete it once it has ended"));
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    AwaitNoWrite(id);
+    if (auto it = active_.find(id); it != active_.end()) {
+      return still_active(it->second.rec.job.state());
+    }
+  }
+  absl::StatusOr<std::optional<JobRecord>> r = store_->Get(id);
+  if (!r.ok()) return r.status();
+  if (!r->has_value()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  Job job = std::move((*r)->job);
+  // Stored but not in memory yet: a submit on its way.
+  if (job.state() == qnet::v1::QUEUED || job.state() == qnet::v1::RUNNING) {
+    return still_active(job.state());
+  }
+  // A finished job never changes again, so what was read is what goes.
+  if (absl::Status s = store_->Delete(id).get(); !s.ok()) {
+    if (absl::IsNotFound(s)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+    spdlog::error("job {}: deletion not stored: {}", std::string(id), std::string(s.message()));
+    return StoreRefused(s, absl::StrCat("could not delete job ", id, " (", s.message(),
+                                        "); nothing changed; retry later"));
+  }
+  absl::MutexLock lock(&mu_);
+  finished_.erase(id);  // finished_order_ skips ids no longer there
+  if (auto it = request_ids_.find(job.request_id()); it != request_ids_.end() && it->second == id) {
+    request_ids_.erase(it);
+  }
+  --counts_[job.state()];
+  spdlog::info("job {} ({}) deleted", job.id(), qnet::v1::JobState_Name(job.state()));
+  return job;
+}
+
 absl::StatusOr<JobSnapshot> Scheduler::WaitForChange(absl::string_view id, uint64_t seen_version,
                                                      absl::Time deadline) {
   absl::MutexLock lock(&mu_);
@@ -431,16 +530,17 @@ absl::StatusOr<std::optional<Lease>> Scheduler::Acquire(const std::string& worke
   {
     absl::MutexLock lock(&mu_);
     SeeWorker(worker_id, 0);
+    Entry* next_entry = nullptr;
     while (true) {
       if (shutdown_) {
         return absl::UnavailableError("server is shutting down; retry against the new instance");
       }
-      if (!queue_.empty()) break;
+      if ((next_entry = NextLeasable()) != nullptr) break;
       if (absl::Now() >= deadline || (cancelled && cancelled())) return std::optional<Lease>();
       // Wake up now and then to notice a client that went away.
       work_cv_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(250)));
     }
-    Entry& e = *queue_.begin()->second;
+    Entry& e = *next_entry;
     const absl::Time now = clock_->Now();
     JobRecord next = e.rec;
     next.job.set_state(qnet::v1::RUNNING);

@@ -18,7 +18,14 @@
 // still alive heart-beats on as if nothing happened; otherwise the lease runs out at its stored
 // expiry and the job is re-queued then.
 //
-// Time: leases and timestamps use the injected Clock; long-poll waits use real time.
+// Quotas (docs/ARCHITECTURE.md, "Quotas and retention"): per owner, a cap on queued jobs and a
+// submit rate refuse submits with RESOURCE_EXHAUSTED; a cap on running jobs keeps the owner's
+// further jobs queued (Acquire passes over them) until one ends. The counts are rebuilt from the
+// store by Recover, so they hold across restarts. Owners for whom `exempt` says so (admins) have
+// none.
+//
+// Time: leases, timestamps and the submit rate use the injected Clock; long-poll waits use real
+// time.
 //
 //   Scheduler scheduler(store, &clock, {.lease_duration = absl::Seconds(30)}, &metrics);
 //   if (absl::Status s = scheduler.Recover(); !s.ok()) return s;
@@ -54,9 +61,19 @@
 #include "qnet/v1/job.pb.h"
 #include "server/metrics/metrics_registry.h"
 #include "server/scheduling/clock.h"
+#include "server/scheduling/token_buckets.h"
 #include "server/store/job_store.h"
 
 namespace qnet::server {
+
+// Per-owner limits; 0 = unlimited.
+struct OwnerQuotas {
+  int64_t queued_jobs = 0;
+  int64_t running_jobs = 0;
+  double submits_per_minute = 0;
+  // Owners no quota applies to; unset = none.
+  std::function<bool(absl::string_view owner)> exempt;
+};
 
 struct SchedulerOptions {
   absl::Duration lease_duration = absl::Seconds(30);
@@ -64,6 +81,7 @@ struct SchedulerOptions {
   int64_t max_queued = 200000;
   absl::Duration max_wait = absl::Seconds(60);  // cap on AcquireLease long-polls
   size_t finished_cache_size = 10000;           // recently finished jobs kept in memory
+  OwnerQuotas quotas = {};
 };
 
 struct Lease {
@@ -111,8 +129,8 @@ class Scheduler {
   absl::Status Recover();
 
   // `spec` must already be valid (JobValidator). A repeated non-empty request_id returns the job
-  // it created first (whoever owns it). RESOURCE_EXHAUSTED when the queue is full. `owner`: the
-  // submitting identity.
+  // it created first (whoever owns it). RESOURCE_EXHAUSTED when the queue is full or `owner` (the
+  // submitting identity) is at a quota; the message names the limit, its flag and the use.
   absl::StatusOr<qnet::v1::Job> Submit(const qnet::v1::JobSpec& spec, const std::string& request_id,
                                        const std::string& owner = "");
   absl::StatusOr<qnet::v1::Job> Get(absl::string_view id);
@@ -123,6 +141,10 @@ class Scheduler {
   // QUEUED jobs end CANCELLED now; RUNNING ones get cancel_requested (the worker stops and reports
   // it); finished ones are FAILED_PRECONDITION.
   absl::StatusOr<qnet::v1::Job> Cancel(absl::string_view id);
+  // Removes a finished job from the store, then from memory, and returns it as it was (its
+  // artifacts are the blob collector's to remove). FAILED_PRECONDITION for a QUEUED or RUNNING
+  // job (cancel it first), NOT_FOUND for an unknown one.
+  absl::StatusOr<qnet::v1::Job> Delete(absl::string_view id);
   // Returns the job as soon as its version differs from `seen_version` (0: at once), it is
   // finished, or `deadline` (real time) passes; NOT_FOUND for unknown ids, UNAVAILABLE on
   // shutdown.
@@ -191,6 +213,11 @@ class Scheduler {
     absl::Time last_seen;
     int leases = 0;
   };
+  // An owner's unfinished jobs (submits on their way to the store count as queued).
+  struct OwnerLoad {
+    int64_t queued = 0;
+    int64_t running = 0;
+  };
 
   static QueueKey KeyOf(const Entry& e) { return {e.rec.job.spec().priority(), e.rec.seq}; }
   void Touch(Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -221,6 +248,13 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<qnet::v1::Job> FindInMemory(absl::string_view id) ABSL_SHARED_LOCKS_REQUIRED(mu_);
   std::string NewId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `delta` to the load of `job`'s owner in `job`'s state (QUEUED or RUNNING).
+  void CountLoad(const qnet::v1::Job& job, int delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Exempt(absl::string_view owner) const;
+  // RESOURCE_EXHAUSTED when `owner` may not submit now (queued-jobs cap, then submit rate).
+  absl::Status CheckSubmitQuota(const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first queued job whose owner is below the running-jobs cap; nullptr when none.
+  Entry* NextLeasable() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   JobStore* const store_;
   const Clock* const clock_;
@@ -245,6 +279,8 @@ class Scheduler {
   int64_t pending_submits_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<qnet::v1::JobState, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Worker> workers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, OwnerLoad> load_ ABSL_GUARDED_BY(mu_);
+  std::optional<TokenBuckets> submit_rate_;  // set when quotas.submits_per_minute > 0
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
 };
 

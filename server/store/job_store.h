@@ -51,6 +51,9 @@ class JobStore {
   // Queues an update of an existing job's whole record, as Create does. NOT_FOUND when no job has
   // this id with this seq and request_id (those never change).
   virtual std::future<absl::Status> Save(const JobRecord& record) = 0;
+  // Queues the removal of job `id`, ordered with the other writes; NOT_FOUND when there is none.
+  // Its id, seq and request_id are free again once the future resolves OK.
+  virtual std::future<absl::Status> Delete(absl::string_view id) = 0;
 
   // Reads see every write whose future has resolved OK.
   virtual absl::StatusOr<std::optional<JobRecord>> Get(absl::string_view id) = 0;
@@ -62,6 +65,8 @@ class JobStore {
   virtual absl::Status ForEachActive(const std::function<void(JobRecord)>& fn) = 0;
   virtual absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> CountByState() = 0;
   virtual absl::StatusOr<int64_t> MaxSeq() = 0;
+  // Bytes the store takes on disk (the /metrics gauge qnet_disk_bytes).
+  virtual absl::StatusOr<int64_t> DiskBytes() = 0;
 
   // Makes every write queued so far durable, then refuses writes and reads (UNAVAILABLE).
   // Idempotent; the destructor does it too.

@@ -3,7 +3,10 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/unknown_field_set.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -284,16 +287,23 @@ int64_t SqliteJobStore::commits() const {
 }
 
 std::future<absl::Status> SqliteJobStore::Create(const JobRecord& record) {
-  return Enqueue(record, /*create=*/true);
+  return EnqueueRecord(record, WriteKind::kCreate);
 }
 
 std::future<absl::Status> SqliteJobStore::Save(const JobRecord& record) {
-  return Enqueue(record, /*create=*/false);
+  return EnqueueRecord(record, WriteKind::kSave);
 }
 
-std::future<absl::Status> SqliteJobStore::Enqueue(const JobRecord& record, bool create) {
+std::future<absl::Status> SqliteJobStore::Delete(absl::string_view id) {
   PendingWrite w;
-  w.create = create;
+  w.kind = WriteKind::kDelete;
+  w.id = std::string(id);
+  return Enqueue(std::move(w));
+}
+
+std::future<absl::Status> SqliteJobStore::EnqueueRecord(const JobRecord& record, WriteKind kind) {
+  PendingWrite w;
+  w.kind = kind;
   w.id = record.job.id();
   w.seq = record.seq;
   w.state = static_cast<int>(record.job.state());
@@ -302,6 +312,10 @@ std::future<absl::Status> SqliteJobStore::Enqueue(const JobRecord& record, bool 
   w.lease_token = record.lease_token;
   w.lease_expire_ms = absl::ToUnixMillis(record.lease_expire);
   record.job.SerializeToString(&w.job_bytes);
+  return Enqueue(std::move(w));
+}
+
+std::future<absl::Status> SqliteJobStore::Enqueue(PendingWrite w) {
   std::future<absl::Status> result = w.done.get_future();
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
@@ -346,26 +360,34 @@ void SqliteJobStore::CommitBatch(std::deque<PendingWrite>& batch) {
                 "UPDATE jobs SET state = ?3, priority = ?4, lease_token = ?6, "
                 "lease_expire_ms = ?7, job = ?8 WHERE id = ?1 AND seq = ?2 AND "
                 "request_id IS ?5");
-    if (!insert.ok() || !update.ok()) batch_status = SqliteError(writer_, "prepare writes");
+    Stmt remove(writer_, "DELETE FROM jobs WHERE id = ?1");
+    if (!insert.ok() || !update.ok() || !remove.ok()) {
+      batch_status = SqliteError(writer_, "prepare writes");
+    }
     for (size_t i = 0; batch_status.ok() && i < batch.size(); ++i) {
       const PendingWrite& w = batch[i];
-      Stmt& stmt = w.create ? insert : update;
+      Stmt& stmt = w.kind == WriteKind::kCreate ? insert
+                   : w.kind == WriteKind::kSave ? update
+                                                : remove;
       stmt.BindText(1, w.id);
-      stmt.BindInt(2, w.seq);
-      stmt.BindInt(3, w.state);
-      stmt.BindInt(4, w.priority);
-      stmt.BindTextOrNull(5, w.request_id);
-      stmt.BindTextOrNull(6, w.lease_token);
-      stmt.BindInt(7, w.lease_expire_ms);
-      stmt.BindBlob(8, w.job_bytes);
+      if (w.kind != WriteKind::kDelete) {
+        stmt.BindInt(2, w.seq);
+        stmt.BindInt(3, w.state);
+        stmt.BindInt(4, w.priority);
+        stmt.BindTextOrNull(5, w.request_id);
+        stmt.BindTextOrNull(6, w.lease_token);
+        stmt.BindInt(7, w.lease_expire_ms);
+        stmt.BindBlob(8, w.job_bytes);
+      }
       if (stmt.Step() != SQLITE_DONE) {
         // A failed statement (e.g. a UNIQUE clash) undoes only itself, unless SQLite had to roll
         // back the whole transaction (disk full, I/O error): then every write in it failed.
         results[i] = SqliteError(writer_, absl::StrCat("save job ", w.id));
         if (sqlite3_get_autocommit(writer_)) batch_status = results[i];
-      } else if (!w.create && sqlite3_changes(writer_) != 1) {
+      } else if (w.kind != WriteKind::kCreate && sqlite3_changes(writer_) != 1) {
         results[i] = absl::NotFoundError(
-            absl::StrCat("job store: job ", w.id, " is not stored (or its seq/request_id differ)"));
+            absl::StrCat("job store: job ", w.id, " is not stored",
+                         w.kind == WriteKind::kSave ? " (or its seq/request_id differ)" : ""));
       }
       stmt.Reset();
     }
@@ -489,6 +511,21 @@ absl::StatusOr<int64_t> SqliteJobStore::MaxSeq() {
   Stmt stmt(reader_, "SELECT COALESCE(MAX(seq), 0) FROM jobs");
   if (!stmt.ok() || stmt.Step() != SQLITE_ROW) return SqliteError(reader_, "max seq");
   return stmt.Int(0);
+}
+
+absl::StatusOr<int64_t> SqliteJobStore::DiskBytes() {
+  int64_t bytes = 0;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    struct stat st;
+    const std::string file = path_ + suffix;
+    if (::stat(file.c_str(), &st) == 0) {
+      bytes += st.st_size;
+    } else if (errno != ENOENT) {
+      return absl::UnavailableError(
+          absl::StrCat("job store: stat ", file, ": ", std::strerror(errno)));
+    }
+  }
+  return bytes;
 }
 
 }  // namespace qnet::server

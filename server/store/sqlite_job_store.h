@@ -39,12 +39,14 @@ class SqliteJobStore final : public JobStore {
 
   std::future<absl::Status> Create(const JobRecord& record) override;
   std::future<absl::Status> Save(const JobRecord& record) override;
+  std::future<absl::Status> Delete(absl::string_view id) override;
   absl::StatusOr<std::optional<JobRecord>> Get(absl::string_view id) override;
   absl::StatusOr<std::optional<JobRecord>> FindByRequestId(absl::string_view request_id) override;
   absl::StatusOr<JobPage> List(qnet::v1::JobState state, int64_t before_seq, int limit) override;
   absl::Status ForEachActive(const std::function<void(JobRecord)>& fn) override;
   absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> CountByState() override;
   absl::StatusOr<int64_t> MaxSeq() override;
+  absl::StatusOr<int64_t> DiskBytes() override;
 
   // Commits what is queued, stops the committer and closes the database. Later Saves fail with
   // UNAVAILABLE. Idempotent.
@@ -54,8 +56,9 @@ class SqliteJobStore final : public JobStore {
   int64_t commits() const override;
 
  private:
+  enum class WriteKind { kCreate, kSave, kDelete };
   struct PendingWrite {
-    bool create;
+    WriteKind kind;
     std::string id;
     int64_t seq;
     int state;
@@ -69,7 +72,8 @@ class SqliteJobStore final : public JobStore {
 
   SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader, sqlite3* checkpointer);
   void CheckpointLoop();
-  std::future<absl::Status> Enqueue(const JobRecord& record, bool create);
+  std::future<absl::Status> Enqueue(PendingWrite w);
+  std::future<absl::Status> EnqueueRecord(const JobRecord& record, WriteKind kind);
   void CommitLoop();
   void CommitBatch(std::deque<PendingWrite>& batch);
   absl::StatusOr<std::optional<JobRecord>> GetWhere(sqlite3_stmt* const* cached,

@@ -201,7 +201,13 @@ def main() -> int:
             assert qnet.get(job.id).spec.training.HasField("distill_weight"), d
             unset = qnet.submit("zoo:lenet5", "synth", 2, **settings | dict(distill_weight=None))
             assert not unset.spec.training.HasField("distill_weight"), unset
-            qnet.cancel(unset.id)
+            if qnet.cancel(unset.id).state == job_pb2.CANCELLED:  # ended: it may be deleted
+                qnet.delete(unset.id)
+                try:
+                    qnet.get(unset.id)
+                    raise AssertionError("a deleted job is still there")
+                except QnetError as e:
+                    assert e.code == grpc.StatusCode.NOT_FOUND, e
 
             # bad input is refused with a message, and the server keeps answering
             for bad in (dict(dataset="no-such-data", weight_bits=2),

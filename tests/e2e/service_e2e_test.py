@@ -22,6 +22,10 @@ Scenarios:
                client sees only its jobs in /api; --audit-log holds the submits and cancels with
                who and outcome; then HTTPS (a test CA from the openssl command line) with tokens
                and client certificates, and no answer to plain HTTP
+  quota        (no worker) with --auth-tokens and small quotas: a client's third queued job and an
+               upload past its bytes are refused naming the limit and the use; `qnet delete`
+               refuses a queued job, deletes it once cancelled, and another client cannot; a
+               client's uploaded dataset is neither listed nor usable by another one
 """
 import argparse
 import hashlib
@@ -350,6 +354,72 @@ def scenario_auth(env: Env):
           "worker; bob saw none of it")
 
 
+def scenario_quota(env: Env):
+    identities = {name: new_identity(env, name, "client") for name in ("alice", "bob")}
+    tokens_file = env.tmp / "tokens"
+    tokens_file.write_text("".join(line + "\n" for _, line in identities.values()))
+    alice, bob = identities["alice"][0], identities["bob"][0]
+    folder = env.tmp / "pets"
+    for split in ("train", "test"):
+        for k in range(2):
+            (folder / split / f"class{k}").mkdir(parents=True)
+    subprocess.run([sys.executable, "-c", MAKE_PNGS, str(folder)], check=True, timeout=120)
+    env.start_qnetd("--local-workers", "0", "--auth-tokens", str(tokens_file),
+                    "--quota-queued-jobs", "2", "--quota-upload-bytes", "200000")
+
+    jobs = [env.qnet_json("submit", *TINY, token=alice)["id"] for _ in range(2)]
+    rc, _, err = env.qnet("submit", *TINY, token=alice)
+    check(rc == 3 and "alice has 2 queued jobs and the limit is 2 (qnetd --quota-queued-jobs)" in err,
+          f"alice's third submit exited {rc}: {err.strip()[-400:]}")
+    check(env.qnet("submit", *TINY, token=bob)[0] == 0, "bob's submit was refused by alice's quota")
+
+    rc, _, err = env.qnet("delete", jobs[0], token=alice)
+    check(rc == 2 and "cancel it first" in err, f"delete of a queued job exited {rc}: {err[-300:]}")
+    check(env.qnet("cancel", jobs[0], token=alice)[0] == 0, "cancel failed")
+    rc, _, err = env.qnet("delete", jobs[0], token=bob)
+    check(rc == 2 and "not found" in err, f"bob's delete of alice's job exited {rc}: {err[-300:]}")
+    rc, out, err = env.qnet("delete", jobs[0], token=alice)
+    check(rc == 0 and "deleted" in out, f"alice's delete exited {rc}: {err[-300:]}")
+    rc, _, err = env.qnet("get", jobs[0], token=alice)
+    check(rc == 2 and "not found" in err, f"the deleted job is still there: {rc} {err[-300:]}")
+
+    rc, out, err = env.qnet("datasets", "upload", str(folder), "--name", "pets", "--json",
+                            timeout=300, token=alice)
+    check(rc == 0, f"alice's dataset upload exited {rc}: {err.strip()[-500:]}")
+    check(json.loads(out)["owner"] == "alice", f"the dataset's owner: {out[:300]}")
+    names = lambda token: [d["name"] for d in env.qnet_json("datasets", token=token)["datasets"]]
+    check("pets" in names(alice) and "synth" in names(alice), f"alice lists {names(alice)}")
+    check("pets" not in names(bob) and "synth" in names(bob), f"bob lists {names(bob)}")
+    rc, _, err = env.qnet("submit", *TINY[:2], "--dataset", "pets", *TINY[4:], token=bob)
+    check(rc == 2 and 'unknown dataset "pets"' in err, f"bob's job on pets exited {rc}: {err[-300:]}")
+    check("pets" not in err.split("known datasets:")[-1], f"bob was told of pets: {err[-300:]}")
+    rc, _, err = env.qnet("datasets", "upload", str(folder), "--name", "pets", token=bob)
+    check(rc == 2 and "another identity" in err, f"bob's upload as pets exited {rc}: {err[-300:]}")
+    check(env.qnet("submit", *TINY[:2], "--dataset", "pets", *TINY[4:], token=alice)[0] == 0,
+          "alice's job on her dataset was refused")
+
+    # Alice's uploads now take most of her bytes: a larger one is refused up front.
+    big = env.tmp / "big.npz"
+    big.write_bytes(os.urandom(300000))
+    rc, _, err = env.qnet("datasets", "upload", str(big), "--name", "big", token=alice)
+    check(rc == 3 and "upload quota: alice has" in err and "--quota-upload-bytes" in err,
+          f"alice's upload past her quota exited {rc}: {err.strip()[-400:]}")
+    print("quota: alice's third queued job and an upload past her bytes were refused; delete "
+          "refused a queued job, then deleted it; bob saw neither her job nor her dataset")
+
+
+# 28x28 PNGs into FOLDER/{train,test}/class{0,1}/ (a tiny uploadable image folder).
+MAKE_PNGS = """
+import pathlib, random, sys
+from PIL import Image
+rng = random.Random(1)
+for folder in pathlib.Path(sys.argv[1]).glob("*/class*"):
+    for i in range(6):
+        Image.frombytes("L", (28, 28), bytes(rng.randrange(256) for _ in range(784))).save(
+            folder / f"{i}.png")
+"""
+
+
 def scenario_sandbox(env: Env):
     env.start_qnetd("--local-workers", "0")
     model = env.tmp / "hog.pt"
@@ -459,14 +529,16 @@ def scenario_http_auth(env: Env):
 
 SCENARIOS = {"happy": scenario_happy, "cancel": scenario_cancel, "bad": scenario_bad,
              "kill-worker": scenario_kill_worker, "auth": scenario_auth,
-             "sandbox": scenario_sandbox, "http-auth": scenario_http_auth}
+             "sandbox": scenario_sandbox, "http-auth": scenario_http_auth,
+             "quota": scenario_quota}
 
 
 def main(scenarios=SCENARIOS, prefix="qnet_e2e"):
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=sorted(scenarios))
     parser.add_argument("--qnetd", required=True)
-    parser.add_argument("--worker", help="qnet-worker (every scenario but http-auth)")
+    parser.add_argument("--worker", default="",
+                        help="qnet-worker (every scenario but http-auth and quota)")
     parser.add_argument("--qnet", required=True)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()

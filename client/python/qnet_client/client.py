@@ -195,12 +195,18 @@ class QnetClient:
     def cancel(self, job_id: str):
         return self._call(self._jobs.CancelJob, job_pb2.CancelJobRequest(id=job_id))
 
+    def delete(self, job_id: str) -> None:
+        """Deletes a finished job and its artifacts; a queued or running one is refused
+        (FAILED_PRECONDITION): cancel it first."""
+        self._call(self._jobs.DeleteJob, job_pb2.DeleteJobRequest(id=job_id))
+
     def datasets(self):
         return list(self._call(self._jobs.ListDatasets, job_pb2.ListDatasetsRequest()).datasets)
 
     def list_datasets(self) -> List:
-        """Every dataset jobs can name, the operator's and uploaded ones (qnet.v1.Dataset: name,
-        origin, format, typical shape, classes, image counts, digest of an upload)."""
+        """Every dataset this identity's jobs can name, the operator's and its own uploads
+        (qnet.v1.Dataset: name, origin, owner, format, typical shape, classes, image counts,
+        digest of an upload)."""
         return self.datasets()
 
     def upload_dataset(self, path, name: str, replace: bool = False,

@@ -109,6 +109,7 @@ const std::map<std::string, std::string>& ExpectedAccess() {
       {"/qnet.v1.JobService/ListJobs", "client admin"},
       {"/qnet.v1.JobService/WatchJob", "client admin"},
       {"/qnet.v1.JobService/CancelJob", "client admin"},
+      {"/qnet.v1.JobService/DeleteJob", "client admin"},
       {"/qnet.v1.JobService/ListDatasets", "client admin"},
       {"/qnet.v1.JobService/CreateDataset", "client admin"},
       {"/qnet.v1.JobService/ListModels", "client admin"},
@@ -415,7 +416,7 @@ TEST_F(OwnershipTest, LeasesAreBoundToTheirWorker) {
   EXPECT_EQ(Stat(bob_, w1s_artifact), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(OwnershipTest, OnlyTheUploaderReplacesADataset) {
+TEST_F(OwnershipTest, OnlyTheUploaderReplacesListsAndUsesADataset) {
   // Two small .npz datasets of different content.
   const std::string script =
       "import numpy as np, sys\n"
@@ -443,10 +444,32 @@ TEST_F(OwnershipTest, OnlyTheUploaderReplacesADataset) {
   ASSERT_TRUE(create(alice_, a).ok()) << create(alice_, a).error_message();
   EXPECT_EQ(create(bob_, a).error_code(), grpc::StatusCode::NOT_FOUND);  // not bob's upload
   const grpc::Status taken = create(bob_, b_by_bob);
-  EXPECT_EQ(taken.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(taken.error_message(), HasSubstr("uploaded by another identity"));
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(taken.error_message(), HasSubstr("taken by another identity"));
   ASSERT_TRUE(Upload(alice_, testing::ReadFile(dir_ / "b.npz"), &b_by_alice).ok());
   EXPECT_TRUE(create(alice_, b_by_alice).ok());
+
+  // Alice's dataset is hers: bob neither lists it nor names it in a job.
+  const auto listed = [&](const std::string& token) {
+    qnet::v1::ListDatasetsResponse response;
+    EXPECT_TRUE(jobs_->ListDatasets(As(token).get(), {}, &response).ok());
+    std::vector<std::string> names;
+    for (const qnet::v1::Dataset& d : response.datasets()) names.push_back(d.name());
+    return names;
+  };
+  EXPECT_THAT(listed(alice_), ::testing::Contains("pets"));
+  EXPECT_THAT(listed(bob_), ::testing::Not(::testing::Contains("pets")));
+  qnet::v1::SubmitJobRequest submit;
+  submit.mutable_spec()->set_model("zoo:lenet5");
+  submit.mutable_spec()->set_dataset("pets");
+  submit.mutable_spec()->set_weight_bits(2);
+  qnet::v1::Job job;
+  const grpc::Status refused = jobs_->SubmitJob(As(bob_).get(), submit, &job);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("unknown dataset \"pets\""));
+  const std::string& message = refused.error_message();
+  ASSERT_NE(message.find("known datasets:"), std::string::npos) << message;
+  EXPECT_THAT(message.substr(message.find("known datasets:")), ::testing::Not(HasSubstr("pets")));
 }
 
 }  // namespace

@@ -185,7 +185,7 @@ class UploadedDatasetTest : public ::testing::Test {
 TEST_F(UploadedDatasetTest, RegistersDurablyAndARepeatIsANoOp) {
   const std::string digest = Put("good: pets v1");
   auto registry = Start();
-  auto pets = registry->CreateUploaded("pets", digest, /*replace=*/false, *blobs_);
+  auto pets = registry->CreateUploaded("pets", digest, /*replace=*/false, *blobs_, "alice");
   ASSERT_TRUE(pets.ok()) << pets.status();
   EXPECT_EQ(pets->name(), "pets");
   EXPECT_EQ(pets->origin(), "uploaded");
@@ -204,7 +204,7 @@ TEST_F(UploadedDatasetTest, RegistersDurablyAndARepeatIsANoOp) {
   EXPECT_FALSE(entry->in_place);
 
   // The same content under the same name: the same record, not checked again.
-  auto again = registry->CreateUploaded("pets", digest, /*replace=*/false, *blobs_);
+  auto again = registry->CreateUploaded("pets", digest, /*replace=*/false, *blobs_, "alice");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->SerializeAsString(), pets->SerializeAsString());
   EXPECT_EQ(checks_, 1);
@@ -224,10 +224,10 @@ TEST_F(UploadedDatasetTest, RefusalsRegisterNothing) {
   const std::string other = Put("good: pets v2");
   auto registry = Start();
   auto code = [&](const std::string& name, const std::string& digest, bool replace = false) {
-    return registry->CreateUploaded(name, digest, replace, *blobs_).status().code();
+    return registry->CreateUploaded(name, digest, replace, *blobs_, "alice").status().code();
   };
   // A dataset the check refuses, with its reason.
-  auto corrupt = registry->CreateUploaded("bad", Put("garbage"), false, *blobs_);
+  auto corrupt = registry->CreateUploaded("bad", Put("garbage"), false, *blobs_, "alice");
   EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(corrupt.status().message()), HasSubstr("train/cat/3.png"));
   // Names, digests, missing blobs.
@@ -237,7 +237,7 @@ TEST_F(UploadedDatasetTest, RefusalsRegisterNothing) {
   EXPECT_EQ(code("pets", "sha256:nothex"), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code("pets", DigestOf("never uploaded")), absl::StatusCode::kNotFound);
   // The operator's names are never taken over, not even with replace.
-  auto op = registry->CreateUploaded("fashion-mnist", good, /*replace=*/true, *blobs_);
+  auto op = registry->CreateUploaded("fashion-mnist", good, /*replace=*/true, *blobs_, "alice");
   EXPECT_EQ(op.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(op.status().message()), HasSubstr("operator"));
   EXPECT_EQ(registry->Find("fashion-mnist")->info.format(), "idx");
@@ -245,20 +245,51 @@ TEST_F(UploadedDatasetTest, RefusalsRegisterNothing) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "datasets.json"));
 
   // Other content under an uploaded name needs replace.
-  ASSERT_TRUE(registry->CreateUploaded("pets", good, false, *blobs_).ok());
-  auto clash = registry->CreateUploaded("pets", other, false, *blobs_);
+  ASSERT_TRUE(registry->CreateUploaded("pets", good, false, *blobs_, "alice").ok());
+  auto clash = registry->CreateUploaded("pets", other, false, *blobs_, "alice");
   EXPECT_EQ(clash.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_THAT(std::string(clash.status().message()), HasSubstr("--replace"));
   EXPECT_EQ(registry->Find("pets")->info.digest(), good);
-  auto replaced = registry->CreateUploaded("pets", other, /*replace=*/true, *blobs_);
+  auto replaced = registry->CreateUploaded("pets", other, /*replace=*/true, *blobs_, "alice");
   ASSERT_TRUE(replaced.ok()) << replaced.status();
   EXPECT_EQ(Start()->Find("pets")->info.digest(), other);  // durably
+}
+
+// Uploads belong to whoever registered them: nobody else lists them or takes their name, while
+// the operator's datasets stay everyone's.
+TEST_F(UploadedDatasetTest, AnUploadIsItsOwnersAndOperatorDatasetsAreShared) {
+  const std::string digest = Put("good: pets v1");
+  auto registry = Start();
+  auto pets = registry->CreateUploaded("pets", digest, /*replace=*/false, *blobs_, "alice");
+  ASSERT_TRUE(pets.ok()) << pets.status();
+  EXPECT_EQ(pets->owner(), "alice");
+  EXPECT_TRUE(DatasetRegistry::VisibleTo(*pets, "alice"));
+  EXPECT_FALSE(DatasetRegistry::VisibleTo(*pets, "bob"));
+  EXPECT_FALSE(DatasetRegistry::VisibleTo(*pets, ""));
+  EXPECT_TRUE(DatasetRegistry::VisibleTo(registry->Find("fashion-mnist")->info, "bob"));
+  EXPECT_EQ(registry->Names("alice"), "fashion-mnist, pets");
+  EXPECT_EQ(registry->Names("bob"), "fashion-mnist");
+  EXPECT_EQ(registry->Names(), "fashion-mnist, pets");  // admins
+  // Bob can neither take the name, with the same content or other, nor replace it.
+  for (const bool replace : {false, true}) {
+    for (const std::string& content : {digest, Put("good: bob's pets")}) {
+      auto clash = registry->CreateUploaded("pets", content, replace, *blobs_, "bob");
+      EXPECT_EQ(clash.status().code(), absl::StatusCode::kAlreadyExists);
+      EXPECT_THAT(std::string(clash.status().message()), HasSubstr("another identity"));
+    }
+  }
+  // The owner survives a restart.
+  registry.reset();
+  auto restarted = Start();
+  EXPECT_EQ(restarted->Find("pets")->info.owner(), "alice");
+  EXPECT_EQ(restarted->Names("bob"), "fashion-mnist");
+  EXPECT_THAT(restarted->Digests(), ::testing::Contains(digest));
 }
 
 TEST_F(UploadedDatasetTest, AnUnwritableRecordRegistersNothing) {
   auto registry = Start();
   std::filesystem::create_directories(dir_ / "datasets.json.tmp");  // the write cannot start
-  auto pets = registry->CreateUploaded("pets", Put("good: pets"), false, *blobs_);
+  auto pets = registry->CreateUploaded("pets", Put("good: pets"), false, *blobs_, "alice");
   EXPECT_EQ(pets.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(pets.status().message()), HasSubstr("dataset records: create failed"));
   EXPECT_THAT(std::string(pets.status().message()), Not(HasSubstr(dir_.path())));  // no paths
@@ -270,9 +301,9 @@ TEST_F(UploadedDatasetTest, RecordsWithoutTheirBlobOrShadowedByTheOperatorAreDro
   const std::string kept = Put("good: kept");
   {
     auto registry = Start();
-    ASSERT_TRUE(registry->CreateUploaded("gone", gone, false, *blobs_).ok());
-    ASSERT_TRUE(registry->CreateUploaded("kept", kept, false, *blobs_).ok());
-    ASSERT_TRUE(registry->CreateUploaded("taken", kept, false, *blobs_).ok());
+    ASSERT_TRUE(registry->CreateUploaded("gone", gone, false, *blobs_, "alice").ok());
+    ASSERT_TRUE(registry->CreateUploaded("kept", kept, false, *blobs_, "alice").ok());
+    ASSERT_TRUE(registry->CreateUploaded("taken", kept, false, *blobs_, "alice").ok());
   }
   EXPECT_EQ(checks_, 2);  // "taken" reused the check of the same content
   std::filesystem::remove(blobs_->PathOf(gone));

@@ -116,6 +116,12 @@ absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> FaultInjectingJobStore::Co
 
 absl::StatusOr<int64_t> FaultInjectingJobStore::MaxSeq() { return inner_->MaxSeq(); }
 
+std::future<absl::Status> FaultInjectingJobStore::Delete(absl::string_view id) {
+  return inner_->Delete(id);
+}
+
+absl::StatusOr<int64_t> FaultInjectingJobStore::DiskBytes() { return inner_->DiskBytes(); }
+
 void FaultInjectingJobStore::Close() {
   ReleaseWrites();
   inner_->Close();

@@ -1,7 +1,8 @@
 // FaultInjectingJobStore: a JobStore that passes everything to another one, except the writes it
 // is told to refuse (they fail UNAVAILABLE and never reach the inner store, like a commit that
 // hit a full disk) or to hold back (their futures stay pending until released, to see what
-// callers show while a write is in flight). Writes reach the inner store in call order.
+// callers show while a write is in flight). Writes reach the inner store in call order; deletes
+// pass straight through, never refused or held.
 //
 //   FaultInjectingJobStore store(std::move(sqlite));
 //   store.FailWrites(1);              // the next write fails; later ones pass
@@ -49,6 +50,8 @@ class FaultInjectingJobStore final : public JobStore {
   absl::Status ForEachActive(const std::function<void(JobRecord)>& fn) override;
   absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> CountByState() override;
   absl::StatusOr<int64_t> MaxSeq() override;
+  std::future<absl::Status> Delete(absl::string_view id) override;
+  absl::StatusOr<int64_t> DiskBytes() override;
   void Close() override;
   int64_t commits() const override;
 

@@ -217,6 +217,27 @@ TEST_P(JobStoreConformanceTest, SaveOfAJobNeverCreatedIsNotFound) {
   EXPECT_FALSE(nine->has_value());
 }
 
+TEST_P(JobStoreConformanceTest, DeleteRemovesTheJobDurablyAndFreesItsRequestId) {
+  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::SUCCEEDED, "req", /*full=*/true)).get().ok());
+  ASSERT_TRUE(store_->Create(Record(2, qnet::v1::FAILED)).get().ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-404").get()));
+  // Ordered with the other writes: the save before it is undone, nothing after it is lost.
+  std::future<absl::Status> saved = store_->Save(Record(1, qnet::v1::CANCELLED, "req"));
+  std::future<absl::Status> deleted = store_->Delete("j-1");
+  ASSERT_TRUE(saved.get().ok());
+  ASSERT_TRUE(deleted.get().ok());
+  Reopen();
+  EXPECT_FALSE(store_->Get("j-1")->has_value());
+  EXPECT_FALSE(store_->FindByRequestId("req")->has_value());
+  EXPECT_EQ(store_->List(qnet::v1::JOB_STATE_UNSPECIFIED, 0, 10)->records.size(), 1u);
+  EXPECT_EQ((*store_->CountByState())[qnet::v1::SUCCEEDED], 0);
+  EXPECT_TRUE(store_->Create(Record(3, qnet::v1::QUEUED, "req")).get().ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-1").get()));
+  absl::StatusOr<int64_t> bytes = store_->DiskBytes();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_GT(*bytes, 0);
+}
+
 TEST_P(JobStoreConformanceTest, WritesApplyInCallOrder) {
   // Nothing waits between the calls: the store must apply them in this order.
   std::vector<std::future<absl::Status>> writes;
