@@ -7,6 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 #include "common/job/job_spec.h"
+#include "server/blobs/onnx_model_check.h"
 #include "server/blobs/torchscript_archive.h"
 
 namespace qnet::server {
@@ -30,10 +31,14 @@ void JobValidator::CheckModelBlob(const std::string& digest,
             : absl::StrCat("model blob ", digest, ": ", size.status().message()));
     return;
   }
-  if (absl::Status s = CheckTorchScriptArchive(blobs_->PathOf(digest)); !s.ok()) {
-    errors->push_back(absl::StrCat("model blob ", digest, " is ", s.message(),
-                                   "; save it with torch.jit.save(torch.jit.script(model), path)"));
-    return;
+  const std::string path = blobs_->PathOf(digest);
+  if (absl::Status s = CheckTorchScriptArchive(path); !s.ok()) {
+    if (absl::Status onnx = CheckOnnxModel(path); !onnx.ok()) {
+      errors->push_back(absl::StrCat(
+          "model blob ", digest, " is ", s.message(), " and ", onnx.message(),
+          "; save it with torch.jit.save(torch.jit.script(model), path) or torch.onnx.export"));
+      return;
+    }
   }
   absl::MutexLock lock(&mu_);
   checked_models_.insert(digest);
