@@ -80,7 +80,10 @@ def ops_model():
         n("Pad", ["sl", "pad.pads", "pad.value"], ["pd"], mode="constant"),
         n("PRelu", ["pd", "prelu.weight"], ["pr"]),
         n("InstanceNormalization", ["pr", "in.scale", "in.bias"], ["ins"]),
-        n("Resize", ["ins", "", "rs.scales"], ["rs"], mode="nearest",
+        # A residual around the instance norm, which alone would erase the spatial means that
+        # the pools below read.
+        n("Add", ["ins", "pr"], ["mix"]),
+        n("Resize", ["mix", "", "rs.scales"], ["rs"], mode="nearest",
           coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
         n("ConvTranspose", ["rs", "up.weight", "up.bias"], ["ct"], strides=[2, 2]),
         n("GlobalAveragePool", ["ct"], ["gap"]),

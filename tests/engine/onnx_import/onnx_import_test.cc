@@ -109,8 +109,9 @@ TEST_P(OnnxMalformedTest, IsRefusedNamingTheProblem) {
 INSTANTIATE_TEST_SUITE_P(
     Files, OnnxMalformedTest,
     ::testing::Values(
-        Malformed{"not_protobuf.onnx", "neither a TorchScript archive (a ZIP file) nor an ONNX"},
-        Malformed{"truncated.onnx", "may be truncated"},
+        Malformed{"not_protobuf.onnx", "not a TorchScript archive (not a ZIP file) nor an ONNX"},
+        Malformed{"truncated.onnx",
+                  "ModelProto protobuf does not parse (the file may be truncated"},
         Malformed{"missing_initializer.onnx", "reads 'w', which is no graph input, initializer"},
         Malformed{"cyclic.onnx", "the graph has a cycle"},
         Malformed{"unsupported_op.onnx", "does not support TopK (node 'pick_top'"},

@@ -1,6 +1,6 @@
 // "onnx": an ONNX model file (any framework's export, opset 13 and later), imported as a trainable
-// TorchScript module (onnx/importer.h). Claimed by content: every file that is not a ZIP archive
-// (TorchScript), whatever its name.
+// TorchScript module (onnx/importer.h). Claimed by content, whatever the file's name: a file
+// that starts like a serialized ModelProto.
 #include <filesystem>
 #include <fstream>
 #include <string>

@@ -186,10 +186,14 @@ absl::Status CheckAndOrder(OnnxFile& f, const std::string& what) {
 }  // namespace
 
 bool LooksLikeOnnx(std::string_view first_bytes) {
-  // Every file that is not a ZIP (TorchScript) is read as ONNX, so a file of neither format gets
-  // the ONNX parser's message, which names both.
-  return !first_bytes.empty() &&
-         !absl::StartsWith(absl::string_view(first_bytes.data(), first_bytes.size()), "PK\x03\x04");
+  // The first field's tag (one byte for every ModelProto field below 16): ir_version or
+  // model_version as a varint, or another field length-delimited. Text, ZIP archives and most
+  // other formats start otherwise and are left to the other sources.
+  if (first_bytes.empty()) return false;
+  const auto tag = static_cast<unsigned char>(first_bytes[0]);
+  const int field = tag >> 3, wire = tag & 7;
+  if (field == 1 || field == 5) return wire == 0;
+  return wire == 2 && ((field >= 2 && field <= 8) || field == 14);
 }
 
 std::string NodeLabel(const qnet_onnx::NodeProto& node) {
@@ -204,9 +208,8 @@ absl::StatusOr<OnnxFile> ParseOnnx(std::string_view bytes, const fs::path& dir,
   f.dir = dir;
   if (bytes.empty() || !f.model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return Invalid(what,
-                   "is neither a TorchScript archive (a ZIP file) nor an ONNX model (not a "
-                   "valid ModelProto protobuf; the file may be truncated or of another "
-                   "format)");
+                   "is not a valid ONNX model: its ModelProto protobuf does not parse (the "
+                   "file may be truncated or damaged); export it again");
   }
   if (!f.model.has_graph() || f.model.graph().node_size() == 0) {
     return Invalid(what, "is not an ONNX model: it has no graph nodes");

@@ -35,7 +35,7 @@ struct OnnxFile {
   std::vector<const qnet_onnx::NodeProto*> order;
 };
 
-// Whether `bytes` (a file's first bytes) start like a serialized ModelProto rather than a ZIP.
+// Whether `first_bytes` (a file's first bytes) start like a serialized ModelProto.
 bool LooksLikeOnnx(std::string_view first_bytes);
 
 // Parses `bytes` (the content of a file in `dir`) and checks the graph; `what` names it in errors.
