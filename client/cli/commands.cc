@@ -135,7 +135,7 @@ int RunSubmit(QnetClient& client, const SubmitFlags& flags, bool wait, bool json
       return Usage(console, "submit",
                    absl::StrCat("model file '", model,
                                 "' does not exist; give zoo:NAME for a built-in model (see qnet "
-                                "models) or the path of a TorchScript .pt file"));
+                                "models) or the path of a TorchScript or ONNX file"));
     }
     absl::StatusOr<client::UploadResult> uploaded = client.UploadFile(model, "model");
     if (!uploaded.ok()) return Fail(console, "submit", uploaded.status());

@@ -7,6 +7,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 #include "common/job/job_spec.h"
+#include "server/blobs/onnx_model_check.h"
 #include "server/blobs/torchscript_archive.h"
 #include "spdlog/spdlog.h"
 
@@ -22,12 +23,21 @@ JobValidator::JobValidator(const DatasetRegistry* datasets, const BlobStore* blo
                            job::JobLimits limits)
     : datasets_(datasets), blobs_(blobs), limits_(limits) {}
 
-absl::Status JobValidator::ArchiveVerdict(const std::string& digest) const {
+absl::Status JobValidator::ModelVerdict(const std::string& digest) const {
   {
     absl::MutexLock lock(&mu_);
     if (auto it = verdicts_.find(digest); it != verdicts_.end()) return it->second;
   }
-  absl::Status verdict = CheckTorchScriptArchive(blobs_->PathOf(digest));
+  // A model is a TorchScript archive or, failing that, an ONNX ModelProto.
+  const std::string path = blobs_->PathOf(digest);
+  absl::Status verdict = CheckTorchScriptArchive(path);
+  if (absl::IsInvalidArgument(verdict)) {
+    absl::Status onnx = CheckOnnxModel(path);
+    verdict =
+        absl::IsInvalidArgument(onnx)
+            ? absl::InvalidArgumentError(absl::StrCat(verdict.message(), " and ", onnx.message()))
+            : onnx;
+  }
   if (!verdict.ok() && !absl::IsInvalidArgument(verdict)) return verdict;  // may pass next time
   absl::MutexLock lock(&mu_);
   if (verdicts_.emplace(digest, verdict).second) {
@@ -49,10 +59,11 @@ void JobValidator::CheckModelBlob(const std::string& digest,
                                    "BlobService.Upload (qnet upload) first"));
     return;
   }
-  if (s.ok()) s = ArchiveVerdict(digest);
+  if (s.ok()) s = ModelVerdict(digest);
   if (absl::IsInvalidArgument(s)) {
-    errors->push_back(absl::StrCat("model blob ", digest, " is ", s.message(),
-                                   "; save it with torch.jit.save(torch.jit.script(model), path)"));
+    errors->push_back(absl::StrCat(
+        "model blob ", digest, " is ", s.message(),
+        "; save it with torch.jit.save(torch.jit.script(model), path) or torch.onnx.export"));
   } else if (!s.ok()) {
     // The server's own trouble (its files are its business): logged, not told.
     spdlog::error("model blob {}: {}", digest, std::string(s.message()));

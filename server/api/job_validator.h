@@ -40,8 +40,8 @@ class JobValidator {
   void CheckModelBlob(const std::string& digest, std::vector<std::string>* errors) const;
   void CheckDataset(const qnet::v1::JobSpec& spec, std::vector<std::string>* errors) const;
 
-  // The archive check's verdict on `digest`, from the cache or checked now.
-  absl::Status ArchiveVerdict(const std::string& digest) const;
+  // The model checks' verdict on `digest` (TorchScript or ONNX), from the cache or checked now.
+  absl::Status ModelVerdict(const std::string& digest) const;
 
   const DatasetRegistry* const datasets_;
   const BlobStore* const blobs_;

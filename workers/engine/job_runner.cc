@@ -238,6 +238,8 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   absl::StatusOr<std::unique_ptr<OpenedModel>> opened =
       OpenModel(job.context.model_path.empty() ? job.spec.model() : job.context.model_path);
   if (!opened.ok()) return opened.status();
+  // An ONNX graph declares its input; the job's shape, when given, overrides it.
+  if (job.spec.input_shape().empty()) job.spec.set_input_shape((*opened)->DeclaredInputShape());
   if (job.spec.input_normalization().mean().empty()) {
     absl::StatusOr<std::optional<InputNormalization>> recorded = (*opened)->RecordedNormalization();
     if (!recorded.ok()) return recorded.status();

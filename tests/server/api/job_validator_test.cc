@@ -15,6 +15,7 @@
 #include "common/job/job_spec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/blobs/onnx_model_check.h"
 #include "server/blobs/torchscript_archive.h"
 #include "tests/server/test_util.h"
 
@@ -354,6 +355,24 @@ TEST(TorchScriptArchiveTest, BoundsTheWorkOfExtraFields) {
   names.erase(names.begin(), names.begin() + 110);
   testing::WriteFile(dir / "m.pt", ZipWithExtraFields(names, empty_records));
   EXPECT_TRUE(CheckTorchScriptArchive(dir / "m.pt").ok());
+}
+
+// ONNX blobs pass qnetd's check by their top-level ModelProto fields (the worker parses them).
+TEST(OnnxModelCheckTest, StructuralCheck) {
+  TempDir dir;
+  auto check = [&](const std::string& bytes) {
+    testing::WriteFile(dir / "m.onnx", bytes);
+    return CheckOnnxModel(dir / "m.onnx");
+  };
+  // ir_version 8, a graph holding one empty node, opset 17.
+  const std::string model("\x08\x08\x3a\x02\x0a\x00\x42\x02\x10\x11", 10);
+  EXPECT_TRUE(check(model).ok());
+  EXPECT_THAT(std::string(check(model.substr(0, 5)).message()), HasSubstr("runs past the end"));
+  EXPECT_THAT(std::string(check(model.substr(0, 2)).message()),
+              HasSubstr("no ir_version or no graph"));
+  EXPECT_THAT(std::string(check(std::string(100, 'x')).message()),
+              HasSubstr("does not start a ModelProto field"));
+  EXPECT_FALSE(check("").ok());
 }
 
 TEST(TorchScriptArchiveTest, CorruptedArchivesNeverCrash) {

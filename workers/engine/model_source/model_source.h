@@ -27,6 +27,9 @@ class OpenedModel {
   virtual ~OpenedModel() = default;
   // The normalisation the model records (a qnet artifact or saved float model does), if any.
   virtual absl::StatusOr<std::optional<InputNormalization>> RecordedNormalization() = 0;
+  // The input shape ("3x224x224") the model declares, used when the job gives none; "" when it
+  // declares none (a TorchScript module has no declared input).
+  virtual std::string DeclaredInputShape() { return ""; }
   // The module to train for images of `channels` channels and `num_classes` classes.
   virtual absl::StatusOr<torch::jit::Module> Instantiate(int64_t channels, int64_t num_classes,
                                                          uint64_t seed) = 0;

@@ -53,7 +53,8 @@ std::string WhyNotLoadable(const std::string& path, const std::string& load_erro
   in.read(magic, sizeof(magic));
   if (in.gcount() != sizeof(magic) ||
       std::string_view(magic, 4) != std::string_view("PK\x03\x04")) {
-    return absl::StrCat("is not a TorchScript archive (not a ZIP file); ", kHowToSave);
+    return absl::StrCat("is not a TorchScript archive (not a ZIP file) nor an ONNX model; ",
+                        kHowToSave, ", or export it with torch.onnx.export");
   }
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);

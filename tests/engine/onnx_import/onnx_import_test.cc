@@ -1,0 +1,155 @@
+// The ONNX importer: torchvision ResNet-18 and MobileNet v3 and a hand-written graph of every
+// mapped op (make_onnx_models.py, which the onnx_import_models ctest fixture runs) import, match
+// ONNX Runtime's outputs on the same random inputs, expose their layers and batch norms to the QN
+// transform, and train through a short job whose artifacts load; malformed files are refused with
+// a message naming the problem.
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include "tests/engine/synthetic_idx.h"
+#include "workers/engine/job_runner.h"
+#include "workers/engine/model_source/model_source.h"
+#include "workers/engine/model_source/onnx/importer.h"
+#include "workers/engine/model_source/onnx/onnx_file.h"
+#include "workers/engine/transform/transform.h"
+
+namespace qnet::engine {
+namespace {
+
+using onnx_import::ImportedModel;
+
+std::string Fixture(const std::string& name) {
+  return std::string(QNET_ONNX_FIXTURES) + "/" + name;
+}
+
+// A raw float32 file written by numpy's tofile.
+torch::Tensor ReadFloats(const std::string& path, const std::vector<int64_t>& shape) {
+  std::ifstream in(path, std::ios::binary);
+  torch::Tensor t = torch::empty(shape);
+  in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+  EXPECT_TRUE(in.good()) << path;
+  return t;
+}
+
+ImportedModel Import(const std::string& name) {
+  absl::StatusOr<onnx_import::OnnxFile> file = onnx_import::ReadOnnxFile(Fixture(name + ".onnx"));
+  EXPECT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<ImportedModel> model = onnx_import::ImportOnnx(*file);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? *model : ImportedModel{};
+}
+
+struct Family {
+  const char* name;
+  size_t layers;       // Conv (not transposed), Gemm, MatMul with a constant weight
+  size_t batch_norms;  // BatchNormalization
+};
+
+std::ostream& operator<<(std::ostream& os, const Family& f) { return os << f.name; }
+
+class OnnxFamilyTest : public ::testing::TestWithParam<Family> {};
+
+TEST_P(OnnxFamilyTest, MatchesOnnxRuntimeAtAnyBatchSize) {
+  ImportedModel m = Import(GetParam().name);
+  ASSERT_TRUE(m.input_shape.has_value());
+  std::vector<int64_t> shape = {2};
+  shape.insert(shape.end(), m.input_shape->begin(), m.input_shape->end());
+  const torch::Tensor x = ReadFloats(Fixture(std::string(GetParam().name) + ".input.bin"), shape);
+  const torch::Tensor want =
+      ReadFloats(Fixture(std::string(GetParam().name) + ".expected.bin"), {2, 10});
+  m.module.eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor y = m.module.forward({x}).toTensor();
+  ASSERT_EQ(y.sizes(), want.sizes());
+  EXPECT_LT((y - want).abs().max().item<double>(), 1e-4);
+  const torch::Tensor one = m.module.forward({x.slice(0, 1, 2)}).toTensor();
+  EXPECT_LT((one - want.slice(0, 1, 2)).abs().max().item<double>(), 1e-4);
+}
+
+TEST_P(OnnxFamilyTest, TheTransformFindsEveryLayerAndBatchNorm) {
+  const ImportedModel m = Import(GetParam().name);
+  EXPECT_EQ(FindQuantizableLayers(m.module, false).size(), GetParam().layers);
+  EXPECT_EQ(FindBatchNorms(m.module).size(), GetParam().batch_norms);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, OnnxFamilyTest,
+                         ::testing::Values(Family{"resnet18", 21, 20},
+                                           Family{"mobilenet_v3_small", 54, 0},
+                                           Family{"ops", 7, 1}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(OnnxImport, TheDeclaredInputShapeIsTheJobsDefault) {
+  absl::StatusOr<std::unique_ptr<OpenedModel>> opened = OpenModel(Fixture("ops.onnx"));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ((*opened)->DeclaredInputShape(), "3x16x16");
+}
+
+struct Malformed {
+  const char* file;
+  const char* message;  // a part of the error
+};
+
+std::ostream& operator<<(std::ostream& os, const Malformed& m) { return os << m.file; }
+
+class OnnxMalformedTest : public ::testing::TestWithParam<Malformed> {};
+
+TEST_P(OnnxMalformedTest, IsRefusedNamingTheProblem) {
+  absl::StatusOr<std::unique_ptr<OpenedModel>> opened = OpenModel(Fixture(GetParam().file));
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(opened.status().message().find(GetParam().message), std::string::npos)
+      << opened.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Files, OnnxMalformedTest,
+    ::testing::Values(
+        Malformed{"not_protobuf.onnx", "not a TorchScript archive (not a ZIP file) nor an ONNX"},
+        Malformed{"truncated.onnx",
+                  "ModelProto protobuf does not parse (the file may be truncated"},
+        Malformed{"missing_initializer.onnx", "reads 'w', which is no graph input, initializer"},
+        Malformed{"cyclic.onnx", "the graph has a cycle"},
+        Malformed{"unsupported_op.onnx", "does not support TopK (node 'pick_top'"},
+        Malformed{"external_outside.onnx", "external data location '../outside.bin'"},
+        Malformed{"old_opset.onnx", "ONNX opset 11 is older than 13"}),
+    [](const auto& info) {
+      std::string name = info.param.file;
+      return name.substr(0, name.find('.'));
+    });
+
+// W2A2 over 20 synthetic images in batches of 4, no pre-training: the imported model goes through
+// calibration, QN training, batch-norm re-estimation and every export.
+TEST(OnnxImport, TrainsAndExportsThroughAJob) {
+  JobRun run;
+  run.spec.set_model(Fixture("mobilenet_v3_small.onnx"));
+  run.spec.set_dataset("synthetic-idx");
+  run.spec.set_weight_bits(2);
+  run.spec.set_activation_bits(2);
+  v1::TrainingSettings& t = *run.spec.mutable_training();
+  t.set_pretrain_epochs(0);
+  t.set_epochs(1);
+  t.set_batch_size(4);
+  t.set_seed(1);
+  run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8);
+  run.context.dataset_format = "idx";
+  run.context.device = "cpu";
+  run.context.out_dir = testing::ProcessTempDir("onnx_job");
+  absl::StatusOr<JobResult> result = RunJob(run, {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->metrics.effective_spec.input_shape(), "3x32x32");
+
+  torch::jit::Module saved = torch::jit::load(run.context.out_dir + "/model.pt");
+  const torch::Tensor logits = saved.forward({torch::randn({1, 3, 32, 32})}).toTensor();
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{1, 10}));
+  absl::StatusOr<onnx_import::OnnxFile> exported =
+      onnx_import::ReadOnnxFile(run.context.out_dir + "/model.onnx");
+  EXPECT_TRUE(exported.ok()) << exported.status();
+}
+
+}  // namespace
+}  // namespace qnet::engine
