@@ -628,7 +628,9 @@ void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
   }
   // Below the first bucket and above the last, the buckets' own lists must still hold.
   if (first.front() != 0 || first.back() != n) return;
-  if (2 * window > n) return;
+  // Against the plain loop: a windowed term costs its own exponential and three gathers, a plain
+  // one with the shared exponential about a third of that.
+  if (window > (p->shared_exp ? n / 4 : n / 2)) return;
 
   // The base: q_0, the clamped-high terms before the list at sigmoid(W), those after at
   // sigmoid(-W) (prefix sums in double).

@@ -51,9 +51,9 @@ struct WindowTable {
 };
 
 // Fills *table and sets p's window fields when the thresholds are finite and sorted and the window
-// lists at most half of them (else a plain loop over all terms is no slower); p->window stays 0
-// otherwise. Needs p's temperature, n, levels, steps and thresholds; turns the shared exponential
-// off, which a windowed term does not use.
+// lists at most half of them (a quarter when p uses the shared exponential): a plain loop over all
+// terms is no slower otherwise, and p->window stays 0. Needs p's temperature, n, levels, steps,
+// thresholds and shared_exp; a windowed kernel computes its own exponentials.
 void BuildWindow(KernelParams<float>* p, WindowTable<float>* table);
 void BuildWindow(KernelParams<double>* p, WindowTable<double>* table);
 
