@@ -614,7 +614,7 @@ void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
   const double slack = 0.01 * width;
   const int buckets =
       static_cast<int>(std::ceil((double{b[n - 1]} + reach + slack - double{origin}) / width)) + 2;
-  std::vector<int> first(buckets), end(buckets);
+  std::vector<int> first(buckets);
   int window = 1;
   int lo = 0, hi = 0;  // both only grow with the bucket
   for (int k = 0; k < buckets; ++k) {
@@ -623,7 +623,6 @@ void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
     while (lo < n && b[lo] <= start - reach) ++lo;  // clamped high anywhere in the bucket
     while (hi < n && b[hi] < stop + reach) ++hi;    // beyond hi: clamped low
     first[k] = lo;
-    end[k] = hi;
     window = std::max(window, hi - lo);
   }
   // Below the first bucket and above the last, the buckets' own lists must still hold.
