@@ -30,7 +30,7 @@ struct KernelParams {
   S shared_lo = 0, shared_hi = 0;
   S exp_lo = 0, exp_hi = 0;           // e^-W, e^W
   const S* exp_thresholds = nullptr;  // exp(T*b_i)
-  // Windowed evaluation (docs/METHOD.md, "Clamp window"): a term whose |z_i| >= kClampWindow is
+  // Windowed evaluation (docs/METHOD.md, "The quantizer"): a term whose |z_i| >= kClampWindow is
   // clamped, a constant with no gradient. With sorted thresholds the beta*x axis is cut into
   // buckets; each lists the `window` consecutive thresholds that can be unclamped anywhere in it,
   // and its base folds q_0 and every other term's clamped value. 0: every term is evaluated.
