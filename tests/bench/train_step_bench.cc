@@ -4,7 +4,7 @@
 // distilled from precomputed teacher logits). The W2A2 step should cost at most 1.3x the float
 // step. QNET_BENCH_MODEL=FILE.pt (a user's TorchScript classifier with 10 outputs) adds its float
 // step against its W4 (weights only) step, on the input QNET_BENCH_INPUT (CxHxW, default 3x32x32):
-// the transform should add at most 10% there.
+// the transform should add at most 10% there. QNET_BENCH_BATCH sets the batch size (default 64).
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
@@ -15,6 +15,7 @@
 #include <functional>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "common/job/job_spec.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/sgd.h"
@@ -25,7 +26,15 @@
 namespace qnet::engine {
 namespace {
 
-constexpr int64_t kBatch = 64;
+// QNET_BENCH_BATCH, or 64; 0 when it is not a positive integer.
+int64_t BatchSize() {
+  const char* text = std::getenv("QNET_BENCH_BATCH");
+  if (text == nullptr || *text == '\0') return 64;
+  int64_t batch = 0;
+  if (!absl::SimpleAtoi(text, &batch) || batch <= 0) return 0;
+  return batch;
+}
+const int64_t kBatch = BatchSize();
 
 // A model to time and the input it takes.
 struct Subject {
@@ -137,6 +146,10 @@ bool RegisterUserModel() {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
+  if (qnet::engine::kBatch == 0) {
+    std::cerr << "QNET_BENCH_BATCH must be a positive integer\n";
+    return 2;
+  }
   if (!qnet::engine::RegisterUserModel()) return 2;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

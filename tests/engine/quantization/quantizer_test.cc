@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "workers/engine/quantization/quantizer_cpu_kernels.h"
 #include "workers/engine/quantization/quantizer_kernels.h"
 
 namespace qnet::engine {
@@ -288,6 +291,89 @@ TEST(QuantizeTest, ClampWindowGradientsMatchComposite) {
   EXPECT_EQ(ref.gbeta.item<float>(), 0.0f);
   EXPECT_TRUE(torch::equal(fused.gthr, ref.gthr));
   EXPECT_EQ(fused.gthr.abs().sum().item<float>(), 0.0f);
+}
+
+// Whether the CPU kernels evaluate only a window of terms for these levels, thresholds and T.
+bool KernelWindows(const LevelSet& set, double t) {
+  KernelParams<double> p;
+  std::vector<double> steps;
+  for (size_t i = 1; i < set.levels.size(); ++i) steps.push_back(set.levels[i] - set.levels[i - 1]);
+  p.temperature = t;
+  p.n = static_cast<int>(set.thresholds.size());
+  p.levels = set.levels.data();
+  p.steps = steps.data();
+  p.thresholds = set.thresholds.data();
+  WindowTable<double> table;
+  BuildWindow(&p, &table);
+  return p.window > 0;
+}
+
+// A random sorted level set: uneven steps, thresholds between and around the levels, some of them
+// crowded together or equal.
+LevelSet RandomLevelSet(std::mt19937& rng, int n) {
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  LevelSet set{"random" + std::to_string(n), {-1.0}, {}};
+  for (int i = 0; i < n; ++i) set.levels.push_back(set.levels.back() + 0.05 + unit(rng));
+  for (int i = 0; i < n; ++i) {
+    const double r = unit(rng);
+    const double gap = r < 0.2 ? 1e-4 * unit(rng) : r < 0.3 ? 0.0 : 0.02 + 1.5 * unit(rng);
+    set.thresholds.push_back((i == 0 ? set.levels[0] - 0.5 : set.thresholds.back()) + gap);
+  }
+  return set;
+}
+
+// The windowed kernels (only the terms near beta*x evaluated, the clamped others folded into a
+// constant) against the composite's full sum over all terms, on random levels, thresholds and
+// temperatures from where the window holds every term (no windowing) to T = 3000. x lands
+// everywhere, on thresholds and on the window's edges (|z| near 10) too. Double to 1e-10, so a
+// window that drops a term with |z| < 10 (sigmoid(9) - sigmoid(10) ~ 8e-5) fails; float as the
+// other tests hold it.
+TEST(QuantizeTest, WindowedTermsMatchFullEvaluation) {
+  torch::manual_seed(10);
+  std::mt19937 rng(10);
+  int windowed = 0, full = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    const int n = trial == 0 ? 255 : 1 + static_cast<int>(rng() % 40);
+    const LevelSet set = RandomLevelSet(rng, n);
+    const double t = std::exp(std::uniform_real_distribution<double>(std::log(0.3), 8.0)(rng));
+    const double beta = 1.3;
+    (KernelWindows(set, t) ? windowed : full) += 1;
+    std::vector<double> xs;
+    for (const double b : set.thresholds) {
+      for (const double dz : {0.0, 9.99, -9.99, 10.0, -10.0, 10.01, -10.01, 3.0, 30.0}) {
+        xs.push_back((b + dz / t) / beta);
+      }
+    }
+    const torch::Tensor edges = torch::tensor(xs, torch::kDouble);
+    const double lo = set.thresholds.front() - 1, hi = set.thresholds.back() + 1;
+    const torch::Tensor x =
+        torch::cat({edges, (torch::rand({4000}, torch::kDouble) * (hi - lo) + lo) / beta});
+    const torch::Tensor g = torch::randn({x.numel()}, torch::kDouble);
+    for (const torch::ScalarType type : {torch::kDouble, torch::kFloat}) {
+      const bool exact = type == torch::kDouble;
+      for (const bool hard : {false, true}) {
+        for (const bool thresholds_grad : {false, true}) {
+          SCOPED_TRACE(set.name + " T=" + std::to_string(t) + " " + c10::toString(type) +
+                       (hard ? " hard" : " soft") + (thresholds_grad ? " learning" : " fixed"));
+          const Inputs in(x, 0.7, beta, set, type, thresholds_grad);
+          const Result fused = RunWithGrads(kFused, in, g.to(type), t, hard);
+          const Result ref = RunWithGrads(kComposite, in, g.to(type), t, hard);
+          const double tol = exact ? 1e-10 : 1e-5;
+          ExpectClose(fused.y, ref.y, tol, tol, "y");
+          // Gradients carry T; their sums over 4,000+ elements lose more in float.
+          ExpectClose(fused.gx, ref.gx, tol * 10, tol * t, "dx");
+          ExpectClose(fused.galpha, ref.galpha, tol * 10, tol * 100, "dalpha");
+          ExpectClose(fused.gbeta, ref.gbeta, tol * 10, tol * 10 * t, "dbeta");
+          if (thresholds_grad) {
+            ExpectClose(fused.gthr, ref.gthr, tol * 10, tol * 10 * t, "dthresholds");
+          }
+        }
+      }
+    }
+  }
+  // Both regimes were covered.
+  EXPECT_GE(windowed, 8);
+  EXPECT_GE(full, 3);
 }
 
 TEST(QuantizeTest, ThreadCountDoesNotChangeResults) {

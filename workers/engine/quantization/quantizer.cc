@@ -30,14 +30,15 @@ constexpr int64_t kChunk = 1 << 15;
 constexpr double kSharedExpReach = 80.0;
 
 // The small tensors as host arrays in the compute type; steps computed in that type, like the
-// composite does.
+// composite does. `windowed`: also the window table, for kernels that evaluate sigmoids.
 template <typename S>
 struct HostParams {
   std::vector<S> levels, steps, thresholds, exp_thresholds;
+  WindowTable<S> window;
   KernelParams<S> kernel;
 
   HostParams(const torch::Tensor& alpha, const torch::Tensor& beta, const torch::Tensor& lv,
-             const torch::Tensor& th, double temperature) {
+             const torch::Tensor& th, double temperature, bool windowed) {
     const torch::Tensor l =
         lv.detach().to(torch::kCPU, c10::CppTypeToScalarType<S>::value).contiguous();
     const torch::Tensor t =
@@ -71,6 +72,7 @@ struct HostParams {
       kernel.shared_hi = static_cast<S>(kClampWindow - temperature * b_min);
       kernel.exp_thresholds = exp_thresholds.data();
     }
+    if (windowed) BuildWindow(&kernel, &window);
   }
   // `kernel` points into the vectors above.
   HostParams(const HostParams&) = delete;
@@ -83,7 +85,7 @@ torch::Tensor ForwardCpu(const torch::Tensor& x, const torch::Tensor& alpha,
                          const torch::Tensor& beta, const torch::Tensor& levels,
                          const torch::Tensor& thresholds, double temperature, bool hard,
                          torch::Tensor* derivative = nullptr) {
-  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/!hard);
   torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
   const S* xp = x.data_ptr<S>();
   S* yp = y.data_ptr<S>();
@@ -110,7 +112,7 @@ internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Te
                                     const torch::Tensor& levels, const torch::Tensor& thresholds,
                                     double temperature, bool hard, bool need_x,
                                     bool need_thresholds) {
-  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/true);
   const int n = hp.kernel.n;
   const int64_t numel = x.numel();
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
@@ -157,7 +159,7 @@ internal::QuantizeGrads BackwardSavedCpu(const torch::Tensor& grad_y, const torc
                                          const torch::Tensor& levels,
                                          const torch::Tensor& thresholds, double temperature,
                                          bool need_x) {
-  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature);
+  const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/false);
   const int64_t numel = x.numel();
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks) * 2, 0.0);

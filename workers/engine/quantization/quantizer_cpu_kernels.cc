@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -54,6 +55,9 @@ typedef float VecF8 __attribute__((vector_size(32)));
 typedef double VecD2 __attribute__((vector_size(16)));
 typedef double VecD4 __attribute__((vector_size(32)));
 typedef double VecD8 __attribute__((vector_size(64)));
+typedef int32_t VecI2 __attribute__((vector_size(8)));
+typedef int32_t VecI4 __attribute__((vector_size(16)));
+typedef int32_t VecI8 __attribute__((vector_size(32)));
 
 template <typename V>
 struct VecTraits;
@@ -61,18 +65,21 @@ template <>
 struct VecTraits<VecF4> {
   using Scalar = float;
   using Wide = VecD4;  // reductions accumulate in double
+  using Index = VecI4;
   static constexpr int kWidth = 4;
 };
 template <>
 struct VecTraits<VecF8> {
   using Scalar = float;
   using Wide = VecD8;
+  using Index = VecI8;
   static constexpr int kWidth = 8;
 };
 template <>
 struct VecTraits<VecD2> {
   using Scalar = double;
   using Wide = VecD2;
+  using Index = VecI2;
   static constexpr int kWidth = 2;
 };
 
@@ -96,6 +103,20 @@ QNET_ALWAYS_INLINE V Splat(typename VecTraits<V>::Scalar s) {
 template <typename V>
 QNET_ALWAYS_INLINE typename VecTraits<V>::Wide Widen(V v) {
   return __builtin_convertvector(v, typename VecTraits<V>::Wide);
+}
+
+// table[i] per lane. AVX2: one gather instruction; otherwise a load per lane.
+template <typename V>
+QNET_ALWAYS_INLINE V Gather(const typename VecTraits<V>::Scalar* table,
+                            typename VecTraits<V>::Index i) {
+#if QNET_QUANTIZER_AVX2
+  if constexpr (std::is_same_v<V, VecF8>) {
+    return __builtin_ia32_gathersiv8sf(V{}, table, i, std::bit_cast<V>(VecI8{} - 1), 4);
+  }
+#endif
+  V out;
+  for (int l = 0; l < VecTraits<V>::kWidth; ++l) out[l] = table[i[l]];
+  return out;
 }
 
 // exp(w) for |w| <= kSharedExpReach (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with
@@ -178,14 +199,96 @@ QNET_ALWAYS_INLINE V SharedExp(const KernelParams<typename VecTraits<V>::Scalar>
   return ExpInWindow<V>(Clamp(-(bx * p.temperature), p.shared_lo, p.shared_hi));
 }
 
+// The bucket of the window table that beta*x falls in, per lane (NaN goes to bucket 0).
+template <typename V>
+QNET_ALWAYS_INLINE typename VecTraits<V>::Index WindowBucket(
+    const KernelParams<typename VecTraits<V>::Scalar>& p, V bx) {
+  using S = typename VecTraits<V>::Scalar;
+  const S last = static_cast<S>(p.window_buckets - 1);
+  V t = (bx - p.window_origin) * p.window_scale;
+  t = t >= S(0) ? t : V{};
+  t = t < last ? t : Splat<V>(last);
+  return __builtin_convertvector(t, typename VecTraits<V>::Index);
+}
+
+// One term of the sum for a vector of elements: threshold b, step s, z = T*(beta*x - b) and
+// e = exp(-clamp(z, -W, W)).
+template <typename V>
+struct Term {
+  V b, s, z, e;
+};
+
+// The terms one vector of elements evaluates and the constant the others add up to: all n
+// thresholds and q_0, or (kWindow) the `window` thresholds listed for each lane's bucket and that
+// bucket's base.
+template <typename V, bool kWindow>
+class Terms {
+  using S = typename VecTraits<V>::Scalar;
+  using Index = typename VecTraits<V>::Index;
+
+ public:
+  QNET_ALWAYS_INLINE Terms(const KernelParams<S>& p, V bx) : p_(p), bx_(bx) {
+    if constexpr (kWindow) {
+      bucket_ = WindowBucket(p, bx);
+    } else {
+      shared_ = SharedExp(p, bx);
+    }
+  }
+
+  QNET_ALWAYS_INLINE int Count() const { return kWindow ? p_.window : p_.n; }
+
+  QNET_ALWAYS_INLINE V Base() const {
+    if constexpr (kWindow) return Gather<V>(p_.window_base, bucket_);
+    return Splat<V>(p_.levels[0]);
+  }
+
+  QNET_ALWAYS_INLINE Term<V> At(int k) const {
+    constexpr S kWin = static_cast<S>(kClampWindow);
+    Term<V> t;
+    if constexpr (kWindow) {
+      const Index slot = bucket_ * p_.window + k;
+      t.b = Gather<V>(p_.window_thresholds, slot);
+      t.s = Gather<V>(p_.window_steps, slot);
+      t.z = (bx_ - t.b) * p_.temperature;
+      t.e = ExpInWindow<V>(-Clamp(t.z, -kWin, kWin));
+    } else {
+      t.b = Splat<V>(p_.thresholds[k]);
+      t.s = Splat<V>(p_.steps[k]);
+      t.z = (bx_ - p_.thresholds[k]) * p_.temperature;
+      t.e = ExpNegClamped(p_, shared_, t.z, k);
+    }
+    return t;
+  }
+
+  // Index of term k's threshold in lane l.
+  QNET_ALWAYS_INLINE int ThresholdIndex(int k, int l) const {
+    if constexpr (kWindow) return p_.window_first[bucket_[l]] + k;
+    return k;
+  }
+
+ private:
+  const KernelParams<S>& p_;
+  V bx_;
+  V shared_{};
+  Index bucket_{};
+};
+
+// sig * (1 - sig) inside the clamp window, 0 where z is clamped.
+template <typename V>
+QNET_ALWAYS_INLINE V SigmoidDerivative(V z, V sig) {
+  using S = typename VecTraits<V>::Scalar;
+  constexpr S kWin = static_cast<S>(kClampWindow);
+  const auto inside = (z > -kWin) & (z < kWin);
+  return inside ? sig * (S(1) - sig) : V{};
+}
+
 // One vector of outputs. Soft with a non-null *dsum also writes sum_i s_i * d_i, the derivative
 // of the bracket by T*beta*x (d_i = sig_i * (1 - sig_i) inside the clamp window, else 0), which
 // the backward then reads instead of recomputing every sigmoid.
-template <typename V, bool kHard>
+template <typename V, bool kHard, bool kWindow>
 QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x,
                                 V* dsum) {
   using S = typename VecTraits<V>::Scalar;
-  constexpr S kWin = static_cast<S>(kClampWindow);
   const V bx = p.beta * x;
   if constexpr (kHard) {
     // j counts the thresholds passed; comparisons give -1 for true.
@@ -196,25 +299,22 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
     const V y = p.alpha * q;
     return bx == bx ? y : bx;  // NaN in, NaN out
   } else {
-    const V shared = SharedExp(p, bx);
+    const Terms<V, kWindow> terms(p, bx);
     V acc{};
     V dacc{};
-    for (int i = 0; i < p.n; ++i) {
-      const V z = (bx - p.thresholds[i]) * p.temperature;
-      const V sig = Reciprocal(S(1) + ExpNegClamped(p, shared, z, i));
-      acc += p.steps[i] * sig;
-      if (dsum != nullptr) {
-        const auto inside = (z > -kWin) & (z < kWin);
-        dacc += p.steps[i] * (inside ? sig * (S(1) - sig) : V{});
-      }
+    for (int k = 0; k < terms.Count(); ++k) {
+      const Term<V> t = terms.At(k);
+      const V sig = Reciprocal(S(1) + t.e);
+      acc += t.s * sig;
+      if (dsum != nullptr) dacc += t.s * SigmoidDerivative(t.z, sig);
     }
     if (dsum != nullptr) *dsum = dacc;
-    return p.alpha * (acc + p.levels[0]);
+    return p.alpha * (acc + terms.Base());
   }
 }
 
 // y (and, soft, the derivative sums into d when d is not null) for count elements.
-template <typename V, bool kHard>
+template <typename V, bool kHard, bool kWindow>
 QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                      const typename VecTraits<V>::Scalar* x,
                                      typename VecTraits<V>::Scalar* y,
@@ -225,7 +325,7 @@ QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::S
   V dv{};
   V* dout = d == nullptr ? nullptr : &dv;
   for (; k + kW <= count; k += kW) {
-    Store(y + k, ForwardVec<V, kHard>(p, Load<V>(x + k), dout));
+    Store(y + k, ForwardVec<V, kHard, kWindow>(p, Load<V>(x + k), dout));
     if (d != nullptr) Store(d + k, dv);
   }
   if (k < count) {  // tail: run one padded vector, keep the valid lanes
@@ -233,7 +333,7 @@ QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::S
     S out[kW];
     S dtail[kW];
     std::memcpy(in, x + k, (count - k) * sizeof(S));
-    Store(out, ForwardVec<V, kHard>(p, Load<V>(in), dout));
+    Store(out, ForwardVec<V, kHard, kWindow>(p, Load<V>(in), dout));
     std::memcpy(y + k, out, (count - k) * sizeof(S));
     if (d != nullptr) {
       Store(dtail, dv);
@@ -244,7 +344,7 @@ QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::S
 
 // Per-chunk sums, in double: [0] sum g*bracket (d/dalpha), [1] sum g*x*D (d/dbeta before the
 // alpha*T factor), [2+i] sum g*s_i*sig_i*(1-sig_i) (d/db_i before the -alpha*T factor).
-template <typename V, bool kHard, bool kThresholds>
+template <typename V, bool kHard, bool kThresholds, bool kWindow>
 QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                       const typename VecTraits<V>::Scalar* x,
                                       const typename VecTraits<V>::Scalar* g,
@@ -253,13 +353,16 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
   using S = typename VecTraits<V>::Scalar;
   using Wide = typename VecTraits<V>::Wide;
   constexpr int kW = VecTraits<V>::kWidth;
-  constexpr S kWin = static_cast<S>(kClampWindow);
   const S scale_x = p.alpha * p.beta * p.temperature;
   Wide acc_alpha{};
   Wide acc_beta{};
-  // Threshold sums as plain doubles (kW per level), read and written with memcpy: a
-  // std::vector<Wide> would need 64-byte aligned storage, which its allocator did not give.
-  std::vector<double> acc_thr(kThresholds ? static_cast<size_t>(p.n) * kW : 0, 0.0);
+  // Threshold sums as plain doubles, read and written with memcpy: a std::vector<Wide> would need
+  // 64-byte aligned storage, which its allocator did not give. All terms: kW lanes per threshold.
+  // Windowed: one slot per threshold (lanes differ in which thresholds they see), plus the
+  // window's padding.
+  const size_t thr_slots =
+      kWindow ? static_cast<size_t>(p.n + p.window) : static_cast<size_t>(p.n) * kW;
+  std::vector<double> acc_thr(kThresholds ? thr_slots : 0, 0.0);
 
   // Recomputes the sigmoids of one vector (nothing per level was saved) and writes dy/dx. Takes
   // pointers, not vectors: a lambda cannot carry the target attribute, so it must not pass AVX
@@ -268,24 +371,25 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     const V xv = Load<V>(xin);
     const V gv = Load<V>(gin);
     const V bx = p.beta * xv;
-    const V shared = SharedExp(p, bx);
+    const Terms<V, kWindow> terms(p, bx);
     V dsum{};
     V soft{};
     decltype(bx < bx) j{};
-    for (int i = 0; i < p.n; ++i) {
-      const V z = (bx - p.thresholds[i]) * p.temperature;
-      const auto inside = (z > -kWin) & (z < kWin);
-      const V sig = Reciprocal(S(1) + ExpNegClamped(p, shared, z, i));
-      const V d = inside ? sig * (S(1) - sig) : V{};
-      const V sd = p.steps[i] * d;
+    for (int k = 0; k < terms.Count(); ++k) {
+      const Term<V> t = terms.At(k);
+      const V sig = Reciprocal(S(1) + t.e);
+      const V sd = t.s * SigmoidDerivative(t.z, sig);
       dsum += sd;
       if constexpr (kHard) {
-        j -= bx >= p.thresholds[i];
+        j -= bx >= t.b;
       } else {
-        soft += p.steps[i] * sig;
+        soft += t.s * sig;
       }
-      if constexpr (kThresholds) {
-        double* slot = acc_thr.data() + static_cast<size_t>(i) * kW;
+      if constexpr (kThresholds && kWindow) {
+        const V gsd = gv * sd;
+        for (int l = 0; l < kW; ++l) acc_thr[terms.ThresholdIndex(k, l)] += gsd[l];
+      } else if constexpr (kThresholds) {
+        double* slot = acc_thr.data() + static_cast<size_t>(k) * kW;
         Wide acc;
         std::memcpy(&acc, slot, sizeof(Wide));
         acc += Widen(gv * sd);
@@ -294,9 +398,13 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     }
     V bracket;
     if constexpr (kHard) {
-      for (int l = 0; l < kW; ++l) bracket[l] = p.levels[j[l]];
+      // Windowed, j counts from the lane's first listed threshold (those before it are passed);
+      // padding (the largest S) is passed only by an infinite or maximal beta*x, where j is n.
+      for (int l = 0; l < kW; ++l) {
+        bracket[l] = p.levels[std::min<int>(terms.ThresholdIndex(0, l) + j[l], p.n)];
+      }
     } else {
-      bracket = soft + p.levels[0];
+      bracket = soft + terms.Base();
     }
     acc_alpha += Widen(gv * bracket);
     acc_beta += Widen(gv * xv * dsum);
@@ -324,9 +432,13 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
   sums[1] = lane_sum(acc_beta);
   if constexpr (kThresholds) {
     for (int i = 0; i < p.n; ++i) {
-      double s = 0;
-      for (int l = 0; l < kW; ++l) s += acc_thr[static_cast<size_t>(i) * kW + l];
-      sums[2 + i] = s;
+      if constexpr (kWindow) {
+        sums[2 + i] = acc_thr[i];
+      } else {
+        double s = 0;
+        for (int l = 0; l < kW; ++l) s += acc_thr[static_cast<size_t>(i) * kW + l];
+        sums[2 + i] = s;
+      }
     }
   }
 }
@@ -385,9 +497,24 @@ QNET_ALWAYS_INLINE void ForwardDispatch(const KernelParams<typename VecTraits<V>
                                         typename VecTraits<V>::Scalar* d, int64_t count,
                                         bool hard) {
   if (hard) {
-    ForwardRange<V, true>(p, x, y, nullptr, count);
+    ForwardRange<V, true, false>(p, x, y, nullptr, count);
+  } else if (p.window > 0) {
+    ForwardRange<V, false, true>(p, x, y, d, count);
   } else {
-    ForwardRange<V, false>(p, x, y, d, count);
+    ForwardRange<V, false, false>(p, x, y, d, count);
+  }
+}
+
+template <typename V, bool kHard, bool kThresholds>
+QNET_ALWAYS_INLINE void BackwardWindowDispatch(const KernelParams<typename VecTraits<V>::Scalar>& p,
+                                               const typename VecTraits<V>::Scalar* x,
+                                               const typename VecTraits<V>::Scalar* g,
+                                               typename VecTraits<V>::Scalar* gx, int64_t count,
+                                               double* sums) {
+  if (p.window > 0) {
+    BackwardRange<V, kHard, kThresholds, true>(p, x, g, gx, count, sums);
+  } else {
+    BackwardRange<V, kHard, kThresholds, false>(p, x, g, gx, count, sums);
   }
 }
 
@@ -399,15 +526,15 @@ QNET_ALWAYS_INLINE void BackwardDispatch(const KernelParams<typename VecTraits<V
                                          bool hard, bool thresholds, double* sums) {
   if (hard) {
     if (thresholds) {
-      BackwardRange<V, true, true>(p, x, g, gx, count, sums);
+      BackwardWindowDispatch<V, true, true>(p, x, g, gx, count, sums);
     } else {
-      BackwardRange<V, true, false>(p, x, g, gx, count, sums);
+      BackwardWindowDispatch<V, true, false>(p, x, g, gx, count, sums);
     }
   } else {
     if (thresholds) {
-      BackwardRange<V, false, true>(p, x, g, gx, count, sums);
+      BackwardWindowDispatch<V, false, true>(p, x, g, gx, count, sums);
     } else {
-      BackwardRange<V, false, false>(p, x, g, gx, count, sums);
+      BackwardWindowDispatch<V, false, false>(p, x, g, gx, count, sums);
     }
   }
 }
@@ -460,7 +587,88 @@ void BackwardDouble(const KernelParams<double>& p, const double* x, const double
   BackwardDispatch<VecD2>(p, x, g, gx, count, hard, thresholds, sums);
 }
 
+// Most buckets a window table has; at higher temperatures buckets widen instead.
+constexpr int kMaxWindowBuckets = 1 << 14;
+
+template <typename S>
+void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
+  p->window = 0;
+  const int n = p->n;
+  const S* b = p->thresholds;
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(b[i]) || (i > 0 && b[i] < b[i - 1])) return;
+  }
+  if (n < 2) return;
+  const double temperature = p->temperature;  // T as the kernel rounds it
+  // A term farther than `reach` from its threshold has |z| >= W however z rounds: the relative
+  // part covers the roundings of beta*x - b and of the product with T, the absolute part a
+  // beta*x contracted into that difference (an FMA) when it is not rounded first.
+  const double max_abs_b = std::max(std::abs(double{b[0]}), std::abs(double{b[n - 1]}));
+  const double reach = kClampWindow / temperature * (1 + 1e-4) + 1e-6 * max_abs_b;
+  const double span = double{b[n - 1]} - double{b[0]} + 2 * reach;
+  const S origin = static_cast<S>(double{b[0]} - 2 * reach);
+  const S scale = static_cast<S>(1 / std::max(reach / 2, span / (kMaxWindowBuckets - 8)));
+  const double width = 1 / double{scale};  // as the kernel's index computation sees them
+  // The float bucket index is off by at most a few thousandths of a bucket: each bucket is
+  // widened by `slack` on both sides.
+  const double slack = 0.01 * width;
+  const int buckets =
+      static_cast<int>(std::ceil((double{b[n - 1]} + reach + slack - double{origin}) / width)) + 2;
+  std::vector<int> first(buckets);
+  int window = 1;
+  int lo = 0, hi = 0;  // both only grow with the bucket
+  for (int k = 0; k < buckets; ++k) {
+    const double start = double{origin} + k * width - slack;
+    const double stop = double{origin} + (k + 1) * width + slack;
+    while (lo < n && b[lo] <= start - reach) ++lo;  // clamped high anywhere in the bucket
+    while (hi < n && b[hi] < stop + reach) ++hi;    // beyond hi: clamped low
+    first[k] = lo;
+    window = std::max(window, hi - lo);
+  }
+  // Below the first bucket and above the last, the buckets' own lists must still hold.
+  if (first.front() != 0 || first.back() != n) return;
+  // Against the plain loop: a windowed term costs its own exponential and three gathers, a plain
+  // one with the shared exponential about a third of that.
+  if (window > (p->shared_exp ? n / 4 : n / 2)) return;
+
+  // The base: q_0, the clamped-high terms before the list at sigmoid(W), those after at
+  // sigmoid(-W) (prefix sums in double).
+  std::vector<double> prefix(n + 1, 0.0);
+  for (int i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + p->steps[i];
+  const double sat_hi = 1 / (1 + std::exp(-kClampWindow));
+  const double sat_lo = 1 / (1 + std::exp(kClampWindow));
+  table->base.resize(buckets);
+  table->first.resize(buckets);
+  table->thresholds.resize(static_cast<size_t>(buckets) * window);
+  table->steps.resize(static_cast<size_t>(buckets) * window);
+  for (int k = 0; k < buckets; ++k) {
+    const int listed_end = std::min(first[k] + window, n);
+    table->base[k] = static_cast<S>(p->levels[0] + sat_hi * prefix[first[k]] +
+                                    sat_lo * (prefix[n] - prefix[listed_end]));
+    table->first[k] = first[k];
+    for (int m = 0; m < window; ++m) {
+      const int i = first[k] + m;
+      const size_t slot = static_cast<size_t>(k) * window + m;
+      table->thresholds[slot] = i < n ? b[i] : std::numeric_limits<S>::max();
+      table->steps[slot] = i < n ? p->steps[i] : S(0);
+    }
+  }
+  p->window = window;
+  p->window_buckets = buckets;
+  p->window_origin = origin;
+  p->window_scale = scale;
+  p->window_base = table->base.data();
+  p->window_first = table->first.data();
+  p->window_thresholds = table->thresholds.data();
+  p->window_steps = table->steps.data();
+}
+
 }  // namespace
+
+void BuildWindow(KernelParams<float>* p, WindowTable<float>* table) { BuildWindowTable(p, table); }
+void BuildWindow(KernelParams<double>* p, WindowTable<double>* table) {
+  BuildWindowTable(p, table);
+}
 
 void ForwardKernel(const KernelParams<float>& p, const float* x, float* y, float* d, int64_t count,
                    bool hard) {

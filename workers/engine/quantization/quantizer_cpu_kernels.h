@@ -4,11 +4,14 @@
 // double is the reference precision for tests. Callers validate arguments and split the work.
 //
 //   KernelParams<float> p = ...;  // host copies of alpha, beta, T, levels, steps, thresholds
+//   WindowTable<float> table;
+//   BuildWindow(&p, &table);      // optional: soft terms evaluated only near beta*x
 //   ForwardKernel(p, x, y, /*d=*/nullptr, count, /*hard=*/false);
 #ifndef QNET_WORKERS_ENGINE_QUANTIZATION_QUANTIZER_CPU_KERNELS_H_
 #define QNET_WORKERS_ENGINE_QUANTIZATION_QUANTIZER_CPU_KERNELS_H_
 
 #include <cstdint>
+#include <vector>
 
 namespace qnet::engine {
 
@@ -27,7 +30,32 @@ struct KernelParams {
   S shared_lo = 0, shared_hi = 0;
   S exp_lo = 0, exp_hi = 0;           // e^-W, e^W
   const S* exp_thresholds = nullptr;  // exp(T*b_i)
+  // Windowed evaluation (docs/METHOD.md, "The quantizer"): a term whose |z_i| >= kClampWindow is
+  // clamped, a constant with no gradient. With sorted thresholds the beta*x axis is cut into
+  // buckets; each lists the `window` consecutive thresholds that can be unclamped anywhere in it,
+  // and its base folds q_0 and every other term's clamped value. 0: every term is evaluated.
+  int window = 0;
+  int window_buckets = 0;
+  S window_origin = 0, window_scale = 0;  // bucket = (beta*x - origin) * scale, clamped
+  const S* window_base = nullptr;         // [bucket]
+  const int32_t* window_first = nullptr;  // [bucket]: index of its first listed threshold
+  const S* window_thresholds = nullptr;   // [bucket * window + k]; padding: the largest S
+  const S* window_steps = nullptr;        // [bucket * window + k]; padding: 0
 };
+
+// Storage for the window arrays that BuildWindow points KernelParams at.
+template <typename S>
+struct WindowTable {
+  std::vector<S> base, thresholds, steps;
+  std::vector<int32_t> first;
+};
+
+// Fills *table and sets p's window fields when the thresholds are finite and sorted and the window
+// lists at most half of them (a quarter when p uses the shared exponential): a plain loop over all
+// terms is no slower otherwise, and p->window stays 0. Needs p's temperature, n, levels, steps,
+// thresholds and shared_exp; a windowed kernel computes its own exponentials.
+void BuildWindow(KernelParams<float>* p, WindowTable<float>* table);
+void BuildWindow(KernelParams<double>* p, WindowTable<double>* table);
 
 // y for count elements; soft with a non-null d also writes each element's derivative sum
 // sum_i s_i * sigma_i * (1 - sigma_i) (0 outside the clamp window) into d.
