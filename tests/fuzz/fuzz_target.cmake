@@ -4,14 +4,16 @@
 #  - With -DQNET_FUZZ=ON (clang; every target then has ASan and UBSan): <name>_fuzzer, linked
 #    with libFuzzer, and the ctest Fuzz.<name> (label fuzz) that fuzzes it for
 #    QNET_FUZZ_SECONDS, new inputs going to the build's fuzz/corpus/<name>, crashes to
-#    fuzz/crashes/. `cmake --build B --target qnet_fuzzers` builds them all.
+#    fuzz/crashes/. `cmake --build B --target qnet_fuzzers` builds them all (qnet_fuzz_replays
+#    the replay drivers).
 #
 #   qnet_add_fuzz_target(npy_header TEST Datasets.Fuzz.npy_header SOURCES fuzz/npy_header_fuzzer.cc
 #                        CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/npy_header
 #                        LIBRARIES qnet_datasets)
 # REPLAY_ARGS go to the replay driver, e.g. "--mutations 200" for a target whose inputs are slow.
 set(QNET_FUZZ_SECONDS 20 CACHE STRING "How long each Fuzz.<name> ctest fuzzes (QNET_FUZZ=ON)")
-if(QNET_FUZZ AND NOT TARGET qnet_fuzzers)
+add_custom_target(qnet_fuzz_replays)
+if(QNET_FUZZ)
   add_custom_target(qnet_fuzzers)
 endif()
 
@@ -20,6 +22,7 @@ function(qnet_add_fuzz_target name)
   add_executable(${name}_fuzz_replay ${ARG_SOURCES} ${PROJECT_SOURCE_DIR}/tests/fuzz/replay_main.cc)
   add_test(NAME ${ARG_TEST} COMMAND ${name}_fuzz_replay ${ARG_REPLAY_ARGS} ${ARG_CORPUS})
   set_tests_properties(${ARG_TEST} PROPERTIES TIMEOUT 120 LABELS fuzz_replay)
+  add_dependencies(qnet_fuzz_replays ${name}_fuzz_replay)
   set(targets ${name}_fuzz_replay)
   if(QNET_FUZZ)
     add_executable(${name}_fuzzer ${ARG_SOURCES})
