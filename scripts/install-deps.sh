@@ -9,7 +9,9 @@ debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates g
   libboost-dev libboost-system-dev zlib1g-dev nlohmann-json3-dev prometheus-cpp-dev libsqlite3-dev sqlite3
   libcli11-dev libspdlog-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
   libjpeg62-turbo-dev libspng-dev libarchive-dev libseccomp-dev libminizip-dev
-  libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format)
+  libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format
+  # clang's sanitizer and libFuzzer runtimes (scripts/sanitize.sh)
+  libclang-rt-dev)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -46,7 +46,12 @@ int HttpStatusOf(const absl::Status& s) {
 HttpResponse JsonError(const absl::Status& s) {
   nlohmann::json body = {{"error", std::string(s.message())},
                          {"code", absl::StatusCodeToString(s.code())}};
-  return {HttpStatusOf(s), kJson, body.dump() + "\n", {}};
+  // The message may quote the request (a job id from the path), which need not be UTF-8: replace
+  // bad bytes rather than throw (a 500 for a 404).
+  return {HttpStatusOf(s),
+          kJson,
+          body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+          {}};
 }
 
 HttpResponse ProtoJson(const google::protobuf::Message& message) {

@@ -1,9 +1,14 @@
 """Writes the seed corpus of the dataset fuzz targets into corpus/<target>/ (small, committed).
 
+The folder formats' targets (dataset_format_fuzzer.cc) take a folder as files joined by
+FILE_SEPARATOR, each "path\n" then its bytes.
+
 Usage: python3 tests/datasets/fuzz/make_seeds.py   (re-run only to change the seeds)
 """
+import gzip
 import io
 import os
+import struct
 import tarfile
 import zipfile
 
@@ -11,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+FILE_SEPARATOR = b"\n--qnet-fuzz-file--\n"
 
 
 def write(target, name, data):
@@ -90,7 +96,58 @@ def npy_seeds():
     write("npy_header", "version2.npy", out.getvalue())
 
 
+def folder(files):
+    return FILE_SEPARATOR.join(path.encode() + b"\n" + data for path, data in files.items())
+
+
+def idx(dims, data):
+    magic = 0x0800 | len(dims)
+    return struct.pack(">I" + "I" * len(dims), magic, *dims) + bytes(data)
+
+
+def dataset_format_seeds():
+    images = lambda n: idx([n, 4, 3], range(n * 12))
+    labels = lambda values: idx([len(values)], values)
+    write("idx_format", "raw", folder({
+        "train-images-idx3-ubyte": images(3), "train-labels-idx1-ubyte": labels([0, 9, 4]),
+        "t10k-images-idx3-ubyte": images(2), "t10k-labels-idx1-ubyte": labels([1, 2])}))
+    write("idx_format", "gzip", folder({
+        "train-images-idx3-ubyte.gz": gzip.compress(images(2), mtime=0),
+        "train-labels-idx1-ubyte.gz": gzip.compress(labels([3, 5]), mtime=0),
+        "t10k-images-idx3-ubyte": images(1), "t10k-labels-idx1-ubyte": labels([7])}))
+
+    record = lambda label: bytes([label]) + bytes((i * 7 + label) % 256 for i in range(3 * 32 * 32))
+    batches = {f"data_batch_{i}.bin": record(i) for i in range(1, 6)}
+    write("cifar10_format", "batches", folder({**batches, "test_batch.bin": record(9)}))
+    write("cifar10_format", "subfolder_gzip", folder(
+        {"cifar-10-batches-bin/" + name: gzip.compress(data, mtime=0)
+         for name, data in {**batches, "test_batch.bin": record(0) + record(1)}.items()}))
+
+    write("imagefolder_format", "train_test", folder({
+        "train/cat/0.png": encoded(gradient("RGB", 3, 2), "PNG"),
+        "train/dog/1.jpg": encoded(gradient("RGB", 3, 2), "JPEG"),
+        "test/cat/2.png": encoded(gradient("L", 3, 2), "PNG")}))
+    write("imagefolder_format", "train_val_sizes", folder({
+        "train/a/0.png": encoded(gradient("RGBA", 4, 3), "PNG"),
+        "train/b/1.png": encoded(gradient("RGB", 2, 5), "PNG"),
+        "val/b/2.jpg": encoded(gradient("L", 4, 3), "JPEG")}))
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (3, 4, 4), np.uint8),
+              "y_train": np.array([0, 2, 1], np.int64),
+              "x_test": rng.integers(0, 256, (2, 4, 4), np.uint8),
+              "y_test": np.array([[1], [0]], np.uint8)}
+    for name, save in (("grey.npz", np.savez), ("grey_compressed.npz", np.savez_compressed)):
+        out = io.BytesIO()
+        save(out, **arrays)
+        write("npz_format", name, out.getvalue())
+    out = io.BytesIO()
+    np.savez(out, x_train=rng.integers(0, 256, (2, 3, 2, 2), np.uint8), y_train=np.array([1, 0]))
+    write("npz_format", "nchw_train_only.npz", out.getvalue())
+
+
 if __name__ == "__main__":
     image_seeds()
     archive_seeds()
     npy_seeds()
+    dataset_format_seeds()

@@ -1,26 +1,22 @@
-// Fuzz target: the TorchScript archive check of uploaded models (minizip over a file). Any input
-// is OK or INVALID_ARGUMENT, never a crash, and the check's verdict does not depend on how often
-// it ran.
-#include <unistd.h>
-
+// Fuzz target: the structural check qnetd runs on an uploaded model (server/blobs/
+// torchscript_archive.h), minizip walking the ZIP records (end of central directory, ZIP64, entry
+// names, extra fields) of a file a client wrote. Any bytes give OK or INVALID_ARGUMENT, and the
+// verdict does not depend on how often the check ran.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 
-#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "server/blobs/torchscript_archive.h"
+#include "tests/fuzz/scratch_dir.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/torchscript_archive_fuzz." + std::to_string(::getpid());
-  FILE* file = std::fopen(path.c_str(), "wb");
-  if (file == nullptr || std::fwrite(data, 1, size, file) != size || std::fclose(file) != 0) {
-    std::abort();
-  }
-  const absl::Status first = qnet::server::CheckTorchScriptArchive(path);
-  if (!first.ok() && !absl::IsInvalidArgument(first)) std::abort();
-  if (qnet::server::CheckTorchScriptArchive(path) != first) std::abort();
-  std::remove(path.c_str());
+  static const qnet::fuzz::ScratchDir dir;
+  const std::string path =
+      dir.Write("model.pt", absl::string_view(reinterpret_cast<const char*>(data), size));
+  const absl::Status status = qnet::server::CheckTorchScriptArchive(path);
+  if (!status.ok() && !absl::IsInvalidArgument(status)) std::abort();
+  if (qnet::server::CheckTorchScriptArchive(path) != status) std::abort();
   return 0;
 }

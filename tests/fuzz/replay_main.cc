@@ -2,7 +2,7 @@
 // (or each file in a folder given), every prefix of it at a few lengths, and a fixed number of
 // deterministic mutations (a few bytes overwritten, a span duplicated). A crash or abort fails the
 // test; finding nothing proves only that these inputs are handled. Fuzzing for real needs clang
-// and -DQNET_FUZZ=ON (datasets/README.md).
+// (scripts/sanitize.sh fuzz; tests/fuzz/fuzz_target.cmake builds both kinds).
 //
 //   image_decoder_fuzz_replay [--mutations N] tests/datasets/fuzz/corpus/image_decoder
 #include <algorithm>
