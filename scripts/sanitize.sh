@@ -8,7 +8,10 @@
 #           every fuzz target's corpus replay.
 #     fuzz  each libFuzzer target (tests/fuzz/fuzz_target.cmake) for QNET_FUZZ_SECONDS (default
 #           20) from its seed corpus; a crash fails, its input left in build-asan/fuzz/crashes/.
-#     tsan  build-tsan/: the same tests with ThreadSanitizer.
+#     tsan  build-tsan/: the same tests with ThreadSanitizer. Not in CI yet: common_test and
+#           datasets_test pass, server_test still gets reports from the uninstrumented gRPC and
+#           Abseil libraries handing data between gRPC's threads (scripts/sanitize/tsan.supp
+#           lists those triaged so far).
 #   SANITIZE_TESTS  test binaries to run (default: common_test job_spec_test datasets_test
 #                   server_test). The client tests and qnetd_e2e_test are Torch-free too but not
 #                   yet part of the default; the engine and e2e tests need LibTorch.
