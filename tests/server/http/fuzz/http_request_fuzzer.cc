@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
+#include "server/auth/authenticator.h"
 #include "server/http/http_server.h"
 #include "server/http/web_api.h"
 #include "server/metrics/metrics_registry.h"
@@ -34,6 +35,8 @@ struct Server {
   MetricsRegistry metrics{"0.0.0-fuzz"};
   std::unique_ptr<SqliteJobStore> store;
   std::unique_ptr<Scheduler> scheduler;
+  // Open mode, as qnetd on loopback without --auth-tokens: every route is reachable.
+  std::unique_ptr<Authenticator> auth = Authenticator::Open();
   std::unique_ptr<WebApi> api;
   std::unique_ptr<HttpServer> http;
 
@@ -48,8 +51,8 @@ struct Server {
       if (!scheduler->Submit(spec, "").ok()) std::abort();
     }
     api = std::make_unique<WebApi>(
-        scheduler.get(), &metrics, [] { return absl::OkStatus(); }, "/nonexistent/chart.js",
-        "0.0.0-fuzz");
+        scheduler.get(), &metrics, auth.get(), [] { return absl::OkStatus(); },
+        "/nonexistent/chart.js", "0.0.0-fuzz");
     HttpServerOptions options;
     options.read_timeout = absl::Seconds(2);
     http = HttpServer::Start(
