@@ -134,7 +134,7 @@ Scheduler::Entry* Scheduler::NextLeasable() {
 
 void Scheduler::Touch(Entry& e) {
   e.version = next_version_++;
-  watch_cv_.SignalAll();
+  if (auto it = watchers_.find(e.rec.job.id()); it != watchers_.end()) it->second.cv.SignalAll();
 }
 
 void Scheduler::SeeWorker(const std::string& worker_id, int lease_delta) {
@@ -514,7 +514,11 @@ absl::StatusOr<JobSnapshot> Scheduler::WaitForChange(absl::string_view id, uint6
       return absl::UnavailableError("server is shutting down; watch again once it is back");
     }
     if (absl::Now() >= deadline) return snap;
-    watch_cv_.WaitWithDeadline(&mu_, deadline);
+    Watchers& watchers = watchers_[id];
+    ++watchers.waiting;
+    watchers.cv.WaitWithDeadline(&mu_, deadline);
+    ++watch_wakeups_;
+    if (--watchers.waiting == 0) watchers_.erase(id);
   }
 }
 
@@ -745,7 +749,7 @@ void Scheduler::Shutdown() {
   absl::MutexLock lock(&mu_);
   shutdown_ = true;
   work_cv_.SignalAll();
-  watch_cv_.SignalAll();
+  for (auto& [id, watchers] : watchers_) watchers.cv.SignalAll();
   submit_cv_.SignalAll();
 }
 
@@ -757,6 +761,8 @@ SchedulerStats Scheduler::Stats() {
     if (state != qnet::v1::JOB_STATE_UNSPECIFIED) stats.jobs[state] = n;
   }
   stats.queued = static_cast<int64_t>(queue_.size());
+  for (const auto& [id, watchers] : watchers_) stats.watchers += watchers.waiting;
+  stats.watch_wakeups = watch_wakeups_;
   for (const auto& [id, w] : workers_) {
     (w.leases > 0 ? stats.workers_busy : stats.workers_idle)++;
   }

@@ -111,6 +111,8 @@ struct SchedulerStats {
   int64_t queued = 0;
   int workers_busy = 0;
   int workers_idle = 0;
+  int watchers = 0;           // WaitForChange calls waiting now
+  int64_t watch_wakeups = 0;  // times a waiting WaitForChange was woken, since start
 };
 
 class Scheduler {
@@ -263,12 +265,20 @@ class Scheduler {
 
   absl::Mutex mu_;
   absl::CondVar work_cv_;    // a job was queued, or shutdown
-  absl::CondVar watch_cv_;   // some job changed, or shutdown
   absl::CondVar submit_cv_;  // a pending submit finished
   absl::CondVar write_cv_;   // a change was written (or refused)
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
+  // The WaitForChange calls waiting on one job, on a condition variable of its own: a change
+  // wakes only that job's watchers, not every stream of the server (node map: stable addresses
+  // while others come and go).
+  struct Watchers {
+    absl::CondVar cv;
+    int waiting = 0;
+  };
+  absl::node_hash_map<std::string, Watchers> watchers_ ABSL_GUARDED_BY(mu_);
+  int64_t watch_wakeups_ ABSL_GUARDED_BY(mu_) = 0;
   absl::node_hash_map<std::string, Entry> active_ ABSL_GUARDED_BY(mu_);
   std::map<QueueKey, Entry*> queue_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, std::string>> lease_expiry_ ABSL_GUARDED_BY(mu_);

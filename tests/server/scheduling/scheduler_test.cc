@@ -400,6 +400,28 @@ TEST_F(SchedulerTest, LongPollReturnsEmptyAfterWaitAndUnavailableOnShutdown) {
   EXPECT_TRUE(absl::IsUnavailable(scheduler_->Submit(Spec(), "").status()));
 }
 
+TEST_F(SchedulerTest, ChangesWakeOnlyTheirOwnJobsWatchers) {
+  const std::string watched = Submit().id();
+  auto first = scheduler_->WaitForChange(watched, 0, absl::Now());
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<JobSnapshot> next;
+  std::thread watcher([&] {
+    next = scheduler_->WaitForChange(watched, first->version, absl::Now() + absl::Seconds(30));
+  });
+  ASSERT_TRUE(testing::WaitFor([&] { return scheduler_->Stats().watchers == 1; }));
+  // Other jobs come and go: a server with thousands of watch streams must not wake them all.
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(scheduler_->Cancel(Submit().id()).ok());
+  }
+  EXPECT_EQ(scheduler_->Stats().watch_wakeups, 0);
+  EXPECT_EQ(scheduler_->Stats().watchers, 1);
+  ASSERT_TRUE(scheduler_->Cancel(watched).ok());
+  watcher.join();
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->job.state(), qnet::v1::CANCELLED);
+  EXPECT_EQ(scheduler_->Stats().watchers, 0);
+}
+
 TEST_F(SchedulerTest, WaitForChangeSeesEveryKindOfUpdate) {
   const std::string id = Submit().id();
   auto first = scheduler_->WaitForChange(id, 0, absl::Now() + absl::Seconds(5));
