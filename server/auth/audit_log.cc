@@ -130,6 +130,7 @@ const std::vector<std::pair<absl::string_view, AuditWhen>>& AuditTable() {
       {"/qnet.v1.JobService/ListJobs", kNever},
       {"/qnet.v1.JobService/WatchJob", kNever},
       {"/qnet.v1.JobService/CancelJob", kAlways},
+      {"/qnet.v1.JobService/DeleteJob", kAlways},
       {"/qnet.v1.JobService/ListDatasets", kNever},
       {"/qnet.v1.JobService/CreateDataset", kAlways},
       {"/qnet.v1.JobService/ListModels", kNever},
