@@ -37,9 +37,10 @@ TEST(RegistryTest, EveryAdvertisedZooModelHasABuilderAndNoBuilderIsHidden) {
 }
 
 // JobSpec.model schemes qnetd accepts reach a source: zoo names directly, blob digests as the
-// cached file the worker resolves them to.
+// cached file the worker resolves them to (TorchScript, or ONNX when its bytes are a ModelProto).
 TEST(RegistryTest, ModelSourcesClaimWhatQnetdAccepts) {
-  EXPECT_EQ(Registered<ModelSource>(), (std::set<std::string>{"torchscript", "zoo"}));
+  EXPECT_EQ(Registered<ModelSource>(), (std::set<std::string>{"onnx", "torchscript", "zoo"}));
+  EXPECT_FALSE(Registry<ModelSource>::Global().Find("onnx")->claims("zoo:lenet5"));
   const ModelSource& zoo = *Registry<ModelSource>::Global().Find("zoo");
   const ModelSource& file = *Registry<ModelSource>::Global().Find("torchscript");
   EXPECT_TRUE(zoo.claims("zoo:lenet5"));
