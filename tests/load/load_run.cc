@@ -529,7 +529,9 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
                      {"--data-dir", o.work_dir + "/data", "--dataset", "load=idx:" + dataset,
                       "--auth-tokens", tokens, "--lease-seconds", absl::StrCat(o.lease_seconds),
                       "--max-attempts", absl::StrCat(o.max_attempts), "--local-workers", "0",
-                      "--max-wait-seconds", "5", "--log-level", "info"},
+                      "--max-wait-seconds", "5", "--log-level", "info",
+                      // One client identity submits every job: its quotas would refuse the load.
+                      "--quota-queued-jobs", "0", "--quota-submits-per-minute", "0"},
                      o.work_dir + "/qnetd.log");
   if (absl::Status s = qnetd.Start(); !s.ok()) return s;
   run.address = qnetd.grpc_address();
