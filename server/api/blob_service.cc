@@ -243,8 +243,7 @@ grpc::Status BlobServiceImpl::GetUploadOffset(grpc::ServerContext* context,
     // Another identity's upload is not there for the caller: 0, as for none, so its own upload
     // of the same bytes starts afresh (next to the other one, which stays intact).
     absl::MutexLock lock(&resumable_mu_);
-    const auto it = resumable_owners_.find(request->digest());
-    if (it == resumable_owners_.end() || it->second != caller->name) {
+    if (ResumableOwner(request->digest()) != caller->name) {
       response->set_offset(0);
       return grpc::Status::OK;
     }
@@ -256,18 +255,29 @@ grpc::Status BlobServiceImpl::GetUploadOffset(grpc::ServerContext* context,
 absl::StatusOr<bool> BlobServiceImpl::ClaimResumable(const std::string& digest,
                                                      const std::string& caller, int64_t offset) {
   absl::MutexLock lock(&resumable_mu_);
-  const auto it = resumable_owners_.find(digest);
-  const bool mine = it != resumable_owners_.end() && it->second == caller;
-  if (offset > 0 && !mine) {
-    // Unknown, another's, or begun before a restart: nothing the caller may continue.
+  const std::string owner = ResumableOwner(digest);
+  if (offset > 0 && owner != caller) {
+    // Unknown or another's: nothing the caller may continue.
     return absl::NotFoundError(absl::StrCat("no interrupted upload of ", digest,
                                             " by you to resume; upload it from offset 0"));
   }
-  if (it == resumable_owners_.end()) {
+  if (owner.empty()) {
+    if (absl::Status s = store_->SetPartialOwner(digest, caller); !s.ok()) return s;
     resumable_owners_.emplace(digest, caller);
     return true;
   }
-  return mine;  // another's: this upload runs unresumable beside it
+  return owner == caller;  // another's: this upload runs unresumable beside it
+}
+
+std::string BlobServiceImpl::ResumableOwner(const std::string& digest) {
+  auto it = resumable_owners_.find(digest);
+  if (it == resumable_owners_.end()) {
+    // Begun before a restart: the store kept who began it.
+    std::string owner = store_->PartialOwner(digest);
+    if (owner.empty()) return owner;
+    it = resumable_owners_.emplace(digest, std::move(owner)).first;
+  }
+  return it->second;
 }
 
 }  // namespace qnet::server

@@ -14,7 +14,7 @@
 // A resumable upload belongs to the identity that began it: only it may continue (another's
 // offset > 0 gets NOT_FOUND) or query it (GetUploadOffset answers 0 to others, as for none), and
 // another's upload of the same digest from offset 0 runs unresumable beside it without touching
-// it. Owners are kept in memory: after a restart an interrupted upload starts over.
+// it. The store keeps the owner beside the partial bytes, so this holds across restarts.
 //
 //   BlobServiceImpl blobs(&blob_store, &metrics, &grants, &scheduler, &datasets, &authenticator,
 //                         absl::Seconds(60));
@@ -95,6 +95,10 @@ class BlobServiceImpl final : public qnet::v1::BlobService::Service {
   // upload then runs unresumable); NOT_FOUND for offset > 0 on an upload the caller did not begin.
   absl::StatusOr<bool> ClaimResumable(const std::string& digest, const std::string& caller,
                                       int64_t offset);
+  // Who began the resumable upload of `digest` ("" when nobody): the map, else what the store
+  // recorded before a restart (then cached in the map).
+  std::string ResumableOwner(const std::string& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(resumable_mu_);
   // The jobs a worker's upload is recorded for; PERMISSION_DENIED for a job it does not hold.
   absl::StatusOr<std::vector<std::string>> UploadJobs(const Identity& caller,
                                                       const std::string& job_id);

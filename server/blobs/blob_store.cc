@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <string>
 #include <system_error>
 #include <utility>
 
@@ -16,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/atomic_file.h"
 #include "spdlog/spdlog.h"
 
 namespace qnet::server {
@@ -147,6 +150,24 @@ std::string BlobStore::PartialPathOf(absl::string_view digest) const {
   return absl::StrCat(root_, "/tmp/", kPartialPrefix, digest.substr(7));
 }
 
+namespace {
+
+// Beside the partial file, under the same prefix: removed with it when a day old.
+std::string PartialOwnerPath(const std::string& partial_path) { return partial_path + ".owner"; }
+
+}  // namespace
+
+std::string BlobStore::PartialOwner(absl::string_view digest) const {
+  std::ifstream in(PartialOwnerPath(PartialPathOf(digest)), std::ios::binary);
+  std::string owner;
+  std::getline(in, owner, '\0');
+  return owner;
+}
+
+absl::Status BlobStore::SetPartialOwner(absl::string_view digest, const std::string& owner) const {
+  return WriteFileAtomically(PartialOwnerPath(PartialPathOf(digest)), owner);
+}
+
 int64_t BlobStore::PartialUploadSize(absl::string_view digest) const {
   if (!CheckDigest(digest, "digest").ok()) return 0;
   struct stat st;
@@ -233,6 +254,7 @@ void BlobStore::Upload::Discard() {
   }
   if (!temp_path_.empty()) {
     ::unlink(temp_path_.c_str());
+    if (resumable_) ::unlink(PartialOwnerPath(temp_path_).c_str());
     temp_path_.clear();
   }
   if (resumable_ && !done_) store_->ReleaseResumable(expected_digest_);
@@ -305,6 +327,7 @@ absl::StatusOr<BlobInfo> BlobStore::Upload::Commit() {
     }
     if (!replaces) store_->total_bytes_ += info.size_bytes;
   }
+  if (resumable_) ::unlink(PartialOwnerPath(temp_path_).c_str());  // nothing left to resume
   temp_path_.clear();
   Discard();  // releases a resumable upload's digest
   if (absl::Status s = FsyncDir(store_->root_ + "/sha256"); !s.ok()) return s;

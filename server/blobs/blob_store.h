@@ -124,6 +124,10 @@ class BlobStore {
                                                                int64_t offset) const;
   // Bytes an interrupted resumable upload of `digest` left; 0 when none.
   int64_t PartialUploadSize(absl::string_view digest) const;
+  // The identity that began the resumable upload of `digest`, kept in a file beside its bytes so
+  // that only it can continue the upload after a restart too; "" when none is recorded.
+  std::string PartialOwner(absl::string_view digest) const;
+  absl::Status SetPartialOwner(absl::string_view digest, const std::string& owner) const;
   // Size of a stored blob; INVALID_ARGUMENT for a malformed digest, NOT_FOUND if absent.
   absl::StatusOr<int64_t> Stat(absl::string_view digest) const;
   bool Contains(absl::string_view digest) const { return Stat(digest).ok(); }

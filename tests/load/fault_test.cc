@@ -1,5 +1,5 @@
 // Faults injected into the real qnetd: SIGTERM during a resumable upload (nothing half-written is
-// served; the upload completes from 0 after the restart) and during leases (a live worker carries on, a
+// served; the upload resumes after the restart) and during leases (a live worker carries on, a
 // gone one's job is leased again and finishes once), blobs corrupted or truncated on disk (the
 // digest check refuses to serve them), and a data folder qnetd cannot write (a clear error, exit
 // code 1). Each scenario ends by restarting qnetd and reading every stored job back.
@@ -242,10 +242,9 @@ TEST_F(FaultTest, SigtermDuringUploadServesNothingHalfWrittenAndTheUploadResumes
   EXPECT_EQ(half.status.code(), absl::StatusCode::kNotFound) << half.status;
   EXPECT_TRUE(half.data.empty());
 
-  // Who began a resumable upload is kept in memory only (so nobody else can continue it): after
-  // a restart the upload starts over from 0, and completes cleanly beside the stale partial file.
+  // The bytes received before the SIGTERM were kept, and who sent them: the upload continues.
   const int64_t offset = UploadOffset(digest);
-  EXPECT_EQ(offset, 0);
+  EXPECT_EQ(offset, kMiB);
   {
     grpc::ClientContext ctx;
     PrepareContext(ctx, client_.token, absl::Seconds(60));
