@@ -131,8 +131,11 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<std::vector<std::string>> jobs = UploadJobs(*caller, header.job_id());
   if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  // An upload for no job counts against the caller's upload quota (admins' are not recorded).
-  if (jobs->empty() && !caller->is_admin()) {
+  // An upload for no job counts against the caller's upload quota (admins' are not recorded):
+  // checked up front for the size it declares and again as its bytes arrive, so one that
+  // declares none stops as soon as it passes the quota, not once it is stored.
+  const bool quota_counted = jobs->empty() && !caller->is_admin();
+  if (quota_counted) {
     if (absl::Status s = grants_->CheckUpload(caller->name, header.size_bytes()); !s.ok()) {
       return ToGrpcStatus(s);
     }
@@ -154,11 +157,18 @@ grpc::Status BlobServiceImpl::Upload(grpc::ServerContext* context,
           : store_->StartUpload(header.size_bytes(), header.digest());
   if (!upload.ok()) return ToGrpcStatus(upload.status());
   idle_uploads_.Touch(context);
+  int64_t received = header.offset();
   bool more = true;
   while ((more = reader->Read(&msg))) {
     idle_uploads_.Touch(context);
     if (msg.has_header()) break;
-    if (absl::Status s = (*upload)->Append(msg.chunk()); !s.ok()) {
+    received += static_cast<int64_t>(msg.chunk().size());
+    absl::Status s =
+        quota_counted ? grants_->CheckUpload(caller->name, received) : absl::OkStatus();
+    if (s.ok()) s = (*upload)->Append(msg.chunk());
+    if (!s.ok()) {
+      // Dropping the upload removes its bytes (a resumable one keeps them for a retry, which
+      // the check up front refuses while the quota stays full).
       idle_uploads_.Remove(context);
       return ToGrpcStatus(s);
     }

@@ -253,8 +253,9 @@ absl::Status QnetServerImpl::Init() {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = PublicCredentials();
   if (!credentials.ok()) return credentials.status();
   builder.AddListeningPort(o.listen, *credentials, &port);
-  // With TLS on the public port, local workers use a loopback port of their own without it.
-  const bool local_port = o.local_workers > 0 && !o.tls_cert_path.empty();
+  // With TLS on the public port, local workers and the /healthz probe use a loopback port of
+  // their own without it (the probe has no client certificate to show an mTLS port).
+  const bool local_port = !o.tls_cert_path.empty();
   int worker_port = 0;
   if (local_port) builder.AddListeningPort("127.0.0.1:0", LoopbackCredentials(), &worker_port);
   builder.RegisterService(job_service_.get());
@@ -293,7 +294,9 @@ absl::Status QnetServerImpl::Init() {
   }
   grpc_address_ = absl::StrCat(grpc_hp->first, ":", port);
   grpc_server_->GetHealthCheckService()->SetServingStatus(true);
-  health_probe_ = std::make_unique<GrpcHealthProbe>(ConnectAddress(grpc_address_));
+  const std::string local_address =
+      local_port ? absl::StrCat("127.0.0.1:", worker_port) : ConnectAddress(grpc_address_);
+  health_probe_ = std::make_unique<GrpcHealthProbe>(local_address);
 
   if (!o.http_listen.empty()) {
     // /healthz asks gRPC's health service, so the two never disagree.
@@ -323,8 +326,7 @@ absl::Status QnetServerImpl::Init() {
   if (o.local_workers > 0) {
     WorkerSupervisorOptions w;
     w.binary = worker_binary;
-    w.server_address =
-        local_port ? absl::StrCat("127.0.0.1:", worker_port) : ConnectAddress(grpc_address_);
+    w.server_address = local_address;
     w.data_dir = o.data_dir;
     w.count = o.local_workers;
     // Each local worker is an identity of its own, so leases and uploads stay bound to it.
@@ -406,7 +408,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> QnetServerImpl::PublicC
   ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(ssl);
   if (!auth_->open()) {
-    credentials->SetAuthMetadataProcessor(std::make_shared<GrpcAuthProcessor>(auth_.get()));
+    credentials->SetAuthMetadataProcessor(
+        std::make_shared<GrpcAuthProcessor>(auth_.get(), audit_.get()));
   }
   return credentials;
 }
@@ -417,7 +420,8 @@ std::shared_ptr<grpc::ServerCredentials> QnetServerImpl::LoopbackCredentials() c
   // only (clients connect to them with plain insecure channels).
   std::shared_ptr<grpc::ServerCredentials> credentials =
       grpc::experimental::LocalServerCredentials(LOCAL_TCP);
-  credentials->SetAuthMetadataProcessor(std::make_shared<GrpcAuthProcessor>(auth_.get()));
+  credentials->SetAuthMetadataProcessor(
+      std::make_shared<GrpcAuthProcessor>(auth_.get(), audit_.get()));
   return credentials;
 }
 

@@ -168,6 +168,7 @@ std::string AuditLine(const AuditEntry& entry) {
       {"code", absl::StatusCodeToString(entry.outcome.code())},
       {"message", std::string(entry.outcome.message())},
   };
+  if (entry.repeats > 0) line["repeats"] = entry.repeats;
   // Invalid UTF-8 (a client's job id) is replaced, never a reason to lose the line.
   return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -180,17 +181,103 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const std::string& path
         absl::StrCat("--audit-log: cannot open ", path, " for appending: ", std::strerror(errno)));
   }
   prometheus::Counter* failures = nullptr;
+  prometheus::Counter* refusals = nullptr;
   if (metrics != nullptr) {
     failures = &prometheus::BuildCounter()
                     .Name("qnet_audit_write_failures_total")
                     .Help("Audit log lines that could not be written (--audit-log)")
                     .Register(metrics->registry())
                     .Add({});
+    refusals = &prometheus::BuildCounter()
+                    .Name("qnet_audit_refusals_total")
+                    .Help(
+                        "gRPC calls refused before any handler (no identity, wrong role), "
+                        "each logged or counted in a summary line (--audit-log)")
+                    .Register(metrics->registry())
+                    .Add({});
   }
-  return std::unique_ptr<AuditLog>(new AuditLog(fd, path, failures));
+  return std::unique_ptr<AuditLog>(new AuditLog(fd, path, failures, refusals));
 }
 
-AuditLog::~AuditLog() { ::close(fd_); }
+AuditLog::AuditLog(int fd, std::string path, prometheus::Counter* failures,
+                   prometheus::Counter* refusals)
+    : fd_(fd),
+      path_(std::move(path)),
+      failures_counter_(failures),
+      refusals_counter_(refusals),
+      flusher_([this] { FlushRefusalsPeriodically(); }) {}
+
+AuditLog::~AuditLog() {
+  {
+    absl::MutexLock lock(&refusals_mu_);
+    stopping_ = true;
+  }
+  flusher_.join();
+  {
+    absl::MutexLock lock(&refusals_mu_);
+    EndRefusalWindowLocked(absl::Now(), /*even_if_open=*/true);  // nothing counted is lost
+  }
+  ::close(fd_);
+}
+
+void AuditLog::Refused(const AuditEntry& entry) {
+  if (refusals_counter_ != nullptr) refusals_counter_->Increment();
+  const std::string code = absl::StatusCodeToString(entry.outcome.code());
+  absl::MutexLock lock(&refusals_mu_);
+  EndRefusalWindowLocked(entry.time);
+  if (refusals_.empty()) refusal_window_start_ = entry.time;
+  std::string key =
+      absl::StrCat(code, " ", entry.who.has_value() ? entry.who->name : "", " ", entry.method);
+  AuditEntry summary = entry;
+  if (!refusals_.contains(key) && refusals_.size() >= kRefusalKeysPerWindow) {
+    // Too many different callers or methods this minute: one count per code for the rest.
+    key = absl::StrCat(code, " *");
+    summary = AuditEntry{entry.time, std::nullopt, "*", "", entry.outcome};
+  }
+  const auto [it, first] = refusals_.try_emplace(key, RefusalSummary{std::move(summary)});
+  if (!first) {
+    ++it->second.repeats;
+    return;
+  }
+  Write(entry);
+}
+
+void AuditLog::FlushRefusals(absl::Time now) {
+  absl::MutexLock lock(&refusals_mu_);
+  EndRefusalWindowLocked(now);
+}
+
+void AuditLog::EndRefusalWindowLocked(absl::Time now, bool even_if_open) {
+  if (refusals_.empty() || (now < refusal_window_start_ + kRefusalWindow && !even_if_open)) {
+    return;
+  }
+  const std::string since =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", refusal_window_start_, absl::UTCTimeZone());
+  for (auto& [key, summary] : refusals_) {
+    if (summary.repeats == 0) continue;
+    AuditEntry entry = std::move(summary.first);
+    entry.time = now;
+    entry.job_id.clear();
+    entry.repeats = summary.repeats;
+    std::string message =
+        absl::StrCat(summary.repeats, " more call(s) refused like this since ", since);
+    if (entry.method == "*") {
+      absl::StrAppend(&message, ", from callers or methods beyond the first ",
+                      kRefusalKeysPerWindow, " of the window");
+    }
+    entry.outcome = absl::Status(entry.outcome.code(), message);
+    Write(entry);
+  }
+  refusals_.clear();
+}
+
+void AuditLog::FlushRefusalsPeriodically() {
+  absl::MutexLock lock(&refusals_mu_);
+  // Checking four times per window writes a summary within 1.25 windows of its first refusal.
+  while (!refusals_mu_.AwaitWithTimeout(absl::Condition(&stopping_), kRefusalWindow / 4)) {
+    EndRefusalWindowLocked(absl::Now());
+  }
+}
 
 void AuditLog::Write(const AuditEntry& entry) {
   const std::string line = AuditLine(entry);

@@ -9,6 +9,9 @@
 namespace qnet::server {
 namespace {
 
+// Longer than any method qnetd serves.
+constexpr size_t kMaxAuditedMethodChars = 200;
+
 absl::string_view View(const grpc::string_ref& s) { return {s.data(), s.size()}; }
 
 absl::string_view Find(const std::multimap<grpc::string_ref, grpc::string_ref>& md,
@@ -60,6 +63,17 @@ grpc::Status GrpcAuthProcessor::Process(const InputMetadata& metadata, grpc::Aut
   absl::StatusOr<std::optional<Identity>> who = AuthorizeCall(*auth_, method, metadata, context);
   if (who.ok()) return grpc::Status::OK;
   spdlog::info("refused {}: {}", std::string(method), std::string(who.status().message()));
+  if (audit_ != nullptr) {
+    AuditEntry entry;
+    entry.time = absl::Now();
+    // Who it was, when the caller is known but not allowed.
+    absl::StatusOr<Identity> caller = IdentityOf(*auth_, metadata, context);
+    if (caller.ok()) entry.who = *std::move(caller);
+    // The path is the caller's to choose: bounded, as the line must be.
+    entry.method = std::string(method.substr(0, kMaxAuditedMethodChars));
+    entry.outcome = who.status();
+    audit_->Refused(entry);
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(who.status().code()),
                       std::string(who.status().message()));
 }

@@ -2,7 +2,8 @@
 // AuthMetadataProcessor on the listening port's credentials): it looks the method up in the
 // method table (method_table.h), finds the caller's identity and refuses the call when the
 // identity is missing (UNAUTHENTICATED) or its role is not allowed (PERMISSION_DENIED), so no
-// handler checks roles. Handlers that need the caller's name (job ownership, lease holders,
+// handler checks roles. With an audit log, each refusal goes to it (AuditLog::Refused, which
+// aggregates repeats). Handlers that need the caller's name (job ownership, lease holders,
 // blob uploaders) ask CallerIdentity.
 //
 // The caller: the bearer token of the call's "authorization" metadata, or without one the common
@@ -24,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/auth/audit_log.h"
 #include "server/auth/authenticator.h"
 #include "server/auth/identity.h"
 
@@ -31,7 +33,8 @@ namespace qnet::server {
 
 class GrpcAuthProcessor final : public grpc::AuthMetadataProcessor {
  public:
-  explicit GrpcAuthProcessor(const Authenticator* auth) : auth_(auth) {}
+  // `audit` may be null (no --audit-log).
+  GrpcAuthProcessor(const Authenticator* auth, AuditLog* audit) : auth_(auth), audit_(audit) {}
   // Hashing a token and scanning the table is quick: runs inline on gRPC's thread.
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata& metadata, grpc::AuthContext* context,
@@ -39,6 +42,7 @@ class GrpcAuthProcessor final : public grpc::AuthMetadataProcessor {
 
  private:
   const Authenticator* const auth_;
+  AuditLog* const audit_;
 };
 
 // Who is calling, from the call's metadata and the connection's security context (null: a

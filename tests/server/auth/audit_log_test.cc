@@ -1,10 +1,13 @@
 // The audit log: every method of the method table is classified; a line is one JSON object with
 // the identity, method, job and outcome and no token; a failing write is counted in /metrics and
 // does not fail the call; and through an in-process qnetd with a tokens file, the calls that
-// change state (and only those) leave their lines, refused ones too.
+// change state (and only those) leave their lines, refused ones too. Calls refused before any
+// handler (no identity, wrong role) are logged on every method, once per key and window, with
+// their repeats in one summary line, so a flood of refusals adds a bounded number of lines.
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -93,6 +96,77 @@ TEST(AuditLogTest, ANewCheckpointIsNewsOnce) {
   EXPECT_TRUE((*audit)->NewCheckpoint("j-1", "sha256:b"));
   (*audit)->ForgetJob("j-1");
   EXPECT_TRUE((*audit)->NewCheckpoint("j-1", "sha256:b"));
+}
+
+AuditEntry Refusal(absl::Time time, std::optional<Identity> who, std::string method,
+                   absl::Status outcome) {
+  return AuditEntry{time, std::move(who), std::move(method), "", std::move(outcome)};
+}
+
+TEST(AuditLogTest, RefusalsGetALineEachOncePerWindowAndRepeatsASummary) {
+  testing::TempDir dir;
+  const std::string path = dir / "audit.log";
+  absl::StatusOr<std::unique_ptr<AuditLog>> audit = AuditLog::Open(path, nullptr);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  const absl::Time t0 = absl::Now();
+  const absl::Status unknown = absl::UnauthenticatedError("unknown token");
+  for (int i = 0; i < 5; ++i) {
+    (*audit)->Refused(
+        Refusal(t0 + absl::Seconds(i), std::nullopt, "/qnet.v1.JobService/SubmitJob", unknown));
+  }
+  (*audit)->Refused(Refusal(t0, Identity{"w1", Role::kWorker}, "/qnet.v1.JobService/GetJob",
+                            absl::PermissionDeniedError("w1 (worker) may not call GetJob")));
+  ASSERT_EQ(Lines(path).size(), 2u);
+  (*audit)->FlushRefusals(t0 + absl::Seconds(59));  // the window is still open
+  ASSERT_EQ(Lines(path).size(), 2u);
+
+  (*audit)->FlushRefusals(t0 + AuditLog::kRefusalWindow);
+  std::vector<nlohmann::json> lines = Lines(path);
+  ASSERT_EQ(lines.size(), 3u) << testing::ReadFile(path);
+  EXPECT_TRUE(lines[0]["identity"].is_null());
+  EXPECT_EQ(lines[0]["method"], "/qnet.v1.JobService/SubmitJob");
+  EXPECT_EQ(lines[0]["code"], "UNAUTHENTICATED");
+  EXPECT_FALSE(lines[0].contains("repeats"));
+  EXPECT_EQ(lines[1]["identity"], "w1");
+  EXPECT_EQ(lines[1]["code"], "PERMISSION_DENIED");
+  // Only the key with repeats has a summary.
+  EXPECT_TRUE(lines[2]["identity"].is_null());
+  EXPECT_EQ(lines[2]["method"], "/qnet.v1.JobService/SubmitJob");
+  EXPECT_EQ(lines[2]["code"], "UNAUTHENTICATED");
+  EXPECT_EQ(lines[2]["repeats"], 4);
+  EXPECT_THAT(lines[2]["message"].get<std::string>(),
+              HasSubstr("4 more call(s) refused like this since"));
+
+  // A new window: the next refusal has its own line again.
+  (*audit)->Refused(
+      Refusal(t0 + absl::Seconds(70), std::nullopt, "/qnet.v1.JobService/SubmitJob", unknown));
+  EXPECT_EQ(Lines(path).size(), 4u);
+}
+
+TEST(AuditLogTest, AFloodOfRefusalsAddsABoundedNumberOfLines) {
+  testing::TempDir dir;
+  const std::string path = dir / "audit.log";
+  MetricsRegistry metrics("9.9.9");
+  absl::StatusOr<std::unique_ptr<AuditLog>> audit = AuditLog::Open(path, &metrics);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  const absl::Time t0 = absl::Now();
+  constexpr int kCalls = 1000;
+  for (int i = 0; i < kCalls; ++i) {
+    // A different made-up method each time: every one a new key.
+    (*audit)->Refused(Refusal(t0, std::nullopt, absl::StrCat("/x.Y/Z", i),
+                              absl::PermissionDeniedError("not in qnetd's method table")));
+  }
+  // The first kRefusalKeysPerWindow, and the first of the rest (counted under "*").
+  ASSERT_EQ(Lines(path).size(), AuditLog::kRefusalKeysPerWindow + 1);
+  audit->reset();  // shutting down writes what is pending
+  const std::vector<nlohmann::json> lines = Lines(path);
+  ASSERT_EQ(lines.size(), AuditLog::kRefusalKeysPerWindow + 2);
+  const nlohmann::json& summary = lines.back();
+  EXPECT_EQ(summary["method"], "*");
+  EXPECT_EQ(summary["code"], "PERMISSION_DENIED");
+  EXPECT_EQ(summary["repeats"], kCalls - AuditLog::kRefusalKeysPerWindow - 1);
+  EXPECT_THAT(summary["message"].get<std::string>(), HasSubstr("beyond the first 64"));
+  EXPECT_THAT(metrics.Serialize(), HasSubstr("qnet_audit_refusals_total 1000"));
 }
 
 class AuditedServerTest : public ::testing::Test {
@@ -208,6 +282,42 @@ TEST_F(AuditedServerTest, StateChangingCallsLeaveOneLineEachReadsNone) {
   const std::string text = testing::ReadFile(path);
   for (const auto& [name, token] : tokens_) EXPECT_THAT(text, ::testing::Not(HasSubstr(token)));
   EXPECT_THAT(text, ::testing::Not(HasSubstr(lease.lease_token())));
+}
+
+TEST_F(AuditedServerTest, CallsRefusedBeforeAnyHandlerAreLoggedWithTheirRepeats) {
+  const std::string stranger = NewToken();
+  tokens_["stranger"] = stranger;  // As("stranger") presents a token the file does not list
+  v1::SubmitJobRequest submit;
+  v1::Job job;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(jobs_->SubmitJob(As("stranger").get(), submit, &job).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  v1::GetJobRequest get;
+  get.set_id("j-1");
+  EXPECT_EQ(jobs_->GetJob(As("stranger").get(), get, &job).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(jobs_->SubmitJob(As("w1").get(), submit, &job).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  const std::string path = dir_ / "audit.log";
+  ASSERT_TRUE(testing::WaitFor([&] { return Lines(path).size() >= 3; }));
+  server_.reset();  // ends the refusal window: its summary is written
+  const std::vector<nlohmann::json> lines = Lines(path);
+  ASSERT_EQ(lines.size(), 4u) << testing::ReadFile(path);
+  EXPECT_TRUE(lines[0]["identity"].is_null());
+  EXPECT_EQ(lines[0]["method"], "/qnet.v1.JobService/SubmitJob");
+  EXPECT_EQ(lines[0]["code"], "UNAUTHENTICATED");
+  EXPECT_TRUE(lines[1]["identity"].is_null());
+  EXPECT_EQ(lines[1]["method"], "/qnet.v1.JobService/GetJob");  // reads too
+  EXPECT_EQ(lines[2]["identity"], "w1");
+  EXPECT_EQ(lines[2]["role"], "worker");
+  EXPECT_EQ(lines[2]["method"], "/qnet.v1.JobService/SubmitJob");
+  EXPECT_EQ(lines[2]["code"], "PERMISSION_DENIED");
+  EXPECT_TRUE(lines[3]["identity"].is_null());
+  EXPECT_EQ(lines[3]["method"], "/qnet.v1.JobService/SubmitJob");
+  EXPECT_EQ(lines[3]["repeats"], 2);
+  EXPECT_THAT(testing::ReadFile(path), ::testing::Not(HasSubstr(stranger)));
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // qnetd in-process over TLS, with certificates the openssl command line makes (make_certs.sh):
 // a client certificate from the client CA names an identity of the tokens file (mTLS); one from
 // another CA, an expired one, none at all, or one whose CN the file does not list is refused.
-// Without a client CA, TLS carries bearer tokens and plaintext clients are refused.
+// Without a client CA, TLS carries bearer tokens and plaintext clients are refused. /healthz over
+// HTTPS reports gRPC serving under TLS and mTLS (its probe needs no certificate).
+#include <cstdio>
 #include <cstdlib>
 
 #include "client/connection.h"
@@ -33,10 +35,10 @@ class TlsTest : public ::testing::Test {
     testing::WriteFile(dir_ / "tokens", "alice client -\nbob client " + TokenHash(token_) + "\n");
   }
 
-  void Start(bool client_ca) {
+  void Start(bool client_ca, bool http = false) {
     QnetServerOptions options;
     options.listen = "127.0.0.1:0";
-    options.http_listen = "";
+    options.http_listen = http ? "127.0.0.1:0" : "";
     options.data_dir = dir_ / "data";
     options.default_dataset_dir = dir_ / "fmnist";
     options.auth_tokens_path = dir_ / "tokens";
@@ -69,6 +71,18 @@ class TlsTest : public ::testing::Test {
     return stub->ListJobs(&context, {}, &response);
   }
 
+  // The HTTP status of GET `path` over HTTPS (curl, trusting the test CA); 0 when none came.
+  int HttpsStatus(const std::string& path) {
+    const std::string command = "curl -s -o /dev/null -w '%{http_code}' --cacert " +
+                                (*pki_ / "ca.pem") + " https://" + server_->http_address() + path;
+    FILE* curl = ::popen(command.c_str(), "r");
+    if (curl == nullptr) return 0;
+    int status = 0;
+    if (std::fscanf(curl, "%d", &status) != 1) status = 0;
+    ::pclose(curl);
+    return status;
+  }
+
   static testing::TempDir* pki_;
   testing::TempDir dir_;
   std::string token_;
@@ -98,6 +112,15 @@ TEST_F(TlsTest, TlsCarriesTokensAndRefusesPlaintext) {
   EXPECT_TRUE(List("", token_).ok());
   EXPECT_EQ(List("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(List("", token_, /*ca=*/"").error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(TlsTest, HealthzSeesGrpcServingUnderTlsAndMutualTls) {
+  for (const bool client_ca : {false, true}) {
+    SCOPED_TRACE(client_ca ? "mTLS" : "TLS");
+    Start(client_ca, /*http=*/true);
+    EXPECT_EQ(HttpsStatus("/healthz"), 200);
+    server_.reset();
+  }
 }
 
 }  // namespace
