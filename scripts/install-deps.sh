@@ -11,7 +11,9 @@ debs=(build-essential cmake ninja-build ccache pkg-config curl ca-certificates g
   libjpeg62-turbo-dev libspng-dev libarchive-dev libseccomp-dev libminizip-dev
   libjs-chart.js prometheus dataset-fashion-mnist python3 python3-pip clang clang-format
   # clang's sanitizer and libFuzzer runtimes (scripts/sanitize.sh)
-  libclang-rt-dev)
+  libclang-rt-dev
+  # ab, the HTTP load generator of tests/bench/security_cost.sh
+  apache2-utils)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

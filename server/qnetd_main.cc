@@ -27,6 +27,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/token_file.h"
 #include "datasets/dataset_format.h"
 #include "server/auth/identity.h"
@@ -90,6 +91,9 @@ int RefuseWorkerTokenFile(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // gRPC locks absl::Mutex on every call; abseil built without NDEBUG (as Debian's is) checks
+  // each lock for deadlock cycles, a graph update per acquisition (docs/BENCHMARKS.md).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   qnet::server::QnetServerOptions options;
   int shutdown_grace_seconds = 10;
   std::string log_level = "info";

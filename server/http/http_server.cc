@@ -402,6 +402,10 @@ struct HttpServer::Impl {
       socket.close(ec);
       return;
     }
+    // Every response is written whole. With Nagle's algorithm on, a response written right
+    // behind the TLS 1.3 session tickets waited for the client's delayed ACK (about 40 ms), so
+    // HTTPS without keep-alive managed ~150 requests/s (docs/BENCHMARKS.md).
+    socket.set_option(tcp::no_delay(true), ec);
     auto slot = std::make_unique<ConnectionSlot>(&limits, std::move(client));
     if (tls != nullptr) {
       std::make_shared<Session<TlsStream>>(TlsStream(PlainStream(std::move(socket)), *tls), &policy,

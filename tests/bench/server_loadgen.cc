@@ -9,12 +9,15 @@
 // a bearer token over plaintext loopback (tokens) or TLS (tls), or the client certificate of CN
 // alice (mtls; certificates from tests/server/auth/make_certs.sh in --pki), so phases 1 and 2
 // show what security costs next to the default plaintext without authentication
-// (docs/BENCHMARKS.md, "The cost of TLS and tokens").
+// (docs/BENCHMARKS.md, "The cost of TLS and tokens"). With --server, the running qnetd is set up
+// to match and --token gives the bearer token (tokens, tls), so qnetd and the generator can run
+// on cores of their own (taskset).
 //
 //   qnet_loadgen                          # everything in-process, prints a table
 //   qnet_loadgen --threads 16 --seconds 3 --submits 5000 --deep 100000
 //   qnet_loadgen --server 127.0.0.1:50051 --dataset fashion-mnist
 //   qnet_loadgen --security tls --pki /tmp/pki --deep 0
+//   qnet_loadgen --server 127.0.0.1:50051 --dataset bench --security tls --pki /tmp/pki --token T
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
@@ -37,6 +42,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "qnet/bench/server_echo.grpc.pb.h"
 #include "qnet/v1/job.grpc.pb.h"
 #include "qnet/v1/worker.grpc.pb.h"
@@ -61,6 +67,8 @@ struct Flags {
   int acquire_samples = 500;
   std::string security = "plain";  // plain | tokens | tls | mtls
   std::string pki;                 // make_certs.sh output, for tls and mtls
+  std::string token;               // the bearer token of a running qnetd (--server)
+  int server_pid = 0;              // a running qnetd's process, for its CPU time per call
 };
 
 // How the in-process qnetd is secured and how clients reach it (one per run).
@@ -158,6 +166,31 @@ Stats RunClosedLoop(int threads, double seconds, int64_t max_calls_per_thread,
   return total;
 }
 
+// User plus system CPU seconds `pid` has used so far (from /proc; 0 when unreadable).
+double CpuSeconds(int pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  std::getline(in, line);
+  // The fields after the parenthesised command name; utime and stime are fields 14 and 15.
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// The CPU a call cost the server: --server-pid's CPU seconds over a phase per call, in us.
+struct ServerCpu {
+  int pid = 0;
+  double start = 0;
+  void Begin() { start = pid > 0 ? CpuSeconds(pid) : 0; }
+  double PerCallUs(int64_t calls) const {
+    return pid > 0 && calls > 0 ? (CpuSeconds(pid) - start) * 1e6 / static_cast<double>(calls) : 0;
+  }
+};
+
 std::unique_ptr<grpc::ClientContext> Ctx(bool qnetd = true) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -200,6 +233,10 @@ std::unique_ptr<qnet::server::QnetServerImpl> StartServer(const std::string& roo
   o.default_dataset_dir = "";
   o.datasets = {"bench=idx:" + root + "/bench-dataset"};
   o.max_queued = max_queued;
+  // One identity makes every call here: per-identity quotas would refuse most of them.
+  o.quota_queued_jobs = 0;
+  o.quota_running_jobs = 0;
+  o.quota_submits_per_minute = 0;
   if (g_security.auth()) {
     // One client identity: by token (tokens, tls) or by the certificate of CN alice (mtls).
     const std::string token = qnet::server::NewToken();
@@ -354,24 +391,35 @@ int main(int argc, char** argv) {
   app.add_option("--deep", flags.deep, "queue depth of the large-queue latency run (0 = skip)")
       ->capture_default_str();
   app.add_option("--security", flags.security,
-                 "in-process qnetd: plain (no auth), tokens (a token, no TLS), tls (TLS and a "
+                 "qnetd: plain (no auth), tokens (a token, no TLS), tls (TLS and a "
                  "token) or mtls (TLS and a client certificate); all but plain skip the "
                  "queue-depth phase")
       ->check(CLI::IsMember({"plain", "tokens", "tls", "mtls"}))
       ->capture_default_str();
   app.add_option("--pki", flags.pki,
                  "folder of tests/server/auth/make_certs.sh output (for --security tls, mtls)");
+  app.add_option("--token", flags.token,
+                 "with --server and --security tokens or tls: the bearer token of a client "
+                 "identity of that qnetd");
+  app.add_option("--server-pid", flags.server_pid,
+                 "with --server: its process id, to report qnetd's CPU time per call");
   CLI11_PARSE(app, argc, argv);
+  // As qnetd does (server/qnetd_main.cc): no deadlock-cycle check on every lock.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   g_security.mode = flags.security;
   g_security.pki = flags.pki;
-  if (g_security.auth()) {
-    if ((g_security.tls() && flags.pki.empty()) || !flags.server.empty()) {
-      std::fprintf(stderr, "--security %s needs an in-process qnetd (no --server)%s\n",
-                   flags.security.c_str(), g_security.tls() ? " and --pki" : "");
+  if (g_security.tls() && flags.pki.empty()) {
+    std::fprintf(stderr, "--security %s needs --pki\n", flags.security.c_str());
+    return 2;
+  }
+  if (g_security.auth() && !flags.server.empty() && g_security.mode != "mtls") {
+    if (flags.token.empty()) {
+      std::fprintf(stderr, "--server with --security %s needs --token\n", flags.security.c_str());
       return 2;
     }
-    flags.deep = 0;  // the depth phase's worker calls need a worker identity
+    g_security.bearer = "Bearer " + flags.token;
   }
+  if (g_security.auth()) flags.deep = 0;  // the depth phase's worker calls need a worker identity
   spdlog::set_level(spdlog::level::warn);
 
   std::string root;
@@ -407,6 +455,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<std::string>> ids(flags.threads);
   const int64_t commits_before = server ? server->store().commits() : 0;
   const std::string run = absl::StrCat(::getpid(), "-", Clock::now().time_since_epoch().count());
+  ServerCpu server_cpu{flags.server_pid};
+  server_cpu.Begin();
   Stats submit = RunClosedLoop(flags.threads, 600, per_thread, [&](int t, int64_t i) {
     qnet::v1::SubmitJobRequest req;
     *req.mutable_spec() = BenchSpec(flags.dataset);
@@ -421,6 +471,7 @@ int main(int argc, char** argv) {
     return true;
   });
   const int64_t commits = server ? server->store().commits() - commits_before : 0;
+  const double submit_cpu_us = server_cpu.PerCallUs(submit.calls);
   std::vector<std::string> all_ids;
   for (auto& v : ids) all_ids.insert(all_ids.end(), v.begin(), v.end());
   if (all_ids.empty()) {
@@ -439,12 +490,14 @@ int main(int argc, char** argv) {
   }
   std::vector<std::mt19937> rngs;
   for (int t = 0; t < flags.threads; ++t) rngs.emplace_back(100 + t);
+  server_cpu.Begin();
   Stats get = RunClosedLoop(flags.threads, flags.seconds, INT64_MAX, [&](int t, int64_t) {
     qnet::v1::GetJobRequest req;
     req.set_id(all_ids[rngs[t]() % all_ids.size()]);
     qnet::v1::Job job;
     return job_stubs[t]->GetJob(Ctx().get(), req, &job).ok();
   });
+  const double get_cpu_us = server_cpu.PerCallUs(get.calls);
   Stats echo = RunClosedLoop(flags.threads, flags.seconds, INT64_MAX, [&](int t, int64_t) {
     qnet::bench::EchoRequest req;
     req.set_payload(sample_bytes);
@@ -488,6 +541,10 @@ int main(int argc, char** argv) {
     std::printf("group commit                %8.1f jobs per transaction (%lld commits)\n",
                 static_cast<double>(submit.calls) / static_cast<double>(commits),
                 static_cast<long long>(commits));
+  }
+  if (flags.server_pid > 0) {
+    std::printf("qnetd CPU per call          %8.1f us SubmitJob, %.1f us GetJob\n", submit_cpu_us,
+                get_cpu_us);
   }
   const double ratio = echo.rate() > 0 ? get.rate() / echo.rate() : 0;
   std::printf("GetJob / Echo throughput    %8.2f x      (target >= 0.5)    %s\n", ratio,

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# What TLS and authentication cost qnetd (docs/BENCHMARKS.md, "The cost of TLS and tokens"): the
+# real qnetd binary pinned to one core, qnet_loadgen --server pinned to another, so the generator
+# and its TLS work do not take the server's CPU. Rounds of plain, tokens, tls and mtls
+# interleaved so that drift on a shared machine hits each alike; each run prints its throughput,
+# qnetd's CPU time per call and the load average. Then HTTP against HTTPS on the HTTP port with
+# ab (apache2-utils): /healthz and /api/jobs/ID, with and without keep-alive.
+#
+#   security_cost.sh BUILD_DIR [ROUNDS] [SERVER_CPU] [CLIENT_CPU] [grpc|http|all]
+#   tests/bench/security_cost.sh build 5 0 1 | tee /tmp/security_cost.txt
+set -euo pipefail
+build=$(realpath "$1")
+rounds=${2:-5}
+server_cpu=${3:-0}
+client_cpu=${4:-1}
+parts=${5:-all}
+here=$(dirname "$(realpath "$0")")
+qnetd=$build/server/qnetd
+loadgen=$build/tests/bench/qnet_loadgen
+work=$(mktemp -d /tmp/qnet-security-cost.XXXXXX)
+pid=
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/pki" "$work/bench"
+"$here/../server/auth/make_certs.sh" "$work/pki"
+pki=$work/pki
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz \
+  t10k-labels-idx1-ubyte.gz; do
+  echo fake >"$work/bench/$f"
+done
+mapfile -t minted < <("$qnetd" token --name bench --role client)
+token=${minted[0]}
+printf '%s\nalice client -\n' "${minted[1]}" >"$work/tokens"
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start MODE: qnetd on its core, set up for MODE; sets pid, grpc, http, scheme.
+start() {
+  local mode=$1 args=()
+  grpc=127.0.0.1:$(port)
+  http=127.0.0.1:$(port)
+  scheme=http
+  [[ $mode != plain ]] && args+=(--auth-tokens "$work/tokens")
+  if [[ $mode == tls || $mode == mtls ]]; then
+    args+=(--tls-cert "$pki/server.pem" --tls-key "$pki/server.key")
+    scheme=https
+  fi
+  [[ $mode == mtls ]] && args+=(--tls-client-ca "$pki/ca.pem")
+  rm -rf "$work/data"
+  taskset -c "$server_cpu" "$qnetd" --listen "$grpc" --http-listen "$http" --data-dir "$work/data" \
+    --dataset "bench=idx:$work/bench" --quota-queued-jobs 0 --quota-submits-per-minute 0 \
+    --log-level warn "${args[@]}" &
+  pid=$!
+  for _ in $(seq 200); do
+    curl -skf --cacert "$pki/ca.pem" "$scheme://$http/healthz" >/dev/null && return 0
+    sleep 0.05
+  done
+  echo "qnetd ($mode) did not become healthy" >&2
+  exit 1
+}
+
+# qnetd's CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+
+stop() {
+  kill "$pid"
+  wait "$pid" || true
+  pid=
+}
+
+[[ $parts == http ]] || for round in $(seq "$rounds"); do
+  ((round == 1)) && echo "== gRPC: qnetd on CPU $server_cpu, qnet_loadgen on CPU $client_cpu"
+  for mode in plain tokens tls mtls; do
+    start "$mode"
+    echo "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
+    taskset -c "$client_cpu" "$loadgen" --server "$grpc" --dataset bench --security "$mode" \
+      --pki "$pki" --token "$token" --server-pid "$pid" --threads 8 --seconds 3 --submits 2000 \
+      --deep 0 | grep -E '^(SubmitJob, durable|GetJob |Echo|qnetd CPU)'
+    stop
+  done
+done
+
+[[ $parts == grpc ]] || for round in $(seq "$rounds"); do
+  ((round == 1)) && echo "== HTTP port: ab -c 8 on CPU $client_cpu"
+  for mode in plain tls; do
+    # Tokens on both: the HTTP port asks for an identity on /api either way.
+    security=$([[ $mode == plain ]] && echo tokens || echo tls)
+    start "$security"
+    "$loadgen" --server "$grpc" --dataset bench --security "$security" --pki "$pki" \
+      --token "$token" --threads 1 --submits 3 --seconds 0.1 --deep 0 >/dev/null
+    job=$(curl -sf --cacert "$pki/ca.pem" -H "Authorization: Bearer $token" \
+      "$scheme://$http/api/v1/jobs" | python3 -c 'import json, sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+    for target in /healthz "/api/v1/jobs/$job"; do
+      for keep in -k ""; do
+        n=$([[ -n $keep ]] && echo 20000 || echo 2000)
+        before=$(cpu_ticks)
+        rate=$(taskset -c "$client_cpu" ab -q -c 8 -n "$n" $keep -H "Authorization: Bearer $token" \
+          "$scheme://$http$target" 2>&1 | awk '/Requests per second/ {print $4} /Non-2xx/ {print "non-2xx:" $3}' | tr '\n' ' ')
+        us=$((($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / n))
+        echo "round $round $scheme $target ${keep:-(new connection each)} load $(cut -d' ' -f1 /proc/loadavg): $rate/s, qnetd CPU $us us per request"
+      done
+    done
+    stop
+  done
+done
