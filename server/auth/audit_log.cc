@@ -220,7 +220,7 @@ AuditLog::~AuditLog() {
   ::close(fd_);
 }
 
-void AuditLog::Refused(const AuditEntry& entry) {
+bool AuditLog::Refused(const AuditEntry& entry) {
   if (refusals_counter_ != nullptr) refusals_counter_->Increment();
   const std::string code = absl::StatusCodeToString(entry.outcome.code());
   absl::MutexLock lock(&refusals_mu_);
@@ -237,9 +237,10 @@ void AuditLog::Refused(const AuditEntry& entry) {
   const auto [it, first] = refusals_.try_emplace(key, RefusalSummary{std::move(summary)});
   if (!first) {
     ++it->second.repeats;
-    return;
+    return false;
   }
   Write(entry);
+  return true;
 }
 
 void AuditLog::FlushRefusals(absl::Time now) {

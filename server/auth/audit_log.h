@@ -90,9 +90,9 @@ class AuditLog {
   AuditLog& operator=(const AuditLog&) = delete;
 
   void Write(const AuditEntry& entry);
-  // A call refused before any handler, at `entry.time`: its own line, or a repeat counted for
-  // the window's summary (see above).
-  void Refused(const AuditEntry& entry);
+  // A call refused before any handler, at `entry.time`: its own line (true), or a repeat counted
+  // for the window's summary (false; see above).
+  bool Refused(const AuditEntry& entry);
   // Writes the summary lines of a refusal window that has ended by `now` (a thread calls it a
   // few times per window, Refused when the next refusal comes).
   void FlushRefusals(absl::Time now);

@@ -62,7 +62,8 @@ grpc::Status GrpcAuthProcessor::Process(const InputMetadata& metadata, grpc::Aut
   const absl::string_view method = Find(metadata, ":path");
   absl::StatusOr<std::optional<Identity>> who = AuthorizeCall(*auth_, method, metadata, context);
   if (who.ok()) return grpc::Status::OK;
-  spdlog::info("refused {}: {}", std::string(method), std::string(who.status().message()));
+  // With an audit log, the server log follows its aggregation: repeats are counted there.
+  bool news = true;
   if (audit_ != nullptr) {
     AuditEntry entry;
     entry.time = absl::Now();
@@ -72,7 +73,10 @@ grpc::Status GrpcAuthProcessor::Process(const InputMetadata& metadata, grpc::Aut
     // The path is the caller's to choose: bounded, as the line must be.
     entry.method = std::string(method.substr(0, kMaxAuditedMethodChars));
     entry.outcome = who.status();
-    audit_->Refused(entry);
+    news = audit_->Refused(entry);
+  }
+  if (news) {
+    spdlog::info("refused {}: {}", std::string(method), std::string(who.status().message()));
   }
   return grpc::Status(static_cast<grpc::StatusCode>(who.status().code()),
                       std::string(who.status().message()));

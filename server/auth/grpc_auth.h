@@ -2,9 +2,10 @@
 // AuthMetadataProcessor on the listening port's credentials): it looks the method up in the
 // method table (method_table.h), finds the caller's identity and refuses the call when the
 // identity is missing (UNAUTHENTICATED) or its role is not allowed (PERMISSION_DENIED), so no
-// handler checks roles. With an audit log, each refusal goes to it (AuditLog::Refused, which
-// aggregates repeats). Handlers that need the caller's name (job ownership, lease holders,
-// blob uploaders) ask CallerIdentity.
+// handler checks roles. Each refusal is a line in the server log; with an audit log it goes there
+// (AuditLog::Refused, which aggregates repeats) and the server log keeps only the refusals that
+// got an audit line of their own. Handlers that need the caller's name (job ownership, lease
+// holders, blob uploaders) ask CallerIdentity.
 //
 // The caller: the bearer token of the call's "authorization" metadata, or without one the common
 // name of the verified client certificate (mTLS). Tokens are never logged.
