@@ -1,9 +1,10 @@
 """Writes the ONNX importer's test fixtures into OUT_DIR.
 
-Models: torchvision ResNet-18 (batch norms kept, TrainingMode.PRESERVE) and MobileNet v3 small
-(batch norms folded, the default eval export), 10 classes, 32x32 inputs, dynamic batch, by
-torch.onnx.export's TorchScript exporter (dynamo=False: it needs no onnxscript); and ops.onnx, a
-hand-written opset-20 graph with every op the importer maps. For each, NAME.input.bin (float32
+Models: the torchvision families in FAMILIES (weights=None, 10 classes, 32x32 inputs, dynamic
+batch), by torch.onnx.export's TorchScript exporter (dynamo=False: it needs no onnxscript) at opset
+17, with batch norms kept (TrainingMode.PRESERVE) or folded into the convolutions where they follow
+one (TrainingMode.EVAL, the default export); and ops.onnx, a hand-written opset-20 graph with every
+op the importer maps. For each, NAME.input.bin (float32
 [2, C, H, W], random normal) and NAME.expected.bin (float32, ONNX Runtime's output on it).
 Malformed files, each refused with its own message: not_protobuf, truncated, missing_initializer,
 cyclic, unsupported_op, external_outside, old_opset. The fuzz target's corpus (fuzz/corpus) is
@@ -26,8 +27,19 @@ warnings.filterwarnings("ignore")
 RNG = np.random.default_rng(0)
 
 
-def export_torchvision(name, model, out, training):
-    model.eval()
+# (torchvision constructor, export mode); README.md's table of verified ONNX families lists them.
+FAMILIES = [
+    ("resnet18", torch.onnx.TrainingMode.PRESERVE),
+    ("mobilenet_v3_small", torch.onnx.TrainingMode.EVAL),
+    ("efficientnet_b0", torch.onnx.TrainingMode.PRESERVE),  # SiLU as x * Sigmoid(x)
+    ("densenet121", torch.onnx.TrainingMode.EVAL),  # norms after a Concat stay unfolded
+    ("convnext_tiny", torch.onnx.TrainingMode.EVAL),  # LayerNorm over channels, layer scale
+    ("shufflenet_v2_x0_5", torch.onnx.TrainingMode.PRESERVE),  # channel shuffle, runtime Slice
+]
+
+
+def export_torchvision(name, out, training):
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
     path = os.path.join(out, name + ".onnx")
     torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), path, dynamo=False, opset_version=17,
                       training=training, input_names=["image"], output_names=["logits"],
@@ -89,14 +101,26 @@ def ops_model():
         n("GlobalAveragePool", ["ct"], ["gap"]),
         n("ReduceMean", ["rs", "rm.axes"], ["rm"], keepdims=1),
         n("Concat", ["gap", "rm"], ["cc"], axis=1),
+        # The split point exporters write for torch.chunk(x, 2, 1): Slice bounds computed from the
+        # shape at run time, by arithmetic on one-element lists. The halves swap places.
+        n("Shape", ["cc"], ["cc.shape"]),
+        n("Gather", ["cc.shape", "one_list"], ["channels"], axis=0),
+        n("Add", ["channels", "one_list"], ["channels1"]),
+        n("Div", ["channels1", "two_list"], ["half"]),
+        n("Mul", ["half", "one_list"], ["half1"]),
+        n("Sub", ["channels", "half1"], ["rest"]),
+        n("Slice", ["cc", "zero_list", "half1", "one_list"], ["first"]),
+        n("Slice", ["cc", "rest", "channels", "one_list"], ["second"]),
+        n("Concat", ["second", "first"], ["swapped"], axis=1),
+        n("Mul", ["swapped", "cc"], ["cc2"]),
         # The batch-size arithmetic exporters write for x.view(x.size(0), -1).
-        n("Shape", ["cc"], ["shape"]),
+        n("Shape", ["cc2"], ["shape"]),
         n("Gather", ["shape", "zero_index"], ["batch"], axis=0),
         n("Unsqueeze", ["batch", "axes0"], ["batch1"]),
         n("Concat", ["batch1", "minus_one"], ["target"], axis=0),
         n("Cast", ["target"], ["target64"], to=TensorProto.INT64),
-        n("Reshape", ["cc", "target64"], ["rsh"]),
-        n("Flatten", ["cc"], ["fl"], axis=1),
+        n("Reshape", ["cc2", "target64"], ["rsh"]),
+        n("Flatten", ["cc2"], ["fl"], axis=1),
         n("Add", ["rsh", "fl"], ["flat"]),
         n("Unsqueeze", ["flat", "axes1"], ["u"]),
         n("Squeeze", ["u", "axes1"], ["sq"]),
@@ -125,7 +149,8 @@ def ops_model():
         weights("prelu.weight", 8, 1, 1), weights("in.scale", 8), weights("in.bias", 8),
         init("rs.scales", [1, 1, 2, 2]), weights("up.weight", 8, 4, 2, 2), weights("up.bias", 4),
         ints("rm.axes", [2, 3]), ints("zero_index", 0), ints("axes0", [0]),
-        ints("minus_one", [-1]), ints("axes1", [1]), weights("ln.scale", 12),
+        ints("minus_one", [-1]), ints("axes1", [1]), ints("one_list", [1]), ints("two_list", [2]),
+        ints("zero_list", [0]), weights("ln.scale", 12),
         weights("ln.bias", 12), init("drop.ratio", 0.1), weights("mm.weight", 12, 16),
         weights("mm.bias", 16), weights("fc.weight", 10, 16), weights("fc.bias", 10),
         ints("out.shape", [1, 10]),
@@ -184,13 +209,7 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
-    paths = [
-        export_torchvision("resnet18", torchvision.models.resnet18(num_classes=10), out,
-                           torch.onnx.TrainingMode.PRESERVE),
-        export_torchvision("mobilenet_v3_small",
-                           torchvision.models.mobilenet_v3_small(num_classes=10), out,
-                           torch.onnx.TrainingMode.EVAL),
-    ]
+    paths = [export_torchvision(name, out, training) for name, training in FAMILIES]
     ops_path = os.path.join(out, "ops.onnx")
     onnx.save(ops_model(), ops_path)
     paths.append(ops_path)

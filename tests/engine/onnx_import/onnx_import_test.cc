@@ -1,16 +1,23 @@
-// The ONNX importer: torchvision ResNet-18 and MobileNet v3 and a hand-written graph of every
-// mapped op (make_onnx_models.py, which the onnx_import_models ctest fixture runs) import, match
-// ONNX Runtime's outputs on the same random inputs, expose their layers and batch norms to the QN
-// transform, and train through a short job whose artifacts load; malformed files are refused with
-// a message naming the problem.
+// The ONNX importer: torchvision families (make_onnx_models.py's FAMILIES, which the
+// onnx_import_models ctest fixture exports) and a hand-written graph of every mapped op import,
+// match ONNX Runtime's outputs on the same random inputs, expose their layers and batch norms to
+// the QN transform, and train through a short job whose artifacts pass the checks of
+// tests/engine/export/torchvision_check.py; malformed files are refused with a message naming the
+// problem.
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/script.h>
 
+#include "absl/strings/str_cat.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/job_runner.h"
 #include "workers/engine/model_source/model_source.h"
@@ -77,11 +84,13 @@ TEST_P(OnnxFamilyTest, TheTransformFindsEveryLayerAndBatchNorm) {
   EXPECT_EQ(FindBatchNorms(m.module).size(), GetParam().batch_norms);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, OnnxFamilyTest,
-                         ::testing::Values(Family{"resnet18", 21, 20},
-                                           Family{"mobilenet_v3_small", 54, 0},
-                                           Family{"ops", 7, 1}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, OnnxFamilyTest,
+    ::testing::Values(Family{"resnet18", 21, 20}, Family{"mobilenet_v3_small", 54, 0},
+                      Family{"efficientnet_b0", 82, 49}, Family{"densenet121", 121, 62},
+                      Family{"convnext_tiny", 59, 0}, Family{"shufflenet_v2_x0_5", 57, 56},
+                      Family{"ops", 7, 1}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 TEST(OnnxImport, TheDeclaredInputShapeIsTheJobsDefault) {
   absl::StatusOr<std::unique_ptr<OpenedModel>> opened = OpenModel(Fixture("ops.onnx"));
@@ -122,11 +131,36 @@ INSTANTIATE_TEST_SUITE_P(
       return name.substr(0, name.find('.'));
     });
 
+// Runs `torchvision_check.py check DIR BITS` (tests/engine/export); its exit status, its output in
+// *out.
+int TorchvisionCheck(const std::string& dir, int bits, std::string* out) {
+  const std::string log = dir + "/check.log";
+  const std::string cmd = absl::StrCat(QNET_TEST_PYTHON, " -W ignore ", QNET_TORCHVISION_CHECK_PY,
+                                       " check ", dir, " ", bits, " > ", log, " 2>&1");
+  const int rc = std::system(cmd.c_str());
+  std::stringstream text;
+  text << std::ifstream(log).rdbuf();
+  *out = text.str();
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+void WriteFloats(const torch::Tensor& t, const std::string& path) {
+  const torch::Tensor c = t.detach().contiguous();
+  std::ofstream(path, std::ios::binary)
+      .write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+}
+
+class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
+
 // W2A2 over 20 synthetic images in batches of 4, no pre-training: the imported model goes through
-// calibration, QN training, batch-norm re-estimation and every export.
-TEST(OnnxImport, TrainsAndExportsThroughAJob) {
+// calibration, QN training, batch-norm re-estimation and every export. The artifacts then pass
+// torchvision_check.py: model.pt loads in stock PyTorch and computes what it computes here, each
+// quantized layer's weight takes at most its levels' values, and model.onnx passes the full
+// checker, stores 4-bit weight codes and agrees with model.pt in ONNX Runtime.
+TEST_P(OnnxJobTest, TrainsAndExportsThroughAJob) {
+  const std::string name = GetParam();
   JobRun run;
-  run.spec.set_model(Fixture("mobilenet_v3_small.onnx"));
+  run.spec.set_model(Fixture(name + ".onnx"));
   run.spec.set_dataset("synthetic-idx");
   run.spec.set_weight_bits(2);
   run.spec.set_activation_bits(2);
@@ -138,18 +172,34 @@ TEST(OnnxImport, TrainsAndExportsThroughAJob) {
   run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8);
   run.context.dataset_format = "idx";
   run.context.device = "cpu";
-  run.context.out_dir = testing::ProcessTempDir("onnx_job");
+  run.context.out_dir = testing::ProcessTempDir("onnx_job_" + name);
   absl::StatusOr<JobResult> result = RunJob(run, {});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->metrics.effective_spec.input_shape(), "3x32x32");
 
-  torch::jit::Module saved = torch::jit::load(run.context.out_dir + "/model.pt");
-  const torch::Tensor logits = saved.forward({torch::randn({1, 3, 32, 32})}).toTensor();
-  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{1, 10}));
-  absl::StatusOr<onnx_import::OnnxFile> exported =
-      onnx_import::ReadOnnxFile(run.context.out_dir + "/model.onnx");
-  EXPECT_TRUE(exported.ok()) << exported.status();
+  const std::string& dir = run.context.out_dir;
+  torch::jit::Module saved = torch::jit::load(dir + "/model.pt");
+  saved.eval();
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({4, 3, 32, 32});
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard no_grad;
+    logits = saved.forward({x}).toTensor();
+  }
+  ASSERT_EQ(logits.sizes(), (std::vector<int64_t>{4, 10}));
+  WriteFloats(x, dir + "/input.bin");
+  WriteFloats(logits, dir + "/engine.bin");
+  std::ofstream(dir + "/shape.txt") << "4 3 32 32 10\n";
+  std::string out;
+  EXPECT_EQ(TorchvisionCheck(dir, 2, &out), 0) << out;
+  std::cout << name << ": " << out;
 }
+
+INSTANTIATE_TEST_SUITE_P(Families, OnnxJobTest,
+                         ::testing::Values("mobilenet_v3_small", "efficientnet_b0", "densenet121",
+                                           "convnext_tiny", "shufflenet_v2_x0_5"),
+                         [](const auto& info) { return std::string(info.param); });
 
 }  // namespace
 }  // namespace qnet::engine

@@ -394,13 +394,36 @@ absl::Status Split(NodeContext& c) {
   return absl::OkStatus();
 }
 
+// Slice's starts or ends, one TorchScript int each: constants, or a shape integer computed at run
+// time (torch.chunk exports its split point as Shape arithmetic).
+struct SliceBounds {
+  std::vector<std::string> exprs;
+  std::vector<int64_t> values;  // when constant
+  bool runtime = false;
+};
+
+absl::StatusOr<SliceBounds> ReadSliceBounds(NodeContext& c, int i, const std::string& what) {
+  const Operand& v = c.input(i);
+  SliceBounds b;
+  if (v.kind == Kind::kInt || (v.kind == Kind::kInts && v.rank == 1)) {
+    b.exprs.push_back(v.kind == Kind::kInt ? v.expr : absl::StrCat(v.expr, "[0]"));
+    b.runtime = true;
+    return b;
+  }
+  absl::StatusOr<std::vector<int64_t>> values = c.ConstInts(i, what);
+  if (!values.ok()) return values.status();
+  b.values = *values;
+  for (const int64_t value : b.values) b.exprs.push_back(absl::StrCat(value));
+  return b;
+}
+
 absl::Status Slice(NodeContext& c) {
   const Operand& x = c.input(0);
-  absl::StatusOr<std::vector<int64_t>> starts = c.ConstInts(1, "starts");
+  absl::StatusOr<SliceBounds> starts = ReadSliceBounds(c, 1, "starts");
   if (!starts.ok()) return starts.status();
-  absl::StatusOr<std::vector<int64_t>> ends = c.ConstInts(2, "ends");
+  absl::StatusOr<SliceBounds> ends = ReadSliceBounds(c, 2, "ends");
   if (!ends.ok()) return ends.status();
-  const size_t n = starts->size();
+  const size_t n = starts->exprs.size();
   std::vector<int64_t> axes(n), steps(n, 1);
   for (size_t i = 0; i < n; ++i) axes[i] = static_cast<int64_t>(i);
   if (c.has_input(3)) {
@@ -413,7 +436,7 @@ absl::Status Slice(NodeContext& c) {
     if (!given.ok()) return given.status();
     steps = *given;
   }
-  if (ends->size() != n || axes.size() != n || steps.size() != n) {
+  if (ends->exprs.size() != n || axes.size() != n || steps.size() != n) {
     return c.Error("has starts, ends, axes and steps of different lengths");
   }
   const int64_t rank = x.kind == Kind::kInts ? 1 : x.tensor_rank();
@@ -426,20 +449,23 @@ absl::Status Slice(NodeContext& c) {
   }
   if (x.kind == Kind::kInts) {
     if (n != 1 || steps[0] != 1) return c.Error("slices a shape with steps");
-    c.SetOutput(0,
-                Operand::Ints(absl::StrCat(x.expr, "[", (*starts)[0], ":", (*ends)[0], "]"), -1));
+    c.SetOutput(0, Operand::Ints(
+                       absl::StrCat(x.expr, "[", starts->exprs[0], ":", ends->exprs[0], "]"), -1));
     return absl::OkStatus();
   }
   if (x.kind == Kind::kInt) return c.Error("slices a shape integer");
   if (x.is_const()) {
+    if (starts->runtime || ends->runtime) return c.Error("slices a constant at run-time bounds");
     torch::Tensor v = x.value;
-    for (size_t i = 0; i < n; ++i) v = v.slice(axes[i], (*starts)[i], (*ends)[i], steps[i]);
+    for (size_t i = 0; i < n; ++i) {
+      v = v.slice(axes[i], starts->values[i], ends->values[i], steps[i]);
+    }
     return SetConst(c, 0, v);
   }
   std::string expr = x.expr;
   for (size_t i = 0; i < n; ++i) {
-    expr = absl::StrCat("torch.slice(", expr, ", ", axes[i], ", ", (*starts)[i], ", ", (*ends)[i],
-                        ", ", steps[i], ")");
+    expr = absl::StrCat("torch.slice(", expr, ", ", axes[i], ", ", starts->exprs[i], ", ",
+                        ends->exprs[i], ", ", steps[i], ")");
   }
   c.SetTensor(0, expr, rank);
   return absl::OkStatus();

@@ -12,9 +12,11 @@ namespace {
 
 using Kind = Operand::Kind;
 
-// A shape integer: a runtime int or a constant integer scalar; "" otherwise.
+// A shape integer: a runtime int, a runtime shape list of one element (a Gather with indices
+// [i]) or a constant integer of one element; "" otherwise.
 std::string IntExpr(const Operand& v) {
   if (v.kind == Kind::kInt) return v.expr;
+  if (v.kind == Kind::kInts && v.rank == 1) return absl::StrCat(v.expr, "[0]");
   if (v.is_const() && v.value.numel() == 1 && !v.value.is_floating_point()) {
     return absl::StrCat(v.value.reshape({}).item<int64_t>());
   }
@@ -52,14 +54,23 @@ absl::Status BinaryOp(NodeContext& c) {
     c.SetOutput(0, Operand::Const(op.fold(a.value, b.value)));
     return absl::OkStatus();
   }
-  if (a.kind == Kind::kInt || b.kind == Kind::kInt) {
+  const bool a_shape = a.kind == Kind::kInt || a.kind == Kind::kInts;
+  const bool b_shape = b.kind == Kind::kInt || b.kind == Kind::kInts;
+  if (a_shape || b_shape) {
     const std::string x = IntExpr(a), y = IntExpr(b);
-    if (x.empty() || y.empty()) return c.Error("mixes a shape integer with a tensor");
-    c.SetOutput(0, Operand::Int(absl::StrCat(x, " ", op.int_op, " ", y)));
+    if (x.empty() || y.empty()) {
+      return c.Error(
+          "does arithmetic on a shape of several elements or on a shape and a tensor, which the "
+          "importer does not fold");
+    }
+    const std::string expr = absl::StrCat(x, " ", op.int_op, " ", y);
+    // A one-element operand of rank 1 makes the result a one-element list, as ONNX broadcasts.
+    if (std::max(a.tensor_rank(), b.tensor_rank()) == 1) {
+      c.SetOutput(0, Operand::Ints(absl::StrCat("[", expr, "]"), 1));
+    } else {
+      c.SetOutput(0, Operand::Int(expr));
+    }
     return absl::OkStatus();
-  }
-  if (a.kind == Kind::kInts || b.kind == Kind::kInts) {
-    return c.Error("does arithmetic on a whole shape, which the importer does not fold");
   }
   c.SetTensor(0, absl::StrCat("torch.", op.torch, "(", c.TensorExpr(0), ", ", c.TensorExpr(1), ")"),
               std::max(a.tensor_rank(), b.tensor_rank()));
