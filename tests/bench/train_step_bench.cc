@@ -4,16 +4,23 @@
 // distilled from precomputed teacher logits). The W2A2 step should cost at most 1.3x the float
 // step. QNET_BENCH_MODEL=FILE.pt (a user's TorchScript classifier with 10 outputs) adds its float
 // step against its W4 (weights only) step, on the input QNET_BENCH_INPUT (CxHxW, default 3x32x32):
-// the transform should add at most 10% there. QNET_BENCH_BATCH sets the batch size (default 64).
+// the transform should add at most 10% there; TrainStepPaired/user_model_W4 times the two steps
+// alternately in one loop, for a ratio that both measure under the same load. QNET_BENCH_BATCH
+// sets the batch size (default 64).
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>
 
+#include <time.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <memory>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "common/job/job_spec.h"
@@ -57,57 +64,127 @@ torch::Tensor Batch(const Subject& subject) {
   return torch::randn(shape);
 }
 
-void TrainStepFloat(benchmark::State& state, const Subject& subject) {
-  torch::jit::Module m = Load(subject);
-  m.train(true);
-  std::vector<torch::Tensor> params;
-  for (const torch::Tensor& p : m.parameters()) params.push_back(p);
-  Sgd sgd({{params, 5e-4}}, 0.9);
-  torch::manual_seed(1);
-  const torch::Tensor x = Batch(subject);
-  const torch::Tensor y = torch::randint(0, 10, {kBatch}, torch::kLong);
-  for (auto _ : state) {
-    const torch::Tensor loss = torch::cross_entropy_loss(m.forward({x}).toTensor(), y);
-    loss.backward();
-    ClipGradNorm(params, 5.0);
-    sgd.Step(0.01);
-    sgd.ZeroGrad();
+// One model's training step, set up once: Step() runs forward, backward, clip and SGD.
+class FloatStep {
+ public:
+  explicit FloatStep(const Subject& subject) : m_(Load(subject)) {
+    m_.train(true);
+    for (const torch::Tensor& p : m_.parameters()) params_.push_back(p);
+    sgd_ = std::make_unique<Sgd>(std::vector<ParamGroup>{{params_, 5e-4}}, 0.9);
+    torch::manual_seed(1);
+    x_ = Batch(subject);
+    y_ = torch::randint(0, 10, {kBatch}, torch::kLong);
   }
+
+  void Step() {
+    const torch::Tensor loss = torch::cross_entropy_loss(m_.forward({x_}).toTensor(), y_);
+    loss.backward();
+    ClipGradNorm(params_, 5.0);
+    sgd_->Step(0.01);
+    sgd_->ZeroGrad();
+  }
+
+ private:
+  torch::jit::Module m_;
+  std::vector<torch::Tensor> params_;
+  std::unique_ptr<Sgd> sgd_;
+  torch::Tensor x_, y_;
+};
+
+// The QN-transformed model as the trainer's joint phase runs it.
+class QuantizedStep {
+ public:
+  QuantizedStep(const Subject& subject, int wbits, int abits) {
+    QuantSpec spec;
+    spec.weight_levels = *WeightLevels(wbits);
+    if (abits > 0) spec.activation_levels = *ActivationLevels(abits);
+    q_ = *QuantizedModel::Create(Load(subject).clone(), spec);
+    q_->module().train(true);
+    q_->SetActivationsEnabled(abits > 0);
+    constexpr double kScheduleT = 20.0;
+    q_->SetTemperature(kScheduleT * recipe_.weight_temperature_factor,
+                       kScheduleT * recipe_.activation_temperature_factor);
+    q_->SetHard(false, recipe_.hard_forward_activations);
+    sgd_ = std::make_unique<Sgd>(std::vector<ParamGroup>{{q_->OtherParameters(), 1e-4},
+                                                         {q_->LatentWeights(), 1e-4},
+                                                         {q_->WeightQuantizerParameters(), 0},
+                                                         {q_->ActivationQuantizerParameters(), 0}},
+                                 0.9);
+    params_ = sgd_->AllParameters();
+    torch::manual_seed(1);
+    x_ = Batch(subject);
+    y_ = torch::randint(0, 10, {kBatch}, torch::kLong);
+    teacher_ = torch::randn({kBatch, 10});
+  }
+
+  void Step() {
+    q_->RefreshWeights();
+    const torch::Tensor loss = DistillationLoss(
+        q_->Forward(x_), y_, teacher_, recipe_.distill_weight, recipe_.distill_temperature);
+    loss.backward();
+    ClipGradNorm(params_, 5.0);
+    sgd_->Step(0.01);
+    sgd_->ZeroGrad();
+  }
+
+ private:
+  const Recipe recipe_;
+  std::unique_ptr<QuantizedModel> q_;
+  std::unique_ptr<Sgd> sgd_;
+  std::vector<torch::Tensor> params_;
+  torch::Tensor x_, y_, teacher_;
+};
+
+void TrainStepFloat(benchmark::State& state, const Subject& subject) {
+  FloatStep step(subject);
+  for (auto _ : state) step.Step();
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
 void TrainStepQuantized(benchmark::State& state, const Subject& subject, int wbits, int abits) {
-  QuantSpec spec;
-  spec.weight_levels = *WeightLevels(wbits);
-  if (abits > 0) spec.activation_levels = *ActivationLevels(abits);
-  auto q = *QuantizedModel::Create(Load(subject).clone(), spec);
-  q->module().train(true);
-  q->SetActivationsEnabled(abits > 0);
-  const Recipe recipe;
-  constexpr double kScheduleT = 20.0;
-  q->SetTemperature(kScheduleT * recipe.weight_temperature_factor,
-                    kScheduleT * recipe.activation_temperature_factor);
-  q->SetHard(false, recipe.hard_forward_activations);
-  Sgd sgd({{q->OtherParameters(), 1e-4},
-           {q->LatentWeights(), 1e-4},
-           {q->WeightQuantizerParameters(), 0},
-           {q->ActivationQuantizerParameters(), 0}},
-          0.9);
-  const std::vector<torch::Tensor> params = sgd.AllParameters();
-  torch::manual_seed(1);
-  const torch::Tensor x = Batch(subject);
-  const torch::Tensor y = torch::randint(0, 10, {kBatch}, torch::kLong);
-  const torch::Tensor teacher = torch::randn({kBatch, 10});
-  for (auto _ : state) {
-    q->RefreshWeights();
-    const torch::Tensor loss = DistillationLoss(q->Forward(x), y, teacher, recipe.distill_weight,
-                                                recipe.distill_temperature);
-    loss.backward();
-    ClipGradNorm(params, 5.0);
-    sgd.Step(0.01);
-    sgd.ZeroGrad();
-  }
+  QuantizedStep step(subject, wbits, abits);
+  for (auto _ : state) step.Step();
   state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+// CPU time of the whole process (every thread) in ms.
+double ProcessCpuMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+// A float step and a quantized step alternately in one loop, each timed on its own, so that both
+// see the same machine load (this machine is shared; separate runs drift apart). Counters: each
+// step's mean wall time and process CPU time, and the ratios (quantized / float). Under a load
+// above the core count the CPU ratio is the one to read.
+void TrainStepPaired(benchmark::State& state, const Subject& subject, int wbits, int abits) {
+  FloatStep float_step(subject);
+  QuantizedStep quantized_step(subject, wbits, abits);
+  using Clock = std::chrono::steady_clock;
+  double float_wall = 0, quant_wall = 0, float_cpu = 0, quant_cpu = 0;
+  const auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  for (auto _ : state) {
+    Clock::time_point start = Clock::now();
+    double cpu = ProcessCpuMs();
+    float_step.Step();
+    float_wall += since(start);
+    float_cpu += ProcessCpuMs() - cpu;
+    start = Clock::now();
+    cpu = ProcessCpuMs();
+    quantized_step.Step();
+    quant_wall += since(start);
+    quant_cpu += ProcessCpuMs() - cpu;
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["float_ms"] = float_wall / n;
+  state.counters["quant_ms"] = quant_wall / n;
+  state.counters["ratio"] = quant_wall / float_wall;
+  state.counters["float_cpu_ms"] = float_cpu / n;
+  state.counters["quant_cpu_ms"] = quant_cpu / n;
+  state.counters["cpu_ratio"] = quant_cpu / float_cpu;
 }
 
 BENCHMARK_CAPTURE(TrainStepFloat, resnet20, Zoo("resnet20"))->Unit(benchmark::kMillisecond);
@@ -137,6 +214,8 @@ bool RegisterUserModel() {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("TrainStepQuantized/user_model_W4", TrainStepQuantized, subject, 4,
                                0)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("TrainStepPaired/user_model_W4", TrainStepPaired, subject, 4, 0)
       ->Unit(benchmark::kMillisecond);
   return true;
 }

@@ -10,9 +10,11 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "workers/engine/quantization/quantize_buffers.h"
 #include "workers/engine/quantization/quantizer_cpu_kernels.h"
 #include "workers/engine/quantization/quantizer_kernels.h"
 
@@ -293,8 +295,9 @@ TEST(QuantizeTest, ClampWindowGradientsMatchComposite) {
   EXPECT_EQ(fused.gthr.abs().sum().item<float>(), 0.0f);
 }
 
-// Whether the CPU kernels evaluate only a window of terms for these levels, thresholds and T.
-bool KernelWindows(const LevelSet& set, double t) {
+// How many terms the CPU kernels evaluate per element for these levels, thresholds and T when they
+// use a window (1: the single-term kernel), 0 when they evaluate every term.
+int KernelWindow(const LevelSet& set, double t) {
   KernelParams<double> p;
   std::vector<double> steps;
   for (size_t i = 1; i < set.levels.size(); ++i) steps.push_back(set.levels[i] - set.levels[i - 1]);
@@ -305,18 +308,21 @@ bool KernelWindows(const LevelSet& set, double t) {
   p.thresholds = set.thresholds.data();
   WindowTable<double> table;
   BuildWindow(&p, &table);
-  return p.window > 0;
+  return p.window;
 }
 
-// A random sorted level set: uneven steps, thresholds between and around the levels, some of them
-// crowded together or equal.
-LevelSet RandomLevelSet(std::mt19937& rng, int n) {
+// A random sorted level set: uneven steps, thresholds between and around the levels; `crowded`:
+// some of them close together or equal, else at least 0.3 apart.
+LevelSet RandomLevelSet(std::mt19937& rng, int n, bool crowded) {
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   LevelSet set{"random" + std::to_string(n), {-1.0}, {}};
   for (int i = 0; i < n; ++i) set.levels.push_back(set.levels.back() + 0.05 + unit(rng));
   for (int i = 0; i < n; ++i) {
     const double r = unit(rng);
-    const double gap = r < 0.2 ? 1e-4 * unit(rng) : r < 0.3 ? 0.0 : 0.02 + 1.5 * unit(rng);
+    const double gap = !crowded  ? 0.3 + 1.5 * r
+                       : r < 0.2 ? 1e-4 * unit(rng)
+                       : r < 0.3 ? 0.0
+                                 : 0.02 + 1.5 * unit(rng);
     set.thresholds.push_back((i == 0 ? set.levels[0] - 0.5 : set.thresholds.back()) + gap);
   }
   return set;
@@ -324,20 +330,25 @@ LevelSet RandomLevelSet(std::mt19937& rng, int n) {
 
 // The windowed kernels (only the terms near beta*x evaluated, the clamped others folded into a
 // constant) against the composite's full sum over all terms, on random levels, thresholds and
-// temperatures from where the window holds every term (no windowing) to T = 3000. x lands
+// temperatures from where the window holds every term (no windowing) to T = 3000, spread
+// thresholds at T >= 150 among them (one term per element: the single-term kernel). x lands
 // everywhere, on thresholds and on the window's edges (|z| near 10) too. Double to 1e-10, so a
 // window that drops a term with |z| < 10 (sigmoid(9) - sigmoid(10) ~ 8e-5) fails; float as the
 // other tests hold it.
 TEST(QuantizeTest, WindowedTermsMatchFullEvaluation) {
   torch::manual_seed(10);
   std::mt19937 rng(10);
-  int windowed = 0, full = 0;
+  int windowed = 0, single = 0, full = 0;
   for (int trial = 0; trial < 24; ++trial) {
     const int n = trial == 0 ? 255 : 1 + static_cast<int>(rng() % 40);
-    const LevelSet set = RandomLevelSet(rng, n);
-    const double t = std::exp(std::uniform_real_distribution<double>(std::log(0.3), 8.0)(rng));
+    const bool spread = trial % 6 == 5;
+    const LevelSet set = RandomLevelSet(rng, n, /*crowded=*/!spread);
+    const double t =
+        std::exp(std::uniform_real_distribution<double>(spread ? 5.0 : std::log(0.3), 8.0)(rng));
     const double beta = 1.3;
-    (KernelWindows(set, t) ? windowed : full) += 1;
+    const int window = KernelWindow(set, t);
+    (window > 0 ? windowed : full) += 1;
+    single += window == 1 ? 1 : 0;
     std::vector<double> xs;
     for (const double b : set.thresholds) {
       for (const double dz : {0.0, 9.99, -9.99, 10.0, -10.0, 10.01, -10.01, 3.0, 30.0}) {
@@ -371,8 +382,9 @@ TEST(QuantizeTest, WindowedTermsMatchFullEvaluation) {
       }
     }
   }
-  // Both regimes were covered.
+  // Every regime was covered, the single-term kernel included.
   EXPECT_GE(windowed, 8);
+  EXPECT_GE(single, 2);
   EXPECT_GE(full, 3);
 }
 
@@ -436,6 +448,89 @@ TEST(QuantizeTest, BaselineVectorCodeMatchesAvx2) {
     ExpectClose(base.gbeta, avx2.gbeta, 1e-4, 1e-4, "dbeta");
     ExpectClose(base.gthr, avx2.gthr, 1e-4, 1e-4, "dthresholds");
   }
+}
+
+// A training loop's steps on one leaf x (a latent weight), whose x-sized tensors are reused from
+// step to step: the same outputs and gradients as fresh allocations (a view of x, not a leaf, gets
+// those), bit for bit, soft and hard, saved-derivative and recomputing backwards, odd sizes whose
+// tails the kernels pad. Storages come back once released, and a tensor still held (last step's
+// weight, a gradient not dropped) is never written over.
+TEST(QuantizeTest, LeafBuffersReuseStoragesWithoutChangingResults) {
+  torch::manual_seed(12);
+  const QuantizeFn fresh = [](const torch::Tensor& x, const torch::Tensor& a,
+                              const torch::Tensor& b, const torch::Tensor& l,
+                              const torch::Tensor& th, double t,
+                              bool h) { return Quantize(x.view_as(x), a, b, l, th, t, h); };
+  for (const bool hard : {false, true}) {
+    for (const bool thresholds_grad : {false, true}) {
+      for (const int64_t size : {4099, 100003}) {
+        SCOPED_TRACE(std::string(hard ? "hard" : "soft") + (thresholds_grad ? " learning" : "") +
+                     " n=" + std::to_string(size));
+        const Inputs in(torch::randn({size}) * 2, 0.4, 1.2, LevelSets()[2], torch::kFloat,
+                        thresholds_grad);
+        torch::Tensor held_y, held_grad;
+        std::set<const void*> seen;
+        int reused = 0;
+        for (int step = 0; step < 4; ++step) {
+          const torch::Tensor g = torch::randn({size});
+          const Result ref = RunWithGrads(fresh, in, g, 30.0, hard);
+          const Result got = RunWithGrads(kFused, in, g, 30.0, hard);
+          EXPECT_TRUE(torch::equal(got.y, ref.y));
+          EXPECT_TRUE(torch::equal(got.gx, ref.gx));
+          EXPECT_TRUE(torch::equal(got.galpha, ref.galpha));
+          EXPECT_TRUE(torch::equal(got.gbeta, ref.gbeta));
+          if (thresholds_grad) {
+            EXPECT_TRUE(torch::equal(got.gthr, ref.gthr));
+          }
+          if (step == 0) {  // kept across the later steps
+            held_y = got.y;
+            held_grad = got.gx;
+          } else {
+            EXPECT_NE(got.y.data_ptr(), held_y.data_ptr());
+            EXPECT_NE(got.gx.data_ptr(), held_grad.data_ptr());
+          }
+          for (const torch::Tensor& t : {got.y, got.gx})
+            reused += !seen.insert(t.data_ptr()).second;
+          EXPECT_LE(BuffersForLeaf(in.x)->kept(), QuantizeBuffers::kMaxKept);
+        }
+        EXPECT_GT(reused, 0);
+        const Result first = RunWithGrads(fresh, in, torch::zeros({size}), 30.0, hard);
+        EXPECT_TRUE(torch::equal(held_y, first.y)) << "a held output was overwritten";
+      }
+    }
+  }
+  // One set of buffers per leaf.
+  const torch::Tensor a = torch::ones({3}).requires_grad_(true);
+  const torch::Tensor b = torch::ones({3}).requires_grad_(true);
+  EXPECT_EQ(BuffersForLeaf(a).get(), BuffersForLeaf(a).get());
+  EXPECT_NE(BuffersForLeaf(a).get(), BuffersForLeaf(b).get());
+}
+
+// Released storages are handed out again; held ones are not.
+TEST(QuantizeTest, BuffersHandOutOnlyReleasedStorages) {
+  QuantizeBuffers buffers;
+  const torch::Tensor like = torch::empty({1000, 3});
+  torch::Tensor a = buffers.Take(like);
+  const void* a_data = a.data_ptr();
+  EXPECT_EQ(a.sizes(), like.sizes());
+  EXPECT_TRUE(a.is_contiguous());
+  EXPECT_FALSE(a.requires_grad());
+  torch::Tensor b = buffers.Take(like);
+  EXPECT_NE(b.data_ptr(), a_data);  // a is still held
+  a = torch::Tensor();
+  EXPECT_EQ(buffers.Take(like).data_ptr(), a_data);  // a was released
+  const torch::Tensor view = b.view({-1});           // a view holds the storage too
+  const void* b_data = b.data_ptr();
+  b = torch::Tensor();
+  for (int i = 0; i < 8; ++i) EXPECT_NE(buffers.Take(like).data_ptr(), b_data);
+  // Past kMaxKept storages in use, new ones are not kept.
+  std::vector<torch::Tensor> held;
+  std::set<const void*> distinct;
+  for (int i = 0; i < 6; ++i) distinct.insert(held.emplace_back(buffers.Take(like)).data_ptr());
+  EXPECT_EQ(distinct.size(), 6u);
+  EXPECT_EQ(buffers.kept(), QuantizeBuffers::kMaxKept);
+  // Another size or dtype gets its own storage.
+  EXPECT_EQ(buffers.Take(torch::empty({7}, torch::kDouble)).numel(), 7);
 }
 
 TEST(QuantizeTest, AlphaZeroGivesFiniteGradients) {

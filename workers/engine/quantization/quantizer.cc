@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "workers/engine/quantization/quantize_buffers.h"
 #include "workers/engine/quantization/quantizer_cpu_kernels.h"
 #include "workers/engine/quantization/quantizer_kernels.h"
 
@@ -25,6 +27,12 @@ using torch::autograd::variable_list;
 // same for any number of threads.
 
 constexpr int64_t kChunk = 1 << 15;
+
+// A contiguous tensor like x, from `buffers` when given.
+torch::Tensor Allocate(const torch::Tensor& x, QuantizeBuffers* buffers) {
+  return buffers != nullptr ? buffers->Take(x)
+                            : torch::empty_like(x, torch::MemoryFormat::Contiguous);
+}
 
 // Largest |exponent| the shared-exponential path feeds ExpInWindow.
 constexpr double kSharedExpReach = 80.0;
@@ -84,14 +92,14 @@ template <typename S>
 torch::Tensor ForwardCpu(const torch::Tensor& x, const torch::Tensor& alpha,
                          const torch::Tensor& beta, const torch::Tensor& levels,
                          const torch::Tensor& thresholds, double temperature, bool hard,
-                         torch::Tensor* derivative = nullptr) {
+                         QuantizeBuffers* buffers, torch::Tensor* derivative = nullptr) {
   const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/!hard);
-  torch::Tensor y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  torch::Tensor y = Allocate(x, buffers);
   const S* xp = x.data_ptr<S>();
   S* yp = y.data_ptr<S>();
   S* dp = nullptr;
   if (derivative != nullptr && !hard) {
-    *derivative = torch::empty_like(y);
+    *derivative = Allocate(x, buffers);
     dp = derivative->data_ptr<S>();
   }
   const int64_t numel = x.numel();
@@ -111,7 +119,7 @@ internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Te
                                     const torch::Tensor& alpha, const torch::Tensor& beta,
                                     const torch::Tensor& levels, const torch::Tensor& thresholds,
                                     double temperature, bool hard, bool need_x,
-                                    bool need_thresholds) {
+                                    bool need_thresholds, QuantizeBuffers* buffers) {
   const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/true);
   const int n = hp.kernel.n;
   const int64_t numel = x.numel();
@@ -119,7 +127,7 @@ internal::QuantizeGrads BackwardCpu(const torch::Tensor& grad_y, const torch::Te
   const int stride = 2 + (need_thresholds ? n : 0);
   std::vector<double> partial(static_cast<size_t>(chunks) * stride, 0.0);
   torch::Tensor gx;
-  if (need_x) gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  if (need_x) gx = Allocate(x, buffers);
   const S* xp = x.data_ptr<S>();
   const S* gp = grad_y.data_ptr<S>();
   S* gxp = need_x ? gx.data_ptr<S>() : nullptr;
@@ -158,13 +166,13 @@ internal::QuantizeGrads BackwardSavedCpu(const torch::Tensor& grad_y, const torc
                                          const torch::Tensor& alpha, const torch::Tensor& beta,
                                          const torch::Tensor& levels,
                                          const torch::Tensor& thresholds, double temperature,
-                                         bool need_x) {
+                                         bool need_x, QuantizeBuffers* buffers) {
   const HostParams<S> hp(alpha, beta, levels, thresholds, temperature, /*windowed=*/false);
   const int64_t numel = x.numel();
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks) * 2, 0.0);
   torch::Tensor gx;
-  if (need_x) gx = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  if (need_x) gx = Allocate(x, buffers);
   const S* xp = x.data_ptr<S>();
   const S* gp = grad_y.data_ptr<S>();
   const S* dp = derivative.data_ptr<S>();
@@ -199,10 +207,12 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& alpha, const torch::Tensor& beta,
                                const torch::Tensor& levels, const torch::Tensor& thresholds,
-                               double temperature, bool hard, bool keep_derivative) {
+                               double temperature, bool hard, bool keep_derivative,
+                               const c10::intrusive_ptr<QuantizeBuffers>& buffers) {
     const torch::Tensor xc = x.contiguous();
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["hard"] = hard;
+    if (buffers) ctx->saved_data["buffers"] = c10::IValue::make_capsule(buffers);
 #ifdef QNET_WITH_CUDA
     if (xc.is_cuda()) {
       // Only x and the small parameter tensors are kept; backward recomputes the sigmoids.
@@ -216,11 +226,12 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
     const bool keep = keep_derivative && !hard;
     torch::Tensor derivative;
     torch::Tensor* derivative_out = keep ? &derivative : nullptr;
-    const torch::Tensor y = xc.scalar_type() == torch::kDouble
-                                ? ForwardCpu<double>(xc, alpha, beta, levels, thresholds,
-                                                     temperature, hard, derivative_out)
-                                : ForwardCpu<float>(xc, alpha, beta, levels, thresholds,
-                                                    temperature, hard, derivative_out);
+    const torch::Tensor y =
+        xc.scalar_type() == torch::kDouble
+            ? ForwardCpu<double>(xc, alpha, beta, levels, thresholds, temperature, hard,
+                                 buffers.get(), derivative_out)
+            : ForwardCpu<float>(xc, alpha, beta, levels, thresholds, temperature, hard,
+                                buffers.get(), derivative_out);
     if (keep) {
       ctx->save_for_backward({xc, alpha, beta, levels, thresholds, derivative, y});
     } else {
@@ -237,6 +248,11 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
     const bool need_x = ctx->needs_input_grad(0);
     const bool need_thresholds = ctx->needs_input_grad(4);
     const torch::Tensor g = grad_outputs[0].to(x.scalar_type()).contiguous();
+    c10::intrusive_ptr<QuantizeBuffers> buffers;
+    if (ctx->saved_data.count("buffers") != 0) {
+      buffers = c10::static_intrusive_pointer_cast<QuantizeBuffers>(
+          ctx->saved_data["buffers"].toCapsule());
+    }
     internal::QuantizeGrads grads;
 #ifdef QNET_WITH_CUDA
     if (x.is_cuda()) {
@@ -249,18 +265,18 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
     if (saved_derivative) {
       grads = x.scalar_type() == torch::kDouble
                   ? BackwardSavedCpu<double>(g, x, saved[5], saved[6], saved[1], saved[2], saved[3],
-                                             saved[4], temperature, need_x)
+                                             saved[4], temperature, need_x, buffers.get())
                   : BackwardSavedCpu<float>(g, x, saved[5], saved[6], saved[1], saved[2], saved[3],
-                                            saved[4], temperature, need_x);
+                                            saved[4], temperature, need_x, buffers.get());
     } else if (!x.is_cuda()) {
       grads = x.scalar_type() == torch::kDouble
                   ? BackwardCpu<double>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
-                                        hard, need_x, need_thresholds)
+                                        hard, need_x, need_thresholds, buffers.get())
                   : BackwardCpu<float>(g, x, saved[1], saved[2], saved[3], saved[4], temperature,
-                                       hard, need_x, need_thresholds);
+                                       hard, need_x, need_thresholds, buffers.get());
     }
-    return {grads.x,          grads.alpha,     grads.beta,      torch::Tensor(),
-            grads.thresholds, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grads.x,         grads.alpha,     grads.beta,      torch::Tensor(), grads.thresholds,
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -271,6 +287,54 @@ void CheckArgs(const torch::Tensor& x, const torch::Tensor& alpha, const torch::
 }
 
 }  // namespace
+
+torch::Tensor QuantizeBuffers::Take(const torch::Tensor& like) {
+  const auto options = like.options().requires_grad(false);
+  const size_t bytes = static_cast<size_t>(like.numel()) * like.element_size();
+  c10::Storage storage;
+  {
+    const std::lock_guard<std::mutex> lock(mu_);
+    for (const c10::Storage& s : kept_) {
+      // Held only here: no tensor, saved variable or .grad refers to it any more.
+      if (s.use_count() == 1 && s.nbytes() == bytes && s.device() == like.device()) {
+        storage = s;
+        break;
+      }
+    }
+    if (!storage) {
+      torch::Tensor fresh = torch::empty(like.sizes(), options);
+      if (kept_.size() < kMaxKept) kept_.push_back(fresh.storage());
+      return fresh;
+    }
+  }
+  return torch::empty({0}, options).set_(storage, 0, like.sizes());
+}
+
+size_t QuantizeBuffers::kept() {
+  const std::lock_guard<std::mutex> lock(mu_);
+  return kept_.size();
+}
+
+c10::intrusive_ptr<QuantizeBuffers> BuffersForLeaf(const torch::Tensor& x) {
+  struct Entry {
+    // Keeps the TensorImpl's address from being reused while the entry exists.
+    c10::weak_intrusive_ptr<c10::TensorImpl> leaf;
+    c10::intrusive_ptr<QuantizeBuffers> buffers;
+  };
+  static std::mutex mu;
+  static auto* entries = new std::unordered_map<const c10::TensorImpl*, Entry>();
+  const std::lock_guard<std::mutex> lock(mu);
+  std::erase_if(*entries, [](const auto& e) { return e.second.leaf.expired(); });
+  const c10::TensorImpl* key = x.unsafeGetTensorImpl();
+  auto it = entries->find(key);
+  if (it == entries->end()) {
+    it = entries
+             ->emplace(key, Entry{c10::weak_intrusive_ptr<c10::TensorImpl>(x.getIntrusivePtr()),
+                                  c10::make_intrusive<QuantizeBuffers>()})
+             .first;
+  }
+  return it->second.buffers;
+}
 
 absl::Status ValidateQuantizeArgs(const torch::Tensor& x, const torch::Tensor& alpha,
                                   const torch::Tensor& beta, const torch::Tensor& levels,
@@ -328,8 +392,12 @@ torch::Tensor Quantize(const torch::Tensor& x, const torch::Tensor& alpha,
   // gradients on, thresholds fixed, something to differentiate.
   const bool keep_derivative = torch::GradMode::is_enabled() && !thresholds.requires_grad() &&
                                (x.requires_grad() || alpha.requires_grad() || beta.requires_grad());
+  // A training step's latent weight: a leaf quantized again every step.
+  const bool reuse =
+      x.is_cpu() && x.is_leaf() && x.requires_grad() && torch::GradMode::is_enabled();
   return QuantizeFunction::apply(x, alpha, beta, levels, thresholds, temperature, hard,
-                                 keep_derivative);
+                                 keep_derivative,
+                                 reuse ? BuffersForLeaf(x) : c10::intrusive_ptr<QuantizeBuffers>());
 }
 
 torch::Tensor QuantizeComposite(const torch::Tensor& x, const torch::Tensor& alpha,

@@ -95,6 +95,46 @@ QNET_ALWAYS_INLINE void Store(typename VecTraits<V>::Scalar* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// Stores one vector at p; with `stream` (p aligned to the vector's size, see Streamable) a float
+// vector goes out as a non-temporal store, which does not first read the line into the cache. The
+// weight-sized outputs are written once and read back only in a later pass over tens of MB, so that
+// read would be pure extra memory traffic: about a third of the soft forward's.
+template <typename V>
+QNET_ALWAYS_INLINE void Put(typename VecTraits<V>::Scalar* p, V v, bool stream) {
+#if QNET_QUANTIZER_AVX2
+  if constexpr (std::is_same_v<V, VecF8> || std::is_same_v<V, VecF4>) {
+    if (stream) {
+#if defined(__clang__)
+      __builtin_nontemporal_store(v, reinterpret_cast<V*>(p));
+#else
+      if constexpr (std::is_same_v<V, VecF8>) {
+        __builtin_ia32_movntps256(p, v);
+      } else {
+        __builtin_ia32_movntps(p, v);
+      }
+#endif
+      return;
+    }
+  }
+#endif
+  Store(p, v);
+}
+
+// Whether Put may stream to p and every vector after it (null: nothing is stored there).
+template <typename V>
+QNET_ALWAYS_INLINE bool Streamable(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(V) == 0;
+}
+
+// Orders a range's streaming stores before whatever the caller does next (the threads' join).
+QNET_ALWAYS_INLINE void FinishStreaming(bool streamed) {
+#if QNET_QUANTIZER_AVX2
+  if (streamed) __builtin_ia32_sfence();
+#else
+  (void)streamed;
+#endif
+}
+
 template <typename V>
 QNET_ALWAYS_INLINE V Splat(typename VecTraits<V>::Scalar s) {
   return V{} + s;
@@ -172,6 +212,19 @@ QNET_ALWAYS_INLINE V Reciprocal(V a) {
 // ---------------------------------------------------------------------------------------------
 // Kernel bodies.
 
+// beta * x rounded to the vector's type, as ATen's composite rounds it. Without the barrier the
+// compiler may contract the product into the next subtraction (an FMA for beta*x - b), which moves
+// z = T*(beta*x - b) by up to T ulps of beta*x: at T = 1000 and beta*x near 30, past the float
+// tolerance against the composite, and differently in the loop kernels and the single-term one.
+template <typename V>
+QNET_ALWAYS_INLINE V RoundedProduct(typename VecTraits<V>::Scalar beta, V x) {
+  V bx = beta * x;
+#if defined(__GNUC__) || defined(__clang__)
+  asm("" : "+x"(bx));
+#endif
+  return bx;
+}
+
 // v clamped to [lo, hi] per lane; a NaN lane stays NaN (both comparisons are false).
 template <typename V>
 QNET_ALWAYS_INLINE V Clamp(V v, typename VecTraits<V>::Scalar lo,
@@ -218,13 +271,19 @@ struct Term {
   V b, s, z, e;
 };
 
+// Which terms a vector of elements evaluates: all n, the `window` listed for each lane's bucket,
+// or the single one listed when the window holds one threshold (then the loop over terms unrolls
+// at compile time and its state stays in registers).
+enum class TermSet { kAll, kWindow, kSingle };
+
 // The terms one vector of elements evaluates and the constant the others add up to: all n
-// thresholds and q_0, or (kWindow) the `window` thresholds listed for each lane's bucket and that
+// thresholds and q_0, or (windowed) the thresholds listed for each lane's bucket and that
 // bucket's base.
-template <typename V, bool kWindow>
+template <typename V, TermSet kTerms>
 class Terms {
   using S = typename VecTraits<V>::Scalar;
   using Index = typename VecTraits<V>::Index;
+  static constexpr bool kWindow = kTerms != TermSet::kAll;
 
  public:
   QNET_ALWAYS_INLINE Terms(const KernelParams<S>& p, V bx) : p_(p), bx_(bx) {
@@ -235,7 +294,10 @@ class Terms {
     }
   }
 
-  QNET_ALWAYS_INLINE int Count() const { return kWindow ? p_.window : p_.n; }
+  QNET_ALWAYS_INLINE int Count() const {
+    if constexpr (kTerms == TermSet::kSingle) return 1;
+    return kWindow ? p_.window : p_.n;
+  }
 
   QNET_ALWAYS_INLINE V Base() const {
     if constexpr (kWindow) return Gather<V>(p_.window_base, bucket_);
@@ -285,11 +347,11 @@ QNET_ALWAYS_INLINE V SigmoidDerivative(V z, V sig) {
 // One vector of outputs. Soft with a non-null *dsum also writes sum_i s_i * d_i, the derivative
 // of the bracket by T*beta*x (d_i = sig_i * (1 - sig_i) inside the clamp window, else 0), which
 // the backward then reads instead of recomputing every sigmoid.
-template <typename V, bool kHard, bool kWindow>
+template <typename V, bool kHard, TermSet kTerms>
 QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar>& p, V x,
                                 V* dsum) {
   using S = typename VecTraits<V>::Scalar;
-  const V bx = p.beta * x;
+  const V bx = RoundedProduct(p.beta, x);
   if constexpr (kHard) {
     // j counts the thresholds passed; comparisons give -1 for true.
     decltype(bx < bx) j{};
@@ -299,7 +361,7 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
     const V y = p.alpha * q;
     return bx == bx ? y : bx;  // NaN in, NaN out
   } else {
-    const Terms<V, kWindow> terms(p, bx);
+    const Terms<V, kTerms> terms(p, bx);
     V acc{};
     V dacc{};
     for (int k = 0; k < terms.Count(); ++k) {
@@ -314,7 +376,7 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
 }
 
 // y (and, soft, the derivative sums into d when d is not null) for count elements.
-template <typename V, bool kHard, bool kWindow>
+template <typename V, bool kHard, TermSet kTerms>
 QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                      const typename VecTraits<V>::Scalar* x,
                                      typename VecTraits<V>::Scalar* y,
@@ -324,16 +386,18 @@ QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::S
   int64_t k = 0;
   V dv{};
   V* dout = d == nullptr ? nullptr : &dv;
+  const bool stream = Streamable<V>(y) && Streamable<V>(d);
   for (; k + kW <= count; k += kW) {
-    Store(y + k, ForwardVec<V, kHard, kWindow>(p, Load<V>(x + k), dout));
-    if (d != nullptr) Store(d + k, dv);
+    Put(y + k, ForwardVec<V, kHard, kTerms>(p, Load<V>(x + k), dout), stream);
+    if (d != nullptr) Put(d + k, dv, stream);
   }
+  FinishStreaming(stream);
   if (k < count) {  // tail: run one padded vector, keep the valid lanes
     S in[kW] = {};
     S out[kW];
     S dtail[kW];
     std::memcpy(in, x + k, (count - k) * sizeof(S));
-    Store(out, ForwardVec<V, kHard, kWindow>(p, Load<V>(in), dout));
+    Store(out, ForwardVec<V, kHard, kTerms>(p, Load<V>(in), dout));
     std::memcpy(y + k, out, (count - k) * sizeof(S));
     if (d != nullptr) {
       Store(dtail, dv);
@@ -344,7 +408,7 @@ QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::S
 
 // Per-chunk sums, in double: [0] sum g*bracket (d/dalpha), [1] sum g*x*D (d/dbeta before the
 // alpha*T factor), [2+i] sum g*s_i*sig_i*(1-sig_i) (d/db_i before the -alpha*T factor).
-template <typename V, bool kHard, bool kThresholds, bool kWindow>
+template <typename V, bool kHard, bool kThresholds, TermSet kTerms>
 QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
                                       const typename VecTraits<V>::Scalar* x,
                                       const typename VecTraits<V>::Scalar* g,
@@ -353,6 +417,7 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
   using S = typename VecTraits<V>::Scalar;
   using Wide = typename VecTraits<V>::Wide;
   constexpr int kW = VecTraits<V>::kWidth;
+  constexpr bool kWindow = kTerms != TermSet::kAll;
   const S scale_x = p.alpha * p.beta * p.temperature;
   Wide acc_alpha{};
   Wide acc_beta{};
@@ -367,11 +432,11 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
   // Recomputes the sigmoids of one vector (nothing per level was saved) and writes dy/dx. Takes
   // pointers, not vectors: a lambda cannot carry the target attribute, so it must not pass AVX
   // vectors by value.
-  auto step = [&](const S* xin, const S* gin, S* gx_out) QNET_ALWAYS_INLINE_LAMBDA {
+  auto step = [&](const S* xin, const S* gin, S* gx_out, bool stream) QNET_ALWAYS_INLINE_LAMBDA {
     const V xv = Load<V>(xin);
     const V gv = Load<V>(gin);
-    const V bx = p.beta * xv;
-    const Terms<V, kWindow> terms(p, bx);
+    const V bx = RoundedProduct(p.beta, xv);
+    const Terms<V, kTerms> terms(p, bx);
     V dsum{};
     V soft{};
     decltype(bx < bx) j{};
@@ -408,18 +473,20 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
     }
     acc_alpha += Widen(gv * bracket);
     acc_beta += Widen(gv * xv * dsum);
-    if (gx_out != nullptr) Store(gx_out, gv * dsum * scale_x);
+    if (gx_out != nullptr) Put(gx_out, gv * dsum * scale_x, stream);
   };
 
   int64_t k = 0;
-  for (; k + kW <= count; k += kW) step(x + k, g + k, gx == nullptr ? nullptr : gx + k);
+  const bool stream = Streamable<V>(gx);
+  for (; k + kW <= count; k += kW) step(x + k, g + k, gx == nullptr ? nullptr : gx + k, stream);
+  FinishStreaming(stream);
   if (k < count) {  // padded lanes have g = 0 and so add nothing to the sums
     S xin[kW] = {};
     S gin[kW] = {};
     S out[kW];
     std::memcpy(xin, x + k, (count - k) * sizeof(S));
     std::memcpy(gin, g + k, (count - k) * sizeof(S));
-    step(xin, gin, out);
+    step(xin, gin, out, false);
     if (gx != nullptr) std::memcpy(gx + k, out, (count - k) * sizeof(S));
   }
 
@@ -459,18 +526,20 @@ QNET_ALWAYS_INLINE void BackwardSavedRange(const KernelParams<typename VecTraits
   const S scale_x = p.alpha * p.beta * p.temperature;
   Wide acc_alpha{};
   Wide acc_beta{};
-  auto step = [&](const S* xin, const S* gin, const S* din, const S* yin, S* gx_out)
+  auto step = [&](const S* xin, const S* gin, const S* din, const S* yin, S* gx_out, bool stream)
                   QNET_ALWAYS_INLINE_LAMBDA {
                     const V gv = Load<V>(gin);
                     const V dv = Load<V>(din);
                     acc_alpha += Widen(gv * Load<V>(yin));
                     acc_beta += Widen(gv * Load<V>(xin) * dv);
-                    if (gx_out != nullptr) Store(gx_out, gv * dv * scale_x);
+                    if (gx_out != nullptr) Put(gx_out, gv * dv * scale_x, stream);
                   };
   int64_t k = 0;
+  const bool stream = Streamable<V>(gx);
   for (; k + kW <= count; k += kW) {
-    step(x + k, g + k, d + k, y + k, gx == nullptr ? nullptr : gx + k);
+    step(x + k, g + k, d + k, y + k, gx == nullptr ? nullptr : gx + k, stream);
   }
+  FinishStreaming(stream);
   if (k < count) {  // padded lanes have g = 0 and so add nothing to the sums
     S xin[kW] = {}, gin[kW] = {}, din[kW] = {}, yin[kW] = {};
     S out[kW];
@@ -479,7 +548,7 @@ QNET_ALWAYS_INLINE void BackwardSavedRange(const KernelParams<typename VecTraits
     std::memcpy(gin, g + k, bytes);
     std::memcpy(din, d + k, bytes);
     std::memcpy(yin, y + k, bytes);
-    step(xin, gin, din, yin, out);
+    step(xin, gin, din, yin, out, false);
     if (gx != nullptr) std::memcpy(gx + k, out, bytes);
   }
   sums[0] = 0;
@@ -497,11 +566,13 @@ QNET_ALWAYS_INLINE void ForwardDispatch(const KernelParams<typename VecTraits<V>
                                         typename VecTraits<V>::Scalar* d, int64_t count,
                                         bool hard) {
   if (hard) {
-    ForwardRange<V, true, false>(p, x, y, nullptr, count);
-  } else if (p.window > 0) {
-    ForwardRange<V, false, true>(p, x, y, d, count);
+    ForwardRange<V, true, TermSet::kAll>(p, x, y, nullptr, count);
+  } else if (p.window == 1) {
+    ForwardRange<V, false, TermSet::kSingle>(p, x, y, d, count);
+  } else if (p.window > 1) {
+    ForwardRange<V, false, TermSet::kWindow>(p, x, y, d, count);
   } else {
-    ForwardRange<V, false, false>(p, x, y, d, count);
+    ForwardRange<V, false, TermSet::kAll>(p, x, y, d, count);
   }
 }
 
@@ -511,10 +582,12 @@ QNET_ALWAYS_INLINE void BackwardWindowDispatch(const KernelParams<typename VecTr
                                                const typename VecTraits<V>::Scalar* g,
                                                typename VecTraits<V>::Scalar* gx, int64_t count,
                                                double* sums) {
-  if (p.window > 0) {
-    BackwardRange<V, kHard, kThresholds, true>(p, x, g, gx, count, sums);
+  if (p.window == 1) {
+    BackwardRange<V, kHard, kThresholds, TermSet::kSingle>(p, x, g, gx, count, sums);
+  } else if (p.window > 1) {
+    BackwardRange<V, kHard, kThresholds, TermSet::kWindow>(p, x, g, gx, count, sums);
   } else {
-    BackwardRange<V, kHard, kThresholds, false>(p, x, g, gx, count, sums);
+    BackwardRange<V, kHard, kThresholds, TermSet::kAll>(p, x, g, gx, count, sums);
   }
 }
 
