@@ -22,8 +22,9 @@
 #include "workers/engine/data/data.h"
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
-#include "workers/engine/export/preprocessing_record.h"
+#include "workers/engine/export/io_names.h"
 #include "workers/engine/export/parity.h"
+#include "workers/engine/export/preprocessing_record.h"
 #include "workers/engine/model_source/model_source.h"
 #include "workers/engine/torch_error.h"
 #include "workers/engine/training/trainer.h"
@@ -174,7 +175,8 @@ void ResolvePreprocessingInto(const DatasetSplits& data, v1::JobSpec& spec) {
 
 // Writes the artifacts the job asks for, in catalog order, from the trained model.
 absl::Status WriteArtifacts(const JobRun& job, const DatasetSplits& data, Trainer& trainer,
-                            const torch::Device& device, JobResult& result) {
+                            const torch::Device& device, const IoNames& io_names,
+                            JobResult& result) {
   const RunContext& ctx = job.context;
   std::error_code ec;
   std::filesystem::create_directories(ctx.out_dir, ec);
@@ -205,6 +207,7 @@ absl::Status WriteArtifacts(const JobRun& job, const DatasetSplits& data, Traine
                         .saved_module = out / "model.pt",
                         .quantized = trainer.quantized(),
                         .out_dir = out,
+                        .io_names = io_names,
                         .result = result,
                         .digests = {}};
   for (const v1::ExportFormat& format : job::ExportFormats()) {
@@ -307,7 +310,11 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   result.metrics.train_crop = CropName(data->train.augmentation.crop);
   result.metrics.channel_repeat = data->channel_repeat;
   result.metrics.holdout = data->holdout;
-  if (absl::Status s = WriteArtifacts(job, *data, trainer, *device, result); !s.ok()) return s;
+  if (absl::Status s =
+          WriteArtifacts(job, *data, trainer, *device, (*opened)->DeclaredIoNames(), result);
+      !s.ok()) {
+    return s;
+  }
   return result;
 }
 

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "common/registry.h"
 #include "workers/engine/data/data.h"
+#include "workers/engine/export/io_names.h"
 #include "workers/engine/job_run.h"
 #include "workers/engine/transform/transform.h"
 
@@ -34,6 +35,7 @@ struct ExportContext {
   std::filesystem::path saved_module;
   QuantizedModel& quantized;
   std::filesystem::path out_dir;
+  IoNames io_names;   // what the model declares (OpenedModel::DeclaredIoNames)
   JobResult& result;  // writers add artifacts and the metrics they measure (packed size)
   std::map<std::string, std::string> digests;  // file name -> sha256 of artifacts written so far
 

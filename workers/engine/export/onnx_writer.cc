@@ -1,6 +1,6 @@
 // "onnx": the saved TorchScript artifact converted to ONNX with QuantizeLinear/DequantizeLinear
 // pairs (model.onnx), carrying the input normalisation, preprocessing and class names as
-// metadata properties.
+// metadata properties; its input and output keep the names the job's model declares.
 #include <nlohmann/json.hpp>
 
 #include "workers/engine/export/export.h"
@@ -19,7 +19,8 @@ absl::Status WriteOnnx(ExportContext& c) {
       {{kInputMeanAttr, nlohmann::json(c.data.channel_mean).dump()},
        {kInputStdAttr, nlohmann::json(c.data.channel_std).dump()},
        {kPreprocessingAttr, PreprocessingJson(c.result.metrics).dump()},
-       {kClassNamesAttr, nlohmann::json(c.result.metrics.class_names).dump()}});
+       {kClassNamesAttr, nlohmann::json(c.result.metrics.class_names).dump()}},
+      c.io_names);
   if (!s.ok()) return s;
   return c.AddArtifact("onnx", "model.onnx");
 }

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "common/registry.h"
 #include "workers/engine/export/export.h"
+#include "workers/engine/export/io_names.h"
 
 namespace qnet::engine {
 
@@ -30,6 +31,8 @@ class OpenedModel {
   // The input shape ("3x224x224") the model declares, used when the job gives none; "" when it
   // declares none (a TorchScript module has no declared input).
   virtual std::string DeclaredInputShape() { return ""; }
+  // The names its exported graph keeps: an ONNX graph's own, "input" and "output" otherwise.
+  virtual IoNames DeclaredIoNames() { return {}; }
   // The module to train for images of `channels` channels and `num_classes` classes.
   virtual absl::StatusOr<torch::jit::Module> Instantiate(int64_t channels, int64_t num_classes,
                                                          uint64_t seed) = 0;

@@ -3,6 +3,7 @@
 // that starts like a serialized ModelProto.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -16,9 +17,22 @@
 namespace qnet::engine {
 namespace {
 
+// The graph's image input (its one input that is no initializer, as the importer requires) and
+// its output.
+IoNames GraphIoNames(const qnet_onnx::GraphProto& g) {
+  IoNames names{.input = "", .output = g.output(0).name()};
+  std::set<std::string> initializers;
+  for (const auto& init : g.initializer()) initializers.insert(init.name());
+  for (const auto& in : g.input()) {
+    if (initializers.count(in.name()) == 0) names.input = in.name();
+  }
+  return names;
+}
+
 class OnnxModelFile final : public OpenedModel {
  public:
-  explicit OnnxModelFile(onnx_import::ImportedModel model) : model_(std::move(model)) {}
+  OnnxModelFile(onnx_import::ImportedModel model, IoNames names)
+      : model_(std::move(model)), names_(std::move(names)) {}
   absl::StatusOr<std::optional<InputNormalization>> RecordedNormalization() override {
     return std::nullopt;  // an ONNX graph records none
   }
@@ -28,12 +42,14 @@ class OnnxModelFile final : public OpenedModel {
     return job::FormatInputShape(
         {static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2])});
   }
+  IoNames DeclaredIoNames() override { return names_; }
   absl::StatusOr<torch::jit::Module> Instantiate(int64_t, int64_t, uint64_t) override {
     return model_.module;
   }
 
  private:
   onnx_import::ImportedModel model_;
+  IoNames names_;
 };
 
 bool ClaimsOnnx(const std::string& model) {
@@ -54,7 +70,7 @@ absl::StatusOr<std::unique_ptr<OpenedModel>> OpenOnnx(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("model file ", path, " (ONNX): ", model.status().message()));
   }
-  return std::make_unique<OnnxModelFile>(*std::move(model));
+  return std::make_unique<OnnxModelFile>(*std::move(model), GraphIoNames(file->model.graph()));
 }
 
 }  // namespace

@@ -505,17 +505,22 @@ absl::Status GraphWalker::Evaluate(Node* node, const std::vector<SlotPtr>& in, c
   return absl::OkStatus();
 }
 
-absl::Status GraphWalker::Walk(const torch::jit::Module& module, const std::vector<int64_t>& chw) {
+absl::Status GraphWalker::Walk(const torch::jit::Module& module, const std::vector<int64_t>& chw,
+                               const IoNames& names) {
   torch::jit::Method forward = module.get_method("forward");
   std::shared_ptr<torch::jit::Graph> graph = forward.graph();
   if (graph->inputs().size() != 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("forward must take one tensor, it takes ", graph->inputs().size() - 1));
   }
+  // The graph's own names are taken before any value is named: Fresh takes a free name, and the
+  // emitter's defaults, "input" and "output", are taken from the start.
+  e_.Fresh(names.input);
+  e_.Fresh(names.output);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(kExampleSeed);
   auto x = std::make_shared<Slot>();
   x->tensor = true;
-  x->name = "input";
+  x->name = names.input;
   x->a = at::randn({kBatchA, chw[0], chw[1], chw[2]}, gen, at::TensorOptions().dtype(at::kFloat));
   x->b = at::randn({kBatchB, chw[0], chw[1], chw[2]}, gen, at::TensorOptions().dtype(at::kFloat));
 
@@ -550,12 +555,12 @@ absl::Status GraphWalker::Walk(const torch::jit::Module& module, const std::vect
   }
   if (flat.empty()) return absl::InvalidArgumentError("forward returns nothing");
 
-  e_.AddInput("input", chw);
+  e_.AddInput(names.input, chw);
   for (const SlotPtr& s : flat) {
     if (!s->a.isTensor() || !s->b.isTensor()) {
       return absl::InvalidArgumentError("forward must return a tensor (or a tuple of tensors)");
     }
-    const std::string name = flat.size() == 1 ? "output" : e_.Fresh("output");
+    const std::string name = flat.size() == 1 ? names.output : e_.Fresh(names.output);
     if (s->tensor) {
       e_.Emit("Identity", {s->name}, {name});
     } else {

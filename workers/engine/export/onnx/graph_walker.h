@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "workers/engine/export/io_names.h"
 #include "workers/engine/export/onnx/emitter.h"
 #include "workers/engine/export/onnx/value.h"
 
@@ -27,9 +28,11 @@ class GraphWalker {
   explicit GraphWalker(Emitter& emitter) : e_(emitter) {}
 
   // Writes `module`'s forward (one [N, C, H, W] float tensor in, `chw` = {C, H, W}) as the graph
-  // from "input" to "output" (or output, output_1, ... for a tuple). The module must be a CPU
-  // module in eval mode. Errors name the op and where it is in the model.
-  absl::Status Walk(const torch::jit::Module& module, const std::vector<int64_t>& chw);
+  // from names.input to names.output (<output>_1, <output>_2, ... for a tuple), names no other
+  // value takes. The module must be a CPU module in eval mode. Errors name the op and where it is
+  // in the model.
+  absl::Status Walk(const torch::jit::Module& module, const std::vector<int64_t>& chw,
+                    const IoNames& names);
 
  private:
   using Env = std::unordered_map<const torch::jit::Value*, SlotPtr>;

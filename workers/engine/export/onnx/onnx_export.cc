@@ -16,7 +16,7 @@ namespace qnet::engine {
 
 absl::Status ExportOnnx(const torch::jit::Module& hard_model,
                         const std::vector<int64_t>& input_shape, const std::string& path,
-                        const std::map<std::string, std::string>& metadata) {
+                        const std::map<std::string, std::string>& metadata, const IoNames& names) {
   if (input_shape.size() != 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("input shape must be C,H,W; got ", input_shape.size(), " dims"));
@@ -28,6 +28,11 @@ absl::Status ExportOnnx(const torch::jit::Module& hard_model,
     }
   }
   if (path.empty()) return absl::InvalidArgumentError("empty ONNX output path");
+  if (names.input.empty() || names.output.empty() || names.input == names.output) {
+    return absl::InvalidArgumentError(absl::StrCat("the ONNX graph's input and output need two ",
+                                                   "different non-empty names; got '", names.input,
+                                                   "' and '", names.output, "'"));
+  }
   {
     std::error_code ec;
     const std::filesystem::path parent = std::filesystem::path(path).parent_path();
@@ -48,7 +53,9 @@ absl::Status ExportOnnx(const torch::jit::Module& hard_model,
       return absl::InvalidArgumentError("the model has no forward method");
     }
     onnx::Emitter emitter(model.mutable_graph());
-    if (absl::Status s = onnx::GraphWalker(emitter).Walk(module, input_shape); !s.ok()) return s;
+    if (absl::Status s = onnx::GraphWalker(emitter).Walk(module, input_shape, names); !s.ok()) {
+      return s;
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("ONNX export failed: ", TorchErrorText(e)));
   }

@@ -7,8 +7,8 @@
 // DequantizeLinear of an INT4 (4 bits or fewer) or INT8 initializer of level codes, or a Gather
 // of level indices for level sets with no exact common scale; activation quantizers (submodules
 // whose type name contains "QnetActivationQuantizer") become 8-bit QuantizeLinear/
-// DequantizeLinear pairs (docs/METHOD.md, "Artifacts"). The model has opset 21, input "input"
-// [N,C,H,W] and output "output" with a dynamic batch dimension N.
+// DequantizeLinear pairs (docs/METHOD.md, "Artifacts"). The model has opset 21, input [N,C,H,W]
+// and output with a dynamic batch dimension N, named "input" and "output" unless `names` says.
 //
 //   torch::jit::Module hard = torch::jit::load(out_dir + "/model.pt");
 //   absl::Status s = qnet::engine::ExportOnnx(hard, {1, 28, 28}, out_dir + "/model.onnx");
@@ -24,6 +24,7 @@
 #include <torch/script.h>
 
 #include "absl/status/status.h"
+#include "workers/engine/export/io_names.h"
 
 namespace qnet::engine {
 
@@ -36,10 +37,13 @@ namespace qnet::engine {
 // `path` does not exist; INTERNAL when the file cannot be written or the exporter contradicts
 // the model. Never throws. `metadata` becomes the model's metadata_props (key -> value), read back
 // by onnx.load(...).metadata_props or onnxruntime's
-// InferenceSession.get_modelmeta().custom_metadata_map. The file is written atomically.
+// InferenceSession.get_modelmeta().custom_metadata_map. `names` are the graph's input and output
+// names (INVALID_ARGUMENT when one is empty or they are equal); a forward returning a tuple has
+// outputs <output>_1, <output>_2, ... The file is written atomically.
 absl::Status ExportOnnx(const torch::jit::Module& hard_model,
                         const std::vector<int64_t>& input_shape, const std::string& path,
-                        const std::map<std::string, std::string>& metadata = {});
+                        const std::map<std::string, std::string>& metadata = {},
+                        const IoNames& names = {});
 
 }  // namespace qnet::engine
 
