@@ -13,15 +13,18 @@
 #           (TSan cannot see how gRPC's threads hand data over) are suppressed, each with why,
 #           in scripts/sanitize/tsan.supp; a race in qnet's code is fixed.
 #   SANITIZE_TESTS  test binaries to run (default: common_test job_spec_test datasets_test
-#                   server_test). The client tests and qnetd_e2e_test are Torch-free too but not
-#                   yet part of the default; the engine and e2e tests need LibTorch.
+#                   server_test; asan also qnet_client_test qnet_cli_test qnetd_e2e_test, which
+#                   are not yet checked under TSan). The worker and sandbox tests are Torch-free too
+#                   but not yet part of the default; the engine and e2e tests need LibTorch.
 #   BUILD_PREFIX    build folders' prefix (default build: build-asan, build-tsan)
 #   JOBS            parallel compiles and tests (default nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_PREFIX=${BUILD_PREFIX:-build}
 JOBS=${JOBS:-$(nproc)}
-read -r -a tests <<<"${SANITIZE_TESTS:-common_test job_spec_test datasets_test server_test}"
+default_tests="common_test job_spec_test datasets_test server_test"
+read -r -a tests <<<"${SANITIZE_TESTS:-$default_tests}"
+read -r -a asan_tests <<<"${SANITIZE_TESTS:-$default_tests qnet_client_test qnet_cli_test qnetd_e2e_test}"
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/qnet-ccache}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 steps=("$@")
@@ -43,13 +46,15 @@ configure() {  # BUILD_DIR CMAKE_OPTIONS...
     -DQNET_BUILD_BENCHMARKS=OFF "$@" >/dev/null
 }
 
-# Builds the test binaries in BUILD_DIR and runs each once, with PRELOAD as LD_PRELOAD when given;
-# with REPLAY 1 also every fuzz target's corpus replay.
-run_tests() {  # BUILD_DIR REPLAY [PRELOAD]
-  local dir=$1 replay=$2 preload=${3:-} test binary targets=("${tests[@]}")
+# Builds the TEST binaries in BUILD_DIR and runs each once, with PRELOAD (may be empty) as
+# LD_PRELOAD; with REPLAY 1 also every fuzz target's corpus replay.
+run_tests() {  # BUILD_DIR REPLAY PRELOAD TEST...
+  local dir=$1 replay=$2 preload=$3 test binary
+  shift 3
+  local targets=("$@")
   if ((replay)); then targets+=(qnet_fuzz_replays); fi
   cmake --build "$dir" -j"$JOBS" --target "${targets[@]}"
-  for test in "${tests[@]}"; do
+  for test in "$@"; do
     binary=$(find "$dir/tests" -name "$test" -type f -perm -u+x | head -1)
     echo "sanitize.sh: $binary"
     LD_PRELOAD=$preload timeout 1200 "$binary" --gtest_brief=1
@@ -64,7 +69,7 @@ for step in "${steps[@]}"; do
   case $step in
     asan)
       configure "$BUILD_PREFIX-asan" -DQNET_FUZZ=ON
-      run_tests "$BUILD_PREFIX-asan" 1
+      run_tests "$BUILD_PREFIX-asan" 1 "" "${asan_tests[@]}"
       ;;
     fuzz)
       configure "$BUILD_PREFIX-asan" -DQNET_FUZZ=ON -DQNET_FUZZ_SECONDS="${QNET_FUZZ_SECONDS:-20}"
@@ -77,7 +82,8 @@ for step in "${steps[@]}"; do
       # scripts/sanitize/tsan_absl_sync.cc: how the system's absl::Mutex orders threads. No corpus
       # replays: each runs one parser on one thread, nothing for TSan to find, and they would add
       # two minutes to CI.
-      run_tests "$BUILD_PREFIX-tsan" 0 "$(realpath "$BUILD_PREFIX-tsan/libqnet_tsan_absl_sync.so")"
+      run_tests "$BUILD_PREFIX-tsan" 0 "$(realpath "$BUILD_PREFIX-tsan/libqnet_tsan_absl_sync.so")" \
+        "${tests[@]}"
       ;;
     *)
       echo "unknown step $step (asan, fuzz, tsan)" >&2
