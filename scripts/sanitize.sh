@@ -13,18 +13,18 @@
 #           (TSan cannot see how gRPC's threads hand data over) are suppressed, each with why,
 #           in scripts/sanitize/tsan.supp; a race in qnet's code is fixed.
 #   SANITIZE_TESTS  test binaries to run (default: common_test job_spec_test datasets_test
-#                   server_test; asan also qnet_client_test qnet_cli_test qnetd_e2e_test, which
-#                   are not yet checked under TSan). The worker and sandbox tests are Torch-free too
-#                   but not yet part of the default; the engine and e2e tests need LibTorch.
+#                   server_test qnet_client_test qnet_cli_test; asan also qnetd_e2e_test, not yet
+#                   checked under TSan). The worker and sandbox tests are Torch-free too but not
+#                   yet part of the default; the engine and e2e tests need LibTorch.
 #   BUILD_PREFIX    build folders' prefix (default build: build-asan, build-tsan)
 #   JOBS            parallel compiles and tests (default nproc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_PREFIX=${BUILD_PREFIX:-build}
 JOBS=${JOBS:-$(nproc)}
-default_tests="common_test job_spec_test datasets_test server_test"
+default_tests="common_test job_spec_test datasets_test server_test qnet_client_test qnet_cli_test"
 read -r -a tests <<<"${SANITIZE_TESTS:-$default_tests}"
-read -r -a asan_tests <<<"${SANITIZE_TESTS:-$default_tests qnet_client_test qnet_cli_test qnetd_e2e_test}"
+read -r -a asan_tests <<<"${SANITIZE_TESTS:-$default_tests qnetd_e2e_test}"
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/qnet-ccache}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 steps=("$@")
