@@ -35,7 +35,8 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const int err = errno;
   spdlog::error("blob store: {} {}: {}", std::string(what), path, std::strerror(err));
   std::string msg = absl::StrCat("blob store: ", what, " failed: ", std::strerror(err));
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+  // EFBIG: the process's file size limit (RLIMIT_FSIZE), a full disk in all but name.
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
 }
 

@@ -47,9 +47,17 @@ constexpr const char* kColumns =
     "id, seq, state, priority, request_id, lease_token, "
     "lease_expire_ms, job";
 
+// SQLite's message; a failed disk access says where to look, as SQLite's "disk I/O error" does
+// not say why (a full disk, a file size limit, a failing device).
+std::string Reason(sqlite3* db, absl::string_view message) {
+  const int code = sqlite3_extended_errcode(db) & 0xff;
+  if (code != SQLITE_IOERR && code != SQLITE_FULL) return std::string(message);
+  return absl::StrCat(message, "; the data folder's disk may be full or failing");
+}
+
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
-  return absl::UnavailableError(absl::StrCat("job store: ", what, ": ",
-                                             db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
+  return absl::UnavailableError(absl::StrCat(
+      "job store: ", what, ": ", db != nullptr ? Reason(db, sqlite3_errmsg(db)) : "out of memory"));
 }
 
 absl::Status Exec(sqlite3* db, const char* sql) {
@@ -57,7 +65,7 @@ absl::Status Exec(sqlite3* db, const char* sql) {
   if (sqlite3_exec(db, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     absl::Status s = absl::UnavailableError(absl::StrCat(
         "job store: ", absl::StripAsciiWhitespace(absl::string_view(sql).substr(0, 32)), ": ",
-        err != nullptr ? err : "unknown error"));
+        Reason(db, err != nullptr ? err : "unknown error")));
     sqlite3_free(err);
     return s;
   }

@@ -1,11 +1,17 @@
 // Faults injected into the real qnetd: SIGTERM during a resumable upload (nothing half-written is
 // served; the upload resumes after the restart) and during leases (a live worker carries on, a
 // gone one's job is leased again and finishes once), blobs corrupted or truncated on disk (the
-// digest check refuses to serve them), and a data folder qnetd cannot write (a clear error, exit
-// code 1). Each scenario ends by restarting qnetd and reading every stored job back.
+// digest check refuses to serve them), a data folder qnetd cannot write (a clear error, exit code
+// 1) and a disk that fills up while qnetd runs (every write refused with a clear error, nothing
+// stored lost, all well once space returns). Each scenario ends by restarting qnetd and reading
+// every stored job back.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/digest.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/job.grpc.pb.h"
 #include "qnet/v1/worker.grpc.pb.h"
@@ -32,6 +39,8 @@ namespace fs = std::filesystem;
 using qnet::v1::Job;
 using server::testing::TempDir;
 using server::testing::WaitFor;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
 
 constexpr int64_t kMiB = 1 << 20;
 
@@ -51,13 +60,19 @@ class FaultTest : public ::testing::Test {
         worker2_(NewIdentity("node-2", "worker")) {
     server::testing::MakeFakeIdxDataset(dir_ / "dataset");
     EXPECT_TRUE(WriteTokensFile(dir_ / "tokens", {client_, worker1_, worker2_}).ok());
-    qnetd_ = std::make_unique<QnetdProcess>(
+    qnetd_ = MakeQnetd();
+  }
+
+  // `wrapper`: what runs qnetd (QnetdProcess).
+  std::unique_ptr<QnetdProcess> MakeQnetd(std::vector<std::string> wrapper = {},
+                                          int lease_seconds = 5) {
+    return std::make_unique<QnetdProcess>(
         QNETD_PATH,
         std::vector<std::string>{"--data-dir", data_dir(), "--dataset",
                                  "fake=idx:" + (dir_ / "dataset"), "--auth-tokens", dir_ / "tokens",
-                                 "--lease-seconds", "5", "--local-workers", "0",
-                                 "--shutdown-grace-seconds", "2"},
-        dir_ / "qnetd.log");
+                                 "--lease-seconds", std::to_string(lease_seconds),
+                                 "--local-workers", "0", "--shutdown-grace-seconds", "2"},
+        dir_ / "qnetd.log", std::move(wrapper));
   }
 
   std::string data_dir() const { return dir_ / "data"; }
@@ -84,17 +99,22 @@ class FaultTest : public ::testing::Test {
     }
   }
 
-  Job Submit(const std::string& request_id) {
+  // A job created joins submitted_.
+  grpc::Status TrySubmit(const std::string& request_id, Job& job) {
     qnet::v1::SubmitJobRequest request;
     request.set_request_id(request_id);
     request.mutable_spec()->set_model("zoo:lenet5");
     request.mutable_spec()->set_dataset("fake");
-    Job job;
     grpc::ClientContext ctx;
     PrepareContext(ctx, client_.token, absl::Seconds(10));
     const grpc::Status s = jobs_->SubmitJob(&ctx, request, &job);
+    if (s.ok()) submitted_.push_back(job.id());
+    return s;
+  }
+  Job Submit(const std::string& request_id) {
+    Job job;
+    const grpc::Status s = TrySubmit(request_id, job);
     EXPECT_TRUE(s.ok()) << s.error_message();
-    submitted_.push_back(job.id());
     return job;
   }
 
@@ -108,15 +128,19 @@ class FaultTest : public ::testing::Test {
     return job;
   }
 
-  // Waits up to `wait_seconds` for a lease; no job in the response when none came.
-  qnet::v1::AcquireLeaseResponse Acquire(const TestIdentity& worker, int wait_seconds = 0) {
+  // Waits up to `wait_seconds` for a lease; no job in `lease` when none came.
+  grpc::Status TryAcquire(const TestIdentity& worker, int wait_seconds,
+                          qnet::v1::AcquireLeaseResponse& lease) {
     qnet::v1::AcquireLeaseRequest request;
     request.set_worker_id(worker.name);
     request.set_wait_seconds(wait_seconds);
-    qnet::v1::AcquireLeaseResponse lease;
     grpc::ClientContext ctx;
     PrepareContext(ctx, worker.token, absl::Seconds(wait_seconds + 10));
-    const grpc::Status s = workers_->AcquireLease(&ctx, request, &lease);
+    return workers_->AcquireLease(&ctx, request, &lease);
+  }
+  qnet::v1::AcquireLeaseResponse Acquire(const TestIdentity& worker, int wait_seconds = 0) {
+    qnet::v1::AcquireLeaseResponse lease;
+    const grpc::Status s = TryAcquire(worker, wait_seconds, lease);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return lease;
   }
@@ -423,6 +447,90 @@ TEST_F(FaultTest, UnwritableDataFolderFailsWithAClearErrorAndExitCode) {
   // Writable again: the job is as it was.
   ASSERT_NO_FATAL_FAILURE(Start());
   ExpectStoredAfterRestart({{job.id(), qnet::v1::QUEUED}});
+}
+
+// Runs qnetd with SIGXFSZ ignored (inherited through exec), so a write past its file size limit
+// fails with EFBIG instead of killing it.
+const std::vector<std::string> kIgnoreFileSizeSignal = {"/bin/sh", "-c",
+                                                        "trap '' XFSZ; exec \"$@\"", "sh"};
+
+// The disk fills up under the running qnetd, or space comes back: its file size limit
+// (RLIMIT_FSIZE) drops to 0, so every write into a file fails, or is lifted again.
+void SetDiskFull(pid_t qnetd, bool full) {
+  rlimit limit{};
+  ASSERT_EQ(::prlimit(qnetd, RLIMIT_FSIZE, nullptr, &limit), 0) << std::strerror(errno);
+  limit.rlim_cur = full ? 0 : limit.rlim_max;
+  ASSERT_EQ(::prlimit(qnetd, RLIMIT_FSIZE, &limit, nullptr), 0) << std::strerror(errno);
+}
+
+TEST_F(FaultTest, FullDiskRefusesEveryWriteLosesNothingStoredAndRecovers) {
+  qnetd_ = MakeQnetd(kIgnoreFileSizeSignal, /*lease_seconds=*/60);  // no lease runs out here
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const Job done = Submit("done"), running = Submit("running"), queued = Submit("queued");
+  const std::string artifact = RandomBytes(5000, 5);
+  const qnet::v1::AcquireLeaseResponse done_lease = Acquire(worker1_);
+  ASSERT_EQ(done_lease.job().id(), done.id());
+  const absl::Status completed = Complete(worker1_, done_lease, {artifact});
+  ASSERT_TRUE(completed.ok()) << completed;
+  const qnet::v1::AcquireLeaseResponse lease = Acquire(worker1_);
+  ASSERT_EQ(lease.job().id(), running.id());
+
+  ASSERT_NO_FATAL_FAILURE(SetDiskFull(qnetd_->pid(), true));
+  // Each write is refused, saying what went wrong and that nothing changed.
+  Job refused;
+  grpc::Status s = TrySubmit("while-full", refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(s.error_message(),
+              AllOf(HasSubstr("disk may be full or failing"), HasSubstr("not created")));
+  qnet::v1::AcquireLeaseResponse no_lease;
+  s = TryAcquire(worker2_, 0, no_lease);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("still QUEUED"));
+  s = Heartbeat(worker1_, lease);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("still RUNNING"));
+  const std::string model = RandomBytes(2 * kMiB, 6);
+  absl::StatusOr<std::string> uploaded = UploadBlob(*blobs_, client_.token, model, "model");
+  EXPECT_EQ(uploaded.status().code(), absl::StatusCode::kResourceExhausted) << uploaded.status();
+  EXPECT_THAT(uploaded.status().message(), HasSubstr("File too large"));
+  const std::string result = RandomBytes(3000, 7);
+  absl::Status c = Complete(worker1_, lease, {result});
+  EXPECT_EQ(c.code(), absl::StatusCode::kResourceExhausted) << c;
+  EXPECT_FALSE(fs::exists(BlobPath(DigestOf(model)))) << "a refused upload became a blob";
+  EXPECT_FALSE(fs::exists(BlobPath(DigestOf(result)))) << "a refused upload became a blob";
+
+  // Everything stored reads back as it was.
+  const auto expect_state = [&](const Job& job, qnet::v1::JobState state) {
+    absl::StatusOr<Job> got = Get(job.id());
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->state(), state) << job.request_id();
+  };
+  expect_state(done, qnet::v1::SUCCEEDED);
+  expect_state(running, qnet::v1::RUNNING);
+  expect_state(queued, qnet::v1::QUEUED);
+  Download d = DownloadBlob(*blobs_, client_.token, DigestOf(artifact));
+  ASSERT_TRUE(d.status.ok()) << d.status;
+  EXPECT_TRUE(d.data == artifact);
+
+  // Space is back: the refused calls, repeated, go through without a restart.
+  ASSERT_NO_FATAL_FAILURE(SetDiskFull(qnetd_->pid(), false));
+  const Job after = Submit("while-full");
+  EXPECT_TRUE(Heartbeat(worker1_, lease).ok());
+  c = Complete(worker1_, lease, {result});
+  EXPECT_TRUE(c.ok()) << c;
+  uploaded = UploadBlob(*blobs_, client_.token, model, "model");
+  ASSERT_TRUE(uploaded.ok()) << uploaded.status();
+  const qnet::v1::AcquireLeaseResponse next = Acquire(worker2_);
+  EXPECT_EQ(next.job().id(), queued.id());
+  ExpectStoredAfterRestart({{done.id(), qnet::v1::SUCCEEDED},
+                            {running.id(), qnet::v1::SUCCEEDED},
+                            {queued.id(), qnet::v1::RUNNING},
+                            {after.id(), qnet::v1::QUEUED}});
+  for (const std::string* data : {&artifact, &result, &model}) {
+    d = DownloadBlob(*blobs_, client_.token, DigestOf(*data));
+    ASSERT_TRUE(d.status.ok()) << d.status;
+    EXPECT_TRUE(d.data == *data);
+  }
 }
 
 }  // namespace

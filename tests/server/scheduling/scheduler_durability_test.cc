@@ -1,7 +1,8 @@
 // The scheduler over a store that refuses or holds writes on command: every transition (submit,
 // lease, heartbeat, completion, failure, retry, cancel, lease expiry) either is stored and then
 // seen, or fails UNAVAILABLE and changes nothing: memory and the store agree after each one, no
-// reader sees a change before it is stored, and the refused call can simply be repeated.
+// reader or worker sees a change (a new job, a lease, a completion) before it is stored, and the
+// refused call can simply be repeated.
 #include <thread>
 
 #include <google/protobuf/util/message_differencer.h>
@@ -243,6 +244,54 @@ TEST_F(SchedulerDurabilityTest, ReadersNeverSeeAChangeBeforeItIsStored) {
   worker.join();
   ExpectRefused(completed, "RUNNING");
   EXPECT_EQ(Get(id).state(), qnet::v1::RUNNING);
+  ExpectMemoryMatchesStore(id);
+}
+
+TEST_F(SchedulerDurabilityTest, NoReaderOrWorkerSeesASubmitOrLeaseBeforeItIsStored) {
+  qnet::v1::JobSpec spec;
+  spec.set_model("zoo:lenet5");
+  store_->HoldWrites();
+  absl::StatusOr<qnet::v1::Job> submitted, repeated;
+  std::thread client([&] { submitted = scheduler_->Submit(spec, "req-1"); });
+  EXPECT_TRUE(testing::WaitFor([&] { return store_->held_writes() == 1; }));
+  // The new job is on its way to the store: it is not listed, counted or leased yet, and a
+  // repeat of the request waits for it instead of making a second job.
+  auto listed = scheduler_->List(qnet::v1::QUEUED, 0, 10);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->jobs.empty());
+  EXPECT_EQ(scheduler_->Stats().jobs[qnet::v1::QUEUED], 0);
+  auto none = scheduler_->Acquire("w1", "cpu", absl::ZeroDuration());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value()) << "a job was leased before it was stored";
+  std::thread repeat([&] { repeated = scheduler_->Submit(spec, "req-1"); });
+  EXPECT_FALSE(
+      testing::WaitFor([&] { return store_->held_writes() > 1; }, absl::Milliseconds(200)));
+  store_->ReleaseWrites();
+  client.join();
+  repeat.join();
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  ASSERT_TRUE(repeated.ok()) << repeated.status();
+  const std::string id = submitted->id();
+  EXPECT_EQ(repeated->id(), id);
+  ExpectMemoryMatchesStore(id);
+
+  // A lease on its way to the store: the job still reads QUEUED and no other worker gets it.
+  store_->HoldWrites();
+  absl::StatusOr<std::optional<Lease>> lease;
+  std::thread worker([&] { lease = scheduler_->Acquire("w1", "cpu", absl::ZeroDuration()); });
+  EXPECT_TRUE(testing::WaitFor([&] { return store_->held_writes() == 1; }));
+  EXPECT_EQ(Get(id).state(), qnet::v1::QUEUED);
+  EXPECT_TRUE(Get(id).worker_id().empty());
+  EXPECT_EQ(scheduler_->Stats().workers_busy, 0);
+  auto other = scheduler_->Acquire("w2", "cpu", absl::ZeroDuration());
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value()) << "a job being leased was leased twice";
+  store_->ReleaseWrites();
+  worker.join();
+  ASSERT_TRUE(lease.ok() && lease->has_value()) << lease.status();
+  EXPECT_EQ((*lease)->job.id(), id);
+  EXPECT_EQ(Get(id).state(), qnet::v1::RUNNING);
+  EXPECT_EQ(Get(id).worker_id(), "w1");
   ExpectMemoryMatchesStore(id);
 }
 
