@@ -80,6 +80,17 @@ class UploadOwnerTest : public ::testing::Test {
     return writer->Finish();
   }
 
+  // Alice resumes from `offset`. Until the server has seen her broken connection end, it still
+  // holds that upload and answers ABORTED ("retry once it ends"); a client retries then.
+  grpc::Status AliceResumes(int64_t offset) {
+    grpc::Status status;
+    EXPECT_TRUE(testing::WaitFor([&] {
+      status = Upload("alice", offset);
+      return status.error_code() != grpc::StatusCode::ABORTED;
+    }));
+    return status;
+  }
+
   // Alice sends the first two chunks, then her connection breaks.
   void AliceBreaksOffHalfway() {
     grpc::ClientContext context;
@@ -119,7 +130,7 @@ TEST_F(UploadOwnerTest, AnotherIdentityCannotQueryContinueOrFinishIt) {
   // Bob's refused attempt left Alice's bytes as they were.
   EXPECT_EQ(Offset("alice"), static_cast<int64_t>(2 * kChunk));
 
-  grpc::Status resumed = Upload("alice", 2 * kChunk);
+  grpc::Status resumed = AliceResumes(2 * kChunk);
   ASSERT_TRUE(resumed.ok()) << resumed.error_message();
   EXPECT_EQ(testing::ReadFile(server_->blobs().PathOf(digest_)), content_);
   EXPECT_EQ(Offset("alice"), 0);
@@ -131,7 +142,7 @@ TEST_F(UploadOwnerTest, AnotherIdentitysWholeUploadLeavesItIntact) {
   ASSERT_TRUE(whole.ok()) << whole.error_message();
   EXPECT_EQ(testing::ReadFile(server_->blobs().PathOf(digest_)), content_);
   EXPECT_EQ(Offset("alice"), static_cast<int64_t>(2 * kChunk));
-  grpc::Status resumed = Upload("alice", 2 * kChunk);
+  grpc::Status resumed = AliceResumes(2 * kChunk);
   EXPECT_TRUE(resumed.ok()) << resumed.error_message();
 }
 
