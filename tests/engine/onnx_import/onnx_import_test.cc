@@ -18,6 +18,7 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
+#include "tests/engine/onnx_import/onnx_fixture_files.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/job_runner.h"
 #include "workers/engine/model_source/model_source.h"
@@ -34,21 +35,8 @@ std::string Fixture(const std::string& name) {
   return std::string(QNET_ONNX_FIXTURES) + "/" + name;
 }
 
-// A raw float32 file written by numpy's tofile.
-torch::Tensor ReadFloats(const std::string& path, const std::vector<int64_t>& shape) {
-  std::ifstream in(path, std::ios::binary);
-  torch::Tensor t = torch::empty(shape);
-  in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  EXPECT_TRUE(in.good()) << path;
-  return t;
-}
-
 ImportedModel Import(const std::string& name) {
-  absl::StatusOr<onnx_import::OnnxFile> file = onnx_import::ReadOnnxFile(Fixture(name + ".onnx"));
-  EXPECT_TRUE(file.ok()) << file.status();
-  absl::StatusOr<ImportedModel> model = onnx_import::ImportOnnx(*file);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return model.ok() ? *model : ImportedModel{};
+  return testing::ImportOnnxFixture(Fixture(name + ".onnx"));
 }
 
 struct Family {
@@ -66,9 +54,10 @@ TEST_P(OnnxFamilyTest, MatchesOnnxRuntimeAtAnyBatchSize) {
   ASSERT_TRUE(m.input_shape.has_value());
   std::vector<int64_t> shape = {2};
   shape.insert(shape.end(), m.input_shape->begin(), m.input_shape->end());
-  const torch::Tensor x = ReadFloats(Fixture(std::string(GetParam().name) + ".input.bin"), shape);
+  const torch::Tensor x =
+      testing::ReadFloats(Fixture(std::string(GetParam().name) + ".input.bin"), shape);
   const torch::Tensor want =
-      ReadFloats(Fixture(std::string(GetParam().name) + ".expected.bin"), {2, 10});
+      testing::ReadFloats(Fixture(std::string(GetParam().name) + ".expected.bin"), {2, 10});
   m.module.eval();
   torch::NoGradGuard no_grad;
   const torch::Tensor y = m.module.forward({x}).toTensor();

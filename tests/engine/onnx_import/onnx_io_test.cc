@@ -17,6 +17,7 @@
 #include <torch/script.h>
 
 #include "absl/strings/str_cat.h"
+#include "tests/engine/onnx_import/onnx_fixture_files.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/export/onnx/onnx_export.h"
 #include "workers/engine/job_runner.h"
@@ -34,23 +35,7 @@ std::string Fixture(const std::string& name) {
   return std::string(QNET_ONNX_IO_FIXTURES) + "/" + name;
 }
 
-// A raw float32 file written by numpy's tofile.
-torch::Tensor ReadFloats(const std::string& path, const std::vector<int64_t>& shape) {
-  std::ifstream in(path, std::ios::binary);
-  torch::Tensor t = torch::empty(shape);
-  in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  EXPECT_TRUE(in.good()) << path;
-  return t;
-}
-
-ImportedModel Import(const std::string& file) {
-  absl::StatusOr<onnx_import::OnnxFile> onnx = onnx_import::ReadOnnxFile(Fixture(file));
-  EXPECT_TRUE(onnx.ok()) << onnx.status();
-  if (!onnx.ok()) return {};
-  absl::StatusOr<ImportedModel> model = onnx_import::ImportOnnx(*onnx);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return model.ok() ? *model : ImportedModel{};
-}
+ImportedModel Import(const std::string& file) { return testing::ImportOnnxFixture(Fixture(file)); }
 
 // The largest difference between the imported model's logits on `nchw` and ONNX Runtime's.
 double DistanceToOnnxRuntime(const std::string& name, const torch::Tensor& nchw) {
@@ -58,7 +43,7 @@ double DistanceToOnnxRuntime(const std::string& name, const torch::Tensor& nchw)
   m.module.eval();
   torch::NoGradGuard no_grad;
   const torch::Tensor y = m.module.forward({nchw}).toTensor();
-  const torch::Tensor want = ReadFloats(Fixture(name + ".expected.bin"), {2, 10});
+  const torch::Tensor want = testing::ReadFloats(Fixture(name + ".expected.bin"), {2, 10});
   EXPECT_EQ(y.sizes(), want.sizes());
   return y.sizes() == want.sizes() ? (y - want).abs().max().item<double>() : 1e9;
 }
@@ -136,7 +121,7 @@ TEST(OnnxIo, AnNhwcGraphMatchesOnnxRuntimeFedNchw) {
   ASSERT_TRUE(m.input_shape.has_value());
   EXPECT_EQ(*m.input_shape, (std::vector<int64_t>{1, 28, 28}));
   // ONNX Runtime was fed [N, H, W, C]; the job's data path feeds the same images as [N, C, H, W].
-  const torch::Tensor nhwc = ReadFloats(Fixture("nhwc.input.bin"), {2, 28, 28, 1});
+  const torch::Tensor nhwc = testing::ReadFloats(Fixture("nhwc.input.bin"), {2, 28, 28, 1});
   EXPECT_LT(DistanceToOnnxRuntime("nhwc", nhwc.permute({0, 3, 1, 2}).contiguous()), 1e-4);
 }
 
@@ -150,7 +135,7 @@ TEST(OnnxIo, AnNhwcGraphTrainsThroughAJob) {
 }
 
 TEST(OnnxIo, ExternalDataNextToTheModelIsRead) {
-  const torch::Tensor x = ReadFloats(Fixture("external.input.bin"), {2, 1, 28, 28});
+  const torch::Tensor x = testing::ReadFloats(Fixture("external.input.bin"), {2, 1, 28, 28});
   EXPECT_LT(DistanceToOnnxRuntime("external", x), 1e-4);
 }
 
