@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "qnet/v1/blob.grpc.pb.h"
 #include "server/app/qnet_server_impl.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -21,12 +22,7 @@ using testing::TempDir;
 class DatasetServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    QnetServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/false);
     auto server = QnetServerImpl::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);

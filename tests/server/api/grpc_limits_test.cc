@@ -18,6 +18,7 @@
 #include "qnet/v1/worker.grpc.pb.h"
 #include "server/app/grpc_health_probe.h"
 #include "server/app/qnet_server_impl.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -28,12 +29,7 @@ using ::testing::HasSubstr;
 class GrpcLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    QnetServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "127.0.0.1:0";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/true);
     options.upload_idle_seconds = 1;
     options.grpc_max_streams_per_connection = 1;
     auto server = QnetServerImpl::Start(options);

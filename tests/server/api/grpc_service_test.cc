@@ -17,6 +17,7 @@
 #include "server/app/qnet_server_impl.h"
 #include "server/store/sqlite_job_store.h"
 #include "tests/server/store/fault_injecting_job_store.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -27,21 +28,14 @@ using testing::TempDir;
 
 class GrpcServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    StartServer();
-  }
+  void SetUp() override { StartServer(); }
 
   // `store` null: the default SQLite store in the data folder.
   void StartServer(JobStore* store = nullptr) {
     if (server_ != nullptr) server_->Shutdown(absl::Seconds(2));
     server_.reset();
-    QnetServerOptions options;
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/true);
     options.store = store;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "127.0.0.1:0";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
     options.max_blob_bytes = 4 << 20;
     options.lease_seconds = 30;
     auto server = QnetServerImpl::Start(options);

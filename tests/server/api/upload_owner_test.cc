@@ -8,8 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/blob.grpc.pb.h"
-#include "server/app/qnet_server_impl.h"
-#include "server/auth/token_table.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -22,18 +21,9 @@ constexpr size_t kChunk = 4096;
 class UploadOwnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    std::string lines;
-    for (const std::string name : {"alice", "bob"}) {
-      tokens_[name] = NewToken();
-      lines += name + " client " + TokenHash(tokens_[name]) + "\n";
-    }
-    testing::WriteFile(dir_ / "tokens", lines);
-    QnetServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
+    tokens_ = testing::WriteTokensFile(dir_ / "tokens",
+                                       {{"alice", Role::kClient}, {"bob", Role::kClient}});
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/false);
     options.auth_tokens_path = dir_ / "tokens";
     auto server = QnetServerImpl::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -45,7 +35,7 @@ class UploadOwnerTest : public ::testing::Test {
   }
 
   void As(grpc::ClientContext& context, const std::string& name) {
-    context.AddMetadata("authorization", "Bearer " + tokens_[name]);
+    testing::Authorize(context, tokens_[name]);
   }
 
   int64_t Offset(const std::string& name) {

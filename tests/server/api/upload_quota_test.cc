@@ -10,8 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/blob.grpc.pb.h"
-#include "server/app/qnet_server_impl.h"
-#include "server/auth/token_table.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -25,14 +24,8 @@ constexpr size_t kChunk = 4096;
 class UploadQuotaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    token_ = NewToken();
-    testing::WriteFile(dir_ / "tokens", "alice client " + TokenHash(token_) + "\n");
-    QnetServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
+    token_ = testing::WriteTokensFile(dir_ / "tokens", {{"alice", Role::kClient}})["alice"];
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/false);
     options.auth_tokens_path = dir_ / "tokens";
     options.quota_upload_bytes = kQuota;
     auto server = QnetServerImpl::Start(options);
@@ -46,7 +39,7 @@ class UploadQuotaTest : public ::testing::Test {
   // only the server can end the call before the deadline.
   grpc::Status UploadUnsized(size_t bytes, bool finish_sending) {
     grpc::ClientContext context;
-    context.AddMetadata("authorization", "Bearer " + token_);
+    testing::Authorize(context, token_);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::UploadResponse response;
     auto writer = blobs_->Upload(&context, &response);

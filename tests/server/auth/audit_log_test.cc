@@ -18,6 +18,7 @@
 #include "server/auth/audit_log.h"
 #include "server/auth/method_table.h"
 #include "server/auth/token_table.h"
+#include "tests/server/test_server.h"
 #include "tests/server/test_util.h"
 
 namespace qnet::server {
@@ -174,19 +175,9 @@ TEST(AuditLogTest, AFloodOfRefusalsAddsABoundedNumberOfLines) {
 class AuditedServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::MakeFakeIdxDataset(dir_ / "fmnist");
-    std::string lines;
-    for (const auto& [name, role] : std::vector<std::pair<std::string, Role>>{
-             {"alice", Role::kClient}, {"bob", Role::kClient}, {"w1", Role::kWorker}}) {
-      tokens_[name] = NewToken();
-      lines += name + " " + std::string(RoleName(role)) + " " + TokenHash(tokens_[name]) + "\n";
-    }
-    testing::WriteFile(dir_ / "tokens", lines);
-    QnetServerOptions options;
-    options.listen = "127.0.0.1:0";
-    options.http_listen = "127.0.0.1:0";
-    options.data_dir = dir_ / "data";
-    options.default_dataset_dir = dir_ / "fmnist";
+    tokens_ = testing::WriteTokensFile(
+        dir_ / "tokens", {{"alice", Role::kClient}, {"bob", Role::kClient}, {"w1", Role::kWorker}});
+    QnetServerOptions options = testing::LoopbackServerOptions(dir_, /*http=*/true);
     options.auth_tokens_path = dir_ / "tokens";
     options.audit_log_path = dir_ / "audit.log";
     auto server = QnetServerImpl::Start(options);
@@ -199,7 +190,7 @@ class AuditedServerTest : public ::testing::Test {
 
   std::unique_ptr<grpc::ClientContext> As(const std::string& name) {
     auto context = std::make_unique<grpc::ClientContext>();
-    context->AddMetadata("authorization", "Bearer " + tokens_[name]);
+    testing::Authorize(*context, tokens_[name]);
     return context;
   }
 

@@ -3,6 +3,8 @@
 // seen, or fails UNAVAILABLE and changes nothing: memory and the store agree after each one, no
 // reader or worker sees a change (a new job, a lease, a completion) before it is stored, and the
 // refused call can simply be repeated.
+#include <chrono>
+#include <future>
 #include <thread>
 
 #include <google/protobuf/util/message_differencer.h>
@@ -46,6 +48,19 @@ class SchedulerDurabilityTest : public ::testing::Test {
     auto lease = scheduler_->Acquire("w1", "cpu", absl::ZeroDuration());
     EXPECT_TRUE(lease.ok() && lease->has_value()) << lease.status();
     return lease.ok() && lease->has_value() ? **lease : Lease();
+  }
+
+  // Runs `read` while a store write is held. A read that waits for that write (a scheduler that
+  // holds its lock across the store) fails the test naming `what`, and the write is let go so
+  // the test ends instead of hanging until ctest's timeout.
+  template <typename Read>
+  auto WhileWriteHeld(const char* what, Read read) {
+    auto result = std::async(std::launch::async, read);
+    if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+      ADD_FAILURE() << what << " waited for a held store write; readers must not";
+      store_->ReleaseWrites();
+    }
+    return result.get();
   }
 
   qnet::v1::Job Get(const std::string& id) {
@@ -256,11 +271,12 @@ TEST_F(SchedulerDurabilityTest, NoReaderOrWorkerSeesASubmitOrLeaseBeforeItIsStor
   EXPECT_TRUE(testing::WaitFor([&] { return store_->held_writes() == 1; }));
   // The new job is on its way to the store: it is not listed, counted or leased yet, and a
   // repeat of the request waits for it instead of making a second job.
-  auto listed = scheduler_->List(qnet::v1::QUEUED, 0, 10);
+  auto listed = WhileWriteHeld("List", [&] { return scheduler_->List(qnet::v1::QUEUED, 0, 10); });
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(listed->jobs.empty());
-  EXPECT_EQ(scheduler_->Stats().jobs[qnet::v1::QUEUED], 0);
-  auto none = scheduler_->Acquire("w1", "cpu", absl::ZeroDuration());
+  EXPECT_EQ(WhileWriteHeld("Stats", [&] { return scheduler_->Stats(); }).jobs[qnet::v1::QUEUED], 0);
+  auto none = WhileWriteHeld(
+      "Acquire", [&] { return scheduler_->Acquire("w1", "cpu", absl::ZeroDuration()); });
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value()) << "a job was leased before it was stored";
   std::thread repeat([&] { repeated = scheduler_->Submit(spec, "req-1"); });
@@ -280,10 +296,12 @@ TEST_F(SchedulerDurabilityTest, NoReaderOrWorkerSeesASubmitOrLeaseBeforeItIsStor
   absl::StatusOr<std::optional<Lease>> lease;
   std::thread worker([&] { lease = scheduler_->Acquire("w1", "cpu", absl::ZeroDuration()); });
   EXPECT_TRUE(testing::WaitFor([&] { return store_->held_writes() == 1; }));
-  EXPECT_EQ(Get(id).state(), qnet::v1::QUEUED);
-  EXPECT_TRUE(Get(id).worker_id().empty());
-  EXPECT_EQ(scheduler_->Stats().workers_busy, 0);
-  auto other = scheduler_->Acquire("w2", "cpu", absl::ZeroDuration());
+  const qnet::v1::Job being_leased = WhileWriteHeld("GetJob", [&] { return Get(id); });
+  EXPECT_EQ(being_leased.state(), qnet::v1::QUEUED);
+  EXPECT_TRUE(being_leased.worker_id().empty());
+  EXPECT_EQ(WhileWriteHeld("Stats", [&] { return scheduler_->Stats(); }).workers_busy, 0);
+  auto other = WhileWriteHeld(
+      "Acquire", [&] { return scheduler_->Acquire("w2", "cpu", absl::ZeroDuration()); });
   ASSERT_TRUE(other.ok());
   EXPECT_FALSE(other->has_value()) << "a job being leased was leased twice";
   store_->ReleaseWrites();
