@@ -14,6 +14,7 @@
 #include <torch/script.h>
 
 #include "tests/engine/byom/quantized_inputs.h"
+#include "tests/engine/short_job.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/job_runner.h"
 #include "workers/engine/transform/transform.h"
@@ -30,21 +31,9 @@ std::string Fixture(const std::string& name) {
 // W2A2, no pre-training, one QN epoch over 20 images in batches of 4: every phase, calibration,
 // batch-norm re-estimation and the TorchScript export run.
 JobRun Config(const std::string& model) {
-  JobRun run;
-  run.spec.set_model(Fixture(model + ".pt"));
-  run.spec.set_dataset("synthetic-cifar10");
-  run.spec.set_weight_bits(2);
-  run.spec.set_activation_bits(2);
+  JobRun run = testing::ShortJob(Fixture(model + ".pt"), 2, Fixture("cifar10"), "cifar10",
+                                 testing::ProcessTempDir("byom_" + model));
   run.spec.add_export_formats("torchscript");
-  v1::TrainingSettings& t = *run.spec.mutable_training();
-  t.set_pretrain_epochs(0);
-  t.set_epochs(1);
-  t.set_batch_size(4);
-  t.set_seed(1);
-  run.context.dataset_dir = Fixture("cifar10");
-  run.context.dataset_format = "cifar10";
-  run.context.device = "cpu";
-  run.context.out_dir = testing::ProcessTempDir("byom_" + model);
   return run;
 }
 

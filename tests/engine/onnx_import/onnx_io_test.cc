@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/engine/onnx_import/onnx_fixture_files.h"
+#include "tests/engine/short_job.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/export/onnx/onnx_export.h"
 #include "workers/engine/job_runner.h"
@@ -49,22 +50,11 @@ double DistanceToOnnxRuntime(const std::string& name, const torch::Tensor& nchw)
 }
 
 // W4A4 over 20 synthetic 28x28 grey images in batches of 4, one epoch, no pre-training.
-absl::StatusOr<JobResult> ShortJob(const std::string& model, const std::string& out_dir) {
-  JobRun run;
-  run.spec.set_model(model);
-  run.spec.set_dataset("synthetic-idx");
-  run.spec.set_weight_bits(4);
-  run.spec.set_activation_bits(4);
+absl::StatusOr<JobResult> RunShortW4A4Job(const std::string& model, const std::string& out_dir) {
+  JobRun run = testing::ShortJob(
+      model, 4, testing::WriteSyntheticIdx(testing::ProcessTempDir("io_idx"), 20, 8), "idx",
+      out_dir);
   run.spec.add_export_formats("onnx");
-  v1::TrainingSettings& t = *run.spec.mutable_training();
-  t.set_pretrain_epochs(0);
-  t.set_epochs(1);
-  t.set_batch_size(4);
-  t.set_seed(1);
-  run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("io_idx"), 20, 8);
-  run.context.dataset_format = "idx";
-  run.context.device = "cpu";
-  run.context.out_dir = out_dir;
   return RunJob(run, {});
 }
 
@@ -96,7 +86,7 @@ TEST(OnnxIo, AnImportedGraphDeclaresItsInputAndOutputNames) {
 
 TEST(OnnxIo, TheExportedModelKeepsTheOriginalGraphsNames) {
   const std::string out = testing::ProcessTempDir("onnx_io_named");
-  absl::StatusOr<JobResult> result = ShortJob(Fixture("named.onnx"), out);
+  absl::StatusOr<JobResult> result = RunShortW4A4Job(Fixture("named.onnx"), out);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(CheckInOnnxRuntime(out + "/model.onnx", "pixel_values", "logits", "1x28x28"), "");
 }
@@ -127,7 +117,7 @@ TEST(OnnxIo, AnNhwcGraphMatchesOnnxRuntimeFedNchw) {
 
 TEST(OnnxIo, AnNhwcGraphTrainsThroughAJob) {
   const std::string out = testing::ProcessTempDir("onnx_io_nhwc");
-  absl::StatusOr<JobResult> result = ShortJob(Fixture("nhwc.onnx"), out);
+  absl::StatusOr<JobResult> result = RunShortW4A4Job(Fixture("nhwc.onnx"), out);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->metrics.effective_spec.input_shape(), "1x28x28");
   // The artifact takes the job's NCHW batches, under the original input's name.
