@@ -9,6 +9,18 @@
 #include "absl/status/status.h"
 
 namespace qnet {
+namespace {
+
+// OpenSSL 3 resolves EVP_sha256() through its provider registry on every EVP_DigestInit_ex (a
+// lock and a lookup, about as long as hashing a token); an algorithm fetched once skips that.
+// Fetched on first use, so that a program's OpenSSL configuration is loaded by then, and never
+// freed: digests run until the process exits.
+const EVP_MD* Sha256Algorithm() {
+  static const EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+}  // namespace
 
 struct Sha256::State {
   EVP_MD_CTX* ctx = nullptr;
@@ -16,7 +28,7 @@ struct Sha256::State {
 
 Sha256::Sha256() : state_(std::make_unique<State>()) {
   state_->ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(state_->ctx, EVP_sha256(), nullptr);
+  EVP_DigestInit_ex(state_->ctx, Sha256Algorithm(), nullptr);
 }
 
 Sha256::~Sha256() { EVP_MD_CTX_free(state_->ctx); }

@@ -26,11 +26,12 @@ absl::StatusOr<Identity> IdentityOf(const Authenticator& auth,
                                     const std::multimap<grpc::string_ref, grpc::string_ref>& md,
                                     const grpc::AuthContext* connection) {
   const absl::string_view bearer = Find(md, "authorization");
+  if (!bearer.empty() || auth.open() || connection == nullptr) {
+    return auth.AuthenticateBearer(bearer);
+  }
   // Only a verified client certificate (mTLS) gives the connection a common name.
-  const std::vector<grpc::string_ref> cn = connection != nullptr
-                                               ? connection->FindPropertyValues("x509_common_name")
-                                               : std::vector<grpc::string_ref>();
-  if (!bearer.empty() || auth.open() || cn.empty()) return auth.AuthenticateBearer(bearer);
+  const std::vector<grpc::string_ref> cn = connection->FindPropertyValues("x509_common_name");
+  if (cn.empty()) return auth.AuthenticateBearer(bearer);
   return auth.AuthenticateCertificate(View(cn.front()));
 }
 

@@ -1,6 +1,5 @@
 #include "server/auth/token_table.h"
 
-#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <cstdint>
@@ -82,37 +81,31 @@ absl::StatusOr<TokenTable> TokenTable::Load(const std::string& path) {
 }
 
 absl::Status TokenTable::Add(Identity identity, std::string token_hash) {
-  for (const Entry& e : entries_) {
-    if (e.identity.name == identity.name) {
-      return absl::AlreadyExistsError(absl::StrCat("identity ", identity.name, " is listed twice"));
-    }
-    if (!token_hash.empty() && e.token_hash == token_hash) {
-      return absl::AlreadyExistsError(absl::StrCat("identities ", e.identity.name, " and ",
-                                                   identity.name, " have the same token"));
-    }
+  if (by_name_.contains(identity.name)) {
+    return absl::AlreadyExistsError(absl::StrCat("identity ", identity.name, " is listed twice"));
   }
-  entries_.push_back({std::move(identity), std::move(token_hash)});
+  if (!token_hash.empty()) {
+    if (const auto same = by_token_hash_.find(token_hash); same != by_token_hash_.end()) {
+      return absl::AlreadyExistsError(absl::StrCat("identities ", identities_[same->second].name,
+                                                   " and ", identity.name, " have the same token"));
+    }
+    by_token_hash_.emplace(std::move(token_hash), identities_.size());
+  }
+  by_name_.emplace(identity.name, identities_.size());
+  identities_.push_back(std::move(identity));
   return absl::OkStatus();
 }
 
 std::optional<Identity> TokenTable::FindToken(absl::string_view token) const {
-  const std::string hash = TokenHash(token);
-  const Entry* found = nullptr;
-  // Every entry is compared in full: no early exit on a match or a mismatch.
-  for (const Entry& e : entries_) {
-    const bool same = e.token_hash.size() == hash.size() &&
-                      CRYPTO_memcmp(e.token_hash.data(), hash.data(), hash.size()) == 0;
-    if (same) found = &e;
-  }
-  if (found == nullptr) return std::nullopt;
-  return found->identity;
+  const auto found = by_token_hash_.find(TokenHash(token));
+  if (found == by_token_hash_.end()) return std::nullopt;
+  return identities_[found->second];
 }
 
 std::optional<Identity> TokenTable::FindName(absl::string_view name) const {
-  for (const Entry& e : entries_) {
-    if (e.identity.name == name) return e.identity;
-  }
-  return std::nullopt;
+  const auto found = by_name_.find(name);
+  if (found == by_name_.end()) return std::nullopt;
+  return identities_[found->second];
 }
 
 std::string TokenHash(absl::string_view token) {

@@ -9,8 +9,10 @@
 //   edge-1      worker   -          # no token: only a client certificate with CN edge-1
 //
 // The file holds SHA-256 hashes of the tokens, never the tokens (`qnetd token` prints both). A
-// presented token is hashed and compared with every entry in constant time, so neither a match
-// nor its position shows in the reply time.
+// presented token is hashed and looked up by its hash, in time independent of the table's size:
+// what a lookup's time could show is how much of the presented token's hash matches a stored
+// one, which says nothing of any token (finding a token to a chosen hash prefix is a preimage
+// search), so the token itself is never compared.
 //
 //   absl::StatusOr<TokenTable> table = TokenTable::Load("/etc/qnet/tokens");
 //   std::optional<Identity> who = table->FindToken(bearer_token);
@@ -22,6 +24,7 @@
 #include <vector>
 #include "absl/strings/string_view.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/auth/identity.h"
@@ -40,14 +43,13 @@ class TokenTable {
 
   std::optional<Identity> FindToken(absl::string_view token) const;
   std::optional<Identity> FindName(absl::string_view name) const;
-  size_t size() const { return entries_.size(); }
+  size_t size() const { return identities_.size(); }
 
  private:
-  struct Entry {
-    Identity identity;
-    std::string token_hash;  // "sha256:<hex>"; "" = no token
-  };
-  std::vector<Entry> entries_;
+  std::vector<Identity> identities_;
+  // Indices into identities_: a lookup on every call must not scan a table of many workers.
+  absl::flat_hash_map<std::string, size_t> by_name_;
+  absl::flat_hash_map<std::string, size_t> by_token_hash_;  // "sha256:<hex>"; identities with one
 };
 
 // "sha256:<hex>" of a token, as the tokens file holds it.

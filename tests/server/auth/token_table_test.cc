@@ -1,6 +1,7 @@
 // The tokens file: identities, roles, hashes, comments, and errors that name the line.
 #include "server/auth/token_table.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth/authenticator.h"
@@ -32,6 +33,29 @@ TEST(TokenTableTest, FindsIdentitiesByTokenAndName) {
   EXPECT_FALSE(table->FindToken("").has_value());  // a certificate-only entry has no token
   EXPECT_EQ(table->FindName("edge-1"), (Identity{"edge-1", Role::kWorker}));
   EXPECT_FALSE(table->FindName("mallory").has_value());
+}
+
+TEST(TokenTableTest, FindsEachOfManyIdentities) {
+  std::vector<std::string> tokens;
+  std::string text;
+  for (int i = 0; i < 300; ++i) {
+    tokens.push_back(NewToken());
+    absl::StrAppend(&text, "w", i, " worker ", TokenHash(tokens.back()), "\n");
+  }
+  text += "edge worker -\n";
+  absl::StatusOr<TokenTable> table = TokenTable::Parse(text, "tokens");
+  ASSERT_TRUE(table.ok()) << table.status();
+  for (int i = 0; i < 300; ++i) {
+    const Identity expected{absl::StrCat("w", i), Role::kWorker};
+    EXPECT_EQ(table->FindToken(tokens[i]), expected);
+    EXPECT_EQ(table->FindName(expected.name), expected);
+  }
+  EXPECT_FALSE(table->FindToken(NewToken()).has_value());
+  EXPECT_EQ(table->FindName("edge"), (Identity{"edge", Role::kWorker}));
+  EXPECT_THAT(table->Add({"w7", Role::kAdmin}, "").message(), HasSubstr("w7 is listed twice"));
+  EXPECT_THAT(table->Add({"late", Role::kAdmin}, TokenHash(tokens[123])).message(),
+              HasSubstr("identities w123 and late have the same token"));
+  EXPECT_FALSE(table->FindName("late").has_value());
 }
 
 TEST(TokenTableTest, ErrorsNameTheFileAndLine) {
