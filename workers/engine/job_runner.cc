@@ -280,6 +280,15 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   if (absl::Status s = DryRun(*model, *data, job.spec); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("model ", job.spec.model(), ": ", s.message()));
   }
+  // Batch norms the importer restored behind folded convolutions start as the identity on this
+  // job's images, in train mode too (the activation calibration's batch count).
+  model->to(*device);
+  if (absl::Status s = InitIdentityBatchNorms(
+          *model, (*opened)->RestoredBatchNorms(), data->train, t.batch_size(), t.seed(), *device,
+          ResolveRecipe(job.spec, data->augment).calibration_batches);
+      !s.ok()) {
+    return s;
+  }
 
   int64_t float_size = 0;
   for (const torch::Tensor& p : model->parameters()) {

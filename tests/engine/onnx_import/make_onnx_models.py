@@ -3,8 +3,10 @@
 Models: the torchvision families in FAMILIES (weights=None, 10 classes, 32x32 inputs, dynamic
 batch), by torch.onnx.export's TorchScript exporter (dynamo=False: it needs no onnxscript) at opset
 17, with batch norms kept (TrainingMode.PRESERVE) or folded into the convolutions where they follow
-one (TrainingMode.EVAL, the default export); and ops.onnx, a hand-written opset-20 graph with every
-op the importer maps. For each, NAME.input.bin (float32
+one (TrainingMode.EVAL, the default export); small_cnn.onnx and small_cnn_bn.onnx, one small CNN
+with random batch-norm statistics exported with the default constant folding (its batch norms
+folded into the convolutions) and with do_constant_folding=False (kept); and ops.onnx, a
+hand-written opset-20 graph with every op the importer maps. For each, NAME.input.bin (float32
 [2, C, H, W], random normal) and NAME.expected.bin (float32, ONNX Runtime's output on it).
 Malformed files, each refused with its own message: not_protobuf, truncated, missing_initializer,
 cyclic, unsupported_op, external_outside, old_opset. The fuzz target's corpus (fuzz/corpus) is
@@ -45,6 +47,48 @@ def export_torchvision(name, out, training):
                       training=training, input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
     return path
+
+
+class SmallCnn(torch.nn.Module):
+    """Conv-BN-ReLU blocks (one depthwise), a squeeze-and-excitation gate and a classifier conv:
+    the convolutions the importer gives a restored batch norm and those it does not."""
+
+    def __init__(self):
+        super().__init__()
+        block = lambda c_in, c_out, **kw: torch.nn.Sequential(
+            torch.nn.Conv2d(c_in, c_out, 3, padding=1, bias=False, **kw),
+            torch.nn.BatchNorm2d(c_out), torch.nn.ReLU())
+        self.features = torch.nn.Sequential(block(3, 8), block(8, 8, groups=8),
+                                            block(8, 16, stride=2))
+        self.se = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Conv2d(16, 4, 1),
+                                      torch.nn.ReLU(), torch.nn.Conv2d(4, 16, 1),
+                                      torch.nn.Sigmoid())
+        self.classifier = torch.nn.Conv2d(16, 10, 1)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = self.classifier(x * self.se(x))
+        return x.mean((2, 3))
+
+
+def export_small_cnn(out):
+    """small_cnn.onnx (batch norms folded) and small_cnn_bn.onnx (kept), one model."""
+    model = SmallCnn().eval()
+    with torch.no_grad():  # statistics far from (0, 1): folding changes the weights' scale
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.2, 4)
+                m.weight.uniform_(0.5, 2)
+                m.bias.uniform_(-0.5, 0.5)
+    paths = []
+    for name, fold in (("small_cnn", True), ("small_cnn_bn", False)):
+        paths.append(os.path.join(out, name + ".onnx"))
+        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), paths[-1], dynamo=False,
+                          opset_version=17, do_constant_folding=fold, input_names=["image"],
+                          output_names=["logits"],
+                          dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    return paths
 
 
 def init(name, array):
@@ -210,6 +254,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     paths = [export_torchvision(name, out, training) for name, training in FAMILIES]
+    paths += export_small_cnn(out)
     ops_path = os.path.join(out, "ops.onnx")
     onnx.save(ops_model(), ops_path)
     paths.append(ops_path)

@@ -2,14 +2,16 @@
 // onnx_import_models ctest fixture exports) and a hand-written graph of every mapped op import,
 // match ONNX Runtime's outputs on the same random inputs, expose their layers and batch norms to
 // the QN transform, and train through a short job whose artifacts pass the checks of
-// tests/engine/export/torchvision_check.py; malformed files are refused with a message naming the
-// problem.
+// tests/engine/export/torchvision_check.py; a graph whose batch norms the exporter folded gets
+// them restored, as the identity until a job sets them from its data; malformed files are refused
+// with a message naming the problem.
 #include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,6 +26,7 @@
 #include "workers/engine/model_source/model_source.h"
 #include "workers/engine/model_source/onnx/importer.h"
 #include "workers/engine/model_source/onnx/onnx_file.h"
+#include "workers/engine/training/evaluation.h"
 #include "workers/engine/transform/transform.h"
 
 namespace qnet::engine {
@@ -42,7 +45,7 @@ ImportedModel Import(const std::string& name) {
 struct Family {
   const char* name;
   size_t layers;       // Conv (not transposed), Gemm, MatMul with a constant weight
-  size_t batch_norms;  // BatchNormalization
+  size_t batch_norms;  // BatchNormalization, and those restored behind folded convolutions
 };
 
 std::ostream& operator<<(std::ostream& os, const Family& f) { return os << f.name; }
@@ -75,10 +78,10 @@ TEST_P(OnnxFamilyTest, TheTransformFindsEveryLayerAndBatchNorm) {
 
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, OnnxFamilyTest,
-    ::testing::Values(Family{"resnet18", 21, 20}, Family{"mobilenet_v3_small", 54, 0},
+    ::testing::Values(Family{"resnet18", 21, 20}, Family{"mobilenet_v3_small", 54, 34},
                       Family{"efficientnet_b0", 82, 49}, Family{"densenet121", 121, 62},
                       Family{"convnext_tiny", 59, 0}, Family{"shufflenet_v2_x0_5", 57, 56},
-                      Family{"ops", 7, 1}),
+                      Family{"ops", 7, 1}, Family{"small_cnn", 6, 3}, Family{"small_cnn_bn", 6, 3}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(OnnxImport, TheDeclaredInputShapeIsTheJobsDefault) {
@@ -139,6 +142,27 @@ void WriteFloats(const torch::Tensor& t, const std::string& path) {
       .write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
 }
 
+// A job on the fixture `name` (its declared 3x32x32 input) over 20 synthetic images in batches
+// of 4, one QN epoch, no pre-training, on the CPU.
+JobRun SyntheticJob(const std::string& name, int weight_bits, int activation_bits) {
+  JobRun run;
+  run.spec.set_model(Fixture(name + ".onnx"));
+  run.spec.set_dataset("synthetic-idx");
+  run.spec.set_weight_bits(weight_bits);
+  run.spec.set_activation_bits(activation_bits);
+  v1::TrainingSettings& t = *run.spec.mutable_training();
+  t.set_pretrain_epochs(0);
+  t.set_epochs(1);
+  t.set_batch_size(4);
+  t.set_seed(1);
+  run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8);
+  run.context.dataset_format = "idx";
+  run.context.device = "cpu";
+  run.context.out_dir = testing::ProcessTempDir(
+      absl::StrCat("onnx_job_", name, "_w", weight_bits, "a", activation_bits));
+  return run;
+}
+
 class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
 
 // W2A2 over 20 synthetic images in batches of 4, no pre-training: the imported model goes through
@@ -148,20 +172,7 @@ class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
 // checker, stores 4-bit weight codes and agrees with model.pt in ONNX Runtime.
 TEST_P(OnnxJobTest, TrainsAndExportsThroughAJob) {
   const std::string name = GetParam();
-  JobRun run;
-  run.spec.set_model(Fixture(name + ".onnx"));
-  run.spec.set_dataset("synthetic-idx");
-  run.spec.set_weight_bits(2);
-  run.spec.set_activation_bits(2);
-  v1::TrainingSettings& t = *run.spec.mutable_training();
-  t.set_pretrain_epochs(0);
-  t.set_epochs(1);
-  t.set_batch_size(4);
-  t.set_seed(1);
-  run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8);
-  run.context.dataset_format = "idx";
-  run.context.device = "cpu";
-  run.context.out_dir = testing::ProcessTempDir("onnx_job_" + name);
+  const JobRun run = SyntheticJob(name, 2, 2);
   absl::StatusOr<JobResult> result = RunJob(run, {});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->metrics.effective_spec.input_shape(), "3x32x32");
@@ -189,6 +200,79 @@ INSTANTIATE_TEST_SUITE_P(Families, OnnxJobTest,
                          ::testing::Values("mobilenet_v3_small", "efficientnet_b0", "densenet121",
                                            "convnext_tiny", "shufflenet_v2_x0_5"),
                          [](const auto& info) { return std::string(info.param); });
+
+TEST(OnnxFoldedBatchNorms, AreRestoredBehindConvolutionsButNotGatesOrTheClassifier) {
+  // small_cnn: its three conv-BN-ReLU blocks' convolutions, not its squeeze-and-excitation
+  // gate's two nor its classifier conv.
+  EXPECT_EQ(Import("small_cnn").restored_batch_norms.size(), 3u);
+  // Graphs with any normalisation node keep what they have.
+  for (const char* name : {"small_cnn_bn", "densenet121", "convnext_tiny", "ops"}) {
+    EXPECT_TRUE(Import(name).restored_batch_norms.empty()) << name;
+  }
+}
+
+// 16 images, as the job's data set would give them (already normalised floats).
+TensorDataset RandomImages(int64_t n) {
+  torch::manual_seed(5);
+  TensorDataset data;
+  data.images = torch::randn({n, 3, 32, 32}) * 0.8 + 0.3;
+  data.labels = torch::zeros({n}, torch::kLong);
+  return data;
+}
+
+// Relative to the largest logit: max |a - b| / max |b|.
+double RelativeDifference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+TEST(OnnxFoldedBatchNorms, AreTheIdentityInTrainModeOnceSetFromTheData) {
+  ImportedModel m = Import("small_cnn");
+  const TensorDataset data = RandomImages(16);
+  torch::NoGradGuard no_grad;
+  m.module.eval();
+  const torch::Tensor eval_logits = m.module.forward({data.images}).toTensor();
+  // As imported, train mode normalises each restored batch norm's input to mean 0, variance 1.
+  m.module.train();
+  EXPECT_GT(RelativeDifference(m.module.forward({data.images}).toTensor(), eval_logits), 0.1);
+
+  ImportedModel fresh = Import("small_cnn");
+  ASSERT_TRUE(InitIdentityBatchNorms(fresh.module, fresh.restored_batch_norms, data,
+                                     /*batch_size=*/16, /*seed=*/1, torch::kCPU, /*batches=*/1)
+                  .ok());
+  fresh.module.eval();
+  const torch::Tensor set_eval = fresh.module.forward({data.images}).toTensor();
+  EXPECT_LT(RelativeDifference(set_eval, eval_logits), 1e-5);  // eval mode: still the identity
+  // Train mode on the calibration batch itself: each batch norm normalises by the statistics it
+  // was set from and scales back, so what differs is float32 rounding through three layers.
+  fresh.module.train();
+  EXPECT_LT(RelativeDifference(fresh.module.forward({data.images}).toTensor(), eval_logits), 1e-4);
+}
+
+// W4A4 on the folded file and on the same model with its batch norms kept: both finish, the
+// folded file's model trains with the restored batch norms set from the job's images (the float
+// model the job saves has running statistics, not the import's 0 and 1), keeps them in its
+// artifact, and its training loss stays near the kept file's.
+TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
+  std::map<std::string, double> loss;
+  for (const char* name : {"small_cnn", "small_cnn_bn"}) {
+    JobRun run = SyntheticJob(name, 4, 4);
+    run.context.float_model_path = run.context.out_dir + "/float.pt";
+    absl::StatusOr<JobResult> result = RunJob(run, {});
+    ASSERT_TRUE(result.ok()) << name << ": " << result.status();
+    ASSERT_FALSE(result->metrics.epochs.empty());
+    loss[name] = result->metrics.epochs.back().train_loss;
+    EXPECT_EQ(FindBatchNorms(torch::jit::load(run.context.out_dir + "/model.pt")).size(), 3u)
+        << name;
+    for (const torch::jit::Module& bn :
+         FindBatchNorms(torch::jit::load(run.context.float_model_path))) {
+      const torch::Tensor var = bn.attr("running_var").toTensor();
+      EXPECT_FALSE(torch::allclose(var, torch::ones_like(var))) << name;
+    }
+  }
+  std::cout << "train loss: folded " << loss["small_cnn"] << ", kept " << loss["small_cnn_bn"]
+            << "\n";
+  EXPECT_LT(loss["small_cnn"], loss["small_cnn_bn"] + 0.5);
+}
 
 }  // namespace
 }  // namespace qnet::engine

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/script.h>
 
@@ -33,6 +34,9 @@ class OpenedModel {
   virtual std::string DeclaredInputShape() { return ""; }
   // The names its exported graph keeps: an ONNX graph's own, "input" and "output" otherwise.
   virtual IoNames DeclaredIoNames() { return {}; }
+  // Batch norms the source added to the model that the job must set from its data before training
+  // (InitIdentityBatchNorms, training/evaluation.h): submodule names of the instantiated module.
+  virtual std::vector<std::string> RestoredBatchNorms() { return {}; }
   // The module to train for images of `channels` channels and `num_classes` classes.
   virtual absl::StatusOr<torch::jit::Module> Instantiate(int64_t channels, int64_t num_classes,
                                                          uint64_t seed) = 0;

@@ -1,6 +1,7 @@
 // "onnx": an ONNX model file (any framework's export, opset 13 and later), imported as a trainable
 // TorchScript module (onnx/importer.h). Claimed by content, whatever the file's name: a file
 // that starts like a serialized ModelProto.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -43,6 +44,7 @@ class OnnxModelFile final : public OpenedModel {
         {static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2])});
   }
   IoNames DeclaredIoNames() override { return names_; }
+  std::vector<std::string> RestoredBatchNorms() override { return model_.restored_batch_norms; }
   absl::StatusOr<torch::jit::Module> Instantiate(int64_t, int64_t, uint64_t) override {
     return model_.module;
   }
@@ -69,6 +71,15 @@ absl::StatusOr<std::unique_ptr<OpenedModel>> OpenOnnx(const std::string& path) {
   if (!model.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("model file ", path, " (ONNX): ", model.status().message()));
+  }
+  // The engine has no logger of its own: the job's stderr is the worker's log.
+  if (const size_t n = model->restored_batch_norms.size(); n > 0) {
+    std::fprintf(stderr,
+                 "%s: restored %zu batch norms behind convolutions: the graph has no normalisation "
+                 "node, as torch.onnx.export leaves it when constant folding merges each "
+                 "BatchNormalization into its Conv; they start as the identity and renormalise "
+                 "activations while QN trains the weights\n",
+                 path.c_str(), n);
   }
   return std::make_unique<OnnxModelFile>(*std::move(model), GraphIoNames(file->model.graph()));
 }

@@ -1,9 +1,15 @@
 #include "workers/engine/training/evaluation.h"
 
 #include <algorithm>
+#include <map>
 #include <optional>
+#include <utility>
 #include <vector>
 
+#include <torch/csrc/jit/api/function_impl.h>
+
+#include "absl/strings/str_cat.h"
+#include "workers/engine/transform/model_graph.h"
 #include "workers/engine/transform/transform.h"
 
 namespace qnet::engine {
@@ -84,6 +90,71 @@ absl::Status ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& for
   }
   model.setattr(kBatchNormMomentumAttr, -1.0);
   model.train(was_training);
+  return absl::OkStatus();
+}
+
+absl::Status InitIdentityBatchNorms(torch::jit::Module& model,
+                                    const std::vector<std::string>& paths,
+                                    const TensorDataset& train, int64_t batch_size, uint64_t seed,
+                                    const torch::Device& device, int batches) {
+  if (paths.empty()) return absl::OkStatus();
+  // A copy of the forward graph that returns the batch norms' inputs instead of the logits: every
+  // statistic comes from one eval-mode pass, in which each batch norm is still the identity.
+  std::shared_ptr<torch::jit::Graph> graph = InlinedForwardCopy(model);
+  std::map<std::string, torch::jit::Value*> inputs;
+  for (const BatchNormUse& use : BatchNormUses(*graph))
+    inputs.emplace(use.path, use.node->input(0));
+  std::vector<torch::jit::Value*> wanted;
+  for (const std::string& path : paths) {
+    auto it = inputs.find(path);
+    if (it == inputs.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "' is no batch norm that the model's forward pass uses"));
+    }
+    wanted.push_back(it->second);
+  }
+  graph->eraseOutput(0);
+  graph->registerOutput(graph->insertNode(graph->createTuple(wanted))->output());
+  torch::jit::GraphFunction bn_inputs("qnet_batch_norm_inputs", graph, nullptr);
+
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  // Per batch norm and channel: the values seen, their sum and their sum of squares.
+  std::vector<int64_t> count(paths.size(), 0);
+  std::vector<torch::Tensor> sum(paths.size()), square_sum(paths.size());
+  BatchIterator it(train, batch_size, seed, /*epoch=*/3000003, /*augment=*/false);
+  for (int b = 0; b < batches; ++b) {
+    std::optional<Batch> batch = it.Next();
+    if (!batch) break;
+    torch::jit::Stack stack{model._ivalue(), batch->images.to(device)};
+    bn_inputs.run(stack);
+    const std::vector<c10::IValue>& seen = stack.back().toTupleRef().elements();
+    for (size_t i = 0; i < seen.size(); ++i) {
+      const torch::Tensor x = seen[i].toTensor().to(torch::kDouble).transpose(0, 1).flatten(1);
+      count[i] += x.size(1);
+      sum[i] = sum[i].defined() ? sum[i] + x.sum(1) : x.sum(1);
+      square_sum[i] =
+          square_sum[i].defined() ? square_sum[i] + x.square().sum(1) : x.square().sum(1);
+    }
+  }
+  model.train(was_training);
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (count[i] == 0) continue;  // no data: it stays the eval-mode identity
+    absl::StatusOr<torch::jit::Module> bn = SubmoduleAt(model, paths[i]);
+    if (!bn.ok()) return bn.status();
+    const double eps = bn->attr("eps").toDouble();
+    const torch::Tensor mean = sum[i] / static_cast<double>(count[i]);
+    const torch::Tensor var =
+        (square_sum[i] / static_cast<double>(count[i]) - mean.square()).clamp_min(0);
+    for (const auto& [name, value] : {std::pair<const char*, torch::Tensor>{"running_mean", mean},
+                                      {"running_var", var},
+                                      {"weight", (var + eps).sqrt()},
+                                      {"bias", mean}}) {
+      const torch::Tensor dst = bn->attr(name).toTensor();
+      dst.copy_(value.to(dst.device(), dst.scalar_type()));
+    }
+  }
   return absl::OkStatus();
 }
 

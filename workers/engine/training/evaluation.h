@@ -10,6 +10,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -50,6 +52,18 @@ torch::Tensor DistillationLoss(const torch::Tensor& logits, const torch::Tensor&
 absl::Status ReestimateBatchNorm(torch::jit::Module& model, const ForwardFn& forward,
                                  const TensorDataset& train, int64_t batch_size, uint64_t seed,
                                  const torch::Device& device, int batches);
+
+// Makes the named batch-norm submodules (paths from the root; each used once by the forward pass)
+// the identity on the model's own activations in train mode as well as in eval mode: each one's
+// running mean and variance become the per-channel mean and (biased) variance of its input over
+// `batches` training batches run through the model in eval mode, its weight sqrt(var + eps) and
+// its bias the mean. Batch norms restored behind folded convolutions (onnx/importer.h) start so,
+// and training then renormalises from there. INVALID_ARGUMENT when a path is not a batch norm the
+// forward pass uses.
+absl::Status InitIdentityBatchNorms(torch::jit::Module& model,
+                                    const std::vector<std::string>& paths,
+                                    const TensorDataset& train, int64_t batch_size, uint64_t seed,
+                                    const torch::Device& device, int batches);
 
 }  // namespace qnet::engine
 

@@ -83,6 +83,14 @@ class Importer final : public NodeContext {
  private:
   absl::Status AddInput(ImportedModel& out);
   absl::Status RunNode(const NodeProto& node);
+  // The layer's name from the node: its weight's framework name, else the node's, else `kind`.
+  std::string LayerBase(const std::string& kind) const;
+  std::string AddNamedLayer(const std::string& name, const std::string& kind,
+                            const std::map<std::string, torch::Tensor>& params,
+                            const std::map<std::string, torch::Tensor>& buffers,
+                            const std::map<std::string, double>& floats);
+  // A batch norm behind the current Conv node's output 0, the identity until the job calibrates it.
+  void RestoreBatchNorm(int64_t channels);
   std::string NewVariable() { return absl::StrCat("v", variables_++); }
   std::string UniqueName(std::string base);
 
@@ -95,6 +103,8 @@ class Importer final : public NodeContext {
   std::set<std::string> names_;                      // attribute and submodule names taken
   std::vector<std::string> lines_;
   int64_t variables_ = 0;
+  std::set<const NodeProto*> folded_convs_;  // ConvsWithFoldedBatchNorm
+  std::vector<std::string> restored_;        // the restored batch norms' names
 };
 
 std::string Importer::UniqueName(std::string base) {
@@ -155,26 +165,48 @@ void Importer::SetOutput(int i, Operand value) {
   values_[node_->output(i)] = std::move(value);
 }
 
+std::string Importer::LayerBase(const std::string& kind) const {
+  // Named after the weight when the exporter kept the framework's name ("layer1.0.conv1.weight").
+  if (node_->input_size() > 1 && absl::EndsWith(node_->input(1), ".weight")) {
+    return Identifier(node_->input(1).substr(0, node_->input(1).size() - 7));
+  }
+  if (!node_->name().empty()) return Identifier(node_->name());
+  return absl::AsciiStrToLower(kind);
+}
+
 std::string Importer::AddLayer(const std::string& kind,
                                const std::map<std::string, torch::Tensor>& params,
                                const std::map<std::string, torch::Tensor>& buffers,
                                const std::map<std::string, double>& floats) {
-  // Named after the weight when the exporter kept the framework's name ("layer1.0.conv1.weight").
-  std::string base;
-  if (node_->input_size() > 1 && absl::EndsWith(node_->input(1), ".weight")) {
-    base = Identifier(node_->input(1).substr(0, node_->input(1).size() - 7));
-  } else if (!node_->name().empty()) {
-    base = Identifier(node_->name());
-  } else {
-    base = absl::AsciiStrToLower(kind);
-  }
-  const std::string name = UniqueName(base);
+  return AddNamedLayer(UniqueName(LayerBase(kind)), kind, params, buffers, floats);
+}
+
+std::string Importer::AddNamedLayer(const std::string& name, const std::string& kind,
+                                    const std::map<std::string, torch::Tensor>& params,
+                                    const std::map<std::string, torch::Tensor>& buffers,
+                                    const std::map<std::string, double>& floats) {
   torch::jit::Module layer = builder_.NewModule("Onnx" + kind);
   for (const auto& [attr, t] : params) layer.register_parameter(attr, Param(t), false);
   for (const auto& [attr, t] : buffers) layer.register_buffer(attr, t.contiguous());
   for (const auto& [attr, v] : floats) layer.register_attribute(attr, c10::FloatType::get(), v);
   root_.register_module(name, layer);
   return "self." + name;
+}
+
+void Importer::RestoreBatchNorm(int64_t channels) {
+  constexpr double kEps = 1e-5;  // torch.nn.BatchNorm2d's defaults, momentum too
+  const std::string name = UniqueName(LayerBase("Conv") + "_bn");
+  const std::string layer =
+      AddNamedLayer(name, "BatchNorm",
+                    {{"weight", torch::full({channels}, std::sqrt(1.0 + kEps))},
+                     {"bias", torch::zeros({channels})}},
+                    {{"running_mean", torch::zeros({channels})},
+                     {"running_var", torch::ones({channels})},
+                     {"num_batches_tracked", torch::zeros({}, torch::kLong)}},
+                    {{"momentum", 0.1}, {"eps", kEps}});
+  const std::string& out = node_->output(0);
+  values_[out] = Named(Operand::Tensor(Let(BatchNormCall(values_.at(out).expr, layer)), 4), out);
+  restored_.push_back(name);
 }
 
 absl::Status Importer::AddInput(ImportedModel& out) {
@@ -242,6 +274,9 @@ absl::Status Importer::RunNode(const NodeProto& node) {
   try {
     absl::Status s = handler->second.convert(*this);
     if (!s.ok()) return s;
+    if (folded_convs_.count(&node) != 0 && input(1).is_const() && input(1).value.dim() == 4) {
+      RestoreBatchNorm(input(1).value.size(0));
+    }
   } catch (const std::exception& e) {
     return Error(TorchErrorText(e));
   }
@@ -256,6 +291,7 @@ absl::Status Importer::RunNode(const NodeProto& node) {
 absl::StatusOr<ImportedModel> Importer::Run() {
   ImportedModel out;
   root_ = builder_.NewModule("OnnxModel");
+  folded_convs_ = ConvsWithFoldedBatchNorm(file_);
   if (absl::Status s = AddInput(out); !s.ok()) return s;
   for (const NodeProto* node : file_.order) {
     if (absl::Status s = RunNode(*node); !s.ok()) return s;
@@ -280,6 +316,7 @@ absl::StatusOr<ImportedModel> Importer::Run() {
         absl::StrCat("the imported model does not compile: ", TorchErrorText(e)));
   }
   out.module = root_;
+  out.restored_batch_norms = restored_;
   return out;
 }
 

@@ -3,7 +3,9 @@
 // lines of ATen calls in the root's `forward`; each Conv, Gemm and MatMul with a constant weight
 // becomes a submodule whose `weight` parameter the op reads (torch.conv2d / torch.linear), so the
 // QN transform finds it as a layer; each BatchNormalization a submodule with running statistics
-// that torch.batch_norm reads, as the transform and batch-norm re-estimation expect; other
+// that torch.batch_norm reads, as the transform and batch-norm re-estimation expect (and a Conv
+// whose batch norm the exporter folded into it gets one restored behind it, see
+// ConvsWithFoldedBatchNorm); other
 // initializers a tensor op reads become parameters (float) or buffers of the root. Values that
 // do not depend on the input (initializers, Constant and the shape arithmetic exporters emit
 // around Reshape) are folded at import; the shape of a runtime tensor stays a TorchScript int
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,7 +35,17 @@ struct ImportedModel {
   torch::jit::Module module;  // forward(x: [N, C, H, W] float) -> the graph's output
   // {C, H, W} when the graph's input declares them (its NHWC layout turned into NCHW).
   std::optional<std::vector<int64_t>> input_shape;
+  // The batch norms restored behind convolutions (submodule names of `module`). They start as the
+  // identity in eval mode (running statistics 0 and 1, weight sqrt(1 + eps)); the job sets them
+  // from its data before training (InitIdentityBatchNorms, training/evaluation.h) so that they
+  // are the identity in train mode too.
+  std::vector<std::string> restored_batch_norms;
 };
+
+// The Conv nodes of `file` whose batch norm torch.onnx.export's constant folding merged into them,
+// as far as the graph shows (folded_batch_norms.cc says how it is read): in a graph without any
+// normalisation node, every Conv except squeeze-and-excitation gates and classifier convs.
+std::set<const qnet_onnx::NodeProto*> ConvsWithFoldedBatchNorm(const OnnxFile& file);
 
 // The unsupported ops of `file`, as "Op (node 'name')" texts; empty when every op is supported.
 std::vector<std::string> UnsupportedOps(const OnnxFile& file);
@@ -138,6 +151,10 @@ struct OpHandler {
 void AddTensorOps(std::map<std::string, OpHandler>& ops);
 void AddLayerOps(std::map<std::string, OpHandler>& ops);
 void AddShapeOps(std::map<std::string, OpHandler>& ops);
+
+// torch.batch_norm of `x` with the running statistics and affine of the batch-norm submodule at
+// `layer` ("self.<name>").
+std::string BatchNormCall(const std::string& x, const std::string& layer);
 
 // TorchScript literals.
 std::string FloatLiteral(double v);

@@ -267,11 +267,7 @@ absl::Status BatchNorm(NodeContext& c) {
   const std::string layer =
       c.AddLayer("BatchNorm", params, buffers,
                  {{"momentum", 1.0 - c.Float("momentum", 0.9)}, {"eps", c.Float("epsilon", 1e-5)}});
-  c.SetTensor(0,
-              absl::StrCat("torch.batch_norm(", c.TensorExpr(0), ", ", layer, ".weight, ", layer,
-                           ".bias, ", layer, ".running_mean, ", layer, ".running_var, ", layer,
-                           ".training, ", layer, ".momentum, ", layer, ".eps, True)"),
-              c.input(0).rank);
+  c.SetTensor(0, BatchNormCall(c.TensorExpr(0), layer), c.input(0).rank);
   return absl::OkStatus();
 }
 
@@ -319,6 +315,12 @@ absl::Status PRelu(NodeContext& c) {
 }
 
 }  // namespace
+
+std::string BatchNormCall(const std::string& x, const std::string& layer) {
+  return absl::StrCat("torch.batch_norm(", x, ", ", layer, ".weight, ", layer, ".bias, ", layer,
+                      ".running_mean, ", layer, ".running_var, ", layer, ".training, ", layer,
+                      ".momentum, ", layer, ".eps, True)");
+}
 
 void AddLayerOps(std::map<std::string, OpHandler>& ops) {
   ops["Conv"] = {&Conv, 2};
