@@ -21,6 +21,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/engine/onnx_import/onnx_fixture_files.h"
+#include "tests/engine/short_job.h"
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/job_runner.h"
 #include "workers/engine/model_source/model_source.h"
@@ -142,25 +143,13 @@ void WriteFloats(const torch::Tensor& t, const std::string& path) {
       .write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
 }
 
-// A job on the fixture `name` (its declared 3x32x32 input) over 20 synthetic images in batches
-// of 4, one QN epoch, no pre-training, on the CPU.
-JobRun SyntheticJob(const std::string& name, int weight_bits, int activation_bits) {
-  JobRun run;
-  run.spec.set_model(Fixture(name + ".onnx"));
-  run.spec.set_dataset("synthetic-idx");
-  run.spec.set_weight_bits(weight_bits);
-  run.spec.set_activation_bits(activation_bits);
-  v1::TrainingSettings& t = *run.spec.mutable_training();
-  t.set_pretrain_epochs(0);
-  t.set_epochs(1);
-  t.set_batch_size(4);
-  t.set_seed(1);
-  run.context.dataset_dir = testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8);
-  run.context.dataset_format = "idx";
-  run.context.device = "cpu";
-  run.context.out_dir = testing::ProcessTempDir(
-      absl::StrCat("onnx_job_", name, "_w", weight_bits, "a", activation_bits));
-  return run;
+// A short job (tests/engine/short_job.h) on the fixture `name` (its declared 3x32x32 input) over
+// 20 synthetic images, `bits` for weights and activations.
+JobRun SyntheticJob(const std::string& name, int bits) {
+  return testing::ShortJob(Fixture(name + ".onnx"), bits,
+                           testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8),
+                           "idx",
+                           testing::ProcessTempDir(absl::StrCat("onnx_job_", name, "_w", bits)));
 }
 
 class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
@@ -172,7 +161,7 @@ class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
 // checker, stores 4-bit weight codes and agrees with model.pt in ONNX Runtime.
 TEST_P(OnnxJobTest, TrainsAndExportsThroughAJob) {
   const std::string name = GetParam();
-  const JobRun run = SyntheticJob(name, 2, 2);
+  const JobRun run = SyntheticJob(name, 2);
   absl::StatusOr<JobResult> result = RunJob(run, {});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->metrics.effective_spec.input_shape(), "3x32x32");
@@ -255,7 +244,7 @@ TEST(OnnxFoldedBatchNorms, AreTheIdentityInTrainModeOnceSetFromTheData) {
 TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
   std::map<std::string, double> loss;
   for (const char* name : {"small_cnn", "small_cnn_bn"}) {
-    JobRun run = SyntheticJob(name, 4, 4);
+    JobRun run = SyntheticJob(name, 4);
     run.context.float_model_path = run.context.out_dir + "/float.pt";
     absl::StatusOr<JobResult> result = RunJob(run, {});
     ASSERT_TRUE(result.ok()) << name << ": " << result.status();
