@@ -1,6 +1,5 @@
 #include "server/app/grpc_health_probe.h"
 
-#include <future>
 #include <utility>
 #include <vector>
 
@@ -10,6 +9,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/handoff.h"
 
 namespace qnet::server {
 namespace {
@@ -52,10 +52,10 @@ absl::Status GrpcHealthProbe::Probe() const {
   grpc::Slice empty("", 0);  // HealthCheckRequest{service: ""}: the whole server
   grpc::ByteBuffer request(&empty, 1);
   grpc::ByteBuffer response;
-  std::promise<grpc::Status> done;
+  Handoff<grpc::Status> done;
   stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
-  const grpc::Status status = done.get_future().get();
+                 [&done](grpc::Status s) { done.Set(std::move(s)); });
+  const grpc::Status status = done.Wait();
   if (!status.ok()) {
     return absl::UnavailableError(
         absl::StrCat("gRPC health check on ", target_, " failed: ", status.error_message()));

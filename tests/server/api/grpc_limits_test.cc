@@ -2,7 +2,6 @@
 // not grow /metrics, a worker's long error is cut on a character boundary and the job stays
 // readable, a stalled upload is cancelled and leaves no temp file, one connection carries only
 // so many calls at once, /healthz follows the gRPC health service.
-#include <future>
 #include <thread>
 
 #include <grpcpp/create_channel.h>
@@ -10,6 +9,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/handoff.h"
 #include "common/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -54,10 +54,10 @@ class GrpcLimitsTest : public ::testing::Test {
     grpc::ByteBuffer response;
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
-    std::promise<grpc::Status> done;
+    Handoff<grpc::Status> done;
     generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status s) { done.set_value(std::move(s)); });
-    return done.get_future().get();
+                      [&](grpc::Status s) { done.Set(std::move(s)); });
+    return done.Wait();
   }
 
   // A submitted job leased to worker "w": {job id, lease token}.

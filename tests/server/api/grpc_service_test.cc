@@ -9,6 +9,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include "common/digest.h"
+#include "common/handoff.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "qnet/v1/blob.grpc.pb.h"
@@ -357,10 +358,10 @@ TEST_F(GrpcServiceTest, HealthReflectionAndMetrics) {
     grpc::ByteBuffer request(&empty, 1);
     grpc::ByteBuffer response;
     grpc::ClientContext ctx;
-    std::promise<grpc::Status> done;
+    Handoff<grpc::Status> done;
     generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status s) { done.set_value(s); });
-    grpc::Status s = done.get_future().get();
+                      [&](grpc::Status s) { done.Set(s); });
+    grpc::Status s = done.Wait();
     std::vector<grpc::Slice> slices;
     std::string bytes;
     if (s.ok() && response.Dump(&slices).ok()) {
