@@ -239,8 +239,11 @@ TEST(OnnxFoldedBatchNorms, AreTheIdentityInTrainModeOnceSetFromTheData) {
 
 // W4A4 on the folded file and on the same model with its batch norms kept: both finish, the
 // folded file's model trains with the restored batch norms set from the job's images (the float
-// model the job saves has running statistics, not the import's 0 and 1), keeps them in its
-// artifact, and its training loss stays near the kept file's.
+// model the job saves has running statistics, not the import's 0 and 1) and keeps them in its
+// artifact. Those checks are what fail without restoration: on a job this small the folded
+// file's loss stays near the kept file's either way (1.164 against 1.159 without it), so the
+// loss bound only guards against divergence; the collapse itself is measured at scale
+// (docs/BENCHMARKS.md, "ONNX in, TorchScript in").
 TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
   std::map<std::string, double> loss;
   for (const char* name : {"small_cnn", "small_cnn_bn"}) {
