@@ -89,9 +89,11 @@ std::string FormatMetricsTable(const v1::Metrics& m) {
       {"size", m.float_size_bytes() > 0 ? FormatBytes(m.float_size_bytes()) : "-",
        m.packed_size_bytes() > 0 ? FormatBytes(m.packed_size_bytes()) : "-"},
       {"compression ratio", "", ratio},
-      // Parity: the TorchScript artifact scored as loaded back from its file.
+      // Parity: each artifact scored as loaded from its file (model.onnx by ONNX Runtime).
       {"model.pt top-1", "",
        m.has_torchscript_top1() ? FormatPercent(m.torchscript_top1()) : std::string("-")},
+      {"model.onnx top-1 (ONNX Runtime)", "",
+       m.has_onnx_top1() ? FormatPercent(m.onnx_top1()) : std::string("-")},
   };
   std::string out = RenderTable(rows, 1);
   if (!m.device().empty()) absl::StrAppend(&out, "device: ", TerminalSafe(m.device()), "\n");

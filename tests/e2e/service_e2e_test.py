@@ -165,6 +165,14 @@ def scenario_happy(env: Env):
     check(job["attempt"] == 1, f"attempt {job['attempt']}")
     check(job["metrics"]["quantized_top1"] > 0, "no quantized_top1")
     check("float" in err and "quantized" in err, "no accuracy table on stderr")
+    # Parity, measured in the sandboxed engine: model.onnx run by ONNX Runtime scores what
+    # model.pt scores (to rounding on a few borderline images).
+    metrics = job["metrics"]
+    check("onnx_top1" in metrics and "torchscript_top1" in metrics,
+          f"no parity figures in {sorted(metrics)}")
+    check(abs(metrics["onnx_top1"] - metrics["torchscript_top1"]) <= 0.02,
+          f"ONNX Runtime {metrics['onnx_top1']} against TorchScript {metrics['torchscript_top1']}")
+    check("model.onnx top-1" in err, "no ONNX Runtime row in the accuracy table")
     artifacts = job["artifacts"]
     check(len(artifacts) >= 3, f"only {len(artifacts)} artifacts")
 

@@ -79,9 +79,9 @@ struct JobMetrics {
   double float_top1 = 0, float_top5 = 0;
   double quantized_top1 = 0, quantized_top5 = 0;  // hard, after batch-norm re-estimation
   double soft_top1 = 0, hard_top1 = 0;            // before re-estimation
-  // Parity: the TorchScript artifact's top-1 as loaded back from its file (unset when it was not
-  // exported). ONNX Runtime has no C++ package here: onnx_top1 comes from
-  // tests/bench/onnx_parity.py.
+  // Parity: the TorchScript artifact's top-1 as loaded back from its file, and the ONNX
+  // artifact's as ONNX Runtime computes it (each unset when that format was not exported; the
+  // ONNX one also when the worker has no ONNX Runtime, export/onnx_runtime.h).
   std::optional<double> torchscript_top1, onnx_top1;
   int64_t float_size_bytes = 0, packed_size_bytes = 0;
   double compression_ratio = 0;

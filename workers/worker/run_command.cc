@@ -142,6 +142,13 @@ std::string FormatSummary(const engine::JobRun& run, const engine::JobResult& re
     absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch soft", 100 * m.soft_top1);
     absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "last epoch hard", 100 * m.hard_top1);
   }
+  // Parity: each artifact scored as loaded from its file (model.onnx by ONNX Runtime).
+  if (m.torchscript_top1) {
+    absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "model.pt", 100 * *m.torchscript_top1);
+  }
+  if (m.onnx_top1) {
+    absl::StrAppendFormat(&s, "  %-26s %7.2f%%\n", "model.onnx (ONNX Runtime)", 100 * *m.onnx_top1);
+  }
   if (m.packed_size_bytes > 0) {
     absl::StrAppendFormat(&s, "  size: float %s, packed %s, ratio %.1fx\n",
                           Bytes(m.float_size_bytes), Bytes(m.packed_size_bytes),

@@ -8,6 +8,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "workers/engine/export/onnx_runtime.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/zoo/zoo.h"
 
@@ -146,6 +147,18 @@ TEST_P(ExportTest, TorchScriptArtifactLoadsAndMatchesTheEngine) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, ExportTest, ::testing::Values("lenet5", "resnet20"));
+
+// A file ONNX Runtime cannot load is an error naming it, not a crash and not a score.
+TEST(OnnxRuntimeTop1, RefusesAFileThatIsNotAModel) {
+  ASSERT_TRUE(OnnxRuntimeAvailable().ok()) << OnnxRuntimeAvailable();
+  const std::string path = ::testing::TempDir() + "/not_a_model.onnx";
+  std::ofstream(path) << "not a protobuf";
+  TensorDataset test{torch::zeros({2, 1, 28, 28}), torch::zeros({2}, torch::kLong)};
+  const absl::StatusOr<double> top1 = OnnxRuntimeTop1(path, test, 2);
+  ASSERT_FALSE(top1.ok());
+  EXPECT_EQ(top1.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(top1.status().message().find(path), std::string::npos) << top1.status();
+}
 
 }  // namespace
 }  // namespace qnet::engine

@@ -5,7 +5,8 @@ batch), by torch.onnx.export's TorchScript exporter (dynamo=False: it needs no o
 17, with batch norms kept (TrainingMode.PRESERVE) or folded into the convolutions where they follow
 one (TrainingMode.EVAL, the default export); small_cnn.onnx and small_cnn_bn.onnx, one small CNN
 with random batch-norm statistics exported with the default constant folding (its batch norms
-folded into the convolutions) and with do_constant_folding=False (kept); and ops.onnx, a
+folded into the convolutions) and with do_constant_folding=False (kept), and small_cnn.pt, the
+same model saved by torch.jit.script; and ops.onnx, a
 hand-written opset-20 graph with every op the importer maps. For each, NAME.input.bin (float32
 [2, C, H, W], random normal) and NAME.expected.bin (float32, ONNX Runtime's output on it).
 Malformed files, each refused with its own message: not_protobuf, truncated, missing_initializer,
@@ -72,7 +73,8 @@ class SmallCnn(torch.nn.Module):
 
 
 def export_small_cnn(out):
-    """small_cnn.onnx (batch norms folded) and small_cnn_bn.onnx (kept), one model."""
+    """small_cnn.onnx (batch norms folded) and small_cnn_bn.onnx (kept), one model, which
+    small_cnn.pt holds as TorchScript."""
     model = SmallCnn().eval()
     with torch.no_grad():  # statistics far from (0, 1): folding changes the weights' scale
         for m in model.modules():
@@ -81,6 +83,7 @@ def export_small_cnn(out):
                 m.running_var.uniform_(0.2, 4)
                 m.weight.uniform_(0.5, 2)
                 m.bias.uniform_(-0.5, 0.5)
+    torch.jit.script(model).save(os.path.join(out, "small_cnn.pt"))
     paths = []
     for name, fold in (("small_cnn", True), ("small_cnn_bn", False)):
         paths.append(os.path.join(out, name + ".onnx"))

@@ -145,11 +145,12 @@ void WriteFloats(const torch::Tensor& t, const std::string& path) {
 
 // A short job (tests/engine/short_job.h) on the fixture `name` (its declared 3x32x32 input) over
 // 20 synthetic images, `bits` for weights and activations.
-JobRun SyntheticJob(const std::string& name, int bits) {
-  return testing::ShortJob(Fixture(name + ".onnx"), bits,
-                           testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8),
-                           "idx",
-                           testing::ProcessTempDir(absl::StrCat("onnx_job_", name, "_w", bits)));
+// A short job on `file` (a fixture's file name) at W`bits`A`bits`.
+JobRun SyntheticJob(const std::string& file, int bits) {
+  const std::string name = file.substr(0, file.find('.'));
+  return testing::ShortJob(
+      Fixture(file), bits, testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8),
+      "idx", testing::ProcessTempDir(absl::StrCat("onnx_job_", file, "_w", bits)));
 }
 
 class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
@@ -161,7 +162,7 @@ class OnnxJobTest : public ::testing::TestWithParam<const char*> {};
 // checker, stores 4-bit weight codes and agrees with model.pt in ONNX Runtime.
 TEST_P(OnnxJobTest, TrainsAndExportsThroughAJob) {
   const std::string name = GetParam();
-  const JobRun run = SyntheticJob(name, 2);
+  const JobRun run = SyntheticJob(name + ".onnx", 2);
   absl::StatusOr<JobResult> result = RunJob(run, {});
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->metrics.effective_spec.input_shape(), "3x32x32");
@@ -247,7 +248,7 @@ TEST(OnnxFoldedBatchNorms, AreTheIdentityInTrainModeOnceSetFromTheData) {
 TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
   std::map<std::string, double> loss;
   for (const char* name : {"small_cnn", "small_cnn_bn"}) {
-    JobRun run = SyntheticJob(name, 4);
+    JobRun run = SyntheticJob(absl::StrCat(name, ".onnx"), 4);
     run.context.float_model_path = run.context.out_dir + "/float.pt";
     absl::StatusOr<JobResult> result = RunJob(run, {});
     ASSERT_TRUE(result.ok()) << name << ": " << result.status();
@@ -264,6 +265,56 @@ TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
   std::cout << "train loss: folded " << loss["small_cnn"] << ", kept " << loss["small_cnn_bn"]
             << "\n";
   EXPECT_LT(loss["small_cnn"], loss["small_cnn_bn"] + 0.5);
+}
+
+// ONNX keeps attributes as float32; torch.nn.BatchNorm2d's eps 1e-5 and momentum 0.1 (exported
+// as 0.9) come back as those doubles, as the original model computes with them.
+TEST(OnnxImportParity, ReadsEpsAndMomentumAsTheExporterWasGivenThem) {
+  const std::vector<torch::jit::Module> norms = FindBatchNorms(Import("small_cnn_bn").module);
+  ASSERT_EQ(norms.size(), 3u);
+  for (const torch::jit::Module& bn : norms) {
+    EXPECT_EQ(bn.attr("eps").toDouble(), 1e-5);
+    EXPECT_EQ(bn.attr("momentum").toDouble(), 0.1);
+  }
+}
+
+// One model brought as TorchScript and as ONNX with its batch norms kept trains to the bit: the
+// importer calls the ATen ops the scripted modules call, registers each layer's tensors in
+// torch.nn's order, reads eps and momentum as the decimals the exporter was given (momentum 0.1,
+// not 1 - 0.9f = 0.10000002, which moved every running statistic), and gradient clipping sums the
+// parameters' norms in an order of its own. So a job's accuracy does not depend on the format.
+TEST(OnnxImportParity, TrainsExactlyAsTheTorchScriptItWasExportedFrom) {
+  std::vector<JobResult> results;
+  std::vector<std::vector<torch::Tensor>> tensors;
+  for (const char* file : {"small_cnn.pt", "small_cnn_bn.onnx"}) {
+    JobRun run = SyntheticJob(file, 2);
+    run.spec.set_input_shape("3x32x32");  // read from the ONNX graph; TorchScript does not say
+    run.context.float_model_path = run.context.out_dir + "/float.pt";
+    absl::StatusOr<JobResult> result = RunJob(run, {});
+    ASSERT_TRUE(result.ok()) << file << ": " << result.status();
+    results.push_back(*result);
+    // The trained model's parameters and floating-point buffers (running statistics), in order;
+    // not num_batches_tracked, which the import does not count (it is read only by a momentum of
+    // None, which ONNX cannot express).
+    tensors.emplace_back();
+    torch::jit::Module trained = torch::jit::load(run.context.out_dir + "/model.pt");
+    for (const torch::Tensor& p : trained.parameters()) tensors.back().push_back(p);
+    for (const torch::Tensor& b : trained.buffers()) {
+      if (b.is_floating_point()) tensors.back().push_back(b);
+    }
+  }
+  const JobMetrics& script = results[0].metrics;
+  const JobMetrics& onnx = results[1].metrics;
+  ASSERT_EQ(script.epochs.size(), onnx.epochs.size());
+  for (size_t e = 0; e < script.epochs.size(); ++e) {
+    EXPECT_EQ(script.epochs[e].train_loss, onnx.epochs[e].train_loss) << "epoch " << e;
+  }
+  EXPECT_EQ(script.float_top1, onnx.float_top1);
+  EXPECT_EQ(script.quantized_top1, onnx.quantized_top1);
+  ASSERT_EQ(tensors[0].size(), tensors[1].size());
+  for (size_t i = 0; i < tensors[0].size(); ++i) {
+    EXPECT_TRUE(torch::equal(tensors[0][i], tensors[1][i])) << "tensor " << i;
+  }
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/checkpoint.h"
+#include "workers/engine/training/sgd.h"
 #include "workers/engine/transform/transform.h"
 #include "workers/engine/zoo/zoo.h"
 #include "workers/engine/zoo/zoo_builder.h"
@@ -235,6 +236,28 @@ TEST(DistillationLossTest, MatchesTheKlDivergenceAndItsGradient) {
   const double ce = torch::cross_entropy_loss(student, labels).item<double>();
   const double kd = DistillationLoss(student, labels, teacher, 1, 1).item<double>();
   EXPECT_NEAR(mixed, 0.75 * ce + 0.25 * kd, 1e-12);
+}
+
+// The same gradients listed in two orders (a model imported from ONNX lists its parameters in
+// graph order, the same model scripted in module order) clip to the same bits. One large gradient
+// and many small ones: which small squares survive rounding depends on what they are added to.
+TEST(ClipGradNormTest, DoesNotDependOnTheOrderOfTheParameters) {
+  torch::manual_seed(0);  // summed in list order, these two lists' totals differ in the last bit
+  std::vector<torch::Tensor> forward, backward;
+  for (int i = 0; i < 64; ++i) {
+    torch::Tensor p = torch::zeros({3}, torch::requires_grad());
+    p.mutable_grad() = torch::randn({3}) * (i == 0 ? 10.0 : 1e-7);
+    forward.push_back(p);
+    torch::Tensor q = p.detach().clone().requires_grad_();
+    q.mutable_grad() = p.grad().clone();
+    backward.insert(backward.begin(), q);
+  }
+  const double a = ClipGradNorm(forward, 1.0);
+  const double b = ClipGradNorm(backward, 1.0);
+  EXPECT_EQ(a, b);
+  for (size_t i = 0; i < forward.size(); ++i) {
+    EXPECT_TRUE(torch::equal(forward[i].grad(), backward[backward.size() - 1 - i].grad())) << i;
+  }
 }
 
 TEST(PredictTest, KeepsDatasetOrderAcrossAPartialLastBatch) {

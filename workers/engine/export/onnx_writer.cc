@@ -1,11 +1,13 @@
 // "onnx": the saved TorchScript artifact converted to ONNX with QuantizeLinear/DequantizeLinear
 // pairs (model.onnx), carrying the input normalisation, preprocessing and class names as
-// metadata properties; its input and output keep the names the job's model declares.
+// metadata properties; its input and output keep the names the job's model declares. The file is
+// then scored in ONNX Runtime on the test split (the parity table's onnx_top1).
 #include <nlohmann/json.hpp>
 
 #include "workers/engine/export/export.h"
 #include "workers/engine/export/export_writer.h"
 #include "workers/engine/export/onnx/onnx_export.h"
+#include "workers/engine/export/onnx_runtime.h"
 #include "workers/engine/export/preprocessing_record.h"
 
 namespace qnet::engine {
@@ -22,6 +24,12 @@ absl::Status WriteOnnx(ExportContext& c) {
        {kClassNamesAttr, nlohmann::json(c.result.metrics.class_names).dump()}},
       c.io_names);
   if (!s.ok()) return s;
+  if (OnnxRuntimeAvailable().ok()) {
+    absl::StatusOr<double> top1 = OnnxRuntimeTop1((c.out_dir / "model.onnx").string(), c.data.test,
+                                                  c.run.spec.training().batch_size());
+    if (!top1.ok()) return top1.status();
+    c.result.metrics.onnx_top1 = *top1;
+  }
   return c.AddArtifact("onnx", "model.onnx");
 }
 

@@ -53,8 +53,10 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
     if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kDouble).norm());
   }
   if (norms.empty()) return 0;
-  // One device-to-host read per step.
-  const double norm = torch::stack(norms).norm().item<double>();
+  // Summed in ascending order, so the total does not depend on the order the model lists its
+  // parameters in (an ONNX import lists them in graph order, the same model scripted in module
+  // order): the same model clips identically however it was brought. One device-to-host read.
+  const double norm = std::get<0>(torch::stack(norms).sort()).norm().item<double>();
   if (norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
     for (const torch::Tensor& p : params) {

@@ -1,6 +1,8 @@
 #include "workers/engine/model_source/onnx/importer.h"
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <exception>
 #include <set>
@@ -29,6 +31,22 @@ const std::map<std::string, OpHandler>& Handlers() {
     return ops;
   }();
   return *handlers;
+}
+
+// A layer's tensors in the order torch.nn registers them (weight, bias, running_mean, running_var,
+// num_batches_tracked), then any others by name: an imported layer lists its parameters as the
+// original module did, so whatever walks them in order sees the same sequence.
+std::vector<std::pair<std::string, torch::Tensor>> InTorchOrder(
+    const std::map<std::string, torch::Tensor>& tensors) {
+  static const std::vector<std::string> kOrder = {"weight", "bias", "running_mean", "running_var",
+                                                  "num_batches_tracked"};
+  auto rank = [](const std::string& name) {
+    return std::find(kOrder.begin(), kOrder.end(), name) - kOrder.begin();
+  };
+  std::vector<std::pair<std::string, torch::Tensor>> out(tensors.begin(), tensors.end());
+  std::stable_sort(out.begin(), out.end(),
+                   [&](const auto& a, const auto& b) { return rank(a.first) < rank(b.first); });
+  return out;
 }
 
 bool IsDefaultDomain(const std::string& domain) { return domain.empty() || domain == "ai.onnx"; }
@@ -186,8 +204,10 @@ std::string Importer::AddNamedLayer(const std::string& name, const std::string& 
                                     const std::map<std::string, torch::Tensor>& buffers,
                                     const std::map<std::string, double>& floats) {
   torch::jit::Module layer = builder_.NewModule("Onnx" + kind);
-  for (const auto& [attr, t] : params) layer.register_parameter(attr, Param(t), false);
-  for (const auto& [attr, t] : buffers) layer.register_buffer(attr, t.contiguous());
+  for (const auto& [attr, t] : InTorchOrder(params)) {
+    layer.register_parameter(attr, Param(t), false);
+  }
+  for (const auto& [attr, t] : InTorchOrder(buffers)) layer.register_buffer(attr, t.contiguous());
   for (const auto& [attr, v] : floats) layer.register_attribute(attr, c10::FloatType::get(), v);
   root_.register_module(name, layer);
   return "self." + name;
@@ -344,9 +364,17 @@ int64_t NodeContext::Int(const std::string& name, int64_t fallback) const {
   return a == nullptr ? fallback : a->i();
 }
 
+// ONNX keeps float attributes in single precision, but exporters wrote them from doubles such as
+// 1e-5: the double of the float's shortest decimal is that value, so an imported layer computes
+// with the eps the original model used rather than 9.999999747378752e-06.
 double NodeContext::Float(const std::string& name, double fallback) const {
   const AttributeProto* a = Attr(name);
-  return a == nullptr ? fallback : a->f();
+  if (a == nullptr) return fallback;
+  char text[64];
+  const std::to_chars_result shortest = std::to_chars(text, text + sizeof(text), a->f());
+  double value = a->f();
+  std::from_chars(text, shortest.ptr, value);
+  return value;
 }
 
 std::string NodeContext::String(const std::string& name, const std::string& fallback) const {

@@ -1,7 +1,11 @@
 // Layers with weights (Conv, ConvTranspose, Gemm, MatMul, the normalisations, PRelu) and pooling.
 // A weight-bearing op becomes a submodule whose parameters the ATen call reads, so the QN
 // transform and batch-norm re-estimation find it as they find a scripted torch.nn layer.
+#include <charconv>
+#include <string_view>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "workers/engine/model_source/onnx/importer.h"
 
@@ -251,6 +255,24 @@ absl::Status MatMul(NodeContext& c) {
   return absl::OkStatus();
 }
 
+// ONNX's momentum weighs the old running value, ATen's the new batch: 1 - m, rounded to as many
+// decimals as m has, so that an exported 0.9 gives torch.nn.BatchNorm2d's 0.1 and not
+// 0.09999999999999998 (the running statistics then match the original model's to the bit).
+double AtenMomentum(const NodeContext& c) {
+  const double onnx = c.Float("momentum", 0.9);
+  char text[64];
+  const std::to_chars_result fixed =
+      std::to_chars(text, text + sizeof(text), onnx, std::chars_format::fixed);
+  const std::string_view digits(text, static_cast<size_t>(fixed.ptr - text));
+  const size_t point = digits.find('.');
+  const int decimals =
+      point == std::string_view::npos ? 0 : static_cast<int>(digits.size() - point - 1);
+  const std::string rounded = absl::StrFormat("%.*f", decimals, 1.0 - onnx);
+  double aten = 1.0 - onnx;
+  std::from_chars(rounded.data(), rounded.data() + rounded.size(), aten);
+  return aten;
+}
+
 absl::Status BatchNorm(NodeContext& c) {
   for (int i = 1; i < c.node().output_size(); ++i) {
     if (!c.node().output(i).empty()) return c.Error("uses its training-mode outputs");
@@ -263,10 +285,9 @@ absl::Status BatchNorm(NodeContext& c) {
     (i <= 2 ? params : buffers)[names[i - 1]] = t->to(torch::kFloat32).reshape({-1});
   }
   buffers["num_batches_tracked"] = torch::zeros({}, torch::kLong);
-  // ONNX keeps `momentum` of the old running value; ATen's momentum weighs the new batch.
   const std::string layer =
       c.AddLayer("BatchNorm", params, buffers,
-                 {{"momentum", 1.0 - c.Float("momentum", 0.9)}, {"eps", c.Float("epsilon", 1e-5)}});
+                 {{"momentum", AtenMomentum(c)}, {"eps", c.Float("epsilon", 1e-5)}});
   c.SetTensor(0, BatchNormCall(c.TensorExpr(0), layer), c.input(0).rank);
   return absl::OkStatus();
 }
