@@ -17,7 +17,10 @@ RUN apt-get update && apt-get install -y -q --no-install-recommends build-essent
       libcli11-dev libspdlog-dev zlib1g-dev libjpeg62-turbo-dev libspng-dev libarchive-dev \
       libseccomp-dev libminizip-dev pkg-config && rm -rf /var/lib/apt/lists/*
 # hadolint ignore=DL3013
-RUN python3 -m pip install --no-cache-dir --break-system-packages torch onnx
+RUN python3 -m pip install --no-cache-dir --break-system-packages torch onnx onnxruntime
+# ONNX Runtime's API headers, with which the worker scores its ONNX artifacts in ONNX Runtime.
+COPY scripts/install-onnxruntime-headers.sh /tmp/
+RUN /tmp/install-onnxruntime-headers.sh && rm /tmp/install-onnxruntime-headers.sh
 COPY . /src
 RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQNET_BUILD_TESTS=OFF \
       -DQNET_BUILD_BENCHMARKS=OFF -DQNET_PYTHON=python3 \
