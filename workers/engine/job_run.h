@@ -96,6 +96,8 @@ struct JobMetrics {
   std::string train_crop;
   bool channel_repeat = false;
   bool holdout = false;
+  // The batch norms the ONNX importer put back behind folded convolutions (their submodules).
+  std::vector<std::string> restored_batch_norms;
 };
 
 struct ArtifactFile {

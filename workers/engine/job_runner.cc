@@ -318,6 +318,7 @@ absl::StatusOr<JobResult> RunJobImpl(const JobRun& given, const JobCallbacks& ca
   result.metrics.class_names = data->class_names;
   result.metrics.train_crop = CropName(data->train.augmentation.crop);
   result.metrics.channel_repeat = data->channel_repeat;
+  result.metrics.restored_batch_norms = (*opened)->RestoredBatchNorms();
   result.metrics.holdout = data->holdout;
   if (absl::Status s =
           WriteArtifacts(job, *data, trainer, *device, (*opened)->DeclaredIoNames(), result);

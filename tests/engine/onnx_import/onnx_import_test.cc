@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 #include <torch/script.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "tests/engine/onnx_import/onnx_fixture_files.h"
@@ -254,6 +255,11 @@ TEST(OnnxFoldedBatchNorms, TrainLikeTheModelExportedWithItsBatchNorms) {
     ASSERT_TRUE(result.ok()) << name << ": " << result.status();
     ASSERT_FALSE(result->metrics.epochs.empty());
     loss[name] = result->metrics.epochs.back().train_loss;
+    // metrics.json says which batch norms were restored: the folded file's three, none kept.
+    std::ifstream metrics_file(run.context.out_dir + "/metrics.json");
+    const nlohmann::json metrics = nlohmann::json::parse(metrics_file);
+    EXPECT_EQ(metrics["restored_batch_norms"].size(), std::string(name) == "small_cnn" ? 3u : 0u)
+        << name;
     EXPECT_EQ(FindBatchNorms(torch::jit::load(run.context.out_dir + "/model.pt")).size(), 3u)
         << name;
     for (const torch::jit::Module& bn :

@@ -70,7 +70,8 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobRun& run) {
             {"device", run.context.device}}},
           {"input_normalization", InputNormalizationJson(m)},
           {"preprocessing", PreprocessingJson(m)},
-          {"class_names", m.class_names}};
+          {"class_names", m.class_names},
+          {"restored_batch_norms", m.restored_batch_norms}};
 }
 
 nlohmann::json InputNormalizationJson(const JobMetrics& m) {

@@ -20,9 +20,10 @@ namespace qnet::engine {
 // (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, bits
 // {weight, activation, weight_levels}, epochs [{epoch, phase, train_loss, temperature, soft_top1,
 // hard_top1}], parity {float_top1, quantized_top1, torchscript_top1, onnx_top1: each artifact's
-// top-1 as loaded back from its file, null when not measured}, settings {...},
-// input_normalization (below), preprocessing (PreprocessingJson, preprocessing_record.h) and
-// class_names.
+// top-1 as loaded back from its file (model.onnx run by ONNX Runtime), null when not measured},
+// settings {...}, input_normalization (below), preprocessing (PreprocessingJson,
+// preprocessing_record.h), class_names and restored_batch_norms (the submodules the ONNX importer
+// put back behind folded convolutions; empty for any other model).
 nlohmann::json MetricsJson(const JobMetrics& metrics, const JobRun& run);
 
 // How the artifacts' inputs are prepared: {"pixel_scale": 1/255, "mean": [...], "std": [...]},
