@@ -248,6 +248,9 @@ class GraphOptimizationOff {
 
 absl::Status Trainer::Run() {
   GraphOptimizationOff graph_optimization_off;
+  // Training needs gradients whatever the calling thread's mode (a caller inside a NoGradGuard
+  // would otherwise fail every job with autograd's "does not require grad").
+  torch::AutoGradMode grad_enabled(true);
   const v1::TrainingSettings& t = run_.spec.training();
   const int pretrain_epochs = std::max(0, t.pretrain_epochs());
   metrics_ = JobMetrics();
