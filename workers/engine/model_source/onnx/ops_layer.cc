@@ -263,6 +263,7 @@ double AtenMomentum(const NodeContext& c) {
   char text[64];
   const std::to_chars_result fixed =
       std::to_chars(text, text + sizeof(text), onnx, std::chars_format::fixed);
+  if (fixed.ec != std::errc()) return 1.0 - onnx;
   const std::string_view digits(text, static_cast<size_t>(fixed.ptr - text));
   const size_t point = digits.find('.');
   const int decimals =
