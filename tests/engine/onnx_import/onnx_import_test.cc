@@ -149,7 +149,6 @@ void WriteFloats(const torch::Tensor& t, const std::string& path) {
 // 20 synthetic images, `bits` for weights and activations.
 // A short job on `file` (a fixture's file name) at W`bits`A`bits`.
 JobRun SyntheticJob(const std::string& file, int bits) {
-  const std::string name = file.substr(0, file.find('.'));
   return testing::ShortJob(
       Fixture(file), bits, testing::WriteSyntheticIdx(testing::ProcessTempDir("onnx_idx"), 20, 8),
       "idx", testing::ProcessTempDir(absl::StrCat("onnx_job_", file, "_w", bits)));

@@ -69,7 +69,7 @@ absl::StatusOr<double> OnnxRuntimeTop1(const std::string& path, const TensorData
     const std::array<const char*, 1> inputs{input_name.get()}, outputs{output_name.get()};
     const Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     const ForwardFn forward = [&](const torch::Tensor& batch) {
-      torch::Tensor x = batch.to(torch::kCPU, torch::kFloat32).contiguous();
+      torch::Tensor x = batch.to(torch::kFloat32).contiguous();  // Evaluate runs on the CPU
       const std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
       Ort::Value in = Ort::Value::CreateTensor<float>(
           cpu, x.data_ptr<float>(), static_cast<size_t>(x.numel()), shape.data(), shape.size());
@@ -78,8 +78,7 @@ absl::StatusOr<double> OnnxRuntimeTop1(const std::string& path, const TensorData
       const std::vector<int64_t> out_shape = out[0].GetTensorTypeAndShapeInfo().GetShape();
       // A copy: the logits outlive the Ort::Value that owns ONNX Runtime's buffer.
       return torch::from_blob(out[0].GetTensorMutableData<float>(), out_shape, torch::kFloat32)
-          .clone()
-          .to(batch.device());
+          .clone();
     };
     return Evaluate(forward, test, batch_size, torch::kCPU).top1;
   } catch (const Ort::Exception& e) {
