@@ -12,6 +12,7 @@
 #ifndef QNET_COMMON_HANDOFF_H_
 #define QNET_COMMON_HANDOFF_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -34,6 +35,12 @@ class Handoff {
     std::unique_lock<std::mutex> lock(mu_);
     ready_.wait(lock, [this] { return value_.has_value(); });
     return *std::move(value_);
+  }
+
+  // Whether Set has happened, waiting at most `timeout` for it (Wait then returns at once).
+  bool ReadyWithin(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return ready_.wait_for(lock, timeout, [this] { return value_.has_value(); });
   }
 
  private:

@@ -170,13 +170,10 @@ JobRecord Scheduler::AsRetriedOrFailed(JobRecord rec, absl::string_view reason) 
 }
 
 Scheduler::Change Scheduler::BeginChange(Entry& e, JobRecord next) {
-  Change c;
-  c.id = e.rec.job.id();
   if (e.rec.job.state() == qnet::v1::QUEUED) queue_.erase(KeyOf(e));
   e.writing = true;
-  c.saved = store_->Save(next);
-  c.next = std::move(next);
-  return c;
+  StoreWrite saved = store_->Save(next);
+  return Change{.id = e.rec.job.id(), .next = std::move(next), .saved = std::move(saved)};
 }
 
 void Scheduler::EndChange(Change& c, const absl::Status& stored) {
@@ -193,7 +190,7 @@ void Scheduler::EndChange(Change& c, const absl::Status& stored) {
 }
 
 absl::Status Scheduler::AwaitChange(Change& c, absl::string_view what) {
-  const absl::Status stored = c.saved.get();
+  const absl::Status stored = c.saved.Wait();
   absl::MutexLock lock(&mu_);
   EndChange(c, stored);
   if (stored.ok()) return stored;
@@ -329,10 +326,10 @@ absl::StatusOr<Job> Scheduler::Submit(const qnet::v1::JobSpec& spec, const std::
   if (!request_id.empty()) pending_requests_.insert(request_id);
   ++pending_submits_;
   CountLoad(job, +1);  // held while the write is on its way, so concurrent submits see it
-  std::future<absl::Status> saved = store_->Create(rec);
+  StoreWrite saved = store_->Create(rec);
   mu_.Unlock();
 
-  const absl::Status s = saved.get();
+  const absl::Status s = saved.Wait();
 
   absl::MutexLock lock(&mu_);
   --pending_submits_;
@@ -472,7 +469,7 @@ absl::StatusOr<Job> Scheduler::Delete(absl::string_view id) {
     return still_active(job.state());
   }
   // A finished job never changes again, so what was read is what goes.
-  if (absl::Status s = store_->Delete(id).get(); !s.ok()) {
+  if (absl::Status s = store_->Delete(id).Wait(); !s.ok()) {
     if (absl::IsNotFound(s)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
     spdlog::error("job {}: deletion not stored: {}", std::string(id), std::string(s.message()));
     return StoreRefused(s, absl::StrCat("could not delete job ", id, " (", s.message(),
@@ -712,7 +709,7 @@ int Scheduler::ExpireLeases() {
   if (changes.empty()) return 0;
   std::vector<absl::Status> stored;
   stored.reserve(changes.size());
-  for (Change& c : changes) stored.push_back(c.saved.get());
+  for (Change& c : changes) stored.push_back(c.saved.Wait());
   int expired = 0;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < changes.size(); ++i) {

@@ -41,7 +41,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -198,7 +197,7 @@ class Scheduler {
   struct Change {
     std::string id;
     JobRecord next;  // the record once stored
-    std::future<absl::Status> saved;
+    StoreWrite saved;
   };
   struct QueueKey {
     int32_t priority;

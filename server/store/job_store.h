@@ -4,16 +4,16 @@
 // (job_store_registry.h) opens one by URI. Every implementation must pass the conformance suite
 // in tests/server/store/job_store_conformance.h.
 //
-//   std::future<absl::Status> done = store.Create(record);  // queued, applied in call order
-//   if (absl::Status s = done.get(); !s.ok()) { ... }      // resolved once durable
+//   StoreWrite done = store.Create(record);              // queued, applied in call order
+//   if (absl::Status s = done.Wait(); !s.ok()) { ... }  // resolved once durable
 //   absl::StatusOr<std::optional<JobRecord>> r = store.Get("j-1f2e...");
 #ifndef QNET_SERVER_STORE_JOB_STORE_H_
 #define QNET_SERVER_STORE_JOB_STORE_H_
 
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/handoff.h"
 #include "qnet/v1/job.pb.h"
 
 namespace qnet::server {
@@ -40,22 +41,60 @@ struct JobPage {
   int64_t next_before_seq = 0;  // pass as before_seq for the next page; 0 = no more
 };
 
+// The outcome of one queued write. Wait() blocks until the write is durable (OK) or has failed,
+// at most once per StoreWrite; dropping a StoreWrite is fine. Not a std::future: a get() that
+// blocks waits inside libstdc++, where ThreadSanitizer cannot see the store's thread wake it.
+class StoreWrite {
+ public:
+  // The store's side of a write: Set once, from any thread.
+  using Outcome = std::shared_ptr<Handoff<absl::Status>>;
+
+  // A write whose outcome the store sets later through *outcome.
+  static StoreWrite Pending(Outcome* outcome) {
+    *outcome = std::make_shared<Handoff<absl::Status>>();
+    return StoreWrite(*outcome);
+  }
+  // A write settled before it was queued (refused, or the store closed).
+  static StoreWrite Done(absl::Status status) {
+    Outcome outcome;
+    StoreWrite write = Pending(&outcome);
+    outcome->Set(std::move(status));
+    return write;
+  }
+
+  // No write (a placeholder to assign a real one to): Wait() returns an internal error.
+  StoreWrite() = default;
+
+  absl::Status Wait() {
+    if (outcome_ == nullptr) return absl::InternalError("job store: no write was queued");
+    return outcome_->Wait();
+  }
+  // Whether the outcome is known within `timeout` (then Wait returns at once).
+  bool ReadyWithin(absl::Duration timeout) {
+    return outcome_ == nullptr || outcome_->ReadyWithin(absl::ToChronoMilliseconds(timeout));
+  }
+
+ private:
+  explicit StoreWrite(Outcome outcome) : outcome_(std::move(outcome)) {}
+  Outcome outcome_;
+};
+
 class JobStore {
  public:
   virtual ~JobStore() = default;
 
   // Queues the insert of a new job and returns at once; fails (never overwrites) if the id, seq or
   // request_id is taken. Writes are applied in the order of the calls (Create and Save alike); the
-  // future resolves when this write is durable (OK) or has failed. Dropping the future is fine.
-  virtual std::future<absl::Status> Create(const JobRecord& record) = 0;
+  // StoreWrite resolves when this write is durable (OK) or has failed.
+  virtual StoreWrite Create(const JobRecord& record) = 0;
   // Queues an update of an existing job's whole record, as Create does. NOT_FOUND when no job has
   // this id with this seq and request_id (those never change).
-  virtual std::future<absl::Status> Save(const JobRecord& record) = 0;
+  virtual StoreWrite Save(const JobRecord& record) = 0;
   // Queues the removal of job `id`, ordered with the other writes; NOT_FOUND when there is none.
-  // Its id, seq and request_id are free again once the future resolves OK.
-  virtual std::future<absl::Status> Delete(absl::string_view id) = 0;
+  // Its id, seq and request_id are free again once its StoreWrite resolves OK.
+  virtual StoreWrite Delete(absl::string_view id) = 0;
 
-  // Reads see every write whose future has resolved OK.
+  // Reads see every write whose StoreWrite has resolved OK.
   virtual absl::StatusOr<std::optional<JobRecord>> Get(absl::string_view id) = 0;
   virtual absl::StatusOr<std::optional<JobRecord>> FindByRequestId(
       absl::string_view request_id) = 0;

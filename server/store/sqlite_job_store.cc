@@ -294,22 +294,22 @@ int64_t SqliteJobStore::commits() const {
   return commits_;
 }
 
-std::future<absl::Status> SqliteJobStore::Create(const JobRecord& record) {
+StoreWrite SqliteJobStore::Create(const JobRecord& record) {
   return EnqueueRecord(record, WriteKind::kCreate);
 }
 
-std::future<absl::Status> SqliteJobStore::Save(const JobRecord& record) {
+StoreWrite SqliteJobStore::Save(const JobRecord& record) {
   return EnqueueRecord(record, WriteKind::kSave);
 }
 
-std::future<absl::Status> SqliteJobStore::Delete(absl::string_view id) {
+StoreWrite SqliteJobStore::Delete(absl::string_view id) {
   PendingWrite w;
   w.kind = WriteKind::kDelete;
   w.id = std::string(id);
   return Enqueue(std::move(w));
 }
 
-std::future<absl::Status> SqliteJobStore::EnqueueRecord(const JobRecord& record, WriteKind kind) {
+StoreWrite SqliteJobStore::EnqueueRecord(const JobRecord& record, WriteKind kind) {
   PendingWrite w;
   w.kind = kind;
   w.id = record.job.id();
@@ -323,12 +323,12 @@ std::future<absl::Status> SqliteJobStore::EnqueueRecord(const JobRecord& record,
   return Enqueue(std::move(w));
 }
 
-std::future<absl::Status> SqliteJobStore::Enqueue(PendingWrite w) {
-  std::future<absl::Status> result = w.done.get_future();
+StoreWrite SqliteJobStore::Enqueue(PendingWrite w) {
+  StoreWrite result = StoreWrite::Pending(&w.done);
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
     if (closing_) {
-      w.done.set_value(absl::UnavailableError("job store is closed (server shutting down)"));
+      w.done->Set(absl::UnavailableError("job store is closed (server shutting down)"));
       return result;
     }
     queue_.push_back(std::move(w));
@@ -417,7 +417,7 @@ void SqliteJobStore::CommitBatch(std::deque<PendingWrite>& batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     absl::Status s = batch_status.ok() ? results[i] : batch_status;
     if (!s.ok() && batch_status.ok()) spdlog::error("{}", std::string(s.message()));
-    batch[i].done.set_value(std::move(s));
+    batch[i].done->Set(std::move(s));
   }
 }
 

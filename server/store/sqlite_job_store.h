@@ -7,7 +7,7 @@
 //   absl::StatusOr<std::unique_ptr<SqliteJobStore>> store =
 //       SqliteJobStore::Open(data_dir + "/jobs.db");
 //   if (!store.ok()) return store.status();
-//   (*store)->Create(record).get();  // durable once this returns OK
+//   (*store)->Create(record).Wait();  // durable once this returns OK
 //   (*store)->Close();             // also done by the destructor
 #ifndef QNET_SERVER_STORE_SQLITE_JOB_STORE_H_
 #define QNET_SERVER_STORE_SQLITE_JOB_STORE_H_
@@ -37,9 +37,9 @@ class SqliteJobStore final : public JobStore {
   SqliteJobStore(const SqliteJobStore&) = delete;
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
 
-  std::future<absl::Status> Create(const JobRecord& record) override;
-  std::future<absl::Status> Save(const JobRecord& record) override;
-  std::future<absl::Status> Delete(absl::string_view id) override;
+  StoreWrite Create(const JobRecord& record) override;
+  StoreWrite Save(const JobRecord& record) override;
+  StoreWrite Delete(absl::string_view id) override;
   absl::StatusOr<std::optional<JobRecord>> Get(absl::string_view id) override;
   absl::StatusOr<std::optional<JobRecord>> FindByRequestId(absl::string_view request_id) override;
   absl::StatusOr<JobPage> List(qnet::v1::JobState state, int64_t before_seq, int limit) override;
@@ -67,13 +67,13 @@ class SqliteJobStore final : public JobStore {
     std::string lease_token;
     int64_t lease_expire_ms;
     std::string job_bytes;
-    std::promise<absl::Status> done;
+    StoreWrite::Outcome done;
   };
 
   SqliteJobStore(std::string path, sqlite3* writer, sqlite3* reader, sqlite3* checkpointer);
   void CheckpointLoop();
-  std::future<absl::Status> Enqueue(PendingWrite w);
-  std::future<absl::Status> EnqueueRecord(const JobRecord& record, WriteKind kind);
+  StoreWrite Enqueue(PendingWrite w);
+  StoreWrite EnqueueRecord(const JobRecord& record, WriteKind kind);
   void CommitLoop();
   void CommitBatch(std::deque<PendingWrite>& batch);
   absl::StatusOr<std::optional<JobRecord>> GetWhere(sqlite3_stmt* const* cached,

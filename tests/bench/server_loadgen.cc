@@ -265,7 +265,7 @@ void Prefill(const std::string& data_dir, int n) {
   std::filesystem::create_directories(data_dir);
   auto store = qnet::server::SqliteJobStore::Open(data_dir + "/jobs.db");
   if (!store.ok()) std::exit(1);
-  std::vector<std::future<absl::Status>> writes;
+  std::vector<qnet::server::StoreWrite> writes;
   writes.reserve(n);
   for (int i = 1; i <= n; ++i) {
     qnet::server::JobRecord r;
@@ -278,7 +278,7 @@ void Prefill(const std::string& data_dir, int n) {
     writes.push_back((*store)->Create(r));
   }
   for (auto& w : writes) {
-    if (!w.get().ok()) std::exit(1);
+    if (!w.Wait().ok()) std::exit(1);
   }
 }
 

@@ -1,6 +1,5 @@
 // The whole server in-process (QnetServer on 127.0.0.1:0) driven through real gRPC stubs:
 // submit/get/list/watch/cancel, blobs, the worker protocol, health, reflection and metrics.
-#include <future>
 #include <thread>
 
 #include <grpcpp/completion_queue.h>
@@ -205,7 +204,7 @@ TEST_F(GrpcServiceTest, WorkerProtocolWithWatch) {
   ASSERT_TRUE(Submit(spec, &job).ok());
 
   std::vector<qnet::v1::Job> seen;
-  std::promise<void> watching;
+  Handoff<bool> watching;
   std::thread watcher([&] {
     qnet::v1::WatchJobRequest req;
     req.set_id(job.id());
@@ -214,12 +213,12 @@ TEST_F(GrpcServiceTest, WorkerProtocolWithWatch) {
     qnet::v1::Job snapshot;
     while (reader->Read(&snapshot)) {
       seen.push_back(snapshot);
-      if (seen.size() == 1) watching.set_value();
+      if (seen.size() == 1) watching.Set(true);
     }
-    if (seen.empty()) watching.set_value();
+    if (seen.empty()) watching.Set(false);
     EXPECT_TRUE(reader->Finish().ok());
   });
-  watching.get_future().wait();  // the first snapshot shows the job still queued
+  watching.Wait();  // the first snapshot shows the job still queued
 
   qnet::v1::AcquireLeaseResponse lease = Acquire(5);
   ASSERT_TRUE(lease.has_job());

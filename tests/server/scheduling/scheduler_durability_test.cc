@@ -4,11 +4,11 @@
 // reader or worker sees a change (a new job, a lease, a completion) before it is stored, and the
 // refused call can simply be repeated.
 #include <chrono>
-#include <future>
 #include <thread>
 
 #include <google/protobuf/util/message_differencer.h>
 
+#include "common/handoff.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/scheduling/scheduler.h"
@@ -55,12 +55,14 @@ class SchedulerDurabilityTest : public ::testing::Test {
   // the test ends instead of hanging until ctest's timeout.
   template <typename Read>
   auto WhileWriteHeld(const char* what, Read read) {
-    auto result = std::async(std::launch::async, read);
-    if (result.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    Handoff<decltype(read())> result;
+    std::thread reader([&] { result.Set(read()); });
+    if (!result.ReadyWithin(std::chrono::seconds(5))) {
       ADD_FAILURE() << what << " waited for a held store write; readers must not";
       store_->ReleaseWrites();
     }
-    return result.get();
+    reader.join();
+    return result.Wait();
   }
 
   qnet::v1::Job Get(const std::string& id) {

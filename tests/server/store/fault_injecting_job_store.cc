@@ -5,16 +5,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace qnet::server::testing {
-namespace {
-
-std::future<absl::Status> Ready(absl::Status s) {
-  std::promise<absl::Status> p;
-  p.set_value(std::move(s));
-  return p.get_future();
-}
-
-}  // namespace
-
 FaultInjectingJobStore::FaultInjectingJobStore(std::unique_ptr<JobStore> inner)
     : inner_(std::move(inner)) {}
 
@@ -36,7 +26,8 @@ void FaultInjectingJobStore::HoldWrites() {
 void FaultInjectingJobStore::ReleaseWrites(bool fail) {
   std::lock_guard<std::mutex> lock(mu_);
   holding_ = false;
-  for (HeldWrite& w : held_) w.forwarded.set_value(Forward(w.record, w.create, fail));
+  // Each in turn, so the inner store sees them in call order; the callers' waits end with it.
+  for (HeldWrite& w : held_) w.outcome->Set(Forward(w.record, w.create, fail).Wait());
   held_.clear();
 }
 
@@ -55,15 +46,15 @@ int64_t FaultInjectingJobStore::held_writes() const {
   return static_cast<int64_t>(held_.size());
 }
 
-std::future<absl::Status> FaultInjectingJobStore::Create(const JobRecord& record) {
+StoreWrite FaultInjectingJobStore::Create(const JobRecord& record) {
   return Write(record, /*create=*/true);
 }
 
-std::future<absl::Status> FaultInjectingJobStore::Save(const JobRecord& record) {
+StoreWrite FaultInjectingJobStore::Save(const JobRecord& record) {
   return Write(record, /*create=*/false);
 }
 
-std::future<absl::Status> FaultInjectingJobStore::Write(const JobRecord& record, bool create) {
+StoreWrite FaultInjectingJobStore::Write(const JobRecord& record, bool create) {
   std::lock_guard<std::mutex> lock(mu_);
   ++writes_;
   bool refuse = false;
@@ -74,19 +65,14 @@ std::future<absl::Status> FaultInjectingJobStore::Write(const JobRecord& record,
     if (fail_ > 0) --fail_;
   }
   if (!holding_ || refuse) return Forward(record, create, refuse);
-  held_.push_back({record, create, {}});
-  // Resolves once released: then it is the inner store's answer.
-  return std::async(std::launch::deferred,
-                    [forwarded = held_.back().forwarded.get_future()]() mutable {
-                      return forwarded.get().get();
-                    });
+  held_.push_back({record, create, nullptr});
+  return StoreWrite::Pending(&held_.back().outcome);
 }
 
-std::future<absl::Status> FaultInjectingJobStore::Forward(const JobRecord& record, bool create,
-                                                          bool refuse) {
+StoreWrite FaultInjectingJobStore::Forward(const JobRecord& record, bool create, bool refuse) {
   if (refuse) {
     ++refused_;
-    return Ready(absl::UnavailableError(
+    return StoreWrite::Done(absl::UnavailableError(
         absl::StrCat("injected fault: write of job ", record.job.id(), " refused")));
   }
   return create ? inner_->Create(record) : inner_->Save(record);
@@ -116,9 +102,7 @@ absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> FaultInjectingJobStore::Co
 
 absl::StatusOr<int64_t> FaultInjectingJobStore::MaxSeq() { return inner_->MaxSeq(); }
 
-std::future<absl::Status> FaultInjectingJobStore::Delete(absl::string_view id) {
-  return inner_->Delete(id);
-}
+StoreWrite FaultInjectingJobStore::Delete(absl::string_view id) { return inner_->Delete(id); }
 
 absl::StatusOr<int64_t> FaultInjectingJobStore::DiskBytes() { return inner_->DiskBytes(); }
 

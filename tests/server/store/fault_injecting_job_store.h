@@ -1,6 +1,6 @@
 // FaultInjectingJobStore: a JobStore that passes everything to another one, except the writes it
 // is told to refuse (they fail UNAVAILABLE and never reach the inner store, like a commit that
-// hit a full disk) or to hold back (their futures stay pending until released, to see what
+// hit a full disk) or to hold back (their StoreWrites stay pending until released, to see what
 // callers show while a write is in flight). Writes reach the inner store in call order; deletes
 // pass straight through, never refused or held.
 //
@@ -14,7 +14,6 @@
 
 #include <cstdint>
 #include <deque>
-#include <future>
 #include <memory>
 #include <mutex>
 
@@ -42,15 +41,15 @@ class FaultInjectingJobStore final : public JobStore {
   int64_t held_writes() const;  // writes waiting for ReleaseWrites()
   JobStore& inner() { return *inner_; }
 
-  std::future<absl::Status> Create(const JobRecord& record) override;
-  std::future<absl::Status> Save(const JobRecord& record) override;
+  StoreWrite Create(const JobRecord& record) override;
+  StoreWrite Save(const JobRecord& record) override;
   absl::StatusOr<std::optional<JobRecord>> Get(absl::string_view id) override;
   absl::StatusOr<std::optional<JobRecord>> FindByRequestId(absl::string_view request_id) override;
   absl::StatusOr<JobPage> List(qnet::v1::JobState state, int64_t before_seq, int limit) override;
   absl::Status ForEachActive(const std::function<void(JobRecord)>& fn) override;
   absl::StatusOr<std::map<qnet::v1::JobState, int64_t>> CountByState() override;
   absl::StatusOr<int64_t> MaxSeq() override;
-  std::future<absl::Status> Delete(absl::string_view id) override;
+  StoreWrite Delete(absl::string_view id) override;
   absl::StatusOr<int64_t> DiskBytes() override;
   void Close() override;
   int64_t commits() const override;
@@ -59,12 +58,12 @@ class FaultInjectingJobStore final : public JobStore {
   struct HeldWrite {
     JobRecord record;
     bool create;
-    std::promise<std::future<absl::Status>> forwarded;  // the inner store's future, once sent
+    StoreWrite::Outcome outcome;  // set to the inner store's answer once released
   };
 
-  std::future<absl::Status> Write(const JobRecord& record, bool create);
+  StoreWrite Write(const JobRecord& record, bool create);
   // Hands a write to the inner store (or refuses it); mu_ held, so the order is the call order.
-  std::future<absl::Status> Forward(const JobRecord& record, bool create, bool refuse);
+  StoreWrite Forward(const JobRecord& record, bool create, bool refuse);
 
   const std::unique_ptr<JobStore> inner_;
   mutable std::mutex mu_;

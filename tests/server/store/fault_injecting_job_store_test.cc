@@ -51,12 +51,12 @@ class FaultInjectingJobStoreTest : public ::testing::Test {
 
 TEST_F(FaultInjectingJobStoreTest, RefusesTheWritesItIsToldToAndNoOthers) {
   store_->FailWrites(/*count=*/2, /*skip=*/1);
-  EXPECT_TRUE(store_->Create(Queued(1)).get().ok());
-  absl::Status refused = store_->Create(Queued(2)).get();
+  EXPECT_TRUE(store_->Create(Queued(1)).Wait().ok());
+  absl::Status refused = store_->Create(Queued(2)).Wait();
   EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
   EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("injected fault"));
-  EXPECT_FALSE(store_->Create(Queued(3)).get().ok());
-  EXPECT_TRUE(store_->Create(Queued(4)).get().ok());
+  EXPECT_FALSE(store_->Create(Queued(3)).Wait().ok());
+  EXPECT_TRUE(store_->Create(Queued(4)).Wait().ok());
   EXPECT_TRUE(Stored(1));
   EXPECT_FALSE(Stored(2));
   EXPECT_FALSE(Stored(3));
@@ -65,29 +65,29 @@ TEST_F(FaultInjectingJobStoreTest, RefusesTheWritesItIsToldToAndNoOthers) {
   EXPECT_EQ(store_->refused(), 2);
 
   store_->FailWrites(FaultInjectingJobStore::kEveryWrite);
-  for (int seq = 5; seq < 10; ++seq) EXPECT_FALSE(store_->Create(Queued(seq)).get().ok());
+  for (int seq = 5; seq < 10; ++seq) EXPECT_FALSE(store_->Create(Queued(seq)).Wait().ok());
   store_->Heal();
-  EXPECT_TRUE(store_->Create(Queued(10)).get().ok());
+  EXPECT_TRUE(store_->Create(Queued(10)).Wait().ok());
   EXPECT_EQ(*store_->MaxSeq(), 10);
 }
 
 TEST_F(FaultInjectingJobStoreTest, HeldWritesAreInvisibleUntilReleasedThenLandInOrder) {
   store_->HoldWrites();
-  std::future<absl::Status> create = store_->Create(Queued(1));
+  StoreWrite create = store_->Create(Queued(1));
   JobRecord running = Queued(1);
   running.job.set_state(qnet::v1::RUNNING);
-  std::future<absl::Status> save = store_->Save(running);
+  StoreWrite save = store_->Save(running);
   EXPECT_EQ(store_->held_writes(), 2);
   EXPECT_FALSE(Stored(1));
   store_->ReleaseWrites();
-  EXPECT_TRUE(create.get().ok());
-  EXPECT_TRUE(save.get().ok());  // after the create: it found the job
+  EXPECT_TRUE(create.Wait().ok());
+  EXPECT_TRUE(save.Wait().ok());  // after the create: it found the job
   EXPECT_EQ((*store_->Get("j-1"))->job.state(), qnet::v1::RUNNING);
 
   store_->HoldWrites();
-  std::future<absl::Status> refused = store_->Create(Queued(2));
+  StoreWrite refused = store_->Create(Queued(2));
   store_->ReleaseWrites(/*fail=*/true);
-  EXPECT_TRUE(absl::IsUnavailable(refused.get()));
+  EXPECT_TRUE(absl::IsUnavailable(refused.Wait()));
   EXPECT_FALSE(Stored(2));
 }
 

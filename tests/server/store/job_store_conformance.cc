@@ -137,7 +137,7 @@ void JobStoreConformanceTest::Reopen(bool close) {
 
 TEST_P(JobStoreConformanceTest, EveryFieldRoundTripsThroughEveryRead) {
   const JobRecord want = Record(7, qnet::v1::RUNNING, "req-7", /*full=*/true);
-  ASSERT_TRUE(store_->Create(want).get().ok());
+  ASSERT_TRUE(store_->Create(want).Wait().ok());
   EXPECT_THAT(GetOrDie(*store_, "j-7"), SameRecord(want));
   auto by_request = store_->FindByRequestId("req-7");
   ASSERT_TRUE(by_request.ok() && by_request->has_value()) << by_request.status();
@@ -168,23 +168,23 @@ TEST_P(JobStoreConformanceTest, MissingJobsAreEmptyNotErrors) {
 
 TEST_P(JobStoreConformanceTest, CreateNeverOverwrites) {
   const JobRecord first = Record(1, qnet::v1::QUEUED, "same", /*full=*/true);
-  ASSERT_TRUE(store_->Create(first).get().ok());
-  EXPECT_FALSE(store_->Create(Record(2, qnet::v1::QUEUED, "same")).get().ok()) << "request_id";
+  ASSERT_TRUE(store_->Create(first).Wait().ok());
+  EXPECT_FALSE(store_->Create(Record(2, qnet::v1::QUEUED, "same")).Wait().ok()) << "request_id";
   JobRecord same_id = Record(3, qnet::v1::FAILED);
   same_id.job.set_id("j-1");
-  EXPECT_FALSE(store_->Create(same_id).get().ok()) << "id";
+  EXPECT_FALSE(store_->Create(same_id).Wait().ok()) << "id";
   JobRecord same_seq = Record(1, qnet::v1::FAILED);
   same_seq.job.set_id("j-other");
-  EXPECT_FALSE(store_->Create(same_seq).get().ok()) << "seq";
+  EXPECT_FALSE(store_->Create(same_seq).Wait().ok()) << "seq";
   EXPECT_THAT(GetOrDie(*store_, "j-1"), SameRecord(first));
   EXPECT_EQ(*store_->MaxSeq(), 1);
   // No request_id is not a request_id: any number of jobs may have none.
-  EXPECT_TRUE(store_->Create(Record(4, qnet::v1::QUEUED)).get().ok());
-  EXPECT_TRUE(store_->Create(Record(5, qnet::v1::QUEUED)).get().ok());
+  EXPECT_TRUE(store_->Create(Record(4, qnet::v1::QUEUED)).Wait().ok());
+  EXPECT_TRUE(store_->Create(Record(5, qnet::v1::QUEUED)).Wait().ok());
 }
 
 TEST_P(JobStoreConformanceTest, SaveReplacesTheWholeRecord) {
-  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::RUNNING, "req", /*full=*/true)).get().ok());
+  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::RUNNING, "req", /*full=*/true)).Wait().ok());
   // Another full record of the same job: every field changes.
   JobRecord changed = Record(1, qnet::v1::SUCCEEDED, "req", /*full=*/false);
   FillEveryField(&changed.job, 99);
@@ -193,24 +193,24 @@ TEST_P(JobStoreConformanceTest, SaveReplacesTheWholeRecord) {
   changed.job.set_request_id("req");
   changed.lease_token = "other";
   changed.lease_expire = absl::FromUnixMillis(42);
-  ASSERT_TRUE(store_->Save(changed).get().ok());
+  ASSERT_TRUE(store_->Save(changed).Wait().ok());
   EXPECT_THAT(GetOrDie(*store_, "j-1"), SameRecord(changed));
   // A sparse record: fields set before are cleared, not kept.
   const JobRecord sparse = Record(1, qnet::v1::QUEUED, "req");
-  ASSERT_TRUE(store_->Save(sparse).get().ok());
+  ASSERT_TRUE(store_->Save(sparse).Wait().ok());
   EXPECT_THAT(GetOrDie(*store_, "j-1"), SameRecord(sparse));
   Reopen();
   EXPECT_THAT(GetOrDie(*store_, "j-1"), SameRecord(sparse));
 }
 
 TEST_P(JobStoreConformanceTest, SaveOfAJobNeverCreatedIsNotFound) {
-  EXPECT_TRUE(absl::IsNotFound(store_->Save(Record(9, qnet::v1::QUEUED)).get()));
-  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::QUEUED, "req")).get().ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Save(Record(9, qnet::v1::QUEUED)).Wait()));
+  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::QUEUED, "req")).Wait().ok());
   // seq and request_id never change: a save that changes them names another job.
   JobRecord other_seq = Record(1, qnet::v1::RUNNING, "req");
   other_seq.seq = 2;
-  EXPECT_TRUE(absl::IsNotFound(store_->Save(other_seq).get()));
-  EXPECT_TRUE(absl::IsNotFound(store_->Save(Record(1, qnet::v1::RUNNING, "other")).get()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Save(other_seq).Wait()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Save(Record(1, qnet::v1::RUNNING, "other")).Wait()));
   EXPECT_EQ(GetOrDie(*store_, "j-1").job.state(), qnet::v1::QUEUED);
   auto nine = store_->Get("j-9");
   ASSERT_TRUE(nine.ok());
@@ -218,21 +218,21 @@ TEST_P(JobStoreConformanceTest, SaveOfAJobNeverCreatedIsNotFound) {
 }
 
 TEST_P(JobStoreConformanceTest, DeleteRemovesTheJobDurablyAndFreesItsRequestId) {
-  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::SUCCEEDED, "req", /*full=*/true)).get().ok());
-  ASSERT_TRUE(store_->Create(Record(2, qnet::v1::FAILED)).get().ok());
-  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-404").get()));
+  ASSERT_TRUE(store_->Create(Record(1, qnet::v1::SUCCEEDED, "req", /*full=*/true)).Wait().ok());
+  ASSERT_TRUE(store_->Create(Record(2, qnet::v1::FAILED)).Wait().ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-404").Wait()));
   // Ordered with the other writes: the save before it is undone, nothing after it is lost.
-  std::future<absl::Status> saved = store_->Save(Record(1, qnet::v1::CANCELLED, "req"));
-  std::future<absl::Status> deleted = store_->Delete("j-1");
-  ASSERT_TRUE(saved.get().ok());
-  ASSERT_TRUE(deleted.get().ok());
+  StoreWrite saved = store_->Save(Record(1, qnet::v1::CANCELLED, "req"));
+  StoreWrite deleted = store_->Delete("j-1");
+  ASSERT_TRUE(saved.Wait().ok());
+  ASSERT_TRUE(deleted.Wait().ok());
   Reopen();
   EXPECT_FALSE(store_->Get("j-1")->has_value());
   EXPECT_FALSE(store_->FindByRequestId("req")->has_value());
   EXPECT_EQ(store_->List(qnet::v1::JOB_STATE_UNSPECIFIED, 0, 10)->records.size(), 1u);
   EXPECT_EQ((*store_->CountByState())[qnet::v1::SUCCEEDED], 0);
-  EXPECT_TRUE(store_->Create(Record(3, qnet::v1::QUEUED, "req")).get().ok());
-  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-1").get()));
+  EXPECT_TRUE(store_->Create(Record(3, qnet::v1::QUEUED, "req")).Wait().ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete("j-1").Wait()));
   absl::StatusOr<int64_t> bytes = store_->DiskBytes();
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   EXPECT_GT(*bytes, 0);
@@ -240,7 +240,7 @@ TEST_P(JobStoreConformanceTest, DeleteRemovesTheJobDurablyAndFreesItsRequestId) 
 
 TEST_P(JobStoreConformanceTest, WritesApplyInCallOrder) {
   // Nothing waits between the calls: the store must apply them in this order.
-  std::vector<std::future<absl::Status>> writes;
+  std::vector<StoreWrite> writes;
   JobRecord r = Record(1, qnet::v1::QUEUED);
   writes.push_back(store_->Create(r));
   for (int attempt = 2; attempt <= 30; ++attempt) {
@@ -248,17 +248,17 @@ TEST_P(JobStoreConformanceTest, WritesApplyInCallOrder) {
     r.job.set_state(attempt % 2 == 0 ? qnet::v1::RUNNING : qnet::v1::QUEUED);
     writes.push_back(store_->Save(r));
   }
-  for (auto& w : writes) ASSERT_TRUE(w.get().ok());
+  for (auto& w : writes) ASSERT_TRUE(w.Wait().ok());
   EXPECT_THAT(GetOrDie(*store_, "j-1"), SameRecord(r));
 }
 
 TEST_P(JobStoreConformanceTest, ListPagesNewestFirstWithStateFilter) {
-  std::vector<std::future<absl::Status>> writes;
+  std::vector<StoreWrite> writes;
   for (int i = 1; i <= 25; ++i) {
     writes.push_back(
         store_->Create(Record(i, i % 2 == 0 ? qnet::v1::SUCCEEDED : qnet::v1::QUEUED)));
   }
-  for (auto& w : writes) ASSERT_TRUE(w.get().ok());
+  for (auto& w : writes) ASSERT_TRUE(w.Wait().ok());
 
   std::vector<int64_t> seen;
   int64_t before = 0;
@@ -294,7 +294,7 @@ TEST_P(JobStoreConformanceTest, ActiveJobsAndCountsFollowSavedStates) {
     const JobState state = i == 3   ? qnet::v1::CANCELLED
                            : i == 2 ? qnet::v1::RUNNING
                                     : qnet::v1::QUEUED;
-    ASSERT_TRUE(store_->Create(Record(i, state)).get().ok());
+    ASSERT_TRUE(store_->Create(Record(i, state)).Wait().ok());
   }
   EXPECT_EQ(ActiveSeqs(*store_), (std::vector<int64_t>{1, 2, 4}));
   auto counts = store_->CountByState();
@@ -304,8 +304,8 @@ TEST_P(JobStoreConformanceTest, ActiveJobsAndCountsFollowSavedStates) {
   EXPECT_EQ((*counts)[qnet::v1::CANCELLED], 1);
 
   // A save moves the job between states for every read, not only Get.
-  ASSERT_TRUE(store_->Save(Record(2, qnet::v1::SUCCEEDED)).get().ok());
-  ASSERT_TRUE(store_->Save(Record(3, qnet::v1::QUEUED)).get().ok());
+  ASSERT_TRUE(store_->Save(Record(2, qnet::v1::SUCCEEDED)).Wait().ok());
+  ASSERT_TRUE(store_->Save(Record(3, qnet::v1::QUEUED)).Wait().ok());
   EXPECT_EQ(ActiveSeqs(*store_), (std::vector<int64_t>{1, 3, 4}));
   counts = store_->CountByState();
   ASSERT_TRUE(counts.ok());
@@ -328,9 +328,9 @@ TEST_P(JobStoreConformanceTest, ManyJobsFromConcurrentWriters) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         JobRecord r = Record(1 + t * kPerThread + i, qnet::v1::QUEUED, absl::StrCat("req-", t, i));
-        if (!store_->Create(r).get().ok()) ++failures;
+        if (!store_->Create(r).Wait().ok()) ++failures;
         r.job.set_state(qnet::v1::RUNNING);  // a save right behind each create
-        if (i % 2 == 0 && !store_->Save(r).get().ok()) ++failures;
+        if (i % 2 == 0 && !store_->Save(r).Wait().ok()) ++failures;
       }
     });
   }
@@ -352,12 +352,12 @@ TEST_P(JobStoreConformanceTest, ResolvedWritesSurviveReopenWithOrWithoutClose) {
     SCOPED_TRACE(close ? "Close() then reopen" : "destroyed without Close(), then reopen");
     const int64_t seq = close ? 1 : 2;
     JobRecord r = Record(seq, qnet::v1::QUEUED, absl::StrCat("req-", seq));
-    ASSERT_TRUE(store_->Create(r).get().ok());
+    ASSERT_TRUE(store_->Create(r).Wait().ok());
     r.job.set_state(qnet::v1::RUNNING);
     r.job.set_worker_id("w1");
     r.lease_token = "tok";
     r.lease_expire = absl::FromUnixMillis(1234567);
-    ASSERT_TRUE(store_->Save(r).get().ok());
+    ASSERT_TRUE(store_->Save(r).Wait().ok());
     Reopen(close);
     EXPECT_THAT(GetOrDie(*store_, r.job.id()), SameRecord(r));
     EXPECT_EQ(*store_->MaxSeq(), seq);
@@ -365,13 +365,13 @@ TEST_P(JobStoreConformanceTest, ResolvedWritesSurviveReopenWithOrWithoutClose) {
 }
 
 TEST_P(JobStoreConformanceTest, CloseStoresQueuedWritesThenRefusesEverything) {
-  std::vector<std::future<absl::Status>> writes;
+  std::vector<StoreWrite> writes;
   for (int i = 1; i <= 50; ++i) writes.push_back(store_->Create(Record(i, qnet::v1::QUEUED)));
   store_->Close();  // nobody waited for those writes yet
-  for (auto& w : writes) EXPECT_TRUE(w.get().ok());
+  for (auto& w : writes) EXPECT_TRUE(w.Wait().ok());
   store_->Close();  // idempotent
-  EXPECT_TRUE(absl::IsUnavailable(store_->Create(Record(51, qnet::v1::QUEUED)).get()));
-  EXPECT_TRUE(absl::IsUnavailable(store_->Save(Record(1, qnet::v1::RUNNING)).get()));
+  EXPECT_TRUE(absl::IsUnavailable(store_->Create(Record(51, qnet::v1::QUEUED)).Wait()));
+  EXPECT_TRUE(absl::IsUnavailable(store_->Save(Record(1, qnet::v1::RUNNING)).Wait()));
   EXPECT_TRUE(absl::IsUnavailable(store_->Get("j-1").status()));
   EXPECT_TRUE(absl::IsUnavailable(store_->List(qnet::v1::QUEUED, 0, 10).status()));
   EXPECT_TRUE(absl::IsUnavailable(store_->MaxSeq().status()));

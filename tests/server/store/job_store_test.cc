@@ -52,7 +52,7 @@ TEST(SqliteJobStoreTest, GroupCommitBatchesConcurrentWrites) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        if (!(*store)->Create(Queued(1 + t * kPerThread + i)).get().ok()) ++failures;
+        if (!(*store)->Create(Queued(1 + t * kPerThread + i)).Wait().ok()) ++failures;
       }
     });
   }
