@@ -60,6 +60,7 @@ import json
 import math
 import pathlib
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -305,6 +306,7 @@ def qnet_run(args, name, w_bits, a_bits, seed):
         cmd += ['--input-shape', args.input_shape]
     if args.input_mean:
         cmd += ['--input-mean', args.input_mean, '--input-std', args.input_std]
+    cmd += shlex.split(args.qnet_flags)
     start = time.time()
     with open(f'{out}.log', 'w') as log:
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -360,6 +362,8 @@ def main():
     p.add_argument('--input-mean', default='', help='comma-separated, with --input-std')
     p.add_argument('--input-std', default='')
     p.add_argument('--data', default=DATA, help='Fashion-MNIST IDX folder')
+    p.add_argument('--qnet-flags', default='',
+                   help='more qnet-worker run flags, e.g. "--temperature-slope 6"')
     p.add_argument('--out', required=True)
     args = p.parse_args()
     try:

@@ -10,7 +10,8 @@
 #
 # Environment: OUT (default /tmp/qnet-brevitas-peer), MODELS ("resnet20 resnet18"),
 # FLOAT_EPOCHS (3), EPOCHS (2), TRAIN_SAMPLES (20000), TEST_SAMPLES (5000),
-# CONFIGS ("W2A2 W3A3 W1A2 W4A4"), SEEDS ("1 2 3").
+# CONFIGS ("W2A2 W3A3 W1A2 W4A4"), SEEDS ("1 2 3"), QNET_FLAGS (more qnet-worker run flags for
+# qnet's side, e.g. "--temperature-slope 6").
 set -euo pipefail
 build=${1:-build}
 worker="$build/workers/worker/qnet-worker"
@@ -36,7 +37,7 @@ fi
 peer() {
   python3 "$here/brevitas_peer.py" --worker "$worker" --epochs "${EPOCHS:-2}" \
     --train-samples "$train" --test-samples "$test" \
-    --configs "${configs[@]}" --seeds "${seeds[@]}" "$@"
+    --configs "${configs[@]}" --seeds "${seeds[@]}" --qnet-flags "${QNET_FLAGS:-}" "$@"
 }
 
 for model in ${MODELS:-resnet20 resnet18}; do
