@@ -69,10 +69,6 @@ class StoreWrite {
     if (outcome_ == nullptr) return absl::InternalError("job store: no write was queued");
     return outcome_->Wait();
   }
-  // Whether the outcome is known within `timeout` (then Wait returns at once).
-  bool ReadyWithin(absl::Duration timeout) {
-    return outcome_ == nullptr || outcome_->ReadyWithin(absl::ToChronoMilliseconds(timeout));
-  }
 
  private:
   explicit StoreWrite(Outcome outcome) : outcome_(std::move(outcome)) {}

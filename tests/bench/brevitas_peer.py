@@ -363,7 +363,7 @@ def main():
     p.add_argument('--input-std', default='')
     p.add_argument('--data', default=DATA, help='Fashion-MNIST IDX folder')
     p.add_argument('--qnet-flags', default='',
-                   help='more qnet-worker run flags, e.g. "--temperature-slope 6"')
+                   help='more qnet-worker run flags, given as --qnet-flags="--learn-thresholds"')
     p.add_argument('--out', required=True)
     args = p.parse_args()
     try:

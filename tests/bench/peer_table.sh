@@ -37,7 +37,7 @@ fi
 peer() {
   python3 "$here/brevitas_peer.py" --worker "$worker" --epochs "${EPOCHS:-2}" \
     --train-samples "$train" --test-samples "$test" \
-    --configs "${configs[@]}" --seeds "${seeds[@]}" --qnet-flags "${QNET_FLAGS:-}" "$@"
+    --configs "${configs[@]}" --seeds "${seeds[@]}" --qnet-flags="${QNET_FLAGS:-}" "$@"
 }
 
 for model in ${MODELS:-resnet20 resnet18}; do

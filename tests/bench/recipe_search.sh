@@ -14,6 +14,7 @@ set -euo pipefail
 build=${1:-build}
 worker="$build/workers/worker/qnet-worker"
 [[ -x $worker ]] || { echo "no $worker: build the project first" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-/tmp/qnet-recipe-search}
 config=${CONFIG:-W2A2}
 [[ $config =~ ^W([0-9]+)(A([0-9]+))?$ ]] || { echo "bad CONFIG $config" >&2; exit 2; }
@@ -32,15 +33,11 @@ mkdir -p "$out/$config"
 
 data="$out/fashion_mnist_val.npz"
 if [[ ! -f $data ]]; then
-  python3 - "$data" <<'EOF'
-import gzip, sys
+  PYTHONPATH=$here python3 - "$data" <<'EOF'
+import sys
 import numpy as np
-root = "/usr/share/datasets/fashion-mnist/"
-def read(name, offset, shape):
-    with gzip.open(root + name) as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset).reshape(shape)
-x = read("train-images-idx3-ubyte.gz", 16, (-1, 28, 28))
-y = read("train-labels-idx1-ubyte.gz", 8, (-1,))
+from make_image_folder import read_idx
+x, y = read_idx("/usr/share/datasets/fashion-mnist", "train")
 order = np.random.default_rng(17).permutation(len(x))
 train, val = order[:50000], order[50000:]
 np.savez(sys.argv[1], x_train=x[train], y_train=y[train], x_test=x[val], y_test=y[val])

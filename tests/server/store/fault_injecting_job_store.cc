@@ -1,6 +1,7 @@
 #include "tests/server/store/fault_injecting_job_store.h"
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,11 +25,16 @@ void FaultInjectingJobStore::HoldWrites() {
 }
 
 void FaultInjectingJobStore::ReleaseWrites(bool fail) {
-  std::lock_guard<std::mutex> lock(mu_);
-  holding_ = false;
-  // Each in turn, so the inner store sees them in call order; the callers' waits end with it.
-  for (HeldWrite& w : held_) w.outcome->Set(Forward(w.record, w.create, fail).Wait());
-  held_.clear();
+  std::vector<std::pair<StoreWrite::Outcome, StoreWrite>> sent;
+  {
+    // All handed on under the lock, so the inner store sees them in call order (and may commit
+    // them together); their callers learn each answer once the inner store gives it.
+    std::lock_guard<std::mutex> lock(mu_);
+    holding_ = false;
+    for (HeldWrite& w : held_) sent.emplace_back(w.outcome, Forward(w.record, w.create, fail));
+    held_.clear();
+  }
+  for (auto& [outcome, write] : sent) outcome->Set(write.Wait());
 }
 
 int64_t FaultInjectingJobStore::writes() const {
