@@ -50,6 +50,21 @@ TEST(LevelsTest, ActivationLevelsByBits) {
   EXPECT_TRUE(absl::IsInvalidArgument(ActivationLevels(9).status()));
 }
 
+TEST(LevelsTest, StepSizeLrFactorHoldsAlphaAtTheTwoBitRelativeStep) {
+  // 2-bit and narrower level sets (max|q| <= 3) keep the learning rate as it is.
+  for (int bits : {1, 2}) {
+    EXPECT_EQ(StepSizeLrFactor(*ActivationLevels(bits)), 1.0) << bits;
+    EXPECT_EQ(StepSizeLrFactor(*WeightLevels(bits)), 1.0) << bits;
+  }
+  EXPECT_EQ(StepSizeLrFactor(*WeightLevels(3, WeightLevelScheme::kUniform)), 1.0);
+  // Wider ones scale by (3 / max|q|)^2.
+  EXPECT_DOUBLE_EQ(StepSizeLrFactor(*WeightLevels(3)), 9.0 / 16);
+  EXPECT_DOUBLE_EQ(StepSizeLrFactor(*WeightLevels(4)), 9.0 / 49);
+  EXPECT_DOUBLE_EQ(StepSizeLrFactor(*ActivationLevels(4)), 9.0 / 225);
+  EXPECT_DOUBLE_EQ(StepSizeLrFactor(*ActivationLevels(8)), 9.0 / (255.0 * 255.0));
+  EXPECT_DOUBLE_EQ(StepSizeLrFactor(*WeightLevels(8)), 9.0 / (127.0 * 127.0));
+}
+
 TEST(LevelsTest, ExplicitListValidation) {
   absl::StatusOr<torch::Tensor> ok = LevelsFromList({-1.5, -0.25, 0.0, 2.0});
   ASSERT_TRUE(ok.ok()) << ok.status();

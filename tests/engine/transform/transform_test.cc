@@ -123,6 +123,46 @@ TEST(Transform, SoftAndHardWeights) {
 
 // The trainer's mix: soft weights, hard-forward activations whose backward is still the soft
 // gradient, so latents and activation quantizer parameters all learn.
+// Every quantizer's alpha gradient is scaled by StepSizeLrFactor of its own levels, which a
+// calibration that makes an activation quantizer signed changes; nothing else is touched.
+TEST(Transform, ScalesEachAlphaGradientByItsLevels) {
+  for (int bits : {2, 8}) {
+    auto q = Make("lenet5", bits, bits);
+    q->SetActivationLevels(0, *WeightLevels(bits, WeightLevelScheme::kUniform),
+                           torch::arange(bits == 2 ? 2 : 254) - (bits == 2 ? 0.5 : 126.5));
+    q->module().train(true);
+    q->SetTemperature(5.0);
+    q->SetActivationsEnabled(true);
+    q->RefreshWeights();
+    torch::manual_seed(3);
+    torch::cross_entropy_loss(q->Forward(torch::randn({4, 1, 28, 28})), torch::tensor({1, 2, 3, 4}))
+        .backward();
+    std::vector<torch::Tensor> alphas, betas, levels;
+    for (const QuantizedLayer& l : q->layers()) {
+      alphas.push_back(l.alpha);
+      betas.push_back(l.beta);
+      levels.push_back(l.levels);
+    }
+    for (const ActivationQuantizer& a : q->activation_quantizers()) {
+      alphas.push_back(a.alpha);
+      betas.push_back(a.beta);
+      levels.push_back(a.levels);
+    }
+    std::vector<double> alpha_grads, beta_grads;
+    for (const torch::Tensor& a : alphas) alpha_grads.push_back(a.grad().item<double>());
+    for (const torch::Tensor& b : betas) beta_grads.push_back(b.grad().item<double>());
+    q->ScaleStepSizeGradients();
+    for (size_t i = 0; i < alphas.size(); ++i) {
+      const double max_level = levels[i].abs().max().item<double>();
+      const double factor = bits == 2 ? 1.0 : 9.0 / (max_level * max_level);
+      EXPECT_NE(alpha_grads[i], 0) << i;
+      EXPECT_FLOAT_EQ(alphas[i].grad().item<double>(), alpha_grads[i] * factor)
+          << bits << " bits, quantizer " << i << ", max level " << max_level;
+      EXPECT_EQ(betas[i].grad().item<double>(), beta_grads[i]) << i;
+    }
+  }
+}
+
 TEST(Transform, SoftWeightsWithHardActivationsTrain) {
   auto q = Make("lenet5", 2, 2);
   q->SetTemperature(5.0, 2.0);

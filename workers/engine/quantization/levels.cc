@@ -188,6 +188,12 @@ absl::StatusOr<QuantizerParams> InitWeightQuantizer(const torch::Tensor& weights
   return p;
 }
 
+double StepSizeLrFactor(const torch::Tensor& levels) {
+  constexpr double kTwoBitMaxLevel = 3;
+  const double q = levels.detach().abs().max().item<double>();
+  return q <= kTwoBitMaxLevel ? 1.0 : (kTwoBitMaxLevel / q) * (kTwoBitMaxLevel / q);
+}
+
 ActivationCalibrator::ActivationCalibrator(double percentile) : percentile_(percentile) {}
 
 absl::Status ActivationCalibrator::Observe(const torch::Tensor& batch) {

@@ -48,6 +48,14 @@ absl::StatusOr<torch::Tensor> LevelsFromList(const std::vector<double>& values);
 // Same rules for a levels tensor (any floating dtype, any device): 1-D and as above.
 absl::Status ValidateLevels(const torch::Tensor& levels);
 
+// The factor a quantizer's alpha learns at, relative to the learning rate: (3 / max|q|)^2, at most
+// 1. alpha's gradient, sum(dL/dy * q_j), grows with the levels while alpha (the range over max|q|)
+// shrinks with them, so at one learning rate alpha's relative step grows as max|q|^2: 7,000 times
+// a 2-bit quantizer's at 8 bits, where an EfficientNet's squeeze-excitation step sizes turned
+// negative within four steps (docs/METHOD.md). The factor holds every quantizer at the relative
+// step of the 2-bit ones (max|q| <= 3), which it leaves unchanged. `levels` as ValidateLevels.
+double StepSizeLrFactor(const torch::Tensor& levels);
+
 // A quantizer's starting point: levels q_0..q_n, thresholds b_1..b_n (float32, CPU), and the two
 // scalars. The caller turns alpha and beta into learnable tensors.
 struct QuantizerParams {

@@ -393,6 +393,7 @@ absl::Status Trainer::RunEpochs(EpochPhase& phase, int first_epoch, int epochs, 
       // Clipping sees the gradients as backward produced them, the temperature's factor included
       // (docs/METHOD.md).
       ClipGradNorm(sgd_->AllParameters(), recipe_.clip_norm);
+      phase.ScaleGradients();
       sgd_->Step(plan.learning_rate, plan.groups);
       sgd_->ZeroGrad();
       ++step;

@@ -88,6 +88,8 @@ torch::Tensor QnPhase::Loss(const Batch& batch) {
                           teacher, recipe_.distill_weight, recipe_.distill_temperature);
 }
 
+void QnPhase::ScaleGradients() { model_.ScaleStepSizeGradients(); }
+
 EpochScores QnPhase::EndEpoch() {
   const ForwardFn forward = [&](const torch::Tensor& x) { return model_.Forward(x); };
   model_.module().eval();

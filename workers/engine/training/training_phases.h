@@ -46,6 +46,8 @@ class EpochPhase {
   virtual absl::StatusOr<StepPlan> Prepare(int64_t step) = 0;
   // The batch's loss, on the device, with its graph.
   virtual torch::Tensor Loss(const Batch& batch) = 0;
+  // Rescales gradients per parameter after clipping, before the optimizer's step.
+  virtual void ScaleGradients() {}
   // Scores the model on the test split after an epoch.
   virtual EpochScores EndEpoch() = 0;
 };
@@ -85,6 +87,8 @@ class QnPhase : public EpochPhase {
   const char* stage() const override { return "qn"; }
   absl::StatusOr<StepPlan> Prepare(int64_t step) override;
   torch::Tensor Loss(const Batch& batch) override;
+  // Each quantizer's alpha at its StepSizeLrFactor (levels.h).
+  void ScaleGradients() override;
   // Soft and hard top-1: the gap between them is the train/deploy mismatch to watch.
   EpochScores EndEpoch() override;
 

@@ -275,6 +275,7 @@ absl::StatusOr<std::unique_ptr<QuantizedModel>> QuantizedModel::Create(Module mo
     layer.alpha = Scalar(p->alpha, device, true);
     layer.beta = Scalar(p->beta, device, true);
     layer.levels = p->levels.to(device);
+    layer.alpha_lr_factor = StepSizeLrFactor(p->levels);
     layer.thresholds = p->thresholds.to(device).requires_grad_(spec.learn_thresholds);
     {
       // alpha = 1/beta puts the outer levels at 0.8 max|w|, far above a typical weight; models
@@ -318,6 +319,7 @@ absl::StatusOr<std::unique_ptr<QuantizedModel>> QuantizedModel::Create(Module mo
       a.beta = qm->attr("beta").toTensor();
       a.levels = qm->attr("levels").toTensor();
       a.thresholds = qm->attr("thresholds").toTensor();
+      a.alpha_lr_factor = StepSizeLrFactor(spec.activation_levels);
       q->act_.push_back(std::move(a));
     }
   }
@@ -417,6 +419,7 @@ void QuantizedModel::SetActivationLevels(size_t index, const torch::Tensor& leve
   ActivationQuantizer& a = act_.at(index);
   const torch::Device device = a.alpha.device();
   a.levels = levels.detach().to(device, torch::kFloat).clone();
+  a.alpha_lr_factor = StepSizeLrFactor(levels);
   a.thresholds = thresholds.detach().to(device, torch::kFloat).clone();
   a.module.setattr("levels", a.levels);
   a.module.setattr("thresholds", a.thresholds);
@@ -441,6 +444,15 @@ void QuantizedModel::RefreshWeights() {
     }
     l.module.setattr("weight", w);
   }
+}
+
+void QuantizedModel::ScaleStepSizeGradients() {
+  torch::NoGradGuard no_grad;
+  const auto scale = [](const torch::Tensor& alpha, double factor) {
+    if (factor != 1 && alpha.grad().defined()) alpha.mutable_grad().mul_(factor);
+  };
+  for (const QuantizedLayer& l : layers_) scale(l.alpha, l.alpha_lr_factor);
+  for (const ActivationQuantizer& a : act_) scale(a.alpha, a.alpha_lr_factor);
 }
 
 torch::Tensor QuantizedModel::Forward(const torch::Tensor& x) {

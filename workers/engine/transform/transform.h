@@ -53,10 +53,11 @@ struct QuantSpec {
 struct QuantizedLayer {
   std::string name;  // qualified submodule name, e.g. "layer1.0.conv1"
   torch::jit::Module module;
-  torch::Tensor latent;       // float latent weight (leaf, requires grad)
-  torch::Tensor alpha, beta;  // 0-dim learnable leaves
-  torch::Tensor levels;       // 1-D, on the model's device
-  torch::Tensor thresholds;   // 1-D; a learnable leaf only with learn_thresholds
+  torch::Tensor latent;        // float latent weight (leaf, requires grad)
+  torch::Tensor alpha, beta;   // 0-dim learnable leaves
+  torch::Tensor levels;        // 1-D, on the model's device
+  torch::Tensor thresholds;    // 1-D; a learnable leaf only with learn_thresholds
+  double alpha_lr_factor = 1;  // StepSizeLrFactor(levels), read once rather than every step
 };
 
 // One activation quantizer submodule; its tensors are the module's own attributes.
@@ -65,6 +66,7 @@ struct ActivationQuantizer {
   std::string layer;  // the quantized layer whose input it quantizes
   torch::jit::Module module;
   torch::Tensor alpha, beta, levels, thresholds;
+  double alpha_lr_factor = 1;  // StepSizeLrFactor(levels)
 };
 
 // A layer found by FindQuantizableLayers.
@@ -171,6 +173,10 @@ class QuantizedModel {
   // signed levels).
   void SetActivationLevels(size_t index, const torch::Tensor& levels,
                            const torch::Tensor& thresholds);
+
+  // Multiplies the gradient of every quantizer's alpha by its alpha_lr_factor: alpha then learns
+  // at that factor times the learning rate.
+  void ScaleStepSizeGradients();
 
   torch::Tensor Forward(const torch::Tensor& x);
 
