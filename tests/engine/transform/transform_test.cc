@@ -121,8 +121,6 @@ TEST(Transform, SoftAndHardWeights) {
   EXPECT_TRUE(torch::equal(hard, fused));
 }
 
-// The trainer's mix: soft weights, hard-forward activations whose backward is still the soft
-// gradient, so latents and activation quantizer parameters all learn.
 // Every quantizer's alpha gradient is scaled by StepSizeLrFactor of its own levels, which a
 // calibration that makes an activation quantizer signed changes; nothing else is touched.
 TEST(Transform, ScalesEachAlphaGradientByItsLevels) {
@@ -163,6 +161,8 @@ TEST(Transform, ScalesEachAlphaGradientByItsLevels) {
   }
 }
 
+// The trainer's mix: soft weights, hard-forward activations whose backward is still the soft
+// gradient, so latents and activation quantizer parameters all learn.
 TEST(Transform, SoftWeightsWithHardActivationsTrain) {
   auto q = Make("lenet5", 2, 2);
   q->SetTemperature(5.0, 2.0);
