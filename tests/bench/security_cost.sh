@@ -3,10 +3,13 @@
 # real qnetd binary pinned to one core, qnet_loadgen --server pinned to another, so the generator
 # and its TLS work do not take the server's CPU. Rounds of plain, tokens, tls and mtls
 # interleaved so that drift on a shared machine hits each alike; each run prints its throughput,
-# qnetd's CPU time per call and the load average. Then HTTP against HTTPS on the HTTP port with
-# ab (apache2-utils): /healthz and /api/jobs/ID, with and without keep-alive.
+# qnetd's CPU time per call and the load average. `latency`: one client making one call at a
+# time, what a single user sees per call (GetJob p50 and p99 in each set-up). `floor`: gRPC's own
+# cost of TLS, with no qnet code: the loadgen's bare echo server as a process of its own on the
+# server's core, plaintext against TLS and mTLS, 8 client threads. Then HTTP against HTTPS on the
+# HTTP port with ab (apache2-utils): /healthz and /api/jobs/ID, with and without keep-alive.
 #
-#   security_cost.sh BUILD_DIR [ROUNDS] [SERVER_CPU] [CLIENT_CPU] [grpc|http|all]
+#   security_cost.sh BUILD_DIR [ROUNDS] [SERVER_CPU] [CLIENT_CPU] [grpc|latency|floor|http|all]
 #   tests/bench/security_cost.sh build 5 0 1 | tee /tmp/security_cost.txt
 set -euo pipefail
 build=$(realpath "$1")
@@ -72,38 +75,87 @@ stop() {
   pid=
 }
 
-[[ $parts == http ]] || for round in $(seq "$rounds"); do
-  ((round == 1)) && echo "== gRPC: qnetd on CPU $server_cpu, qnet_loadgen on CPU $client_cpu"
-  for mode in plain tokens tls mtls; do
-    start "$mode"
-    echo "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
-    taskset -c "$client_cpu" "$loadgen" --server "$grpc" --dataset bench --security "$mode" \
-      --pki "$pki" --token "$token" --server-pid "$pid" --threads 8 --seconds 3 --submits 2000 \
-      --deep 0 | grep -E '^(SubmitJob, durable|GetJob |Echo|qnetd CPU)'
-    stop
-  done
-done
+wants() { [[ $parts == all || $parts == "$1" ]]; }
+# The gRPC parts' lines also go to a log that security_cost_summary.py reads at the end.
+say() { echo "$*" | tee -a "$work/log"; }
 
-[[ $parts == grpc ]] || for round in $(seq "$rounds"); do
-  ((round == 1)) && echo "== HTTP port: ab -c 8 on CPU $client_cpu"
-  for mode in plain tls; do
-    # Tokens on both: the HTTP port asks for an identity on /api either way.
-    security=$([[ $mode == plain ]] && echo tokens || echo tls)
-    start "$security"
-    "$loadgen" --server "$grpc" --dataset bench --security "$security" --pki "$pki" \
-      --token "$token" --threads 1 --submits 3 --seconds 0.1 --deep 0 >/dev/null
-    job=$(curl -sf --cacert "$pki/ca.pem" -H "Authorization: Bearer $token" \
-      "$scheme://$http/api/v1/jobs" | python3 -c 'import json, sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
-    for target in /healthz "/api/v1/jobs/$job"; do
-      for keep in -k ""; do
-        n=$([[ -n $keep ]] && echo 20000 || echo 2000)
-        before=$(cpu_ticks)
-        rate=$(taskset -c "$client_cpu" ab -q -c 8 -n "$n" $keep -H "Authorization: Bearer $token" \
-          "$scheme://$http$target" 2>&1 | awk '/Requests per second/ {print $4} /Non-2xx/ {print "non-2xx:" $3}' | tr '\n' ' ')
-        us=$((($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / n))
-        echo "round $round $scheme $target ${keep:-(new connection each)} load $(cut -d' ' -f1 /proc/loadavg): $rate/s, qnetd CPU $us us per request"
-      done
+if wants grpc; then
+  for round in $(seq "$rounds"); do
+    ((round == 1)) && say "== gRPC: qnetd on CPU $server_cpu, qnet_loadgen on CPU $client_cpu"
+    for mode in plain tokens tls mtls; do
+      start "$mode"
+      say "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
+      taskset -c "$client_cpu" "$loadgen" --server "$grpc" --dataset bench --security "$mode" \
+        --pki "$pki" --token "$token" --server-pid "$pid" --threads 8 --seconds 3 --submits 2000 \
+        --deep 0 | grep -E '^(SubmitJob, durable|GetJob |Echo|qnetd CPU)' | tee -a "$work/log"
+      stop
     done
-    stop
   done
-done
+fi
+
+if wants latency; then
+  for round in $(seq "$rounds"); do
+    ((round == 1)) && say "== gRPC, one client, one call at a time: qnetd on CPU $server_cpu"
+    for mode in plain tokens tls mtls; do
+      start "$mode"
+      say "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
+      taskset -c "$client_cpu" "$loadgen" --server "$grpc" --dataset bench --security "$mode" \
+        --pki "$pki" --token "$token" --server-pid "$pid" --threads 1 --seconds 3 --submits 200 \
+        --deep 0 | grep -E '^(GetJob +[0-9]|qnetd CPU)' | tee -a "$work/log"
+      stop
+    done
+  done
+fi
+
+if wants floor; then
+  for round in $(seq "$rounds"); do
+    ((round == 1)) && say "== bare gRPC echo, no qnet code: server on CPU $server_cpu, 8 clients on CPU $client_cpu"
+    for mode in plain tls mtls; do
+      taskset -c "$server_cpu" "$loadgen" --serve-echo --security "$mode" --pki "$pki" >"$work/echo.out" &
+      pid=$!
+      for _ in $(seq 200); do
+        grep -q '^listening' "$work/echo.out" && break
+        sleep 0.05
+      done
+      grep -q '^listening' "$work/echo.out" || {
+        echo "the echo server ($mode) did not start" >&2
+        exit 1
+      }
+      say "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
+      taskset -c "$client_cpu" "$loadgen" --echo-server "$(sed -n 's/^listening echo=//p' "$work/echo.out")" \
+        --security "$mode" --pki "$pki" --server-pid "$pid" --threads 8 --seconds 3 | grep -E '^(Echo|echo server)' | tee -a "$work/log"
+      stop
+    done
+  done
+fi
+
+if wants http; then
+  for round in $(seq "$rounds"); do
+    ((round == 1)) && echo "== HTTP port: ab -c 8 on CPU $client_cpu"
+    for mode in plain tls; do
+      # Tokens on both: the HTTP port asks for an identity on /api either way.
+      security=$([[ $mode == plain ]] && echo tokens || echo tls)
+      start "$security"
+      "$loadgen" --server "$grpc" --dataset bench --security "$security" --pki "$pki" \
+        --token "$token" --threads 1 --submits 3 --seconds 0.1 --deep 0 >/dev/null
+      job=$(curl -sf --cacert "$pki/ca.pem" -H "Authorization: Bearer $token" \
+        "$scheme://$http/api/v1/jobs" | python3 -c 'import json, sys; print(json.load(sys.stdin)["jobs"][0]["id"])')
+      for target in /healthz "/api/v1/jobs/$job"; do
+        for keep in -k ""; do
+          n=$([[ -n $keep ]] && echo 20000 || echo 2000)
+          before=$(cpu_ticks)
+          rate=$(taskset -c "$client_cpu" ab -q -c 8 -n "$n" $keep -H "Authorization: Bearer $token" \
+            "$scheme://$http$target" 2>&1 | awk '/Requests per second/ {print $4} /Non-2xx/ {print "non-2xx:" $3}' | tr '\n' ' ')
+          us=$((($(cpu_ticks) - before) * 1000000 / $(getconf CLK_TCK) / n))
+          echo "round $round $scheme $target ${keep:-(new connection each)} load $(cut -d' ' -f1 /proc/loadavg): $rate/s, qnetd CPU $us us per request"
+        done
+      done
+      stop
+    done
+  done
+fi
+
+if [[ -s $work/log ]]; then
+  echo "== summary"
+  python3 "$here/security_cost_summary.py" "$work/log"
+fi

@@ -18,6 +18,14 @@
 //   qnet_loadgen --server 127.0.0.1:50051 --dataset fashion-mnist
 //   qnet_loadgen --security tls --pki /tmp/pki --deep 0
 //   qnet_loadgen --server 127.0.0.1:50051 --dataset bench --security tls --pki /tmp/pki --token T
+//
+// The floor under those figures: --serve-echo runs only the bare echo server, with --security's
+// transport (TLS for tls and mtls, client certificates required for mtls) and no authentication,
+// until SIGTERM; --echo-server ADDRESS measures only Echo against it, so gRPC's own cost of TLS is
+// measured with the server on a core of its own, as qnetd's is:
+//
+//   taskset -c 0 qnet_loadgen --serve-echo --security tls --pki /tmp/pki   # "listening echo=A"
+//   taskset -c 1 qnet_loadgen --echo-server A --security tls --pki /tmp/pki --server-pid PID
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,6 +40,8 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <grpcpp/create_channel.h>
@@ -69,6 +79,8 @@ struct Flags {
   std::string pki;                 // make_certs.sh output, for tls and mtls
   std::string token;               // the bearer token of a running qnetd (--server)
   int server_pid = 0;              // a running qnetd's process, for its CPU time per call
+  bool serve_echo = false;         // run only the echo server
+  std::string echo_server;         // measure only Echo against this --serve-echo process
 };
 
 // How the in-process qnetd is secured and how clients reach it (one per run).
@@ -110,14 +122,15 @@ struct Stats {
   }
 };
 
-// One connection per client thread, so calls do not queue behind one HTTP/2 connection. Only
-// qnetd is secured (--security); the echo baseline stays bare plaintext.
-std::shared_ptr<grpc::Channel> Connect(const std::string& address, int index, bool qnetd = true) {
+// One connection per client thread, so calls do not queue behind one HTTP/2 connection. A
+// secured connection (qnetd, a --serve-echo process) uses --security's transport; the in-process
+// echo baseline stays bare plaintext.
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, int index, bool secured = true) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt("qnet.loadgen.channel", index);
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (qnetd && g_security.tls()) {
+  if (secured && g_security.tls()) {
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = g_security.Pem("ca.pem");
     if (g_security.mode == "mtls") {
@@ -215,6 +228,46 @@ class EchoService final : public qnet::bench::Echo::Service {
     return grpc::Status::OK;
   }
 };
+
+// The transport --serve-echo listens with: qnetd's TLS set-up for --security tls and mtls, with
+// nothing else (no authentication); plaintext otherwise.
+std::shared_ptr<grpc::ServerCredentials> EchoServerCredentials() {
+  if (!g_security.tls()) return grpc::InsecureServerCredentials();
+  const bool mtls = g_security.mode == "mtls";
+  grpc::SslServerCredentialsOptions ssl(
+      mtls ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+           : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (mtls) ssl.pem_root_certs = g_security.Pem("ca.pem");
+  ssl.pem_key_cert_pairs.push_back({g_security.Pem("server.key"), g_security.Pem("server.pem")});
+  return grpc::SslServerCredentials(ssl);
+}
+
+// --serve-echo: the echo server alone, its address on stdout, until SIGTERM or SIGINT.
+int ServeEcho() {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  // Blocked before gRPC starts its threads, so that every thread inherits the mask and sigwait
+  // below is the one place the signal arrives.
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  EchoService service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", EchoServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr, "cannot start the echo server\n");
+    return 1;
+  }
+  std::printf("listening echo=127.0.0.1:%d\n", port);
+  std::fflush(stdout);
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  return 0;
+}
 
 void MakeFakeIdx(const std::string& dir) {
   std::filesystem::create_directories(dir);
@@ -373,6 +426,42 @@ std::vector<DepthResult> MeasureDepths(const Flags& flags) {
   return results;
 }
 
+// --echo-server: Echo alone against a --serve-echo process, with a payload the size of a queued
+// job's GetJob answer; with --server-pid, that process's CPU per call.
+int MeasureEcho(const Flags& flags) {
+  std::vector<std::unique_ptr<qnet::bench::Echo::Stub>> stubs;
+  for (int t = 0; t < flags.threads; ++t) {
+    stubs.push_back(qnet::bench::Echo::NewStub(Connect(flags.echo_server, t)));
+  }
+  qnet::v1::Job job;
+  job.set_id("0123456789abcdef0123456789abcdef");
+  *job.mutable_spec() = BenchSpec(flags.dataset);
+  job.set_state(qnet::v1::QUEUED);
+  job.set_request_id("loadgen-12345-1700000000000000000-0-0");
+  job.mutable_create_time()->set_seconds(1700000000);
+  job.mutable_create_time()->set_nanos(123456789);
+  const std::string payload = job.SerializeAsString();
+  ServerCpu server_cpu{flags.server_pid};
+  server_cpu.Begin();
+  Stats echo = RunClosedLoop(flags.threads, flags.seconds, INT64_MAX, [&](int t, int64_t) {
+    qnet::bench::EchoRequest req;
+    req.set_payload(payload);
+    qnet::bench::EchoResponse resp;
+    return stubs[t]->Echo(Ctx(/*qnetd=*/false).get(), req, &resp).ok();
+  });
+  const double cpu_us = server_cpu.PerCallUs(echo.calls);
+  std::printf("%-44s %12s %10s %10s %10s %8s\n", "measurement", "rate (/s)", "p50 ms", "p99 ms",
+              "max ms", "errors");
+  std::printf("%-44s %12.0f %10.3f %10.3f %10.3f %8lld\n",
+              absl::StrCat("Echo (", flags.security, ", ", payload.size(), " bytes)").c_str(),
+              echo.rate(), echo.Percentile(50), echo.Percentile(99), echo.Percentile(100),
+              static_cast<long long>(echo.errors));
+  if (flags.server_pid > 0) {
+    std::printf("echo server CPU per call    %8.1f us Echo\n", cpu_us);
+  }
+  return echo.errors == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -402,7 +491,13 @@ int main(int argc, char** argv) {
                  "with --server and --security tokens or tls: the bearer token of a client "
                  "identity of that qnetd");
   app.add_option("--server-pid", flags.server_pid,
-                 "with --server: its process id, to report qnetd's CPU time per call");
+                 "with --server or --echo-server: its process id, to report its CPU time per "
+                 "call");
+  app.add_flag("--serve-echo", flags.serve_echo,
+               "run only the bare echo server, with --security's transport and no "
+               "authentication, until SIGTERM; prints its address");
+  app.add_option("--echo-server", flags.echo_server,
+                 "measure only Echo against a --serve-echo process at this address");
   CLI11_PARSE(app, argc, argv);
   // As qnetd does (server/qnetd_main.cc): no deadlock-cycle check on every lock.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -421,6 +516,8 @@ int main(int argc, char** argv) {
   }
   if (g_security.auth()) flags.deep = 0;  // the depth phase's worker calls need a worker identity
   spdlog::set_level(spdlog::level::warn);
+  if (flags.serve_echo) return ServeEcho();
+  if (!flags.echo_server.empty()) return MeasureEcho(flags);
 
   std::string root;
   std::unique_ptr<qnet::server::QnetServerImpl> server;
