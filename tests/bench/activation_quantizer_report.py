@@ -11,7 +11,8 @@ quantizer of the export (the `qnet_act_<layer>` modules in front of quantized la
 alpha, beta and levels calibration gave them) is applied to the input its layer sees in the float
 model, on Fashion-MNIST training images prepared as train_torchvision.py prepares them. Prints one
 line per quantizer: its level range, step (alpha), the input's median and 99.9th percentile of |x|,
-the share of inputs it maps to zero and the signal-to-quantization-noise ratio, then the test
+the share of inputs it maps to zero and the signal-to-quantization-noise ratio; then a summary
+over the quantizers (mean zero share, how many send at least 90% to zero, SQNR range) and the test
 accuracy of the float model with every quantizer applied at once (float weights, the float model's
 batch-norm statistics)."""
 import argparse
@@ -67,16 +68,22 @@ def main():
 
     print(f'{"layer":34} {"levels":>9} {"step":>7} {"p50|x|":>8} {"p99.9|x|":>9} '
           f'{"zero":>5} {"SQNR dB":>8}')
+    zeros, sqnrs = [], []
     for name, (_, quantizer) in layers.items():
         a = torch.cat([t.flatten() for t in seen[name]])
         with torch.no_grad():
             q = quantizer(a)
         levels = quantizer.levels
         sample = a.abs()[torch.randperm(a.numel())[:1_000_000]]
-        sqnr = 10 * torch.log10(a.pow(2).mean() / (q - a).pow(2).mean().clamp_min(1e-30))
+        sqnr = float(10 * torch.log10(a.pow(2).mean() / (q - a).pow(2).mean().clamp_min(1e-30)))
+        zeros.append(float((q == 0).float().mean()))
+        sqnrs.append(sqnr)
         print(f'{name:34} {int(levels[0]):>4}..{int(levels[-1]):<3} {float(quantizer.alpha):7.4f} '
               f'{sample.median():8.4f} {sample.quantile(0.999):9.3f} '
-              f'{(q == 0).float().mean():5.2f} {sqnr:8.1f}')
+              f'{zeros[-1]:5.2f} {sqnr:8.1f}')
+    print(f'{len(zeros)} quantizers: mean share sent to 0 {sum(zeros) / len(zeros):.2f}, '
+          f'{sum(z >= 0.9 for z in zeros)} send >= 90% to 0, SQNR {min(sqnrs):.1f} to '
+          f'{max(sqnrs):.1f} dB')
     tx, ty = load('t10k')
     n = args.test_images
     print(f'float top-1 on {n} test images: {100 * top1(model, tx[:n], ty[:n]):.2f}')
