@@ -159,6 +159,24 @@ QNET_ALWAYS_INLINE V Gather(const typename VecTraits<V>::Scalar* table,
   return out;
 }
 
+// table[i] per lane for a table of kNearestTable entries. AVX2: two in-register permutes (each
+// reads its index's low three bits) and a blend, no memory access per lane.
+template <typename V>
+QNET_ALWAYS_INLINE V Lookup16(const typename VecTraits<V>::Scalar* table,
+                              typename VecTraits<V>::Index i) {
+  static_assert(kNearestTable == 16);
+#if QNET_QUANTIZER_AVX2
+  if constexpr (std::is_same_v<V, VecF8>) {
+    const V lo = __builtin_ia32_permvarsf256(Load<V>(table), i);
+    const V hi = __builtin_ia32_permvarsf256(Load<V>(table + 8), i);
+    return i > 7 ? hi : lo;
+  }
+#endif
+  V out;
+  for (int l = 0; l < VecTraits<V>::kWidth; ++l) out[l] = table[i[l]];
+  return out;
+}
+
 // exp(w) for |w| <= kSharedExpReach (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with
 // a two-constant ln2 (Cody-Waite), e^r by a degree-6 minimax polynomial on |r| <= ln2/2 (the
 // classic Cephes expf coefficients), 2^n written into the exponent bits; about 1 ulp. The bound
@@ -273,8 +291,9 @@ struct Term {
 
 // Which terms a vector of elements evaluates: all n, the `window` listed for each lane's bucket,
 // or the single one listed when the window holds one threshold (then the loop over terms unrolls
-// at compile time and its state stays in registers).
-enum class TermSet { kAll, kWindow, kSingle };
+// at compile time and its state stays in registers), found from the bucket or, kNearest, as the
+// threshold nearest beta*x.
+enum class TermSet { kAll, kWindow, kSingle, kNearest };
 
 // The terms one vector of elements evaluates and the constant the others add up to: all n
 // thresholds and q_0, or (windowed) the thresholds listed for each lane's bucket and that
@@ -284,10 +303,17 @@ class Terms {
   using S = typename VecTraits<V>::Scalar;
   using Index = typename VecTraits<V>::Index;
   static constexpr bool kWindow = kTerms != TermSet::kAll;
+  static constexpr bool kNearest = kTerms == TermSet::kNearest;
 
  public:
   QNET_ALWAYS_INLINE Terms(const KernelParams<S>& p, V bx) : p_(p), bx_(bx) {
-    if constexpr (kWindow) {
+    if constexpr (kNearest) {
+      // The midpoints beta*x has passed, counted as comparisons give them (-1 for true); the NaN
+      // padding is never passed, nor is anything by a NaN.
+      for (int j = 0; j + 1 < p.n; ++j) {
+        bucket_ -= __builtin_convertvector(bx >= p.nearest_mid[j], Index);
+      }
+    } else if constexpr (kWindow) {
       bucket_ = WindowBucket(p, bx);
     } else {
       shared_ = SharedExp(p, bx);
@@ -295,11 +321,12 @@ class Terms {
   }
 
   QNET_ALWAYS_INLINE int Count() const {
-    if constexpr (kTerms == TermSet::kSingle) return 1;
+    if constexpr (kTerms == TermSet::kSingle || kNearest) return 1;
     return kWindow ? p_.window : p_.n;
   }
 
   QNET_ALWAYS_INLINE V Base() const {
+    if constexpr (kNearest) return Lookup16<V>(p_.nearest_base, bucket_);
     if constexpr (kWindow) return Gather<V>(p_.window_base, bucket_);
     return Splat<V>(p_.levels[0]);
   }
@@ -307,7 +334,12 @@ class Terms {
   QNET_ALWAYS_INLINE Term<V> At(int k) const {
     constexpr S kWin = static_cast<S>(kClampWindow);
     Term<V> t;
-    if constexpr (kWindow) {
+    if constexpr (kNearest) {
+      t.b = Lookup16<V>(p_.nearest_thresholds, bucket_);
+      t.s = Lookup16<V>(p_.nearest_steps, bucket_);
+      t.z = (bx_ - t.b) * p_.temperature;
+      t.e = ExpInWindow<V>(-Clamp(t.z, -kWin, kWin));
+    } else if constexpr (kWindow) {
       const Index slot = bucket_ * p_.window + k;
       t.b = Gather<V>(p_.window_thresholds, slot);
       t.s = Gather<V>(p_.window_steps, slot);
@@ -324,6 +356,7 @@ class Terms {
 
   // Index of term k's threshold in lane l.
   QNET_ALWAYS_INLINE int ThresholdIndex(int k, int l) const {
+    if constexpr (kNearest) return bucket_[l] + k;
     if constexpr (kWindow) return p_.window_first[bucket_[l]] + k;
     return k;
   }
@@ -332,7 +365,7 @@ class Terms {
   const KernelParams<S>& p_;
   V bx_;
   V shared_{};
-  Index bucket_{};
+  Index bucket_{};  // the window table's bucket, or (kNearest) the listed threshold's index
 };
 
 // sig * (1 - sig) inside the clamp window, 0 where z is clamped.
@@ -377,12 +410,15 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
 
 // y (and, soft, the derivative sums into d when d is not null) for count elements.
 template <typename V, bool kHard, TermSet kTerms>
-QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& p,
+QNET_ALWAYS_INLINE void ForwardRange(const KernelParams<typename VecTraits<V>::Scalar>& params,
                                      const typename VecTraits<V>::Scalar* x,
                                      typename VecTraits<V>::Scalar* y,
                                      typename VecTraits<V>::Scalar* d, int64_t count) {
   using S = typename VecTraits<V>::Scalar;
   constexpr int kW = VecTraits<V>::kWidth;
+  // A local copy: the stores to y and d could alias the caller's struct, which would make the
+  // compiler reload every parameter for every vector.
+  const KernelParams<S> p = params;
   int64_t k = 0;
   V dv{};
   V* dout = d == nullptr ? nullptr : &dv;
@@ -567,6 +603,8 @@ QNET_ALWAYS_INLINE void ForwardDispatch(const KernelParams<typename VecTraits<V>
                                         bool hard) {
   if (hard) {
     ForwardRange<V, true, TermSet::kAll>(p, x, y, nullptr, count);
+  } else if (p.window == 1 && p.nearest_mid != nullptr) {
+    ForwardRange<V, false, TermSet::kNearest>(p, x, y, d, count);
   } else if (p.window == 1) {
     ForwardRange<V, false, TermSet::kSingle>(p, x, y, d, count);
   } else if (p.window > 1) {
@@ -582,7 +620,9 @@ QNET_ALWAYS_INLINE void BackwardWindowDispatch(const KernelParams<typename VecTr
                                                const typename VecTraits<V>::Scalar* g,
                                                typename VecTraits<V>::Scalar* gx, int64_t count,
                                                double* sums) {
-  if (p.window == 1) {
+  if (p.window == 1 && p.nearest_mid != nullptr) {
+    BackwardRange<V, kHard, kThresholds, TermSet::kNearest>(p, x, g, gx, count, sums);
+  } else if (p.window == 1) {
     BackwardRange<V, kHard, kThresholds, TermSet::kSingle>(p, x, g, gx, count, sums);
   } else if (p.window > 1) {
     BackwardRange<V, kHard, kThresholds, TermSet::kWindow>(p, x, g, gx, count, sums);
@@ -666,6 +706,7 @@ constexpr int kMaxWindowBuckets = 1 << 14;
 template <typename S>
 void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
   p->window = 0;
+  p->nearest_mid = nullptr;
   const int n = p->n;
   const S* b = p->thresholds;
   for (int i = 0; i < n; ++i) {
@@ -734,6 +775,25 @@ void BuildWindowTable(KernelParams<S>* p, WindowTable<S>* table) {
   p->window_first = table->first.data();
   p->window_thresholds = table->thresholds.data();
   p->window_steps = table->steps.data();
+  if (window != 1 || n > kNearestTable) return;
+  // One listed threshold means thresholds are more than twice the reach apart, so any beta*x
+  // within reach of b_i is nearer b_i than either midpoint, by far more than float rounding.
+  // Elsewhere every term is clamped, and any listed threshold with its base gives the same sum.
+  table->nearest_mid.assign(kNearestTable, std::numeric_limits<S>::quiet_NaN());
+  table->nearest_base.assign(kNearestTable, S(0));
+  table->nearest_thresholds.assign(kNearestTable, S(0));
+  table->nearest_steps.assign(kNearestTable, S(0));
+  for (int i = 0; i < n; ++i) {
+    if (i + 1 < n) table->nearest_mid[i] = static_cast<S>((double{b[i]} + double{b[i + 1]}) / 2);
+    table->nearest_base[i] =
+        static_cast<S>(p->levels[0] + sat_hi * prefix[i] + sat_lo * (prefix[n] - prefix[i + 1]));
+    table->nearest_thresholds[i] = b[i];
+    table->nearest_steps[i] = p->steps[i];
+  }
+  p->nearest_mid = table->nearest_mid.data();
+  p->nearest_base = table->nearest_base.data();
+  p->nearest_thresholds = table->nearest_thresholds.data();
+  p->nearest_steps = table->nearest_steps.data();
 }
 
 }  // namespace

@@ -41,19 +41,31 @@ struct KernelParams {
   const int32_t* window_first = nullptr;  // [bucket]: index of its first listed threshold
   const S* window_thresholds = nullptr;   // [bucket * window + k]; padding: the largest S
   const S* window_steps = nullptr;        // [bucket * window + k]; padding: 0
+  // Nearest-threshold form of a one-term window (window == 1 and n <= kNearestTable): the listed
+  // threshold is then always the one nearest beta*x, found by counting the midpoints it passes,
+  // and its tables fit in two vector registers, so the kernel needs no gathers. Null otherwise.
+  const S* nearest_mid = nullptr;         // [j] = (b_j + b_{j+1}) / 2, j < n - 1
+  const S* nearest_base = nullptr;        // [i]: the base of a bucket listing threshold i
+  const S* nearest_thresholds = nullptr;  // [i] = b_i, padded to kNearestTable
+  const S* nearest_steps = nullptr;       // [i] = s_i, padded to kNearestTable
 };
+
+// Entries of each nearest-threshold table (two 8-float registers).
+inline constexpr int kNearestTable = 16;
 
 // Storage for the window arrays that BuildWindow points KernelParams at.
 template <typename S>
 struct WindowTable {
   std::vector<S> base, thresholds, steps;
   std::vector<int32_t> first;
+  std::vector<S> nearest_mid, nearest_base, nearest_thresholds, nearest_steps;
 };
 
 // Fills *table and sets p's window fields when the thresholds are finite and sorted and the window
 // lists at most half of them (a quarter when p uses the shared exponential): a plain loop over all
-// terms is no slower otherwise, and p->window stays 0. Needs p's temperature, n, levels, steps,
-// thresholds and shared_exp; a windowed kernel computes its own exponentials.
+// terms is no slower otherwise, and p->window stays 0. A one-term window over at most
+// kNearestTable thresholds also gets the nearest-threshold tables. Needs p's temperature, n,
+// levels, steps, thresholds and shared_exp; a windowed kernel computes its own exponentials.
 void BuildWindow(KernelParams<float>* p, WindowTable<float>* table);
 void BuildWindow(KernelParams<double>* p, WindowTable<double>* table);
 
