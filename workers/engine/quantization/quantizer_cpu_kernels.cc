@@ -308,8 +308,8 @@ class Terms {
  public:
   QNET_ALWAYS_INLINE Terms(const KernelParams<S>& p, V bx) : p_(p), bx_(bx) {
     if constexpr (kNearest) {
-      // The midpoints beta*x has passed, counted as comparisons give them (-1 for true); the NaN
-      // padding is never passed, nor is anything by a NaN.
+      // The midpoints beta*x has passed, counted as comparisons give them (-1 for true); a NaN
+      // passes none.
       for (int j = 0; j + 1 < p.n; ++j) {
         bucket_ -= __builtin_convertvector(bx >= p.nearest_mid[j], Index);
       }
