@@ -170,9 +170,7 @@ QNET_ALWAYS_INLINE V Lookup16(const typename VecTraits<V>::Scalar* table,
     return i > 7 ? hi : lo;
   }
 #endif
-  V out;
-  for (int l = 0; l < VecTraits<V>::kWidth; ++l) out[l] = table[i[l]];
-  return out;
+  return Gather<V>(table, i);
 }
 
 // exp(w) for |w| <= kSharedExpReach (callers clamp first; NaN stays NaN). Float: w = n*ln2 + r with
