@@ -39,6 +39,28 @@ mapfile -t minted < <("$qnetd" token --name bench --role client)
 token=${minted[0]}
 printf '%s\nalice client -\n' "${minted[1]}" >"$work/tokens"
 
+# await WHAT COMMAND...: polls COMMAND until it succeeds. Gives up when the process $pid has
+# exited (its own stderr says why) or after 60 s: ctest runs this beside other tests, and on a
+# loaded machine a TLS server can take seconds to start.
+await() {
+  local what=$1 deadline=$((SECONDS + 60))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      local rc=0
+      wait "$pid" || rc=$?
+      pid=
+      echo "gave up waiting for $what: the process exited with status $rc" >&2
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      echo "gave up waiting for $what after 60 s" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start MODE: qnetd on its core, set up for MODE; sets pid, grpc, http, scheme.
@@ -58,12 +80,7 @@ start() {
     --dataset "bench=idx:$work/bench" --quota-queued-jobs 0 --quota-submits-per-minute 0 \
     --log-level warn "${args[@]}" &
   pid=$!
-  for _ in $(seq 200); do
-    curl -skf --cacert "$pki/ca.pem" "$scheme://$http/healthz" >/dev/null && return 0
-    sleep 0.05
-  done
-  echo "qnetd ($mode) did not become healthy" >&2
-  exit 1
+  await "qnetd ($mode) to become healthy" curl -skf --cacert "$pki/ca.pem" "$scheme://$http/healthz"
 }
 
 # qnetd's CPU time so far, in clock ticks.
@@ -113,14 +130,7 @@ if wants floor; then
     for mode in plain tls mtls; do
       taskset -c "$server_cpu" "$loadgen" --serve-echo --security "$mode" --pki "$pki" >"$work/echo.out" &
       pid=$!
-      for _ in $(seq 200); do
-        grep -q '^listening' "$work/echo.out" && break
-        sleep 0.05
-      done
-      grep -q '^listening' "$work/echo.out" || {
-        echo "the echo server ($mode) did not start" >&2
-        exit 1
-      }
+      await "the echo server ($mode) to listen" grep -q '^listening' "$work/echo.out"
       say "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
       taskset -c "$client_cpu" "$loadgen" --echo-server "$(sed -n 's/^listening echo=//p' "$work/echo.out")" \
         --security "$mode" --pki "$pki" --server-pid "$pid" --threads 8 --seconds 3 | grep -E '^(Echo|echo server)' | tee -a "$work/log"
