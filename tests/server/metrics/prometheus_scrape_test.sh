@@ -20,7 +20,9 @@ fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do echo "--- $f"; tail -20 "$f"
 "$qnetd" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$tmp/data" \
   >"$tmp/qnetd.out" 2>"$tmp/qnetd.log" &
 pids+=($!)
-for _ in $(seq 1 300); do
+# Waits are on conditions, each bounded at 60 s: ctest runs this beside other tests.
+deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
   grep -q '^listening ' "$tmp/qnetd.out" && break
   sleep 0.1
 done
@@ -45,13 +47,15 @@ query() {
   curl -sf --get "http://127.0.0.1:$port/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
     sed -n 's/.*"value":\[[^,]*,"\([^"]*\)"\].*/\1/p'
 }
-for _ in $(seq 1 150); do
+deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
   up=$(query 'up{job="qnetd"}' || true)
   [[ $up == 1 ]] && break
   sleep 0.1
 done
 [[ $up == 1 ]] || fail "Prometheus never scraped qnetd successfully (up=$up)"
-for _ in $(seq 1 50); do
+deadline=$((SECONDS + 60))
+while ((SECONDS < deadline)); do
   version=$(query 'qnet_build_info' || true)
   rule=$(query 'count(qnet:jobs_finished:rate5m)' || true)
   [[ -n $version && -n $rule ]] && break
