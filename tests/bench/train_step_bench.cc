@@ -6,13 +6,15 @@
 // step against its W4 (weights only) step, on the input QNET_BENCH_INPUT (CxHxW, default 3x32x32):
 // the transform should add at most 10% there; TrainStepPaired/user_model_W4 times the two steps
 // alternately in one loop, for a ratio that both measure under the same load. QNET_BENCH_BATCH
-// sets the batch size (default 64).
+// sets the batch size (default 64). The process's heap is set up as qnet-worker's
+// (KeepTrainingBuffersInHeap); QNET_BENCH_DEFAULT_HEAP=1 keeps glibc's defaults instead.
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
 #include <time.h>
 
 #include <chrono>
@@ -20,11 +22,13 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "common/job/job_spec.h"
 #include "workers/engine/quantization/levels.h"
+#include "workers/engine/training/heap.h"
 #include "workers/engine/training/sgd.h"
 #include "workers/engine/training/trainer.h"
 #include "workers/engine/transform/transform.h"
@@ -154,6 +158,14 @@ double ProcessCpuMs() {
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+// Page faults of the whole process so far: fresh pages for a step's buffers cost kernel time that
+// the step's wall and CPU time include.
+double MinorFaults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_minflt);
+}
+
 // A float step and a quantized step alternately in one loop, each timed on its own, so that both
 // see the same machine load (this machine is shared; separate runs drift apart). Counters: each
 // step's mean wall time and process CPU time, and the ratios (quantized / float). Under a load
@@ -162,21 +174,26 @@ void TrainStepPaired(benchmark::State& state, const Subject& subject, int wbits,
   FloatStep float_step(subject);
   QuantizedStep quantized_step(subject, wbits, abits);
   using Clock = std::chrono::steady_clock;
-  double float_wall = 0, quant_wall = 0, float_cpu = 0, quant_cpu = 0;
+  double float_wall = 0, quant_wall = 0, float_cpu = 0, quant_cpu = 0, float_faults = 0,
+         quant_faults = 0;
   const auto since = [](Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
   };
   for (auto _ : state) {
     Clock::time_point start = Clock::now();
     double cpu = ProcessCpuMs();
+    double faults = MinorFaults();
     float_step.Step();
     float_wall += since(start);
     float_cpu += ProcessCpuMs() - cpu;
+    float_faults += MinorFaults() - faults;
     start = Clock::now();
     cpu = ProcessCpuMs();
+    faults = MinorFaults();
     quantized_step.Step();
     quant_wall += since(start);
     quant_cpu += ProcessCpuMs() - cpu;
+    quant_faults += MinorFaults() - faults;
   }
   const double n = static_cast<double>(state.iterations());
   state.counters["float_ms"] = float_wall / n;
@@ -185,6 +202,8 @@ void TrainStepPaired(benchmark::State& state, const Subject& subject, int wbits,
   state.counters["float_cpu_ms"] = float_cpu / n;
   state.counters["quant_cpu_ms"] = quant_cpu / n;
   state.counters["cpu_ratio"] = quant_cpu / float_cpu;
+  state.counters["float_faults"] = float_faults / n;
+  state.counters["quant_faults"] = quant_faults / n;
 }
 
 BENCHMARK_CAPTURE(TrainStepFloat, resnet20, Zoo("resnet20"))->Unit(benchmark::kMillisecond);
@@ -224,6 +243,12 @@ bool RegisterUserModel() {
 }  // namespace qnet::engine
 
 int main(int argc, char** argv) {
+  // The heap as qnet-worker sets it up; QNET_BENCH_DEFAULT_HEAP=1 keeps glibc's defaults, to
+  // measure what the set-up saves.
+  const char* default_heap = std::getenv("QNET_BENCH_DEFAULT_HEAP");
+  if (default_heap == nullptr || std::string_view(default_heap) != "1") {
+    qnet::engine::KeepTrainingBuffersInHeap();
+  }
   benchmark::Initialize(&argc, argv);
   if (qnet::engine::kBatch == 0) {
     std::cerr << "QNET_BENCH_BATCH must be a positive integer\n";

@@ -5,10 +5,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "workers/engine/training/heap.h"
 #include "workers/worker/run_command.h"
 #include "workers/worker/serve.h"
 
 int main(int argc, char** argv) {
+  // Before any thread starts: every command here either trains or is the sandbox child that does.
+  qnet::engine::KeepTrainingBuffersInHeap();
   CLI::App app{"qnet-worker: fine-tunes models with Quantization Networks"};
   app.require_subcommand(1);
   qnet::worker::RegisterRunCommand(app);
