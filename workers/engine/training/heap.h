@@ -5,7 +5,7 @@
 // over its mmap threshold (dynamic, at most 32 MiB) with fresh pages and unmaps them on free, and
 // it returns free memory at the top of the heap to the kernel past its trim threshold. Either way
 // the next step touches new pages and pays a page fault per 4 KiB: on ResNet-18 at batch 128 that
-// was about 13,000 faults per W4 step (docs/BENCHMARKS.md, "Page faults"). Raising both thresholds
+// was about 12,000 faults per W4 step (docs/BENCHMARKS.md, "Page faults"). Raising both thresholds
 // keeps freed buffers in the heap for the next step to reuse.
 //
 // The cost is memory held, not grown: at most kTrimThreshold of free heap stays mapped above what
