@@ -211,6 +211,10 @@ BENCHMARK_CAPTURE(TrainStepQuantized, resnet20_W2, Zoo("resnet20"), 2, 0)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(TrainStepQuantized, resnet20_W2A2, Zoo("resnet20"), 2, 2)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(TrainStepQuantized, resnet20_W3A3, Zoo("resnet20"), 3, 3)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(TrainStepQuantized, resnet20_W1A2, Zoo("resnet20"), 1, 2)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(TrainStepFloat, lenet5, Zoo("lenet5"))->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(TrainStepQuantized, lenet5_W2A2, Zoo("lenet5"), 2, 2)
     ->Unit(benchmark::kMillisecond);
