@@ -1,7 +1,8 @@
 // The process's heap set up for training: large buffers stay mapped between steps.
 //
-// A training step allocates and frees the same large buffers every step (activations, quantized
-// weights, gradients: megabytes to hundreds of megabytes each). glibc's malloc serves a request
+// A training step allocates and frees the same large buffers every step (activations and
+// gradients: megabytes to hundreds of megabytes each; the quantizer keeps its own outputs'
+// storages, quantize_buffers.h, but no other op does). glibc's malloc serves a request
 // over its mmap threshold (dynamic, at most 32 MiB) with fresh pages and unmaps them on free, and
 // it returns free memory at the top of the heap to the kernel past its trim threshold. Either way
 // the next step touches new pages and pays a page fault per 4 KiB: on ResNet-18 at batch 128 that
