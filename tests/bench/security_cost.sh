@@ -128,11 +128,14 @@ if wants floor; then
   for round in $(seq "$rounds"); do
     ((round == 1)) && say "== bare gRPC echo, no qnet code: server on CPU $server_cpu, 8 clients on CPU $client_cpu"
     for mode in plain tls mtls; do
-      taskset -c "$server_cpu" "$loadgen" --serve-echo --security "$mode" --pki "$pki" >"$work/echo.out" &
+      # A file of its own per server: the background shell truncates its redirect only when it
+      # gets to run, so a reused file could still show the previous server's address.
+      out=$work/echo-$round-$mode.out
+      taskset -c "$server_cpu" "$loadgen" --serve-echo --security "$mode" --pki "$pki" >"$out" &
       pid=$!
-      await "the echo server ($mode) to listen" grep -q '^listening' "$work/echo.out"
+      await "the echo server ($mode) to listen" grep -q '^listening echo=.*:[0-9]' "$out"
       say "-- round $round $mode load $(cut -d' ' -f1-3 /proc/loadavg)"
-      taskset -c "$client_cpu" "$loadgen" --echo-server "$(sed -n 's/^listening echo=//p' "$work/echo.out")" \
+      taskset -c "$client_cpu" "$loadgen" --echo-server "$(sed -n 's/^listening echo=//p' "$out")" \
         --security "$mode" --pki "$pki" --server-pid "$pid" --threads 8 --seconds 3 | grep -E '^(Echo|echo server)' | tee -a "$work/log"
       stop
     done

@@ -47,11 +47,15 @@ def parse(lines):
 def main():
     with open(sys.argv[1], encoding="utf-8") as log:
         runs = parse(log)
+    missing = []
     for part, rows in runs.items():
         print(f"{part}: median (range) over {len({r for r, _ in rows})} rounds")
         setups = list(dict.fromkeys(setup for _, setup in rows))
         for setup in setups:
             rounds = [r for r, s in rows if s == setup and "rate" in rows[(r, s)]]
+            if not rounds:
+                missing.append(f"{part}, {setup}")
+                continue
             got = [rows[(r, setup)] for r in rounds]
             plain = [rows.get((r, "plain"), {}) for r in rounds]
 
@@ -66,7 +70,10 @@ def main():
                 f"{max(g['rate'] for g in got):.0f}) {ratio:5.2f}x of plain | p50 "
                 f"{med('p50'):.3f} ms ({p50:.2f}x) p99 {med('p99'):.3f} ms | server CPU {cpu}"
             )
+    if missing:
+        print(f"no measurement in the log for: {'; '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -517,6 +517,12 @@ int main(int argc, char** argv) {
   if (g_security.auth()) flags.deep = 0;  // the depth phase's worker calls need a worker identity
   spdlog::set_level(spdlog::level::warn);
   if (flags.serve_echo) return ServeEcho();
+  // An empty address would otherwise fall through to the in-process run and measure the wrong
+  // server without a word.
+  if (app.count("--echo-server") > 0 && flags.echo_server.empty()) {
+    std::fprintf(stderr, "--echo-server needs an address (HOST:PORT)\n");
+    return 2;
+  }
   if (!flags.echo_server.empty()) return MeasureEcho(flags);
 
   std::string root;
