@@ -496,8 +496,13 @@ int main(int argc, char** argv) {
   app.add_flag("--serve-echo", flags.serve_echo,
                "run only the bare echo server, with --security's transport and no "
                "authentication, until SIGTERM; prints its address");
+  // An empty address would otherwise fall through to the in-process run and measure the wrong
+  // server without a word.
   app.add_option("--echo-server", flags.echo_server,
-                 "measure only Echo against a --serve-echo process at this address");
+                 "measure only Echo against a --serve-echo process at this address")
+      ->check([](const std::string& address) {
+        return address.empty() ? std::string("needs an address (HOST:PORT)") : std::string();
+      });
   CLI11_PARSE(app, argc, argv);
   // As qnetd does (server/qnetd_main.cc): no deadlock-cycle check on every lock.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -517,12 +522,6 @@ int main(int argc, char** argv) {
   if (g_security.auth()) flags.deep = 0;  // the depth phase's worker calls need a worker identity
   spdlog::set_level(spdlog::level::warn);
   if (flags.serve_echo) return ServeEcho();
-  // An empty address would otherwise fall through to the in-process run and measure the wrong
-  // server without a word.
-  if (app.count("--echo-server") > 0 && flags.echo_server.empty()) {
-    std::fprintf(stderr, "--echo-server needs an address (HOST:PORT)\n");
-    return 2;
-  }
   if (!flags.echo_server.empty()) return MeasureEcho(flags);
 
   std::string root;

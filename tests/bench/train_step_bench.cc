@@ -14,7 +14,6 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/torch.h>
 
-#include <sys/resource.h>
 #include <time.h>
 
 #include <chrono>
@@ -158,14 +157,6 @@ double ProcessCpuMs() {
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
-// Page faults of the whole process so far: fresh pages for a step's buffers cost kernel time that
-// the step's wall and CPU time include.
-double MinorFaults() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_minflt);
-}
-
 // A float step and a quantized step alternately in one loop, each timed on its own, so that both
 // see the same machine load (this machine is shared; separate runs drift apart). Counters: each
 // step's mean wall time and process CPU time, and the ratios (quantized / float). Under a load
@@ -174,26 +165,26 @@ void TrainStepPaired(benchmark::State& state, const Subject& subject, int wbits,
   FloatStep float_step(subject);
   QuantizedStep quantized_step(subject, wbits, abits);
   using Clock = std::chrono::steady_clock;
-  double float_wall = 0, quant_wall = 0, float_cpu = 0, quant_cpu = 0, float_faults = 0,
-         quant_faults = 0;
+  double float_wall = 0, quant_wall = 0, float_cpu = 0, quant_cpu = 0;
+  long float_faults = 0, quant_faults = 0;
   const auto since = [](Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
   };
   for (auto _ : state) {
     Clock::time_point start = Clock::now();
     double cpu = ProcessCpuMs();
-    double faults = MinorFaults();
+    long faults = MinorPageFaults();
     float_step.Step();
     float_wall += since(start);
     float_cpu += ProcessCpuMs() - cpu;
-    float_faults += MinorFaults() - faults;
+    float_faults += MinorPageFaults() - faults;
     start = Clock::now();
     cpu = ProcessCpuMs();
-    faults = MinorFaults();
+    faults = MinorPageFaults();
     quantized_step.Step();
     quant_wall += since(start);
     quant_cpu += ProcessCpuMs() - cpu;
-    quant_faults += MinorFaults() - faults;
+    quant_faults += MinorPageFaults() - faults;
   }
   const double n = static_cast<double>(state.iterations());
   state.counters["float_ms"] = float_wall / n;
@@ -202,8 +193,8 @@ void TrainStepPaired(benchmark::State& state, const Subject& subject, int wbits,
   state.counters["float_cpu_ms"] = float_cpu / n;
   state.counters["quant_cpu_ms"] = quant_cpu / n;
   state.counters["cpu_ratio"] = quant_cpu / float_cpu;
-  state.counters["float_faults"] = float_faults / n;
-  state.counters["quant_faults"] = quant_faults / n;
+  state.counters["float_faults"] = static_cast<double>(float_faults) / n;
+  state.counters["quant_faults"] = static_cast<double>(quant_faults) / n;
 }
 
 BENCHMARK_CAPTURE(TrainStepFloat, resnet20, Zoo("resnet20"))->Unit(benchmark::kMillisecond);

@@ -4,7 +4,6 @@
 #include "workers/engine/training/heap.h"
 
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -12,15 +11,9 @@
 namespace qnet::engine {
 namespace {
 
-long MinorFaults() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_minflt;
-}
-
 // Allocates, touches every page of and frees a buffer of `bytes`; returns the page faults it took.
 long FaultsToFill(std::size_t bytes) {
-  const long before = MinorFaults();
+  const long before = MinorPageFaults();
   auto* buffer = static_cast<char*>(std::malloc(bytes));
   if (buffer == nullptr) return -1;
   std::memset(buffer, 1, bytes);
@@ -28,7 +21,7 @@ long FaultsToFill(std::size_t bytes) {
   const volatile char* read = buffer;
   const char last = read[bytes - 1];
   std::free(buffer);
-  return last == 1 ? MinorFaults() - before : -1;
+  return last == 1 ? MinorPageFaults() - before : -1;
 }
 
 TEST(HeapTest, FreedStepBuffersAreReusedWithoutFaults) {

@@ -32,6 +32,10 @@ inline constexpr std::size_t kTrimThreshold = std::size_t{1} << 30;
 // then runs as before, only with more page faults.
 bool KeepTrainingBuffersInHeap();
 
+// Minor page faults the process has taken so far (getrusage): how a bench or test sees whether a
+// step's buffers came from pages already mapped.
+long MinorPageFaults();
+
 }  // namespace qnet::engine
 
 #endif  // QNET_WORKERS_ENGINE_TRAINING_HEAP_H_
