@@ -147,6 +147,10 @@ int ConnectTcp(const std::string& host_port, const std::string& source_ip) {
     sockaddr_in source{};
     source.sin_family = AF_INET;
     ::inet_pton(AF_INET, source_ip.c_str(), &source.sin_addr);
+    // The port is then picked by connect(), for the whole 4-tuple, rather than by bind() among
+    // ports free for every destination (those in TIME_WAIT included).
+    const int no_port = 1;
+    ::setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &no_port, sizeof no_port);
     if (::bind(fd, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) {
       ::close(fd);
       return -1;

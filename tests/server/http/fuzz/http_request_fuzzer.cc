@@ -7,9 +7,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -84,7 +87,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static uint32_t connections = 0;
   const std::string source = absl::StrCat("127.0.0.", 1 + connections++ % 254);
   const int fd = testing::ConnectTcp(server->http->address(), source);
-  if (fd < 0) std::abort();  // the server stopped accepting
+  if (fd < 0) {  // the server stopped accepting, or this machine ran out of something to connect
+    std::fprintf(stderr, "cannot connect to %s from %s: %s\n", server->http->address().c_str(),
+                 source.c_str(), std::strerror(errno));
+    std::abort();
+  }
   for (size_t sent = 0; sent < size;) {
     const ssize_t n = ::send(fd, data + sent, size - sent, MSG_NOSIGNAL);
     if (n <= 0) break;  // the server answered and closed before reading everything
