@@ -7,7 +7,9 @@
 // the transform should add at most 10% there; TrainStepPaired/user_model_W4 times the two steps
 // alternately in one loop, for a ratio that both measure under the same load. QNET_BENCH_BATCH
 // sets the batch size (default 64). The process's heap is set up as qnet-worker's
-// (KeepTrainingBuffersInHeap); QNET_BENCH_DEFAULT_HEAP=1 keeps glibc's defaults instead.
+// (KeepTrainingBuffersInHeap); QNET_BENCH_DEFAULT_HEAP=1 keeps glibc's defaults instead. Both
+// steps store convolution weights channels-last when the model trains that way, as the trainer
+// does (memory_layout.h); QNET_BENCH_NCHW=1 keeps PyTorch's default layout instead.
 //
 //   train_step_bench --benchmark_filter=resnet20 --benchmark_min_time=5
 #include <benchmark/benchmark.h>
@@ -28,6 +30,7 @@
 #include "common/job/job_spec.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/heap.h"
+#include "workers/engine/training/memory_layout.h"
 #include "workers/engine/training/sgd.h"
 #include "workers/engine/training/trainer.h"
 #include "workers/engine/transform/transform.h"
@@ -67,10 +70,18 @@ torch::Tensor Batch(const Subject& subject) {
   return torch::randn(shape);
 }
 
+// The model's weights in the layout the trainer would choose for it.
+void LayOut(torch::jit::Module& m, const Subject& subject, std::vector<torch::Tensor> weights) {
+  const bool nhwc =
+      std::getenv("QNET_BENCH_NCHW") == nullptr && ChannelsLastTrains(m, Batch(subject));
+  SetChannelsLast(weights, nhwc);
+}
+
 // One model's training step, set up once: Step() runs forward, backward, clip and SGD.
 class FloatStep {
  public:
   explicit FloatStep(const Subject& subject) : m_(Load(subject)) {
+    LayOut(m_, subject, ModuleParameters(m_));
     m_.train(true);
     for (const torch::Tensor& p : m_.parameters()) params_.push_back(p);
     sgd_ = std::make_unique<Sgd>(std::vector<ParamGroup>{{params_, 5e-4}}, 0.9);
@@ -101,7 +112,11 @@ class QuantizedStep {
     QuantSpec spec;
     spec.weight_levels = *WeightLevels(wbits);
     if (abits > 0) spec.activation_levels = *ActivationLevels(abits);
-    q_ = *QuantizedModel::Create(Load(subject).clone(), spec);
+    torch::jit::Module float_model = Load(subject);
+    q_ = *QuantizedModel::Create(float_model.clone(), spec);
+    std::vector<torch::Tensor> weights = ModuleParameters(q_->module());
+    for (const torch::Tensor& latent : q_->LatentWeights()) weights.push_back(latent);
+    LayOut(float_model, subject, weights);
     q_->module().train(true);
     q_->SetActivationsEnabled(abits > 0);
     constexpr double kScheduleT = 20.0;

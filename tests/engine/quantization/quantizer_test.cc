@@ -435,6 +435,36 @@ TEST(QuantizeTest, NonContiguousInputAndGradient) {
   EXPECT_TRUE(torch::equal(grads[1], ref.galpha));
 }
 
+// A channels-last activation or latent weight (memory_layout.h) is quantized in its own layout:
+// the output and the x gradient keep x's strides and equal the contiguous results element for
+// element, whatever layout the incoming gradient has; the alpha and beta sums only add in
+// another order. Both a leaf (the reused-buffer path) and a view, soft and hard.
+TEST(QuantizeTest, ChannelsLastKeepsItsLayout) {
+  torch::manual_seed(7);
+  const LevelSet set = LevelSets()[3];
+  const torch::Tensor values = torch::rand({4, 6, 5, 7}) * 3;
+  const torch::Tensor nhwc_values = values.contiguous(torch::MemoryFormat::ChannelsLast);
+  for (const bool hard : {false, true}) {
+    for (const bool leaf : {true, false}) {
+      SCOPED_TRACE(std::string(hard ? "hard" : "soft") + (leaf ? " leaf" : " view"));
+      const Inputs dense(values, 0.7, 1.1, set, torch::kFloat, /*thresholds_grad=*/false);
+      const torch::Tensor g = torch::randn(values.sizes());
+      const Result ref = RunWithGrads(kFused, dense, g, 12.0, hard);
+      const torch::Tensor x = nhwc_values.detach().clone().requires_grad_(true);
+      ASSERT_TRUE(x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+      const torch::Tensor y = Quantize(leaf ? x : x.view_as(x), dense.alpha, dense.beta,
+                                       dense.levels, dense.thresholds, 12.0, hard);
+      EXPECT_EQ(y.strides(), x.strides());
+      const auto grads = torch::autograd::grad({y}, {x, dense.alpha, dense.beta}, {g});
+      EXPECT_TRUE(torch::equal(y.detach(), ref.y));
+      EXPECT_EQ(grads[0].strides(), x.strides());
+      EXPECT_TRUE(torch::equal(grads[0], ref.gx));
+      ExpectClose(grads[1], ref.galpha, 1e-5, 1e-5, "dalpha");
+      ExpectClose(grads[2], ref.gbeta, 1e-5, 1e-5, "dbeta");
+    }
+  }
+}
+
 TEST(QuantizeTest, BaselineVectorCodeMatchesAvx2) {
   internal::SetCpuVectorIsa(internal::CpuVectorIsa::kAuto);
   if (!internal::CpuKernelUsesAvx2()) GTEST_SKIP() << "no AVX2 on this CPU";

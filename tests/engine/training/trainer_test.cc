@@ -10,6 +10,7 @@
 #include "tests/engine/synthetic_idx.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/checkpoint.h"
+#include "workers/engine/training/memory_layout.h"
 #include "workers/engine/training/sgd.h"
 #include "workers/engine/transform/transform.h"
 #include "workers/engine/zoo/zoo.h"
@@ -156,6 +157,16 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
     for (size_t i = 0; i < a.epochs.size(); ++i) {
       EXPECT_EQ(a.epochs[i].train_loss, b.epochs[i].train_loss) << zoo << " epoch " << i;
       EXPECT_EQ(a.epochs[i].hard_top1, b.epochs[i].hard_top1) << zoo << " epoch " << i;
+    }
+    // Both trained channels-last (memory_layout.h) and hand back PyTorch's default layout, the
+    // one the artifacts are saved and evaluated in.
+    ASSERT_TRUE(ChannelsLastTrains(Model(zoo, 3), BatchIterator(data.train, 2).Next()->images))
+        << zoo;
+    for (Trainer* t : {&full, &resumed}) {
+      std::vector<torch::Tensor> tensors = ModuleParameters(t->float_model());
+      for (const torch::Tensor& p : ModuleParameters(t->quantized().module())) tensors.push_back(p);
+      for (const torch::Tensor& p : t->quantized().LatentWeights()) tensors.push_back(p);
+      for (const torch::Tensor& p : tensors) EXPECT_TRUE(p.is_contiguous()) << zoo;
     }
     auto& la = full.quantized().layers();
     auto& lb = resumed.quantized().layers();

@@ -25,8 +25,8 @@ class QuantizeBuffers : public torch::CustomClassHolder {
   // derivative sums and the gradient.
   static constexpr size_t kMaxKept = 4;
 
-  // A contiguous tensor with like's shape, dtype and device (contents undefined, not requiring
-  // grad): over a kept storage that nothing else holds, else a new one, kept while fewer than
+  // A tensor with like's shape, strides, dtype and device (like is dense; contents undefined, not
+  // requiring grad): over a kept storage that nothing else holds, else a new one, kept while fewer than
   // kMaxKept are.
   torch::Tensor Take(const torch::Tensor& like);
 

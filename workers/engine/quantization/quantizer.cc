@@ -28,10 +28,17 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kChunk = 1 << 15;
 
-// A contiguous tensor like x, from `buffers` when given.
+// A tensor with x's shape and strides (x is dense), from `buffers` when given: the kernels walk
+// x, its output and its gradients as flat arrays, so all must lay elements out alike.
 torch::Tensor Allocate(const torch::Tensor& x, QuantizeBuffers* buffers) {
-  return buffers != nullptr ? buffers->Take(x)
-                            : torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  return buffers != nullptr ? buffers->Take(x) : torch::empty_like(x);
+}
+
+// t in like's memory layout. A channels-last activation stays channels-last: making it
+// contiguous would cost two copies per quantizer and slow the convolutions around it.
+torch::Tensor InLayoutOf(const torch::Tensor& t, const torch::Tensor& like) {
+  if (t.strides() == like.strides()) return t;
+  return torch::empty_like(like).copy_(t);
 }
 
 // Largest |exponent| the shared-exponential path feeds ExpInWindow.
@@ -209,7 +216,8 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
                                const torch::Tensor& levels, const torch::Tensor& thresholds,
                                double temperature, bool hard, bool keep_derivative,
                                const c10::intrusive_ptr<QuantizeBuffers>& buffers) {
-    const torch::Tensor xc = x.contiguous();
+    // The CPU kernels take any dense layout (channels-last included); the CUDA ones a contiguous x.
+    const torch::Tensor xc = !x.is_cuda() && x.is_non_overlapping_and_dense() ? x : x.contiguous();
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["hard"] = hard;
     if (buffers) ctx->saved_data["buffers"] = c10::IValue::make_capsule(buffers);
@@ -247,7 +255,7 @@ class QuantizeFunction : public torch::autograd::Function<QuantizeFunction> {
     const bool hard = ctx->saved_data["hard"].toBool();
     const bool need_x = ctx->needs_input_grad(0);
     const bool need_thresholds = ctx->needs_input_grad(4);
-    const torch::Tensor g = grad_outputs[0].to(x.scalar_type()).contiguous();
+    const torch::Tensor g = InLayoutOf(grad_outputs[0].to(x.scalar_type()), x);
     c10::intrusive_ptr<QuantizeBuffers> buffers;
     if (ctx->saved_data.count("buffers") != 0) {
       buffers = c10::static_intrusive_pointer_cast<QuantizeBuffers>(
@@ -302,12 +310,12 @@ torch::Tensor QuantizeBuffers::Take(const torch::Tensor& like) {
       }
     }
     if (!storage) {
-      torch::Tensor fresh = torch::empty(like.sizes(), options);
+      torch::Tensor fresh = torch::empty_strided(like.sizes(), like.strides(), options);
       if (kept_.size() < kMaxKept) kept_.push_back(fresh.storage());
       return fresh;
     }
   }
-  return torch::empty({0}, options).set_(storage, 0, like.sizes());
+  return torch::empty({0}, options).set_(storage, 0, like.sizes(), like.strides());
 }
 
 size_t QuantizeBuffers::kept() {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "workers/engine/quantization/levels.h"
 #include "workers/engine/training/checkpoint.h"
+#include "workers/engine/training/memory_layout.h"
 #include "workers/engine/training/sgd.h"
 
 namespace qnet::engine {
@@ -281,6 +282,8 @@ absl::Status Trainer::Run() {
   }
 
   model_.to(device_);
+  channels_last_ = device_.is_cpu() && ChannelsLastTrains(model_, FirstTrainingImages());
+  SetLayout(channels_last_);
   if (stage != "qn") {
     if (absl::Status s = TrainFloat(completed, stage, resume); !s.ok()) return s;
     completed = std::max(completed, pretrain_epochs);
@@ -310,6 +313,7 @@ absl::Status Trainer::Run() {
   absl::StatusOr<std::unique_ptr<QuantizedModel>> q = QuantizedModel::Create(model_.clone(), spec);
   if (!q.ok()) return q.status();
   quantized_ = *std::move(q);
+  SetLayout(channels_last_);
   sgd_ = std::make_unique<Sgd>(
       std::vector<ParamGroup>{
           {quantized_->OtherParameters(), recipe_.other_weight_decay},
@@ -361,8 +365,27 @@ absl::Status Trainer::TrainFloat(int completed, const std::string& stage,
   if (recipe_.distill_weight > 0 && t.epochs() > 0) {
     teacher_logits_ = Predict(forward, data_.train, t.batch_size(), device_);
   }
-  if (on_float_model_) return on_float_model_(model_);
-  return absl::OkStatus();
+  if (!on_float_model_) return absl::OkStatus();
+  SetLayout(false);  // the saved float model in PyTorch's default layout
+  const absl::Status saved = on_float_model_(model_);
+  SetLayout(channels_last_);
+  return saved;
+}
+
+torch::Tensor Trainer::FirstTrainingImages() const {
+  BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
+                   /*epoch=*/0, /*augment=*/false);
+  std::optional<Batch> batch = it.Next();
+  return batch ? batch->images : torch::Tensor();
+}
+
+void Trainer::SetLayout(bool channels_last) {
+  std::vector<torch::Tensor> tensors = ModuleParameters(model_);
+  if (quantized_) {
+    for (const torch::Tensor& p : ModuleParameters(quantized_->module())) tensors.push_back(p);
+    for (const torch::Tensor& p : quantized_->LatentWeights()) tensors.push_back(p);
+  }
+  SetChannelsLast(tensors, channels_last);
 }
 
 absl::Status Trainer::RunEpochs(EpochPhase& phase, int first_epoch, int epochs, int epoch_offset) {
@@ -466,6 +489,8 @@ absl::Status Trainer::Finalize() {
       !s.ok()) {
     return s;
   }
+  // The reported accuracy is the artifacts' own: evaluated in the layout they are saved in.
+  SetLayout(false);
   qm.module().eval();
   const Accuracy final_acc = Evaluate(forward, data_.test, t.batch_size(), device_);
   metrics_.quantized_top1 = final_acc.top1;

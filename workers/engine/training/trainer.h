@@ -72,6 +72,11 @@ class Trainer {
                           const std::optional<LoadedCheckpoint>& resume);
   absl::Status Finalize();
   absl::Status Calibrate();
+  // The first training batch's images, in a fixed order (undefined when there are none).
+  torch::Tensor FirstTrainingImages() const;
+  // The float and the quantized model's convolution weights (and latents) channels-last or
+  // contiguous (memory_layout.h).
+  void SetLayout(bool channels_last);
   absl::Status SaveEpoch(int epoch, const std::string& stage);
   absl::Status RestoreQuantized(const LoadedCheckpoint& ckpt);
   std::string Fingerprint() const;
@@ -93,6 +98,7 @@ class Trainer {
   std::unique_ptr<QuantizedModel> quantized_;
   JobMetrics metrics_;
   bool calibrated_ = false;
+  bool channels_last_ = false;  // training runs NHWC (memory_layout.h)
   double last_hard_top1_ = -1;
   int64_t steps_per_epoch_ = 0;
   std::unique_ptr<Sgd> sgd_;
