@@ -1,7 +1,7 @@
 // Channels-last training on the CPU: a model whose 4-D parameters are stored NHWC runs its
 // convolutions, batch norms and pooling in that layout end to end. PyTorch's CPU convolutions
 // (oneDNN) compute in NHWC; handed NCHW tensors, each one reorders its input, output and
-// gradients, which on this project's ResNet-20 costs about a quarter of a training step
+// gradients, which on this project's ResNet-20 costs about a sixth of a training step
 // (docs/BENCHMARKS.md, "Channels-last steps"). The quantizers work in either layout.
 //
 // Not every model can: an activation reshaped with `view` (LeNet-style `x.view(-1, 400)`) is
