@@ -26,8 +26,8 @@ class QuantizeBuffers : public torch::CustomClassHolder {
   static constexpr size_t kMaxKept = 4;
 
   // A tensor with like's shape, strides, dtype and device (like is dense; contents undefined, not
-  // requiring grad): over a kept storage that nothing else holds, else a new one, kept while fewer than
-  // kMaxKept are.
+  // requiring grad): over a kept storage that nothing else holds, else a new one, kept while fewer
+  // than kMaxKept are.
   torch::Tensor Take(const torch::Tensor& like);
 
   // How many storages are kept.

@@ -1,6 +1,7 @@
 #include "workers/engine/training/memory_layout.h"
 
 #include <exception>
+
 namespace qnet::engine {
 namespace {
 
