@@ -72,8 +72,8 @@ torch::Tensor Batch(const Subject& subject) {
 
 // The model's weights in the layout the trainer would choose for it.
 void LayOut(torch::jit::Module& m, const Subject& subject, std::vector<torch::Tensor> weights) {
-  const bool nhwc =
-      std::getenv("QNET_BENCH_NCHW") == nullptr && ChannelsLastTrains(m, Batch(subject));
+  const bool nhwc = std::getenv("QNET_BENCH_NCHW") == nullptr &&
+                    ChannelsLastTrains(m, Batch(subject).slice(0, 0, 2));
   SetChannelsLast(weights, nhwc);
 }
 
@@ -114,9 +114,7 @@ class QuantizedStep {
     if (abits > 0) spec.activation_levels = *ActivationLevels(abits);
     torch::jit::Module float_model = Load(subject);
     q_ = *QuantizedModel::Create(float_model.clone(), spec);
-    std::vector<torch::Tensor> weights = ModuleParameters(q_->module());
-    for (const torch::Tensor& latent : q_->LatentWeights()) weights.push_back(latent);
-    LayOut(float_model, subject, weights);
+    LayOut(float_model, subject, ModuleParameters(*q_));
     q_->module().train(true);
     q_->SetActivationsEnabled(abits > 0);
     constexpr double kScheduleT = 20.0;

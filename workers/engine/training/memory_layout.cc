@@ -39,6 +39,12 @@ std::vector<torch::Tensor> ModuleParameters(const torch::jit::Module& model) {
   return out;
 }
 
+std::vector<torch::Tensor> ModuleParameters(QuantizedModel& model) {
+  std::vector<torch::Tensor> out = ModuleParameters(model.module());
+  for (const torch::Tensor& latent : model.LatentWeights()) out.push_back(latent);
+  return out;
+}
+
 void SetChannelsLast(const std::vector<torch::Tensor>& tensors, bool on) {
   torch::NoGradGuard no_grad;
   for (const torch::Tensor& t : tensors) {

@@ -8,7 +8,7 @@
 // not contiguous in NHWC and the call throws. So the layout is tried on a copy first. Inputs stay
 // NCHW: the first convolution takes them either way.
 //
-//   const bool nhwc = ChannelsLastTrains(model, first_batch);
+//   const bool nhwc = ChannelsLastTrains(model, BatchIterator(data.train, 2).Next()->images);
 //   SetChannelsLast(ModuleParameters(model), nhwc);
 //   ... train ...
 //   SetChannelsLast(ModuleParameters(model), false);  // artifacts keep PyTorch's default layout
@@ -20,6 +20,8 @@
 
 #include <vector>
 
+#include "workers/engine/transform/transform.h"
+
 namespace qnet::engine {
 
 // Whether a copy of `model` (on the CPU) with channels-last parameters runs a training forward
@@ -29,6 +31,9 @@ bool ChannelsLastTrains(const torch::jit::Module& model, const torch::Tensor& ba
 
 // Every parameter of `model` and its submodules.
 std::vector<torch::Tensor> ModuleParameters(const torch::jit::Module& model);
+// The QN model's parameters and its quantized layers' latent weights: all of its tensors whose
+// layout SetChannelsLast sets.
+std::vector<torch::Tensor> ModuleParameters(QuantizedModel& model);
 
 // Stores every 4-D floating-point tensor of `tensors` channels-last, or, with on=false,
 // contiguous again. In place: each keeps its identity, so an optimizer or quantizer holding it

@@ -282,7 +282,11 @@ absl::Status Trainer::Run() {
   }
 
   model_.to(device_);
-  channels_last_ = device_.is_cpu() && ChannelsLastTrains(model_, FirstTrainingImages());
+  if (device_.is_cpu()) {
+    const std::optional<Batch> probe = BatchIterator(data_.train, 2).Next();
+    channels_last_ = probe && ChannelsLastTrains(model_, probe->images);
+  }
+  // The QN model below is cloned from model_ and keeps its layout.
   SetLayout(channels_last_);
   if (stage != "qn") {
     if (absl::Status s = TrainFloat(completed, stage, resume); !s.ok()) return s;
@@ -313,7 +317,6 @@ absl::Status Trainer::Run() {
   absl::StatusOr<std::unique_ptr<QuantizedModel>> q = QuantizedModel::Create(model_.clone(), spec);
   if (!q.ok()) return q.status();
   quantized_ = *std::move(q);
-  SetLayout(channels_last_);
   sgd_ = std::make_unique<Sgd>(
       std::vector<ParamGroup>{
           {quantized_->OtherParameters(), recipe_.other_weight_decay},
@@ -372,20 +375,9 @@ absl::Status Trainer::TrainFloat(int completed, const std::string& stage,
   return saved;
 }
 
-torch::Tensor Trainer::FirstTrainingImages() const {
-  BatchIterator it(data_.train, run_.spec.training().batch_size(), run_.spec.training().seed(),
-                   /*epoch=*/0, /*augment=*/false);
-  std::optional<Batch> batch = it.Next();
-  return batch ? batch->images : torch::Tensor();
-}
-
 void Trainer::SetLayout(bool channels_last) {
-  std::vector<torch::Tensor> tensors = ModuleParameters(model_);
-  if (quantized_) {
-    for (const torch::Tensor& p : ModuleParameters(quantized_->module())) tensors.push_back(p);
-    for (const torch::Tensor& p : quantized_->LatentWeights()) tensors.push_back(p);
-  }
-  SetChannelsLast(tensors, channels_last);
+  SetChannelsLast(ModuleParameters(model_), channels_last);
+  if (quantized_) SetChannelsLast(ModuleParameters(*quantized_), channels_last);
 }
 
 absl::Status Trainer::RunEpochs(EpochPhase& phase, int first_epoch, int epochs, int epoch_offset) {

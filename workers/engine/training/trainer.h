@@ -58,6 +58,9 @@ class Trainer {
   absl::Status Run();
 
   const JobMetrics& metrics() const { return metrics_; }
+  // Whether this run trained with channels-last weights (memory_layout.h); after Run they are
+  // contiguous again either way.
+  bool trained_channels_last() const { return channels_last_; }
   // After Run: the quantized model, in hard mode with re-estimated batch-norm statistics.
   QuantizedModel& quantized() { return *quantized_; }
   // The model as given: the structure the artifacts keep (after pre-training it holds the float
@@ -72,8 +75,6 @@ class Trainer {
                           const std::optional<LoadedCheckpoint>& resume);
   absl::Status Finalize();
   absl::Status Calibrate();
-  // The first training batch's images, in a fixed order (undefined when there are none).
-  torch::Tensor FirstTrainingImages() const;
   // The float and the quantized model's convolution weights (and latents) channels-last or
   // contiguous (memory_layout.h).
   void SetLayout(bool channels_last);
