@@ -245,18 +245,36 @@ TEST(QuantizeTest, GradientsFollowTheClosedForm) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(r.gthr[i].item<double>(), gthr[i], 1e-12);
 }
 
+// Evenly spaced levels 0..count-1 with thresholds at the midpoints.
+LevelSet UnsignedLevels(int count) {
+  LevelSet set{"unsigned" + std::to_string(count), {}, {}};
+  for (int i = 0; i < count; ++i) set.levels.push_back(i);
+  for (int i = 1; i < count; ++i) set.thresholds.push_back(i - 0.5);
+  return set;
+}
+
 TEST(QuantizeTest, HardModeGivesExactlyAlphaTimesALevel) {
   torch::manual_seed(3);
-  for (const LevelSet& set : LevelSets()) {
+  std::vector<LevelSet> sets = LevelSets();
+  // Up to 16 levels the kernels look levels up in registers; past that, one load per lane.
+  sets.push_back(UnsignedLevels(16));
+  sets.push_back(UnsignedLevels(17));
+  for (const LevelSet& set : sets) {
     SCOPED_TRACE(set.name);
-    const Inputs in(torch::randn({50000}) * 3, 0.0371, 0.9, set, torch::kFloat);
-    const torch::Tensor y = Quantize(in.x, in.alpha, in.beta, in.levels, in.thresholds, 7, true);
+    const double span = set.levels.back() - set.levels.front();
+    const Inputs in(torch::randn({50001}) * span * 0.4, 0.0371, 0.9, set, torch::kFloat);
+    const torch::Tensor g = torch::rand({in.x.numel()});
+    const Result r = RunWithGrads(kFused, in, g, 7, true);
     const torch::Tensor allowed = in.alpha.detach() * in.levels;
-    EXPECT_TRUE(torch::isin(y.detach(), allowed).all().item<bool>());
+    EXPECT_TRUE(torch::isin(r.y.detach(), allowed).all().item<bool>());
     // And the right level: j = number of thresholds at or below beta*x.
     const torch::Tensor bx = (in.beta.detach() * in.x.detach()).unsqueeze(-1);
     const torch::Tensor j = (bx >= in.thresholds.detach()).sum(-1);
-    EXPECT_TRUE(torch::equal(y.detach(), allowed.take(j)));
+    EXPECT_TRUE(torch::equal(r.y.detach(), allowed.take(j)));
+    // The backward looks the same levels up: d/dalpha = sum g * q_j.
+    const double galpha =
+        (g.to(torch::kDouble) * in.levels.to(torch::kDouble).take(j)).sum().item<double>();
+    EXPECT_NEAR(r.galpha.item<double>(), galpha, 1e-5 * std::max(1.0, std::abs(galpha)));
   }
 }
 

@@ -48,7 +48,7 @@ constexpr double kSharedExpReach = 80.0;
 // composite does. `windowed`: also the window table, for kernels that evaluate sigmoids.
 template <typename S>
 struct HostParams {
-  std::vector<S> levels, steps, thresholds, exp_thresholds;
+  std::vector<S> levels, levels_table, steps, thresholds, exp_thresholds;
   WindowTable<S> window;
   KernelParams<S> kernel;
 
@@ -66,6 +66,11 @@ struct HostParams {
     kernel.temperature = static_cast<S>(temperature);
     kernel.n = static_cast<int>(thresholds.size());
     kernel.levels = levels.data();
+    if (levels.size() <= static_cast<size_t>(kNearestTable)) {
+      levels_table = levels;
+      levels_table.resize(kNearestTable, levels.back());
+      kernel.levels_table = levels_table.data();
+    }
     kernel.steps = steps.data();
     kernel.thresholds = thresholds.data();
     // Float only (double keeps its per-term std::exp). The bound keeps both exp factors finite

@@ -364,6 +364,17 @@ class Terms {
   Index bucket_{};  // the window table's bucket, or (kNearest) the listed threshold's index
 };
 
+// q_j per lane, for j = the number of thresholds each lane has passed (0..n).
+template <typename V, typename J>
+QNET_ALWAYS_INLINE V LevelAt(const KernelParams<typename VecTraits<V>::Scalar>& p, J j) {
+  if (p.levels_table != nullptr) {
+    return Lookup16<V>(p.levels_table, __builtin_convertvector(j, typename VecTraits<V>::Index));
+  }
+  V q;
+  for (int l = 0; l < VecTraits<V>::kWidth; ++l) q[l] = p.levels[j[l]];
+  return q;
+}
+
 // sig * (1 - sig) inside the clamp window, 0 where z is clamped.
 template <typename V>
 QNET_ALWAYS_INLINE V SigmoidDerivative(V z, V sig) {
@@ -385,9 +396,7 @@ QNET_ALWAYS_INLINE V ForwardVec(const KernelParams<typename VecTraits<V>::Scalar
     // j counts the thresholds passed; comparisons give -1 for true.
     decltype(bx < bx) j{};
     for (int i = 0; i < p.n; ++i) j -= bx >= p.thresholds[i];
-    V q;
-    for (int l = 0; l < VecTraits<V>::kWidth; ++l) q[l] = p.levels[j[l]];
-    const V y = p.alpha * q;
+    const V y = p.alpha * LevelAt<V>(p, j);
     return bx == bx ? y : bx;  // NaN in, NaN out
   } else {
     const Terms<V, kTerms> terms(p, bx);
@@ -494,7 +503,9 @@ QNET_ALWAYS_INLINE void BackwardRange(const KernelParams<typename VecTraits<V>::
       }
     }
     V bracket;
-    if constexpr (kHard) {
+    if constexpr (kHard && kTerms == TermSet::kAll) {
+      bracket = LevelAt<V>(p, j);
+    } else if constexpr (kHard) {
       // Windowed, j counts from the lane's first listed threshold (those before it are passed);
       // padding (the largest S) is passed only by an infinite or maximal beta*x, where j is n.
       for (int l = 0; l < kW; ++l) {

@@ -23,6 +23,9 @@ struct KernelParams {
   const S* levels;      // q_0..q_n
   const S* steps;       // s_i = q_i - q_{i-1}
   const S* thresholds;  // b_1..b_n
+  // q_0..q_n padded with q_n to kNearestTable entries when n < kNearestTable, else null: the hard
+  // kernels then look a level up with in-register permutes instead of one load per lane.
+  const S* levels_table = nullptr;
   // Shared exponential: exp(-z_i) = exp(-T*beta*x) * exp(T*b_i), so one exp per element serves
   // all n sigmoids. Used when every T*b_i is small enough for both factors to stay finite;
   // -T*beta*x is clamped to [shared_lo, shared_hi], outside which every z_i is clamped anyway.
