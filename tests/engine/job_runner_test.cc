@@ -84,11 +84,14 @@ TEST_F(JobRunnerTest, WritesAllArtifactsAndMetrics) {
   }
   std::ifstream in(config.context.out_dir + "/metrics.json");
   const nlohmann::json m = nlohmann::json::parse(in);
-  for (const char* key : {"float_top1", "float_top5", "quantized_top1", "quantized_top5",
-                          "soft_top1", "hard_top1", "float_size_bytes", "packed_size_bytes",
-                          "compression_ratio", "device", "bits", "settings", "epochs"}) {
+  for (const char* key :
+       {"float_top1", "float_top5", "quantized_top1", "quantized_top5", "soft_top1", "hard_top1",
+        "float_size_bytes", "packed_size_bytes", "compression_ratio", "device", "training_layout",
+        "bits", "settings", "epochs"}) {
     EXPECT_TRUE(m.contains(key)) << key;
   }
+  // The zoo LeNet-5 trains channels-last on the CPU (training/memory_layout.h).
+  EXPECT_EQ(m["training_layout"], "channels_last");
   EXPECT_EQ(m["epochs"].size(), 5u);
   // The settings as run, defaults resolved: the seed and export formats the job left unset.
   EXPECT_EQ(m["settings"]["batch_size"], 32);

@@ -52,7 +52,7 @@ struct JobRun {
 };
 
 struct ProgressEvent {
-  std::string phase;  // "pretrain", "weights", "activations", "joint", "finalize"
+  std::string phase;  // "pretrain", "weights", "joint", "finalize"
   int epoch = 0;      // 1-based over all epochs (pretrain then QN)
   int total_epochs = 0;
   int64_t step = 0;  // within the epoch, 1-based
@@ -87,6 +87,9 @@ struct JobMetrics {
   double compression_ratio = 0;
   std::vector<EpochRecord> epochs;
   std::string device;
+  // How training stored the 4-D weights: "channels_last" (NHWC, on the CPU when the model trains
+  // that way, training/memory_layout.h) or "contiguous". Artifacts are contiguous either way.
+  std::string training_layout;
   std::vector<double> input_mean, input_std;  // the normalisation used (see JobRun::spec)
   v1::JobSpec effective_spec;                 // the spec with every default resolved
   std::vector<std::string> class_names;       // the dataset's, index = label

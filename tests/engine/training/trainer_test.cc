@@ -89,8 +89,7 @@ TEST_F(TrainerTest, LearnsSeparableProblemAndKeepsItQuantized) {
   // Progress arrives in order with the phases of the recipe.
   std::set<std::string> phases;
   for (const ProgressEvent& e : events) phases.insert(e.phase);
-  EXPECT_EQ(phases,
-            (std::set<std::string>{"pretrain", "weights", "activations", "joint", "finalize"}));
+  EXPECT_EQ(phases, (std::set<std::string>{"pretrain", "weights", "joint", "finalize"}));
 }
 
 TEST_F(TrainerTest, StopsWhenAsked) {
@@ -149,7 +148,7 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
     Trainer full(config, watch, data, torch::kCPU, Model(zoo, 3));
     running = &full;
     ASSERT_TRUE(full.Run().ok());
-    EXPECT_TRUE(full.trained_channels_last()) << zoo;
+    EXPECT_EQ(full.metrics().training_layout, "channels_last") << zoo;
     EXPECT_EQ(nhwc_at_checkpoint, std::vector<bool>(3, true)) << zoo;
 
     // Stop right after the checkpoint of epoch 2 (the first QN epoch), then resume.
@@ -186,7 +185,7 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsExact) {
     }
     // Both trained channels-last (memory_layout.h) and hand back PyTorch's default layout, the
     // one the artifacts are saved and evaluated in.
-    EXPECT_TRUE(resumed.trained_channels_last()) << zoo;
+    EXPECT_EQ(resumed.metrics().training_layout, "channels_last") << zoo;
     for (Trainer* t : {&full, &resumed}) {
       std::vector<torch::Tensor> tensors = ModuleParameters(t->float_model());
       for (const torch::Tensor& p : ModuleParameters(t->quantized())) tensors.push_back(p);

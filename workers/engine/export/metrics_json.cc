@@ -36,6 +36,7 @@ nlohmann::json MetricsJson(const JobMetrics& m, const JobRun& run) {
           {"packed_size_bytes", m.packed_size_bytes},
           {"compression_ratio", m.compression_ratio},
           {"device", m.device},
+          {"training_layout", m.training_layout},
           {"bits",
            {{"weight", spec.weight_bits()},
             {"activation", spec.activation_bits()},

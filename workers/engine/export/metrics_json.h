@@ -17,7 +17,8 @@
 namespace qnet::engine {
 
 // Top-level keys: float_top1, float_top5, quantized_top1, quantized_top5, soft_top1, hard_top1
-// (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, bits
+// (fractions), float_size_bytes, packed_size_bytes, compression_ratio, device, training_layout
+// ("channels_last" or "contiguous": how training stored the weights), bits
 // {weight, activation, weight_levels}, epochs [{epoch, phase, train_loss, temperature, soft_top1,
 // hard_top1}], parity {float_top1, quantized_top1, torchscript_top1, onnx_top1: each artifact's
 // top-1 as loaded back from its file (model.onnx run by ONNX Runtime), null when not measured},

@@ -8,8 +8,6 @@ const char* PhaseName(Phase p) {
   switch (p) {
     case Phase::kWeights:
       return "weights";
-    case Phase::kActivations:
-      return "activations";
     case Phase::kJoint:
       return "joint";
   }
@@ -18,23 +16,21 @@ const char* PhaseName(Phase p) {
 
 Phase PhaseAt(int64_t step, int64_t total, bool activations) {
   if (!activations) return Phase::kWeights;
-  if (3 * step < total) return Phase::kWeights;
-  if (3 * step < 2 * total) return Phase::kActivations;
-  return Phase::kJoint;
+  return 3 * step < total ? Phase::kWeights : Phase::kJoint;
 }
 
 double PhaseProgress(int64_t step, int64_t total, bool activations) {
   if (!activations) return static_cast<double>(step) / static_cast<double>(total);
-  const int64_t begin = static_cast<int64_t>(PhaseAt(step, total, true)) * total;
-  return static_cast<double>(3 * step - begin) / static_cast<double>(total);
+  if (PhaseAt(step, total, true) == Phase::kWeights) {
+    return static_cast<double>(3 * step) / static_cast<double>(total);
+  }
+  return static_cast<double>(3 * step - total) / static_cast<double>(2 * total);
 }
 
 std::vector<bool> ActiveGroups(Phase p) {
   switch (p) {
     case Phase::kWeights:
       return {true, true, true, false};
-    case Phase::kActivations:
-      return {true, false, false, true};
     case Phase::kJoint:
       return {true, true, true, true};
   }

@@ -286,6 +286,7 @@ absl::Status Trainer::Run() {
     const std::optional<Batch> probe = BatchIterator(data_.train, 2).Next();
     channels_last_ = probe && ChannelsLastTrains(model_, probe->images);
   }
+  metrics_.training_layout = channels_last_ ? "channels_last" : "contiguous";
   // The QN model below is cloned from model_ and keeps its layout.
   SetLayout(channels_last_);
   if (stage != "qn") {

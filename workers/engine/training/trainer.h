@@ -58,9 +58,6 @@ class Trainer {
   absl::Status Run();
 
   const JobMetrics& metrics() const { return metrics_; }
-  // Whether this run trained with channels-last weights (memory_layout.h); after Run they are
-  // contiguous again either way.
-  bool trained_channels_last() const { return channels_last_; }
   // After Run: the quantized model, in hard mode with re-estimated batch-norm statistics.
   QuantizedModel& quantized() { return *quantized_; }
   // The model as given: the structure the artifacts keep (after pre-training it holds the float

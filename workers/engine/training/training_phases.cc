@@ -68,12 +68,7 @@ absl::StatusOr<StepPlan> QnPhase::Prepare(int64_t step) {
   model_.SetTemperature(
       std::min(recipe_.temperature_cap, temperature * recipe_.weight_temperature_factor),
       std::min(recipe_.temperature_cap, temperature * recipe_.activation_temperature_factor));
-  if (phase == Phase::kActivations) {
-    torch::NoGradGuard no_grad;  // weights are fixed in this phase
-    model_.RefreshWeights();
-  } else {
-    model_.RefreshWeights();
-  }
+  model_.RefreshWeights();
   return StepPlan{.phase = PhaseName(phase),
                   .learning_rate = QnLearningRate(recipe_, step, total_steps_, activations_),
                   .groups = ActiveGroups(phase),

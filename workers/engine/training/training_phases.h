@@ -26,7 +26,7 @@ namespace qnet::engine {
 
 // How the loop runs one step.
 struct StepPlan {
-  std::string phase;  // reported: "pretrain", "weights", "activations", "joint"
+  std::string phase;  // reported: "pretrain", "weights", "joint"
   double learning_rate = 0;
   std::vector<bool> groups;  // optimizer groups to step; empty: all
   double temperature = 0;    // the schedule's T (0 outside QN steps)
